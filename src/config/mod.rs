@@ -1,0 +1,308 @@
+//! Configuration, in two phases: raw TOML structs (unknown keys rejected) → one validated
+//! [`Config`] with compiled rules, parsed agreements, resolved paths and secrets. Every
+//! error names the file, the key and the problem. Secrets come from a file or an
+//! environment variable only, and are held as [`secrecy::SecretString`].
+
+mod raw;
+
+use crate::filter::{self, RuleSet};
+use crate::gate::{Agreements, GatePolicy, agreements};
+use crate::model::Field;
+use crate::model::mapping::Mapping;
+use crate::plan::MatchKey;
+use crate::source::ldap::{LdapSource, NestedGroups};
+use crate::source::ldif::LdifSource;
+use crate::source::{AnchorKind, Source};
+use crate::target::snapshot::SnapshotTarget;
+use raw::{RawConfig, RawSource};
+use secrecy::SecretString;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// A configuration problem: file, key, what is wrong.
+#[derive(Debug, thiserror::Error)]
+#[error("{file}: {key}{sep}{problem}", sep = if key.is_empty() { "" } else { ": " })]
+pub struct ConfigError {
+    pub file: String,
+    pub key: String,
+    pub problem: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Filter(#[from] filter::FilterError),
+}
+
+/// The validated configuration.
+pub struct Config {
+    pub file: PathBuf,
+    pub agent_id: String,
+    pub source: Source,
+    pub mapping: Mapping,
+    pub rules: RuleSet,
+    pub filter_files: Vec<PathBuf>,
+    pub target: SnapshotTarget,
+    pub agreements: Agreements,
+    pub agreements_file: PathBuf,
+    pub soft_match: Vec<MatchKey>,
+    pub nhsmail_domain: String,
+    pub restore_window_days: i64,
+    pub policy: GatePolicy,
+    pub allow_empty_source: bool,
+}
+
+struct Ctx<'a> {
+    file: &'a str,
+    dir: &'a Path,
+}
+
+impl Ctx<'_> {
+    fn err(&self, key: &str, problem: impl Into<String>) -> ConfigError {
+        ConfigError {
+            file: self.file.to_string(),
+            key: key.to_string(),
+            problem: problem.into(),
+        }
+    }
+
+    /// Resolve a path relative to the config file's directory.
+    fn path(&self, p: &str) -> PathBuf {
+        let p = Path::new(p);
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.dir.join(p)
+        }
+    }
+
+    fn existing(&self, key: &str, p: &str) -> Result<PathBuf, ConfigError> {
+        let path = self.path(p);
+        if !path.is_file() {
+            return Err(self.err(key, format!("{} does not exist or is not a file", path.display())));
+        }
+        Ok(path)
+    }
+
+    fn secret(
+        &self,
+        key: &str,
+        file: Option<&str>,
+        env: Option<&str>,
+    ) -> Result<SecretString, ConfigError> {
+        match (file, env) {
+            (Some(f), None) => {
+                let path = self.path(f);
+                let text = std::fs::read_to_string(&path).map_err(|e| {
+                    self.err(&format!("{key}_file"), format!("cannot read {}: {e}", path.display()))
+                })?;
+                let v = text.trim_end_matches(['\r', '\n']);
+                if v.is_empty() {
+                    return Err(self.err(&format!("{key}_file"), format!("{} is empty", path.display())));
+                }
+                Ok(SecretString::from(v.to_string()))
+            }
+            (None, Some(var)) => match std::env::var(var) {
+                Ok(v) if !v.is_empty() => Ok(SecretString::from(v)),
+                _ => Err(self.err(
+                    &format!("{key}_env"),
+                    format!("environment variable {var} is not set or empty"),
+                )),
+            },
+            (Some(_), Some(_)) => Err(self.err(key, format!("give {key}_file or {key}_env, not both"))),
+            (None, None) => Err(self.err(
+                key,
+                format!("a secret is needed: set {key}_file (a file readable only by tansync) or {key}_env; inline secrets are not accepted"),
+            )),
+        }
+    }
+}
+
+impl Config {
+    /// Read and validate a configuration file.
+    pub fn load(path: &Path) -> Result<Config, LoadError> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: file.clone(),
+            key: String::new(),
+            problem: format!("cannot read: {e}"),
+        })?;
+        let dir = path.parent().unwrap_or(Path::new("."));
+        Self::from_str(&text, &file, dir)
+    }
+
+    /// Validate configuration text; relative paths resolve against `dir`.
+    pub fn from_str(text: &str, file: &str, dir: &Path) -> Result<Config, LoadError> {
+        let cx = Ctx { file, dir };
+        let raw: RawConfig = toml::from_str(text)
+            .map_err(|e| cx.err("", e.to_string().trim_end().to_string()))?;
+
+        let agent_id = raw.agent_id.trim().to_string();
+        if agent_id.is_empty()
+            || !agent_id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        {
+            return Err(cx
+                .err("agent_id", "must be letters, digits, '-', '_' or '.' (it marks the accounts this agent manages)")
+                .into());
+        }
+
+        let mut mapping = Mapping::default();
+        for (k, v) in raw.mapping {
+            let f = Field::parse(&k).ok_or_else(|| {
+                cx.err(
+                    &format!("mapping.{k}"),
+                    format!("unknown field; expected one of {}", Field::ALL.map(|f| f.name()).join(", ")),
+                )
+            })?;
+            if v.trim().is_empty() {
+                return Err(cx.err(&format!("mapping.{k}"), "attribute name is empty").into());
+            }
+            mapping.fields.insert(f, v);
+        }
+
+        let source = match raw.source {
+            RawSource::Ldif(l) => {
+                let anchor = anchor_kind(&l.anchor);
+                Source::Ldif(LdifSource {
+                    path: cx.existing("source.path", &l.path)?,
+                    anchor,
+                    person_classes: l.person_classes.iter().map(|c| c.to_ascii_lowercase()).collect(),
+                    exclude_classes: l.exclude_classes.iter().map(|c| c.to_ascii_lowercase()).collect(),
+                })
+            }
+            RawSource::Ldap(l) => {
+                let url = l.url.trim().to_string();
+                let lower = url.to_ascii_lowercase();
+                if !(lower.starts_with("ldaps://") || lower.starts_with("ldap://")) {
+                    return Err(cx.err("source.url", "must start with ldaps:// or ldap://").into());
+                }
+                if lower.starts_with("ldaps://") && l.starttls {
+                    return Err(cx.err("source.starttls", "StartTLS is for ldap:// URLs; ldaps:// is already TLS").into());
+                }
+                if !(1..=1000).contains(&l.page_size) {
+                    return Err(cx.err("source.page_size", "must be 1 to 1000 (Active Directory's MaxPageSize is 1000)").into());
+                }
+                if l.base_dns.is_empty() || l.base_dns.iter().any(|b| b.trim().is_empty()) {
+                    return Err(cx.err("source.base_dns", "give at least one base DN, none empty").into());
+                }
+                let filter = l.filter.trim().to_string();
+                if !(filter.starts_with('(') && filter.ends_with(')')) {
+                    return Err(cx.err("source.filter", "an LDAP filter must be in parentheses, e.g. (objectClass=user)").into());
+                }
+                for (k, v) in [("source.connect_timeout_secs", l.connect_timeout_secs), ("source.operation_timeout_secs", l.operation_timeout_secs)] {
+                    if v == 0 {
+                        return Err(cx.err(k, "must be at least 1 second").into());
+                    }
+                }
+                let nested_groups = match l.nested_groups.as_str() {
+                    "in_chain" => NestedGroups::InChain,
+                    "expand" => NestedGroups::Expand,
+                    other => {
+                        return Err(cx.err("source.nested_groups", format!("{other:?} is not in_chain or expand")).into());
+                    }
+                };
+                Source::Ldap(LdapSource {
+                    ca_file: l.ca_file.as_deref().map(|p| cx.existing("source.ca_file", p)).transpose()?,
+                    bind_password: cx.secret(
+                        "source.bind_password",
+                        l.bind_password_file.as_deref(),
+                        l.bind_password_env.as_deref(),
+                    )?,
+                    url,
+                    starttls: l.starttls,
+                    bind_dn: l.bind_dn,
+                    base_dns: l.base_dns,
+                    filter,
+                    group_filter: l.group_filter,
+                    page_size: l.page_size,
+                    connect_timeout: Duration::from_secs(l.connect_timeout_secs),
+                    operation_timeout: Duration::from_secs(l.operation_timeout_secs),
+                    allow_cleartext_bind: l.allow_cleartext_bind,
+                    anchor: anchor_kind(&l.anchor),
+                    nested_groups,
+                })
+            }
+        };
+
+        if raw.filters.files.is_empty() {
+            return Err(cx.err("filters.files", "name at least one rule file (without rules nothing is in scope)").into());
+        }
+        let filter_files = raw
+            .filters
+            .files
+            .iter()
+            .map(|f| cx.existing("filters.files", f))
+            .collect::<Result<Vec<_>, _>>()?;
+        let rules = filter::load_files(&filter_files)?;
+
+        let target = match raw.target.kind.as_str() {
+            "snapshot" => SnapshotTarget {
+                path: cx.existing("target.path", &raw.target.path)?,
+            },
+            other => {
+                return Err(cx.err("target.kind", format!("{other:?} is not a known target (snapshot)")).into());
+            }
+        };
+
+        let agreements_file = cx.existing("agreements.file", &raw.agreements.file)?;
+        let atext = std::fs::read_to_string(&agreements_file)
+            .map_err(|e| cx.err("agreements.file", format!("cannot read: {e}")))?;
+        let agreements = agreements::parse(&atext).map_err(|p| ConfigError {
+            file: agreements_file.display().to_string(),
+            key: String::new(),
+            problem: p,
+        })?;
+
+        let s = raw.safety;
+        if !(0.0..=100.0).contains(&s.max_removal_percent) {
+            return Err(cx.err("safety.max_removal_percent", "must be between 0 and 100").into());
+        }
+        if s.restore_window_days < 1 {
+            return Err(cx.err("safety.restore_window_days", "must be at least 1").into());
+        }
+        if s.default_account_cap == 0 {
+            return Err(cx.err("safety.default_account_cap", "must be at least 1").into());
+        }
+        let e = raw.eligibility;
+        if e.nhsmail_domain.trim().is_empty() || !e.nhsmail_domain.contains('.') {
+            return Err(cx.err("eligibility.nhsmail_domain", "must be a domain such as nhs.net").into());
+        }
+        Ok(Config {
+            file: PathBuf::from(file),
+            agent_id,
+            source,
+            mapping,
+            rules,
+            filter_files,
+            target,
+            agreements,
+            agreements_file,
+            soft_match: raw.matching.soft_match,
+            nhsmail_domain: e.nhsmail_domain.trim().to_ascii_lowercase(),
+            restore_window_days: s.restore_window_days,
+            policy: GatePolicy {
+                default_cap: s.default_account_cap,
+                ineligible_domains: e.ineligible_domains,
+                max_removals: s.max_removals,
+                max_removal_percent: s.max_removal_percent,
+                percent_applies_from: s.percent_applies_from,
+            },
+            allow_empty_source: s.allow_empty_source,
+        })
+    }
+}
+
+fn anchor_kind(attr: &str) -> AnchorKind {
+    if attr.eq_ignore_ascii_case("objectGUID") {
+        AnchorKind::ObjectGuid
+    } else {
+        AnchorKind::Text(attr.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,203 @@
+//! Raw configuration as written in TOML. Unknown keys are errors.
+
+use crate::gate::default_ineligible_domains;
+use crate::plan::MatchKey;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawConfig {
+    pub agent_id: String,
+    pub source: RawSource,
+    #[serde(default)]
+    pub mapping: BTreeMap<String, String>,
+    pub filters: RawFilters,
+    pub target: RawTarget,
+    pub agreements: RawAgreements,
+    #[serde(default)]
+    pub matching: RawMatching,
+    #[serde(default)]
+    pub eligibility: RawEligibility,
+    #[serde(default)]
+    pub safety: RawSafety,
+}
+
+#[derive(Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub(super) enum RawSource {
+    Ldap(RawLdap),
+    Ldif(RawLdif),
+}
+
+fn default_anchor() -> String {
+    "objectGUID".into()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawLdif {
+    pub path: String,
+    #[serde(default = "default_anchor")]
+    pub anchor: String,
+    #[serde(default = "default_person_classes")]
+    pub person_classes: Vec<String>,
+    #[serde(default = "default_exclude_classes")]
+    pub exclude_classes: Vec<String>,
+}
+
+fn default_person_classes() -> Vec<String> {
+    vec!["user".into(), "inetOrgPerson".into()]
+}
+fn default_exclude_classes() -> Vec<String> {
+    vec!["computer".into()]
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawLdap {
+    pub url: String,
+    #[serde(default)]
+    pub starttls: bool,
+    pub ca_file: Option<String>,
+    pub bind_dn: String,
+    pub bind_password_file: Option<String>,
+    pub bind_password_env: Option<String>,
+    pub base_dns: Vec<String>,
+    #[serde(default = "default_filter")]
+    pub filter: String,
+    #[serde(default = "default_group_filter")]
+    pub group_filter: String,
+    #[serde(default = "default_page_size")]
+    pub page_size: i32,
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout_secs: u64,
+    #[serde(default = "default_operation_timeout")]
+    pub operation_timeout_secs: u64,
+    #[serde(default)]
+    pub allow_cleartext_bind: bool,
+    #[serde(default = "default_anchor")]
+    pub anchor: String,
+    #[serde(default = "default_nested")]
+    pub nested_groups: String,
+}
+
+fn default_filter() -> String {
+    "(&(objectCategory=person)(objectClass=user))".into()
+}
+fn default_group_filter() -> String {
+    "(|(objectClass=group)(objectClass=groupOfNames)(objectClass=groupOfUniqueNames))".into()
+}
+fn default_page_size() -> i32 {
+    500
+}
+fn default_connect_timeout() -> u64 {
+    10
+}
+fn default_operation_timeout() -> u64 {
+    120
+}
+fn default_nested() -> String {
+    "in_chain".into()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawFilters {
+    pub files: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawTarget {
+    pub kind: String,
+    pub path: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawAgreements {
+    pub file: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawMatching {
+    pub soft_match: Vec<MatchKey>,
+}
+
+impl Default for RawMatching {
+    fn default() -> Self {
+        Self {
+            soft_match: vec![MatchKey::EmployeeId, MatchKey::Email],
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawEligibility {
+    #[serde(default = "default_ineligible_domains")]
+    pub ineligible_domains: Vec<String>,
+    #[serde(default = "default_nhsmail_domain")]
+    pub nhsmail_domain: String,
+}
+
+fn default_nhsmail_domain() -> String {
+    "nhs.net".into()
+}
+
+impl Default for RawEligibility {
+    fn default() -> Self {
+        Self {
+            ineligible_domains: default_ineligible_domains(),
+            nhsmail_domain: default_nhsmail_domain(),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawSafety {
+    #[serde(default = "d_max_removals")]
+    pub max_removals: usize,
+    #[serde(default = "d_max_pct")]
+    pub max_removal_percent: f64,
+    #[serde(default = "d_pct_from")]
+    pub percent_applies_from: usize,
+    #[serde(default)]
+    pub allow_empty_source: bool,
+    #[serde(default = "d_cap")]
+    pub default_account_cap: u32,
+    #[serde(default = "d_window")]
+    pub restore_window_days: i64,
+}
+
+fn d_max_removals() -> usize {
+    50
+}
+fn d_max_pct() -> f64 {
+    10.0
+}
+fn d_pct_from() -> usize {
+    100
+}
+fn d_cap() -> u32 {
+    50
+}
+fn d_window() -> i64 {
+    30
+}
+
+impl Default for RawSafety {
+    fn default() -> Self {
+        Self {
+            max_removals: d_max_removals(),
+            max_removal_percent: d_max_pct(),
+            percent_applies_from: d_pct_from(),
+            allow_empty_source: false,
+            default_account_cap: d_cap(),
+            restore_window_days: d_window(),
+        }
+    }
+}

@@ -1,0 +1,342 @@
+//! Diff stage (pure): desired state (people in scope) against the directory's actual
+//! state → candidate operations. No I/O, no clock: `now` is passed in.
+//!
+//! Only accounts this agent manages (its `agent_id`, an anchor, an organisation it has an
+//! agreement for) are ever candidates for update, remove or move (DESIGN.md, "Safety
+//! rules"). Accounts in `pending` are never edited (`target_pending`).
+
+use crate::ids::{ExternalId, OdsCode, TargetId};
+use crate::model::validate::{comparable, email_domain};
+use crate::model::{Field, Person};
+use crate::plan::{BlockReason, Blocked, FieldChange, MatchKey, Operation, RemoveReason};
+use crate::target::{Account, Status, TargetState};
+use std::collections::{BTreeMap, BTreeSet};
+use time::{Duration, OffsetDateTime};
+
+/// Everything the diff looks at.
+pub struct DiffInput<'a> {
+    /// People in scope, valid, keyed by anchor.
+    pub persons: &'a BTreeMap<ExternalId, Person>,
+    /// Anchors present in the source but excluded by the filter rules.
+    pub out_of_scope: &'a BTreeSet<ExternalId>,
+    /// Anchors of source entries that were rejected: never removed on that account.
+    pub rejected: &'a BTreeSet<ExternalId>,
+    pub target: &'a TargetState,
+    pub agent_id: &'a str,
+    /// Organisations this agent synchronises with.
+    pub managed_orgs: &'a BTreeSet<OdsCode>,
+    /// First-sync soft-match keys, in order of preference.
+    pub soft_match: &'a [MatchKey],
+    /// The NHSmail domain (an address there means "join, not provision").
+    pub nhsmail_domain: &'a str,
+    /// How long a leaver can be restored (30 days: Access Policy v4, "leavers and joiners").
+    pub restore_window: Duration,
+    pub now: OffsetDateTime,
+}
+
+#[derive(Debug, Default)]
+pub struct DiffOutput {
+    pub operations: Vec<Operation>,
+    pub blocked: Vec<Blocked>,
+    pub unchanged: usize,
+    /// Accounts this agent manages (for the mass-change guard's percentage).
+    pub managed: usize,
+}
+
+/// Is this account one the agent may change?
+pub fn is_managed(a: &Account, agent_id: &str, orgs: &BTreeSet<OdsCode>) -> bool {
+    a.external_id.is_some()
+        && a.managed_by.as_deref() == Some(agent_id)
+        && orgs.contains(&a.ods_code)
+}
+
+/// Attribute changes that take the account to the person, compared as the directory
+/// compares (see [`comparable`]).
+pub fn field_changes(p: &Person, a: &Account) -> Vec<FieldChange> {
+    let fields: BTreeSet<Field> = p
+        .attributes
+        .keys()
+        .chain(a.attributes.keys())
+        .copied()
+        .filter(|f| f.is_synchronised())
+        .collect();
+    fields
+        .into_iter()
+        .filter_map(|f| {
+            let old = a.attributes.get(&f).filter(|v| !v.trim().is_empty());
+            let new = p.attributes.get(&f);
+            let same = match (old, new) {
+                (Some(o), Some(n)) => comparable(o) == comparable(n),
+                (None, None) => true,
+                _ => false,
+            };
+            (!same).then(|| FieldChange {
+                field: f,
+                old: old.cloned(),
+                new: new.cloned(),
+            })
+        })
+        .collect()
+}
+
+fn lower(v: Option<&str>) -> Option<String> {
+    v.map(|s| s.trim().to_lowercase()).filter(|s| !s.is_empty())
+}
+
+pub fn diff(input: &DiffInput<'_>) -> DiffOutput {
+    let mut out = DiffOutput::default();
+    let by_anchor: BTreeMap<&ExternalId, &Account> = input
+        .target
+        .accounts
+        .iter()
+        .filter(|a| a.status != Status::Deleted)
+        .filter_map(|a| a.external_id.as_ref().map(|x| (x, a)))
+        .collect();
+    // Unanchored accounts are the candidates for first-sync soft-match.
+    let mut by_key: BTreeMap<(MatchKey, String), Vec<&Account>> = BTreeMap::new();
+    for a in input
+        .target
+        .accounts
+        .iter()
+        .filter(|a| a.external_id.is_none() && a.status != Status::Deleted)
+    {
+        if let Some(e) = lower(a.attributes.get(&Field::EmployeeId).map(String::as_str)) {
+            by_key.entry((MatchKey::EmployeeId, e)).or_default().push(a);
+        }
+        if let Some(e) = lower(a.email.as_deref()) {
+            by_key.entry((MatchKey::Email, e)).or_default().push(a);
+        }
+    }
+    let mut joined: BTreeSet<&TargetId> = BTreeSet::new();
+
+    for (xid, p) in input.persons {
+        match by_anchor.get(xid) {
+            Some(a) => {
+                let managed = is_managed(a, input.agent_id, input.managed_orgs);
+                match existing(p, a, input) {
+                    Ok(None) => out.unchanged += 1,
+                    Ok(Some(op)) if managed => out.operations.push(op),
+                    Ok(Some(op)) => out.blocked.push(Blocked::new(
+                        op,
+                        BlockReason::NotManaged,
+                        format!(
+                            "account {} is managed by {}",
+                            a.target_id,
+                            a.managed_by.as_deref().unwrap_or("no agent")
+                        ),
+                    )),
+                    Err(b) => out.blocked.push(b),
+                }
+            }
+            None if !p.enabled => {} // Disabled and never provisioned: nothing to do.
+            None => match soft_match(p, input, &by_key, &mut joined) {
+                Ok(op) => out.operations.push(op),
+                Err(b) => out.blocked.push(b),
+            },
+        }
+    }
+
+    for a in &input.target.accounts {
+        if !is_managed(a, input.agent_id, input.managed_orgs) {
+            continue;
+        }
+        out.managed += 1;
+        let Some(xid) = &a.external_id else { continue };
+        if input.persons.contains_key(xid) || input.rejected.contains(xid) {
+            continue;
+        }
+        let reason = if input.out_of_scope.contains(xid) {
+            RemoveReason::OutOfScope
+        } else {
+            RemoveReason::NotInSource
+        };
+        let op = Operation::Remove {
+            external_id: xid.clone(),
+            target_id: a.target_id.clone(),
+            ods_code: a.ods_code.clone(),
+            reason,
+            etag: a.etag.clone(),
+        };
+        match a.status {
+            Status::Active | Status::Inactive => out.operations.push(op),
+            Status::Pending => out.blocked.push(pending(op, a)),
+            Status::Leaver | Status::Deleted => {}
+        }
+    }
+    out
+}
+
+fn pending(op: Operation, a: &Account) -> Blocked {
+    Blocked::new(
+        op,
+        BlockReason::TargetPending,
+        format!(
+            "account {} is pending (new mailbox); it is not edited until active",
+            a.target_id
+        ),
+    )
+}
+
+/// The operation (if any) for a person whose account already exists.
+fn existing(p: &Person, a: &Account, input: &DiffInput<'_>) -> Result<Option<Operation>, Blocked> {
+    let xid = p.external_id.clone();
+    let target_id = a.target_id.clone();
+    let etag = a.etag.clone();
+    if !p.enabled {
+        return match a.status {
+            Status::Active | Status::Inactive => Ok(Some(Operation::Remove {
+                external_id: xid,
+                target_id,
+                ods_code: a.ods_code.clone(),
+                reason: RemoveReason::Disabled,
+                etag,
+            })),
+            Status::Pending => Err(pending(
+                Operation::Remove {
+                    external_id: xid,
+                    target_id,
+                    ods_code: a.ods_code.clone(),
+                    reason: RemoveReason::Disabled,
+                    etag,
+                },
+                a,
+            )),
+            Status::Leaver | Status::Deleted => Ok(None),
+        };
+    }
+    let changes = field_changes(p, a);
+    let moved = a.ods_code != p.ods_code;
+    match a.status {
+        Status::Leaver => {
+            let op = if moved {
+                Operation::Move {
+                    external_id: xid,
+                    target_id,
+                    from_ods_code: a.ods_code.clone(),
+                    ods_code: p.ods_code.clone(),
+                    changes,
+                    etag,
+                }
+            } else {
+                Operation::Restore {
+                    external_id: xid,
+                    target_id,
+                    ods_code: p.ods_code.clone(),
+                    changes,
+                    etag,
+                }
+            };
+            match a.leaver_since {
+                Some(since) if input.now - since > input.restore_window => Err(Blocked::new(
+                    op,
+                    BlockReason::RestoreWindowPassed,
+                    format!(
+                        "leaver since {} ({} days; the window is {} days): the directory deletes it",
+                        since.date(),
+                        (input.now - since).whole_days(),
+                        input.restore_window.whole_days()
+                    ),
+                )),
+                _ => Ok(Some(op)),
+            }
+        }
+        Status::Deleted => Ok(None), // Filtered out before; kept for exhaustiveness.
+        Status::Active | Status::Inactive | Status::Pending => {
+            let op = if moved {
+                Some(Operation::Move {
+                    external_id: xid,
+                    target_id,
+                    from_ods_code: a.ods_code.clone(),
+                    ods_code: p.ods_code.clone(),
+                    changes,
+                    etag,
+                })
+            } else if !changes.is_empty() {
+                Some(Operation::Update {
+                    external_id: xid,
+                    target_id,
+                    ods_code: p.ods_code.clone(),
+                    changes,
+                    etag,
+                })
+            } else {
+                None
+            };
+            match (op, a.status) {
+                (Some(op), Status::Pending) => Err(pending(op, a)),
+                (op, _) => Ok(op),
+            }
+        }
+    }
+}
+
+/// A person with no anchored account: join an existing one, or provision.
+fn soft_match<'a>(
+    p: &Person,
+    input: &DiffInput<'_>,
+    by_key: &BTreeMap<(MatchKey, String), Vec<&'a Account>>,
+    joined: &mut BTreeSet<&'a TargetId>,
+) -> Result<Operation, Blocked> {
+    let provision = Operation::Provision {
+        external_id: p.external_id.clone(),
+        ods_code: p.ods_code.clone(),
+        rule: p.rule.clone(),
+        attributes: p.synchronised(),
+    };
+    for key in input.soft_match {
+        let field = match key {
+            MatchKey::EmployeeId => Field::EmployeeId,
+            MatchKey::Email => Field::Email,
+        };
+        let Some(v) = lower(p.get(field)) else {
+            continue;
+        };
+        let found: Vec<&&Account> = by_key
+            .get(&(*key, v.clone()))
+            .map(|v| v.iter().collect())
+            .unwrap_or_default();
+        match found.as_slice() {
+            [] => continue,
+            [a] if !joined.contains(&a.target_id) => {
+                joined.insert(&a.target_id);
+                let acct: &Account = a;
+                return Ok(Operation::Join {
+                    external_id: p.external_id.clone(),
+                    target_id: acct.target_id.clone(),
+                    ods_code: p.ods_code.clone(),
+                    matched_on: *key,
+                    changes: field_changes(p, acct),
+                    etag: acct.etag.clone(),
+                });
+            }
+            many => {
+                return Err(Blocked::new(
+                    provision,
+                    BlockReason::AmbiguousMatch,
+                    format!(
+                        "{field} {v:?} matches {} accounts without an anchor (or one already joined): resolve by hand",
+                        many.len()
+                    ),
+                ));
+            }
+        }
+    }
+    let nhsmail = p
+        .get(Field::Email)
+        .and_then(email_domain)
+        .is_some_and(|d| d.eq_ignore_ascii_case(input.nhsmail_domain));
+    if nhsmail {
+        return Err(Blocked::new(
+            provision,
+            BlockReason::ExistingNhsmailAccount,
+            format!(
+                "already has an NHSmail address ({}) that matches no account in a managed organisation; one account per person (AUP §2.9)",
+                p.get(Field::Email).unwrap_or_default()
+            ),
+        ));
+    }
+    Ok(provision)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,157 @@
+//! NHS Directory value rules: what a value must look like before it is sent.
+//! Mandatory fields are from DESIGN.md ("Mandatory to provision"); the mobile rule (UK
+//! only, E.164) from the same section.
+
+use super::{Field, RejectReason};
+use phonenumber::country::Id as Country;
+
+/// A value that failed a rule: the reason code and a human detail.
+pub type Invalid = (RejectReason, String);
+
+/// Collapse runs of whitespace (incl. tab/newline) to one space and trim; refuse other
+/// control characters; enforce the field's length limit. Unicode is kept as written.
+pub fn clean_text(field: Field, raw: &str) -> Result<String, Invalid> {
+    if let Some(c) = raw
+        .chars()
+        .find(|c| c.is_control() && !c.is_whitespace())
+    {
+        return Err((
+            RejectReason::InvalidValue,
+            format!("{field} contains a control character (U+{:04X})", c as u32),
+        ));
+    }
+    let v = raw.split_whitespace().collect::<Vec<_>>().join(" ");
+    let n = v.chars().count();
+    if n > field.max_len() {
+        return Err((
+            RejectReason::InvalidValue,
+            format!("{field} is {n} characters; the limit is {}", field.max_len()),
+        ));
+    }
+    Ok(v)
+}
+
+/// Parse a phone number as a UK number (national or international form) and give its
+/// E.164 form, or `None` if it is not a valid number.
+fn parse_phone(v: &str) -> Option<phonenumber::PhoneNumber> {
+    let n = phonenumber::parse(Some(Country::GB), v).ok()?;
+    phonenumber::is_valid(&n).then_some(n)
+}
+
+fn e164(n: &phonenumber::PhoneNumber) -> String {
+    n.format().mode(phonenumber::Mode::E164).to_string()
+}
+
+/// Mobile: must be a valid UK mobile number; stored as E.164.
+pub fn mobile(v: &str) -> Result<String, Invalid> {
+    let bad = |why: &str| (RejectReason::InvalidMobile, format!("mobile {v:?} {why}"));
+    let n = parse_phone(v).ok_or_else(|| bad("is not a valid phone number"))?;
+    if n.code().value() != 44 {
+        return Err(bad("is not a UK number"));
+    }
+    use phonenumber::Type;
+    match n.number_type(&phonenumber::metadata::DATABASE) {
+        Type::Mobile | Type::FixedLineOrMobile => Ok(e164(&n)),
+        _ => Err(bad("is not a UK mobile number")),
+    }
+}
+
+/// Telephone: any valid number (UK assumed when no country code); stored as E.164.
+pub fn telephone(v: &str) -> Result<String, Invalid> {
+    parse_phone(v).map(|n| e164(&n)).ok_or_else(|| {
+        (
+            RejectReason::InvalidValue,
+            format!("telephone {v:?} is not a valid phone number"),
+        )
+    })
+}
+
+/// Email: one `@`, a dotted domain, no spaces; lowercased (addresses compare so).
+pub fn email(v: &str) -> Result<String, Invalid> {
+    let bad = || (RejectReason::InvalidValue, format!("email {v:?} is not an address"));
+    let v = v.trim().to_lowercase();
+    let (local, domain) = v.split_once('@').ok_or_else(bad)?;
+    if local.is_empty()
+        || domain.is_empty()
+        || !domain.contains('.')
+        || domain.contains('@')
+        || v.contains(char::is_whitespace)
+    {
+        return Err(bad());
+    }
+    Ok(v)
+}
+
+/// The domain of an address (after `@`), lowercased.
+pub fn email_domain(addr: &str) -> Option<&str> {
+    addr.rsplit_once('@').map(|(_, d)| d)
+}
+
+/// Does `domain` equal `suffix` or lie under it (`a.nhs.uk` under `nhs.uk`)?
+pub fn domain_within(domain: &str, suffix: &str) -> bool {
+    let d = domain.trim_end_matches('.').to_ascii_lowercase();
+    let s = suffix.trim_start_matches("*.").trim_matches('.').to_ascii_lowercase();
+    d == s || d.ends_with(&format!(".{s}"))
+}
+
+/// Apply the field's rule to an already text-cleaned value.
+pub fn value(field: Field, v: &str) -> Result<String, Invalid> {
+    let v = clean_text(field, v)?;
+    match field {
+        Field::Mobile => mobile(&v),
+        Field::Telephone => telephone(&v),
+        Field::Email => email(&v),
+        _ => Ok(v),
+    }
+}
+
+/// The form in which the directory compares a value: whitespace-collapsed and
+/// case-folded (the NHS Directory, like AD, compares strings case-insensitively), so a
+/// case-only or spacing-only difference is not a change.
+pub fn comparable(v: &str) -> String {
+    v.split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+        .to_lowercase()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_rules() {
+        assert_eq!(
+            clean_text(Field::GivenName, "  Siân \t Mair ").unwrap(),
+            "Siân Mair"
+        );
+        assert_eq!(
+            clean_text(Field::FamilyName, "O'Brien-Ngũgĩ").unwrap(),
+            "O'Brien-Ngũgĩ"
+        );
+        assert!(clean_text(Field::GivenName, "a\u{0007}b").is_err());
+        assert!(clean_text(Field::GivenName, &"x".repeat(65)).is_err());
+        assert!(clean_text(Field::GivenName, &"é".repeat(64)).is_ok());
+    }
+
+    #[test]
+    fn phones() {
+        assert_eq!(mobile("07123 456789").unwrap(), "+447123456789");
+        assert_eq!(mobile("+44 (0)7123 456789").unwrap(), "+447123456789");
+        assert_eq!(mobile("+1 415 555 0100").unwrap_err().0, RejectReason::InvalidMobile);
+        assert_eq!(mobile("12345").unwrap_err().0, RejectReason::InvalidMobile);
+        assert!(mobile("0113 496 0000").unwrap_err().1.contains("mobile number"));
+        assert_eq!(telephone("0113 496 0000").unwrap(), "+441134960000");
+        assert!(telephone("ext 1234").is_err());
+    }
+
+    #[test]
+    fn emails_and_domains() {
+        assert_eq!(email(" Jane.Doe@NHS.net ").unwrap(), "jane.doe@nhs.net");
+        assert!(email("jane").is_err());
+        assert!(domain_within("trust.nhs.uk", "nhs.uk"));
+        assert!(domain_within("nhs.uk", "*.nhs.uk"));
+        assert!(!domain_within("notnhs.uk", "nhs.uk"));
+        assert_eq!(comparable(" Emergency   department"), "emergency department");
+    }
+}

@@ -1,0 +1,387 @@
+//! Plan stage: the data types every stage after `diff` passes along, and the plan
+//! document (`tansync.plan/v1`, `../shared/DESIGN.md` "Plan contract") in JSON and in a
+//! human view ([`render`]).
+
+pub mod render;
+
+use crate::ids::{ExternalId, OdsCode, RuleId, TargetId};
+use crate::model::{Field, Rejection};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::fmt;
+
+pub const FORMAT: &str = "tansync.plan/v1";
+
+/// One attribute's change, old → new (`None` = absent).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct FieldChange {
+    pub field: Field,
+    pub old: Option<String>,
+    pub new: Option<String>,
+}
+
+/// Why an account is to be marked leaver.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RemoveReason {
+    /// Disabled in the source.
+    Disabled,
+    /// Still in the source but no longer included by the filter rules.
+    OutOfScope,
+    /// No longer in the source at all.
+    NotInSource,
+}
+
+/// How a first-sync join found the existing account.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MatchKey {
+    EmployeeId,
+    Email,
+}
+
+/// The kinds of operation (plan `kind`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OpKind {
+    Provision,
+    Update,
+    Remove,
+    Move,
+    Restore,
+    Join,
+}
+
+impl OpKind {
+    pub const ALL: [OpKind; 6] = [
+        OpKind::Provision,
+        OpKind::Update,
+        OpKind::Remove,
+        OpKind::Move,
+        OpKind::Restore,
+        OpKind::Join,
+    ];
+    pub fn name(self) -> &'static str {
+        match self {
+            OpKind::Provision => "provision",
+            OpKind::Update => "update",
+            OpKind::Remove => "remove",
+            OpKind::Move => "move",
+            OpKind::Restore => "restore",
+            OpKind::Join => "join",
+        }
+    }
+}
+
+impl fmt::Display for OpKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A change to the NHS Directory. Serialises to the plan contract's operation objects.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Operation {
+    Provision {
+        external_id: ExternalId,
+        ods_code: OdsCode,
+        rule: RuleId,
+        attributes: BTreeMap<Field, String>,
+    },
+    Update {
+        external_id: ExternalId,
+        target_id: TargetId,
+        ods_code: OdsCode,
+        changes: Vec<FieldChange>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        etag: Option<String>,
+    },
+    Remove {
+        external_id: ExternalId,
+        target_id: TargetId,
+        ods_code: OdsCode,
+        reason: RemoveReason,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        etag: Option<String>,
+    },
+    Move {
+        external_id: ExternalId,
+        target_id: TargetId,
+        from_ods_code: OdsCode,
+        ods_code: OdsCode,
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        changes: Vec<FieldChange>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        etag: Option<String>,
+    },
+    Restore {
+        external_id: ExternalId,
+        target_id: TargetId,
+        ods_code: OdsCode,
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        changes: Vec<FieldChange>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        etag: Option<String>,
+    },
+    Join {
+        external_id: ExternalId,
+        target_id: TargetId,
+        ods_code: OdsCode,
+        matched_on: MatchKey,
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        changes: Vec<FieldChange>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        etag: Option<String>,
+    },
+}
+
+impl Operation {
+    pub fn kind(&self) -> OpKind {
+        match self {
+            Operation::Provision { .. } => OpKind::Provision,
+            Operation::Update { .. } => OpKind::Update,
+            Operation::Remove { .. } => OpKind::Remove,
+            Operation::Move { .. } => OpKind::Move,
+            Operation::Restore { .. } => OpKind::Restore,
+            Operation::Join { .. } => OpKind::Join,
+        }
+    }
+
+    pub fn external_id(&self) -> &ExternalId {
+        match self {
+            Operation::Provision { external_id, .. }
+            | Operation::Update { external_id, .. }
+            | Operation::Remove { external_id, .. }
+            | Operation::Move { external_id, .. }
+            | Operation::Restore { external_id, .. }
+            | Operation::Join { external_id, .. } => external_id,
+        }
+    }
+
+    /// The organisation the operation ends in.
+    pub fn ods_code(&self) -> &OdsCode {
+        match self {
+            Operation::Provision { ods_code, .. }
+            | Operation::Update { ods_code, .. }
+            | Operation::Remove { ods_code, .. }
+            | Operation::Move { ods_code, .. }
+            | Operation::Restore { ods_code, .. }
+            | Operation::Join { ods_code, .. } => ods_code,
+        }
+    }
+
+    /// Every organisation the operation touches (a move touches two).
+    pub fn organisations(&self) -> Vec<&OdsCode> {
+        match self {
+            Operation::Move {
+                from_ods_code,
+                ods_code,
+                ..
+            } => vec![from_ods_code, ods_code],
+            other => vec![other.ods_code()],
+        }
+    }
+
+    /// Does the operation add an account to its organisation's count?
+    pub fn creates_account(&self) -> bool {
+        matches!(
+            self,
+            Operation::Provision { .. } | Operation::Move { .. } | Operation::Restore { .. }
+        )
+    }
+
+    /// Attribute changes carried (for stripping by the gate).
+    pub fn changes_mut(&mut self) -> Option<&mut Vec<FieldChange>> {
+        match self {
+            Operation::Update { changes, .. }
+            | Operation::Move { changes, .. }
+            | Operation::Restore { changes, .. }
+            | Operation::Join { changes, .. } => Some(changes),
+            _ => None,
+        }
+    }
+
+    /// Sort key: kind, organisation, external id (plan order is deterministic).
+    pub fn sort_key(&self) -> (OpKind, &OdsCode, &ExternalId) {
+        (self.kind(), self.ods_code(), self.external_id())
+    }
+}
+
+/// An operation that passed the gate, with the attributes the gate withheld.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct PlannedOp {
+    #[serde(flatten)]
+    pub op: Operation,
+    /// Attributes not sent because no agreement permits them.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub stripped: Vec<Field>,
+}
+
+/// Why an operation was not planned (plan `blocked[].reason`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BlockReason {
+    NoPartneringAgreement,
+    NoSharingAgreement,
+    AgreementExpired,
+    OperationNotPermitted,
+    AccountCap,
+    IneligibleEmailDomain,
+    OrganisationClosed,
+    UnknownOrganisation,
+    MassChangeThreshold,
+    TargetPending,
+    /// The person already has an NHSmail address that matches no account we can see.
+    ExistingNhsmailAccount,
+    /// First-sync soft-match found more than one candidate account.
+    AmbiguousMatch,
+    /// The account exists but another agent (or nobody) manages it.
+    NotManaged,
+    /// A leaver whose 30-day window has passed cannot be restored by the agent.
+    RestoreWindowPassed,
+}
+
+/// An operation the gate (or diff) held back, with why.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Blocked {
+    pub kind: OpKind,
+    pub external_id: ExternalId,
+    pub ods_code: OdsCode,
+    pub reason: BlockReason,
+    pub detail: String,
+    /// The operation itself, so a reviewed approval (e.g. of a mass removal) can apply it.
+    pub operation: Operation,
+}
+
+impl Blocked {
+    pub fn new(op: Operation, reason: BlockReason, detail: impl Into<String>) -> Self {
+        Self {
+            kind: op.kind(),
+            external_id: op.external_id().clone(),
+            ods_code: op.ods_code().clone(),
+            reason,
+            detail: detail.into(),
+            operation: op,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct SourceSummary {
+    pub kind: &'static str,
+    pub read: usize,
+    pub in_scope: usize,
+    pub rejected: usize,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct TargetSummary {
+    pub kind: &'static str,
+    pub read: usize,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Summary {
+    pub provision: usize,
+    pub update: usize,
+    pub remove: usize,
+    #[serde(rename = "move")]
+    pub move_: usize,
+    pub restore: usize,
+    pub join: usize,
+    pub unchanged: usize,
+    pub blocked: usize,
+    pub rejected: usize,
+}
+
+impl Summary {
+    pub fn count(&self, k: OpKind) -> usize {
+        match k {
+            OpKind::Provision => self.provision,
+            OpKind::Update => self.update,
+            OpKind::Remove => self.remove,
+            OpKind::Move => self.move_,
+            OpKind::Restore => self.restore,
+            OpKind::Join => self.join,
+        }
+    }
+}
+
+/// The plan document.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Plan {
+    pub format: &'static str,
+    pub generated_at: String,
+    pub fingerprint: String,
+    pub source: SourceSummary,
+    pub target: TargetSummary,
+    pub summary: Summary,
+    pub operations: Vec<PlannedOp>,
+    pub blocked: Vec<Blocked>,
+    pub rejected: Vec<Rejection>,
+}
+
+impl Plan {
+    /// Assemble a plan, putting everything in its deterministic order.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        generated_at: String,
+        fingerprint: String,
+        source: SourceSummary,
+        target: TargetSummary,
+        mut operations: Vec<PlannedOp>,
+        mut blocked: Vec<Blocked>,
+        mut rejected: Vec<Rejection>,
+        unchanged: usize,
+    ) -> Plan {
+        operations.sort_by(|a, b| a.op.sort_key().cmp(&b.op.sort_key()));
+        blocked.sort_by(|a, b| {
+            (a.kind, &a.ods_code, &a.external_id, a.reason).cmp(&(
+                b.kind,
+                &b.ods_code,
+                &b.external_id,
+                b.reason,
+            ))
+        });
+        rejected.sort_by(|a, b| (&a.dn, a.reason).cmp(&(&b.dn, b.reason)));
+        let mut summary = Summary {
+            unchanged,
+            blocked: blocked.len(),
+            rejected: rejected.len(),
+            ..Summary::default()
+        };
+        for p in &operations {
+            match p.op.kind() {
+                OpKind::Provision => summary.provision += 1,
+                OpKind::Update => summary.update += 1,
+                OpKind::Remove => summary.remove += 1,
+                OpKind::Move => summary.move_ += 1,
+                OpKind::Restore => summary.restore += 1,
+                OpKind::Join => summary.join += 1,
+            }
+        }
+        Plan {
+            format: FORMAT,
+            generated_at,
+            fingerprint,
+            source,
+            target,
+            summary,
+            operations,
+            blocked,
+            rejected,
+        }
+    }
+
+    pub fn has_changes(&self) -> bool {
+        !self.operations.is_empty()
+    }
+
+    pub fn to_json(&self) -> String {
+        // Serialising plain owned data to a String cannot fail.
+        let mut s = serde_json::to_string_pretty(self).unwrap_or_default();
+        s.push('\n');
+        s
+    }
+}

@@ -1,0 +1,362 @@
+//! Source stage: reads people from the organisation's directory (LDAP/AD or an LDIF
+//! export) and hands them on one at a time as [`SourceEntry`] values.
+//!
+//! A read is complete or it is an error: any failure mid-stream (a lost connection, a
+//! size or time limit, a malformed record) aborts with [`SourceError`] and the caller must
+//! not produce a plan from what was seen so far (`../shared/DESIGN.md`, "Safety rules").
+
+pub mod ldap;
+pub mod ldif;
+
+use crate::ids::{ExternalId, NormDn, ObjectGuid};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// AD `userAccountControl` bit meaning "account disabled" (ADS_UF_ACCOUNTDISABLE).
+const UAC_ACCOUNTDISABLE: u32 = 0x2;
+
+/// Why a read failed. Every variant means "no plan".
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error("cannot open {path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}, line {line}: {problem}")]
+    Ldif {
+        path: String,
+        line: usize,
+        problem: String,
+    },
+    #[error("LDAP {url}: {context}: {source}")]
+    Ldap {
+        url: String,
+        context: String,
+        #[source]
+        source: ::ldap3::LdapError,
+    },
+    #[error("LDAP {url}: {context}: server answered {code} ({text}){message}")]
+    LdapResult {
+        url: String,
+        context: String,
+        code: u32,
+        text: &'static str,
+        message: String,
+    },
+    #[error("LDAP {url}: {reason}")]
+    Refused { url: String, reason: String },
+    #[error("TLS setup: {0}")]
+    Tls(String),
+    #[error("{0}")]
+    Aborted(String),
+}
+
+impl SourceError {
+    pub(crate) fn refused(url: &str, reason: impl Into<String>) -> Self {
+        let reason = reason.into();
+        SourceError::Refused {
+            url: url.to_string(),
+            reason,
+        }
+    }
+}
+
+/// How the anchor (external id) is read from an entry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AnchorKind {
+    /// AD `objectGUID`: 16 binary bytes, printed in the AD string form.
+    ObjectGuid,
+    /// Any other single-valued, immutable text attribute (e.g. OpenLDAP `entryUUID`).
+    Text(String),
+}
+
+impl AnchorKind {
+    pub fn attribute(&self) -> &str {
+        match self {
+            AnchorKind::ObjectGuid => "objectGUID",
+            AnchorKind::Text(a) => a,
+        }
+    }
+}
+
+/// One person entry as read from the source. Attribute names are lowercased (LDAP
+/// attribute names are case-insensitive); values keep their case.
+#[derive(Clone, Debug)]
+pub struct SourceEntry {
+    pub dn: String,
+    pub norm_dn: NormDn,
+    pub attrs: BTreeMap<String, Vec<String>>,
+    /// The anchor, or why it could not be read.
+    pub anchor: Result<ExternalId, String>,
+    /// False when `userAccountControl` has the disabled bit.
+    pub enabled: bool,
+}
+
+impl SourceEntry {
+    /// First value of an attribute (name matched case-insensitively).
+    pub fn first(&self, attr: &str) -> Option<&str> {
+        self.values(attr).first().map(String::as_str)
+    }
+
+    /// All values of an attribute (name matched case-insensitively).
+    pub fn values(&self, attr: &str) -> &[String] {
+        self.attrs
+            .get(&attr.to_ascii_lowercase())
+            .map(Vec::as_slice)
+            .unwrap_or(&[])
+    }
+
+    /// Build an entry from raw attribute values, as both sources deliver them: text
+    /// values, and binary values that are not valid UTF-8 (ldap3 sorts each value into
+    /// `attrs` or `bin_attrs` by whether it decodes, so an objectGUID can be in either).
+    pub fn build(
+        dn: String,
+        text: impl IntoIterator<Item = (String, Vec<String>)>,
+        binary: impl IntoIterator<Item = (String, Vec<Vec<u8>>)>,
+        anchor: &AnchorKind,
+    ) -> SourceEntry {
+        let mut attrs: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for (k, v) in text {
+            attrs.entry(k.to_ascii_lowercase()).or_default().extend(v);
+        }
+        let mut bin: BTreeMap<String, Vec<Vec<u8>>> = BTreeMap::new();
+        for (k, v) in binary {
+            bin.entry(k.to_ascii_lowercase()).or_default().extend(v);
+        }
+        let anchor_attr = anchor.attribute().to_ascii_lowercase();
+        let anchor = match anchor {
+            AnchorKind::ObjectGuid => {
+                let raw: Vec<&[u8]> = bin
+                    .get(&anchor_attr)
+                    .into_iter()
+                    .flatten()
+                    .map(Vec::as_slice)
+                    .chain(
+                        attrs
+                            .get(&anchor_attr)
+                            .into_iter()
+                            .flatten()
+                            .map(|s| s.as_bytes()),
+                    )
+                    .collect();
+                match raw.as_slice() {
+                    [one] => ObjectGuid::from_bytes(one)
+                        .map(ExternalId::from)
+                        .map_err(|e| e.to_string()),
+                    [] => Err("objectGUID is missing".to_string()),
+                    _ => Err("objectGUID has more than one value".to_string()),
+                }
+            }
+            AnchorKind::Text(_) => match attrs.get(&anchor_attr).map(Vec::as_slice) {
+                Some([one]) => ExternalId::parse(one).map_err(|e| e.to_string()),
+                Some([_, _, ..]) => Err(format!("{} has more than one value", anchor.attribute())),
+                _ => Err(format!("{} is missing", anchor.attribute())),
+            },
+        };
+        // The anchor is not kept as an attribute: it is carried typed in `anchor`.
+        attrs.remove(&anchor_attr);
+        let enabled = attrs
+            .get("useraccountcontrol")
+            .and_then(|v| v.first())
+            .and_then(|v| v.trim().parse::<u32>().ok())
+            .is_none_or(|uac| uac & UAC_ACCOUNTDISABLE == 0);
+        SourceEntry {
+            norm_dn: NormDn::new(&dn),
+            dn,
+            attrs,
+            anchor,
+            enabled,
+        }
+    }
+}
+
+/// Group membership as the filter stage needs it.
+///
+/// Direct membership comes from the entry's own `memberOf` or from a group's `member`
+/// list; nested membership from the server's in-chain matching rule (AD) or from expanding
+/// group `member` lists client-side (LDIF, generic LDAP).
+#[derive(Clone, Debug, Default)]
+pub struct GroupIndex {
+    /// Group → its direct members (only filled where groups were read client-side).
+    direct: BTreeMap<NormDn, BTreeSet<NormDn>>,
+    /// Group → every member, transitively (for groups a filter asks about nested).
+    nested: BTreeMap<NormDn, BTreeSet<NormDn>>,
+}
+
+impl GroupIndex {
+    pub fn add_direct(&mut self, group: NormDn, members: BTreeSet<NormDn>) {
+        self.direct.entry(group).or_default().extend(members);
+    }
+
+    pub fn set_nested(&mut self, group: NormDn, members: BTreeSet<NormDn>) {
+        self.nested.insert(group, members);
+    }
+
+    /// Expand `group` through the direct member lists (cycle-safe).
+    pub fn expand(&mut self, group: &NormDn) {
+        let mut seen: BTreeSet<NormDn> = BTreeSet::new();
+        let mut todo = vec![group.clone()];
+        let mut all = BTreeSet::new();
+        while let Some(g) = todo.pop() {
+            if !seen.insert(g.clone()) {
+                continue;
+            }
+            for m in self.direct.get(&g).into_iter().flatten() {
+                all.insert(m.clone());
+                if self.direct.contains_key(m) {
+                    todo.push(m.clone());
+                }
+            }
+        }
+        self.nested.insert(group.clone(), all);
+    }
+
+    /// Is the entry a member of `group`, directly or (if `nested`) through other groups?
+    pub fn is_member(&self, entry: &SourceEntry, group: &NormDn, nested: bool) -> bool {
+        let direct = entry
+            .values("memberOf")
+            .iter()
+            .any(|g| NormDn::new(g) == *group)
+            || self
+                .direct
+                .get(group)
+                .is_some_and(|m| m.contains(&entry.norm_dn));
+        direct
+            || (nested
+                && self
+                    .nested
+                    .get(group)
+                    .is_some_and(|m| m.contains(&entry.norm_dn)))
+    }
+}
+
+/// What the later stages need the source to read.
+#[derive(Clone, Debug, Default)]
+pub struct ReadRequest {
+    /// Attributes to fetch (besides the anchor and the ones every read needs).
+    pub attributes: BTreeSet<String>,
+    /// Groups whose nested membership a filter rule asks about.
+    pub nested_groups: BTreeSet<String>,
+    /// True if any rule looks at group membership at all.
+    pub uses_groups: bool,
+}
+
+/// Receives the read, in order: the group index once, then every person entry.
+pub trait EntrySink {
+    fn groups(&mut self, index: GroupIndex);
+    /// Returning an error aborts the read.
+    fn entry(&mut self, entry: SourceEntry) -> Result<(), SourceError>;
+}
+
+/// What a completed read reports.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ReadSummary {
+    pub read: usize,
+}
+
+/// The configured source.
+pub enum Source {
+    Ldap(ldap::LdapSource),
+    Ldif(ldif::LdifSource),
+}
+
+impl Source {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Source::Ldap(_) => "ldap",
+            Source::Ldif(_) => "ldif",
+        }
+    }
+
+    /// Read the whole source; complete or an error.
+    pub async fn read(
+        &self,
+        req: &ReadRequest,
+        sink: &mut dyn EntrySink,
+    ) -> Result<ReadSummary, SourceError> {
+        match self {
+            Source::Ldap(s) => s.read(req, sink).await,
+            Source::Ldif(s) => s.read(req, sink),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(dn: &str, member_of: &[&str]) -> SourceEntry {
+        SourceEntry::build(
+            dn.into(),
+            [(
+                "memberOf".to_string(),
+                member_of.iter().map(|s| s.to_string()).collect(),
+            )],
+            [("objectGUID".to_string(), vec![vec![7u8; 16]])],
+            &AnchorKind::ObjectGuid,
+        )
+    }
+
+    #[test]
+    fn anchor_read_from_binary_or_text_values() {
+        let e = entry("CN=a,DC=x", &[]);
+        assert_eq!(
+            e.anchor.unwrap().as_str(),
+            "07070707-0707-0707-0707-070707070707"
+        );
+        // A GUID whose bytes happen to be valid UTF-8 arrives as text.
+        let e = SourceEntry::build(
+            "CN=a,DC=x".into(),
+            [("OBJECTGUID".to_string(), vec!["ABCDEFGHIJKLMNOP".to_string()])],
+            Vec::<(String, Vec<Vec<u8>>)>::new(),
+            &AnchorKind::ObjectGuid,
+        );
+        assert_eq!(
+            e.anchor.unwrap().as_str(),
+            "44434241-4645-4847-494a-4b4c4d4e4f50"
+        );
+        let e = SourceEntry::build(
+            "CN=a,DC=x".into(),
+            Vec::<(String, Vec<String>)>::new(),
+            Vec::<(String, Vec<Vec<u8>>)>::new(),
+            &AnchorKind::ObjectGuid,
+        );
+        assert_eq!(e.anchor.unwrap_err(), "objectGUID is missing");
+    }
+
+    #[test]
+    fn disabled_bit() {
+        let mk = |uac: &str| {
+            SourceEntry::build(
+                "CN=a".into(),
+                [("userAccountControl".to_string(), vec![uac.to_string()])],
+                Vec::<(String, Vec<Vec<u8>>)>::new(),
+                &AnchorKind::Text("entryUUID".into()),
+            )
+            .enabled
+        };
+        assert!(mk("512"));
+        assert!(!mk("514"));
+        assert!(!mk("546"));
+    }
+
+    #[test]
+    fn nested_membership_expands_cycles_safely() {
+        let outer = NormDn::new("CN=Outer,DC=x");
+        let inner = NormDn::new("CN=Inner,DC=x");
+        let mut idx = GroupIndex::default();
+        idx.add_direct(outer.clone(), [inner.clone()].into());
+        idx.add_direct(
+            inner.clone(),
+            [NormDn::new("CN=u1,DC=x"), outer.clone()].into(),
+        );
+        idx.expand(&outer);
+        let u1 = entry("CN=U1, DC=x", &[]);
+        assert!(idx.is_member(&u1, &outer, true));
+        assert!(!idx.is_member(&u1, &outer, false));
+        assert!(idx.is_member(&u1, &inner, false));
+        let u2 = entry("CN=u2,DC=x", &["CN=outer,DC=X"]);
+        assert!(idx.is_member(&u2, &outer, false));
+    }
+}

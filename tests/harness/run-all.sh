@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# The project's test command:
+#
+#   bash tests/harness/run-all.sh
+#
+# Installs the Debian packages the test servers need (if missing), starts a
+# Samba AD DC and an OpenLDAP slapd in a fresh work dir, runs the tests
+# against them and stops the servers again, also on failure or Ctrl-C.
+# Exits with the test command's exit code.
+#
+# Environment:
+#   TANSYNC_TEST_CMD          test command (default: cargo test --all-targets)
+#   TANSYNC_HARNESS_WORKDIR   work dir (default: target/test-servers; it is
+#                             wiped and recreated on every run)
+#   TANSYNC_HARNESS_SKIP_CHECKS=1  skip check-servers.sh before the tests
+set -euo pipefail
+
+# shellcheck source=tests/harness/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+cd "$REPO_ROOT"
+WORKDIR="${TANSYNC_HARNESS_WORKDIR:-$REPO_ROOT/target/test-servers}"
+WORKDIR="$(abs_dir "$WORKDIR")"
+case $WORKDIR in
+    / | "$REPO_ROOT" | "${HOME:-/}" | /tmp | /var | /usr | /etc | /root)
+        die "refusing to use $WORKDIR as the (wiped) work dir" ;;
+esac
+
+bash "$HARNESS_DIR/install-deps.sh"
+
+# Servers left over from an interrupted earlier run in the same dir.
+bash "$HARNESS_DIR/stop-servers.sh" "$WORKDIR"
+rm -rf "$WORKDIR"
+mkdir -p "$WORKDIR"
+
+cleanup() {
+    local rc=$?
+    trap - EXIT INT TERM
+    bash "$HARNESS_DIR/stop-servers.sh" "$WORKDIR" || true
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+bash "$HARNESS_DIR/start-servers.sh" "$WORKDIR"
+# shellcheck source=/dev/null
+. "$WORKDIR/env.sh"
+
+if [[ ${TANSYNC_HARNESS_SKIP_CHECKS:-0} != 1 ]]; then
+    bash "$HARNESS_DIR/check-servers.sh" "$WORKDIR"
+fi
+
+test_rc=0
+if [[ -n ${TANSYNC_TEST_CMD:-} ]]; then
+    log "running: $TANSYNC_TEST_CMD"
+    bash -c "$TANSYNC_TEST_CMD" || test_rc=$?
+else
+    log "running: cargo test --all-targets"
+    cargo test --all-targets || test_rc=$?
+fi
+log "tests exited with $test_rc"
+exit "$test_rc"
