@@ -1,0 +1,233 @@
+use super::*;
+use crate::ids::RuleId;
+use crate::model::{OrgKind, Organisation};
+use time::macros::datetime;
+
+const AGENT: &str = "agent-1";
+const NOW: OffsetDateTime = datetime!(2026-11-22 10:00 UTC);
+
+fn xid(n: u32) -> ExternalId {
+    ExternalId::parse(&format!("00000000-0000-0000-0000-{n:012}")).unwrap()
+}
+fn ods(s: &str) -> OdsCode {
+    OdsCode::parse(s).unwrap()
+}
+
+fn person(n: u32, org: &str, attrs: &[(Field, &str)]) -> Person {
+    let mut a: BTreeMap<Field, String> = [
+        (Field::GivenName, "Ann".to_string()),
+        (Field::FamilyName, format!("P{n}")),
+    ]
+    .into();
+    for (f, v) in attrs {
+        a.insert(*f, v.to_string());
+    }
+    Person {
+        external_id: xid(n),
+        dn: format!("CN=p{n},DC=x"),
+        ods_code: ods(org),
+        rule: RuleId::parse("r").unwrap(),
+        enabled: true,
+        attributes: a,
+    }
+}
+
+fn account(n: u32, org: &str, status: Status, attrs: &[(Field, &str)]) -> Account {
+    let mut a: BTreeMap<Field, String> = [
+        (Field::GivenName, "Ann".to_string()),
+        (Field::FamilyName, format!("P{n}")),
+    ]
+    .into();
+    for (f, v) in attrs {
+        a.insert(*f, v.to_string());
+    }
+    Account {
+        target_id: TargetId::parse(&format!("t{n}")).unwrap(),
+        external_id: Some(xid(n)),
+        ods_code: ods(org),
+        status,
+        managed_by: Some(AGENT.into()),
+        email: None,
+        leaver_since: None,
+        attributes: a,
+        etag: None,
+    }
+}
+
+struct Case {
+    persons: Vec<Person>,
+    accounts: Vec<Account>,
+    out_of_scope: Vec<u32>,
+    rejected: Vec<u32>,
+}
+
+fn run(c: Case) -> DiffOutput {
+    let persons: BTreeMap<_, _> = c
+        .persons
+        .into_iter()
+        .map(|p| (p.external_id.clone(), p))
+        .collect();
+    let orgs = ["RXA", "RXB"].map(ods);
+    let target = TargetState {
+        organisations: orgs
+            .iter()
+            .map(|o| {
+                (
+                    o.clone(),
+                    Organisation {
+                        ods_code: o.clone(),
+                        name: String::new(),
+                        kind: OrgKind::Trust,
+                        open: true,
+                        cap: None,
+                    },
+                )
+            })
+            .collect(),
+        accounts: c.accounts,
+    };
+    let oos: BTreeSet<_> = c.out_of_scope.into_iter().map(xid).collect();
+    let rej: BTreeSet<_> = c.rejected.into_iter().map(xid).collect();
+    let managed: BTreeSet<_> = orgs.into_iter().collect();
+    diff(&DiffInput {
+        persons: &persons,
+        out_of_scope: &oos,
+        rejected: &rej,
+        target: &target,
+        agent_id: AGENT,
+        managed_orgs: &managed,
+        soft_match: &[MatchKey::EmployeeId, MatchKey::Email],
+        nhsmail_domain: "nhs.net",
+        restore_window: Duration::days(30),
+        now: NOW,
+    })
+}
+
+fn kinds(out: &DiffOutput) -> Vec<String> {
+    out.operations
+        .iter()
+        .map(|o| format!("{}:{}", o.kind(), o.external_id().as_str().trim_start_matches("00000000-0000-0000-0000-")))
+        .collect()
+}
+
+#[test]
+fn provision_update_unchanged_and_no_false_changes() {
+    let out = run(Case {
+        persons: vec![
+            person(1, "RXA", &[]),
+            person(2, "RXA", &[(Field::JobTitle, "Senior Nurse"), (Field::Department, "Emergency Department")]),
+            person(3, "RXA", &[(Field::Department, "Cardiology")]),
+        ],
+        accounts: vec![
+            account(2, "RXA", Status::Active, &[(Field::JobTitle, "Nurse"), (Field::Department, "emergency  department")]),
+            account(3, "RXA", Status::Active, &[(Field::Department, "CARDIOLOGY")]),
+        ],
+        out_of_scope: vec![],
+        rejected: vec![],
+    });
+    assert_eq!(kinds(&out), ["provision:000000000001", "update:000000000002"]);
+    assert_eq!(out.unchanged, 1);
+    let Operation::Update { changes, .. } = &out.operations[1] else { panic!() };
+    assert_eq!(
+        changes,
+        &vec![FieldChange { field: Field::JobTitle, old: Some("Nurse".into()), new: Some("Senior Nurse".into()) }]
+    );
+}
+
+#[test]
+fn removals_have_reasons_and_spare_rejected_and_unmanaged() {
+    let mut disabled = person(1, "RXA", &[]);
+    disabled.enabled = false;
+    let mut other = account(5, "RXA", Status::Active, &[]);
+    other.managed_by = Some("someone-else".into());
+    let mut elsewhere = account(6, "ZZZ", Status::Active, &[]);
+    elsewhere.ods_code = ods("ZZZ");
+    let out = run(Case {
+        persons: vec![disabled],
+        accounts: vec![
+            account(1, "RXA", Status::Active, &[]),
+            account(2, "RXA", Status::Active, &[]),
+            account(3, "RXA", Status::Active, &[]),
+            account(4, "RXA", Status::Active, &[]),
+            other,
+            elsewhere,
+            account(7, "RXA", Status::Leaver, &[]),
+        ],
+        out_of_scope: vec![2],
+        rejected: vec![4],
+    });
+    let reasons: Vec<(String, RemoveReason)> = out
+        .operations
+        .iter()
+        .map(|o| match o {
+            Operation::Remove { target_id, reason, .. } => (target_id.to_string(), *reason),
+            other => panic!("unexpected {other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        reasons,
+        vec![
+            ("t1".into(), RemoveReason::Disabled),
+            ("t2".into(), RemoveReason::OutOfScope),
+            ("t3".into(), RemoveReason::NotInSource),
+        ]
+    );
+    assert_eq!(out.managed, 5);
+}
+
+#[test]
+fn move_restore_pending_and_window() {
+    let mut leaver = account(2, "RXA", Status::Leaver, &[]);
+    leaver.leaver_since = Some(datetime!(2026-11-12 09:00 UTC));
+    let mut old_leaver = account(3, "RXA", Status::Leaver, &[]);
+    old_leaver.leaver_since = Some(datetime!(2026-10-01 09:00 UTC));
+    let mut joiner = account(5, "RXA", Status::Leaver, &[]);
+    joiner.leaver_since = Some(datetime!(2026-11-20 09:00 UTC));
+    let out = run(Case {
+        persons: vec![
+            person(1, "RXB", &[]),
+            person(2, "RXA", &[]),
+            person(3, "RXA", &[]),
+            person(4, "RXA", &[(Field::JobTitle, "Matron")]),
+            person(5, "RXB", &[]),
+        ],
+        accounts: vec![
+            account(1, "RXA", Status::Active, &[]),
+            leaver,
+            old_leaver,
+            account(4, "RXA", Status::Pending, &[(Field::JobTitle, "Sister")]),
+            joiner,
+        ],
+        out_of_scope: vec![],
+        rejected: vec![],
+    });
+    assert_eq!(kinds(&out), ["move:000000000001", "restore:000000000002", "move:000000000005"]);
+    let reasons: Vec<BlockReason> = out.blocked.iter().map(|b| b.reason).collect();
+    assert_eq!(reasons, [BlockReason::RestoreWindowPassed, BlockReason::TargetPending]);
+}
+
+#[test]
+fn soft_match_joins_once_and_nhsmail_without_account_is_blocked() {
+    let mut unanchored = account(9, "RXA", Status::Active, &[(Field::EmployeeId, "E1")]);
+    unanchored.external_id = None;
+    unanchored.managed_by = None;
+    let mut by_mail = account(8, "RXA", Status::Active, &[]);
+    by_mail.external_id = None;
+    by_mail.email = Some("Jo.Bloggs@nhs.net".into());
+    let out = run(Case {
+        persons: vec![
+            person(1, "RXA", &[(Field::EmployeeId, "e1")]),
+            person(2, "RXA", &[(Field::EmployeeId, "E1")]),
+            person(3, "RXA", &[(Field::Email, "jo.bloggs@nhs.net")]),
+            person(4, "RXA", &[(Field::Email, "someone@nhs.net")]),
+        ],
+        accounts: vec![unanchored, by_mail],
+        out_of_scope: vec![],
+        rejected: vec![],
+    });
+    assert_eq!(kinds(&out), ["join:000000000001", "join:000000000003"]);
+    let Operation::Join { matched_on, target_id, .. } = &out.operations[1] else { panic!() };
+    assert_eq!((*matched_on, target_id.as_str()), (MatchKey::Email, "t8"));
+    let reasons: Vec<BlockReason> = out.blocked.iter().map(|b| b.reason).collect();
+    assert_eq!(reasons, [BlockReason::AmbiguousMatch, BlockReason::ExistingNhsmailAccount]);
+}
