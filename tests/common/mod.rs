@@ -1,0 +1,82 @@
+//! Shared helpers for the integration tests: the servers' coordinates (exported by
+//! `tests/harness/start-servers.sh`), config writing, and running the binary.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub const NOW: &str = "2026-11-22T10:00:00Z";
+
+/// A harness variable. Missing means the servers were not started: fail, never skip.
+pub fn env(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| {
+        panic!(
+            "{name} is not set: these tests need the real servers; run them with \
+             `bash tests/harness/run-all.sh` (or start-servers.sh and source env.sh)"
+        )
+    })
+}
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env("TANSYNC_TEST_FIXTURE_DIR")).join(name)
+}
+
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl From<Output> for Run {
+    fn from(o: Output) -> Self {
+        Run {
+            code: o.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        }
+    }
+}
+
+/// Run the tansync binary with a config file and arguments.
+pub fn tansync(config: &Path, args: &[&str]) -> Run {
+    Command::new(env!("CARGO_BIN_EXE_tansync"))
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .env_remove("TANSYNC_CONFIG")
+        .output()
+        .expect("run tansync")
+        .into()
+}
+
+pub fn plan_json(config: &Path) -> (Run, serde_json::Value) {
+    let r = tansync(config, &["plan", "--format", "json", "--now", NOW]);
+    assert!(
+        r.code == 0 || r.code == 2,
+        "plan failed ({}): {}",
+        r.code,
+        r.stderr
+    );
+    let v = serde_json::from_str(&r.stdout).expect("plan JSON");
+    (r, v)
+}
+
+/// Write a config file into `dir` and return its path.
+pub fn write_config(dir: &Path, text: &str) -> PathBuf {
+    let p = dir.join("tansync.toml");
+    std::fs::write(&p, text).expect("write config");
+    p
+}
+
+/// A TOML string literal for a path.
+pub fn q(p: impl AsRef<Path>) -> String {
+    toml_str(&p.as_ref().display().to_string())
+}
+
+pub fn toml_str(s: &str) -> String {
+    format!("{:?}", s)
+}
