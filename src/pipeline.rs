@@ -18,9 +18,9 @@ use time::format_description::well_known::Rfc3339;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {
-    #[error("reading the source failed, so no plan was made: {0}")]
+    #[error("reading the source failed, so no plan was made")]
     Source(#[from] SourceError),
-    #[error("reading the NHS Directory state failed, so no plan was made: {0}")]
+    #[error("reading the NHS Directory state failed, so no plan was made")]
     Target(#[from] TargetError),
     #[error(
         "the source returned no one in scope while the directory holds {managed} accounts this agent manages; refusing to plan their removal (set safety.allow_empty_source = true if this is really intended)"

@@ -65,9 +65,13 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("TANSYNC_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(
+                    // ldap3 logs connection errors that tansync reports itself.
+                    "warn,ldap3=error,tansync::source::ldap=error",
+                )),
         )
         .init();
     let rt = match tokio::runtime::Builder::new_multi_thread()

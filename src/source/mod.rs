@@ -17,7 +17,7 @@ const UAC_ACCOUNTDISABLE: u32 = 0x2;
 /// Why a read failed. Every variant means "no plan".
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
-    #[error("cannot open {path}: {source}")]
+    #[error("cannot open {path}")]
     Io {
         path: String,
         #[source]
@@ -29,7 +29,7 @@ pub enum SourceError {
         line: usize,
         problem: String,
     },
-    #[error("LDAP {url}: {context}: {source}")]
+    #[error("LDAP {url}: {context}")]
     Ldap {
         url: String,
         context: String,

@@ -66,7 +66,7 @@ pub struct TargetState {
 
 #[derive(Debug, thiserror::Error)]
 pub enum TargetError {
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}")]
     Io {
         path: String,
         #[source]

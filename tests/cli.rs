@@ -1,0 +1,174 @@
+//! The binary without servers: the quickstart, the plan contract, determinism, exit
+//! codes, and configuration errors that name the file, the key and the problem.
+
+mod common;
+use common::*;
+use std::path::Path;
+
+fn quickstart() -> std::path::PathBuf {
+    repo().join("examples/quickstart/tansync.toml")
+}
+
+#[test]
+fn quickstart_plan_honours_the_contract() {
+    let (run, plan) = plan_json(&quickstart());
+    assert_eq!(run.code, 2, "changes present → exit 2");
+    assert_eq!(plan["format"], "tansync.plan/v1");
+    assert_eq!(plan["generated_at"], NOW);
+    assert!(plan["fingerprint"].as_str().unwrap().starts_with("sha256:"));
+    let s = &plan["summary"];
+    for k in ["provision", "update", "remove", "move", "restore", "join", "unchanged", "blocked", "rejected"] {
+        assert!(s[k].is_u64(), "summary.{k}");
+    }
+    let counted: u64 = ["provision", "update", "remove", "move", "restore", "join"]
+        .iter()
+        .map(|k| s[k].as_u64().unwrap())
+        .sum();
+    assert_eq!(counted, plan["operations"].as_array().unwrap().len() as u64);
+    let kinds: Vec<&str> = plan["operations"].as_array().unwrap().iter().map(|o| o["kind"].as_str().unwrap()).collect();
+    for k in ["provision", "update", "remove", "move", "restore", "join"] {
+        assert!(kinds.contains(&k), "the quickstart shows a {k}");
+    }
+    let mv = plan["operations"].as_array().unwrap().iter().find(|o| o["kind"] == "move").unwrap();
+    assert_eq!((mv["from_ods_code"].as_str(), mv["ods_code"].as_str()), (Some("RXA"), Some("RXA80")));
+    let upd = plan["operations"].as_array().unwrap().iter().find(|o| o["kind"] == "update").unwrap();
+    assert_eq!(upd["changes"][0]["field"], "job_title");
+    assert_eq!(upd["changes"][0]["old"], "Cardiology Registrar");
+    assert_eq!(upd["changes"][0]["new"], "Consultant Cardiologist");
+}
+
+#[test]
+fn plans_are_byte_identical_and_out_file_matches() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("plan.json");
+    let a = tansync(&quickstart(), &["plan", "--format", "json", "--now", NOW, "--out", out.to_str().unwrap()]);
+    let b = tansync(&quickstart(), &["plan", "--format", "json", "--now", NOW]);
+    assert_eq!(a.stdout, b.stdout);
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), a.stdout);
+    // The human view, when not a terminal, has no colour codes.
+    let h = tansync(&quickstart(), &["plan", "--now", NOW]);
+    assert_eq!(h.code, 2);
+    assert!(h.stdout.contains("Summary: 3 provision, 1 update, 2 remove, 1 move, 1 restore, 1 join"), "{}", h.stdout);
+    assert!(h.stdout.contains("job_title  \"Cardiology Registrar\" → \"Consultant Cardiologist\""), "{}", h.stdout);
+    assert!(!h.stdout.contains('\u{1b}'), "no ANSI escapes when not a TTY");
+}
+
+/// A self-contained config in `dir` around a one-person LDIF.
+fn mini(dir: &Path, snapshot_persons: &str, extra: &str) -> std::path::PathBuf {
+    std::fs::write(
+        dir.join("src.ldif"),
+        "dn: CN=Ann Lee,OU=Staff,DC=x\nobjectClass: user\nobjectGUID:: dqxArwESBUKD+6FwcQnotA==\ngivenName: Ann\nsn: Lee\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("rules.toml"),
+        "[[rule]]\nid = \"staff\"\naction = \"include\"\nunder = [\"OU=Staff,DC=x\"]\nods = { constant = \"RXA\" }\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("snap.json"),
+        format!(r#"{{"format":"tansync.snapshot/v1","organisations":[{{"ods_code":"RXA","kind":"trust","open":true}}],"persons":[{snapshot_persons}]}}"#),
+    )
+    .unwrap();
+    std::fs::copy(repo().join("tests/fixtures/ad-agreements.toml"), dir.join("agreements.toml")).unwrap();
+    write_config(
+        dir,
+        &format!(
+            "agent_id = \"a1\"\n{extra}\n[source]\nkind = \"ldif\"\npath = \"src.ldif\"\n[filters]\nfiles = [\"rules.toml\"]\n[target]\nkind = \"snapshot\"\npath = \"snap.json\"\n[agreements]\nfile = \"agreements.toml\"\n"
+        ),
+    )
+}
+
+#[test]
+fn no_changes_exits_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let acct = r#"{"target_id":"t1","external_id":"af40ac76-1201-4205-83fb-a1707109e8b4","ods_code":"RXA","status":"active","managed_by":"a1","attributes":{"given_name":"Ann","family_name":"LEE","display_name":"Ann Lee"}}"#;
+    let cfg = mini(dir.path(), acct, "");
+    let r = tansync(&cfg, &["plan"]);
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    assert!(r.stdout.contains("No changes"));
+}
+
+#[test]
+fn empty_source_with_managed_accounts_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let acct = r#"{"target_id":"t1","external_id":"00000000-0000-0000-0000-000000000001","ods_code":"RXA","status":"active","managed_by":"a1"}"#;
+    let cfg = mini(dir.path(), acct, "");
+    std::fs::write(dir.path().join("src.ldif"), "# nothing exported\n").unwrap();
+    let r = tansync(&cfg, &["plan"]);
+    assert_eq!(r.code, 1);
+    assert!(r.stderr.contains("refusing to plan their removal"), "{}", r.stderr);
+    // Explicitly allowed: the removal is planned.
+    let cfg = mini(dir.path(), acct, "[safety]\nallow_empty_source = true");
+    std::fs::write(dir.path().join("src.ldif"), "").unwrap();
+    let (run, plan) = plan_json(&cfg);
+    assert_eq!(run.code, 2);
+    assert_eq!(plan["operations"][0]["reason"], "not_in_source");
+}
+
+fn config_error(cfg_text_extra: &str, rules: Option<&str>) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = mini(dir.path(), "", cfg_text_extra);
+    if let Some(r) = rules {
+        std::fs::write(dir.path().join("rules.toml"), r).unwrap();
+    }
+    let r = tansync(&cfg, &["plan"]);
+    assert_eq!(r.code, 1, "{}", r.stdout);
+    assert!(r.stdout.is_empty());
+    r.stderr
+}
+
+#[test]
+fn configuration_errors_name_file_key_and_problem() {
+    let e = config_error("colour = \"blue\"", None);
+    assert!(e.contains("tansync.toml") && e.contains("unknown field `colour`"), "{e}");
+    let e = config_error("[safety]\nmax_removal_percent = 140", None);
+    assert!(e.contains("safety.max_removal_percent: must be between 0 and 100"), "{e}");
+    let e = config_error("", Some("[[rule]]\nid = \"bad\"\naction = \"include\"\ndn_regex = [\"([\"]\nods = { constant = \"RXA\" }\n"));
+    assert!(e.contains("rules.toml: rule \"bad\" (#1): dn_regex: invalid regex"), "{e}");
+    let e = config_error("", Some("[[rule]]\nid = \"odd\"\naction = \"include\"\nmemberof = [\"x\"]\nods = { constant = \"RXA\" }\n"));
+    assert!(e.contains("rule \"odd\" (#1): unknown field `memberof`"), "{e}");
+}
+
+#[test]
+fn ldap_secrets_are_never_inline_and_never_printed() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = "agent_id = \"a1\"\n[filters]\nfiles = [\"r.toml\"]\n[target]\nkind = \"snapshot\"\npath = \"s.json\"\n[agreements]\nfile = \"a.toml\"\n[source]\nkind = \"ldap\"\nurl = \"ldaps://127.0.0.1:1\"\nbind_dn = \"CN=x\"\nbase_dns = [\"DC=x\"]\n";
+    for f in ["r.toml", "s.json", "a.toml"] {
+        std::fs::write(dir.path().join(f), "").unwrap();
+    }
+    let cfg = write_config(dir.path(), &format!("{base}bind_password = \"hunter2\"\n"));
+    let r = tansync(&cfg, &["check"]);
+    assert_eq!(r.code, 1);
+    assert!(r.stderr.contains("unknown field `bind_password`"), "{}", r.stderr);
+    assert!(!r.stderr.contains("hunter2"), "the secret must not be echoed");
+    let cfg = write_config(dir.path(), &format!("{base}bind_password_env = \"TANSYNC_TEST_UNSET_VAR\"\n"));
+    let r = tansync(&cfg, &["check"]);
+    assert!(r.stderr.contains("source.bind_password_env: environment variable TANSYNC_TEST_UNSET_VAR is not set"), "{}", r.stderr);
+    let cfg = write_config(dir.path(), base);
+    let r = tansync(&cfg, &["check"]);
+    assert!(r.stderr.contains("source.bind_password: a secret is needed"), "{}", r.stderr);
+}
+
+#[test]
+fn shipped_filter_rule_sets_and_example_config_are_valid() {
+    for entry in std::fs::read_dir(repo().join("filters")).unwrap() {
+        let p = entry.unwrap().path();
+        tansync::filter::load_files(&[&p]).unwrap_or_else(|e| panic!("{e}"));
+    }
+    // The documented AD example: everything but the site-specific files checks out.
+    let r = tansync(&repo().join("examples/tansync.toml"), &["check"]);
+    assert_eq!(r.code, 1);
+    assert!(r.stderr.contains("source.ca_file: /etc/tansync/ad-ca.pem does not exist"), "{}", r.stderr);
+}
+
+#[test]
+fn explain_in_the_quickstart() {
+    let r = tansync(&quickstart(), &["explain", "f.jones", "--now", NOW]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stdout.contains("→ included by rule westfield-community"), "{}", r.stdout);
+    assert!(r.stdout.contains("InvalidMobile"), "{}", r.stdout);
+    let r = tansync(&quickstart(), &["explain", "nobody.here"]);
+    assert_eq!(r.code, 1);
+    assert!(r.stderr.contains("no source entry matches \"nobody.here\""), "{}", r.stderr);
+}

@@ -1,0 +1,196 @@
+//! Against a real OpenLDAP slapd on loopback (generic LDAP): entryUUID anchors,
+//! client-side group expansion, paging, and the rule that a read is complete or an error
+//! (server size limit, a connection cut mid-stream, a stalled server).
+
+mod common;
+use common::*;
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::time::Duration;
+
+fn config(dir: &tempfile::TempDir, url: &str, bind_dn: &str, pw_file: &str, extra: &str) -> PathBuf {
+    let snapshot = dir.path().join("snapshot.json");
+    std::fs::write(
+        &snapshot,
+        r#"{"format": "tansync.snapshot/v1", "organisations": [
+  {"ods_code": "RXA", "name": "A", "kind": "trust", "open": true, "cap": 5000},
+  {"ods_code": "RXB", "name": "B", "kind": "trust", "open": true, "cap": 5000}], "persons": []}"#,
+    )
+    .unwrap();
+    let rules = dir.path().join("rules.toml");
+    std::fs::write(
+        &rules,
+        format!(
+            "[[rule]]\nid = \"people\"\naction = \"include\"\nunder = [{}]\nods = {{ attribute = \"o\" }}\n",
+            toml_str(&format!("ou=people,{}", env("TANSYNC_TEST_SLAPD_BASE")))
+        ),
+    )
+    .unwrap();
+    let text = format!(
+        r#"agent_id = "tansync-test"
+
+[source]
+kind = "ldap"
+url = {url}
+ca_file = {ca}
+bind_dn = {bind}
+bind_password_file = {pw}
+base_dns = [{base}]
+filter = "(objectClass=inetOrgPerson)"
+anchor = "entryUUID"
+nested_groups = "expand"
+page_size = 200
+{extra}
+
+[mapping]
+employee_id = "employeeNumber"
+
+[filters]
+files = [{rules}]
+
+[target]
+kind = "snapshot"
+path = {snapshot}
+
+[agreements]
+file = {agreements}
+"#,
+        url = toml_str(url),
+        ca = toml_str(&env("TANSYNC_TEST_CA")),
+        bind = toml_str(bind_dn),
+        pw = toml_str(pw_file),
+        base = toml_str(&env("TANSYNC_TEST_SLAPD_BASE")),
+        rules = q(rules),
+        snapshot = q(snapshot),
+        agreements = q(repo().join("tests/fixtures/ad-agreements.toml")),
+    );
+    write_config(dir.path(), &text)
+}
+
+fn admin(dir: &tempfile::TempDir, url: &str, extra: &str) -> PathBuf {
+    config(dir, url, &env("TANSYNC_TEST_SLAPD_BIND_DN"), &env("TANSYNC_TEST_SLAPD_PASSWORD_FILE"), extra)
+}
+
+#[test]
+fn generic_ldap_plan_with_entry_uuid_anchor() {
+    let dir = tempfile::tempdir().unwrap();
+    let (run, plan) = plan_json(&admin(&dir, &env("TANSYNC_TEST_SLAPD_LDAPS_URL"), ""));
+    assert_eq!(run.code, 2);
+    assert_eq!(plan["source"]["read"], 1101);
+    assert_eq!(plan["summary"]["provision"], 1101);
+    let ops = plan["operations"].as_array().unwrap();
+    // entryUUID is a text anchor, lowercased.
+    for o in ops {
+        let x = o["external_id"].as_str().unwrap();
+        assert_eq!(x.len(), 36, "{x}");
+        assert_eq!(x, x.to_lowercase());
+    }
+    let y = ops.iter().find(|o| o["attributes"]["family_name"] == "Ñúñez").expect("Unicode entry");
+    assert_eq!(y["attributes"]["given_name"], "Ývonne");
+    assert_eq!(y["ods_code"], "RXA");
+    // RXB's agreement shares no mobile; none here anyway, but employee ids were mapped.
+    assert!(ops.iter().any(|o| o["attributes"]["employee_id"] == "P00001"));
+}
+
+#[test]
+fn a_server_size_limit_is_an_error_not_a_plan() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(
+        &dir,
+        &env("TANSYNC_TEST_SLAPD_LDAPS_URL"),
+        &env("TANSYNC_TEST_SLAPD_LIMITED_BIND_DN"),
+        &env("TANSYNC_TEST_SLAPD_LIMITED_PASSWORD_FILE"),
+        "",
+    );
+    let out = dir.path().join("plan.json");
+    let r = tansync(&cfg, &["plan", "--format", "json", "--out", out.to_str().unwrap()]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(r.stderr.contains("sizeLimitExceeded"), "{}", r.stderr);
+    assert!(r.stderr.contains("no plan was made"), "{}", r.stderr);
+    assert!(r.stdout.is_empty());
+    assert!(!out.exists(), "no plan file may be written");
+}
+
+/// A TCP proxy to slapd that forwards `limit` bytes from the server, then either cuts
+/// the connection or stalls (keeps it open and sends nothing more).
+fn proxy(limit: usize, stall: bool) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let upstream_url = env("TANSYNC_TEST_SLAPD_LDAPS_URL");
+    let upstream = upstream_url.trim_start_matches("ldaps://").to_string();
+    std::thread::spawn(move || {
+        // One client connection is all a plan makes.
+        let Ok((client, _)) = listener.accept() else { return };
+        let server = TcpStream::connect(&upstream).unwrap();
+        let (mut c_read, mut s_write) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 8192];
+            while let Ok(n) = c_read.read(&mut buf) {
+                if n == 0 || s_write.write_all(&buf[..n]).is_err() {
+                    break;
+                }
+            }
+        });
+        let (mut s_read, mut c_write) = (server, client);
+        let mut sent = 0usize;
+        let mut buf = [0u8; 8192];
+        while let Ok(n) = s_read.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            let n = n.min(limit - sent);
+            if c_write.write_all(&buf[..n]).is_err() {
+                break;
+            }
+            sent += n;
+            if sent >= limit {
+                break;
+            }
+        }
+        if stall {
+            // Hold the connection open, silent, for longer than the client's timeout.
+            std::thread::sleep(Duration::from_secs(8));
+        }
+        let _ = c_write.shutdown(Shutdown::Both);
+        let _ = s_read.shutdown(Shutdown::Both);
+    });
+    format!("ldaps://127.0.0.1:{port}")
+}
+
+#[test]
+fn a_connection_cut_mid_read_is_an_error_not_a_plan() {
+    let dir = tempfile::tempdir().unwrap();
+    // Enough bytes for TLS, bind and a couple of pages, then the line goes dead.
+    let cfg = admin(&dir, &proxy(60_000, false), "");
+    let r = tansync(&cfg, &["plan", "--format", "json"]);
+    assert_eq!(r.code, 1, "stdout: {}\nstderr: {}", r.stdout, r.stderr);
+    assert!(r.stdout.is_empty(), "no plan: {}", r.stdout);
+    assert!(r.stderr.contains("reading the source failed, so no plan was made"), "{}", r.stderr);
+    eprintln!("cut: {}", r.stderr);
+}
+
+#[test]
+fn a_stalled_server_times_out_as_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = admin(&dir, &proxy(60_000, true), "operation_timeout_secs = 2");
+    let started = std::time::Instant::now();
+    let r = tansync(&cfg, &["plan", "--format", "json"]);
+    assert_eq!(r.code, 1, "stdout: {}\nstderr: {}", r.stdout, r.stderr);
+    assert!(r.stdout.is_empty());
+    assert!(r.stderr.to_lowercase().contains("timeout") || r.stderr.contains("timed out"), "{}", r.stderr);
+    eprintln!("stall: {}", r.stderr);
+    // Not a timing assertion: just that it ended through the timeout, not the proxy's close.
+    assert!(started.elapsed() < Duration::from_secs(8), "ended by the client timeout");
+}
+
+#[test]
+fn starttls_and_cleartext_on_generic_ldap() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = env("TANSYNC_TEST_SLAPD_LDAP_URL");
+    let r = tansync(&admin(&dir, &url, ""), &["plan"]);
+    assert_eq!(r.code, 1);
+    assert!(r.stderr.contains("refusing a simple bind over cleartext"), "{}", r.stderr);
+    let (_, plan) = plan_json(&admin(&dir, &url, "starttls = true"));
+    assert_eq!(plan["source"]["read"], 1101);
+}
