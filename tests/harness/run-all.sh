@@ -9,7 +9,7 @@
 # Exits with the test command's exit code.
 #
 # Environment:
-#   TANSYNC_TEST_CMD          test command (default: cargo test --all-targets)
+#   TANSYNC_TEST_CMD          test command (default: cargo test)
 #   TANSYNC_HARNESS_WORKDIR   work dir (default: target/test-servers; it is
 #                             wiped and recreated on every run)
 #   TANSYNC_HARNESS_SKIP_CHECKS=1  skip check-servers.sh before the tests
@@ -56,8 +56,8 @@ if [[ -n ${TANSYNC_TEST_CMD:-} ]]; then
     log "running: $TANSYNC_TEST_CMD"
     bash -c "$TANSYNC_TEST_CMD" || test_rc=$?
 else
-    log "running: cargo test --all-targets"
-    cargo test --all-targets || test_rc=$?
+    log "running: cargo test"
+    cargo test || test_rc=$?
 fi
 log "tests exited with $test_rc"
 exit "$test_rc"
