@@ -46,7 +46,9 @@ impl ObjectGuid {
         let groups: Vec<&str> = t.split('-').collect();
         let lens = [8, 4, 4, 4, 12];
         if groups.len() != 5 || groups.iter().zip(lens).any(|(g, l)| g.len() != l) {
-            return Err(err("expected the form xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx"));
+            return Err(err(
+                "expected the form xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx",
+            ));
         }
         let raw = hex::decode(groups.concat()).map_err(|_| err("not hexadecimal"))?;
         // The first three groups are little-endian on the wire.
@@ -205,8 +207,7 @@ impl RuleId {
     pub fn parse(s: &str) -> Result<Self, IdError> {
         let ok = !s.is_empty()
             && s.len() <= 64
-            && s
-                .chars()
+            && s.chars()
                 .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
         if !ok {
             return Err(IdError {

@@ -89,35 +89,35 @@ impl EntrySink for Collector<'_> {
 
     fn entry(&mut self, e: SourceEntry) -> Result<(), SourceError> {
         self.out.read += 1;
-        if let Some(pb) = &self.progress {
-            if self.out.read % 256 == 0 {
-                pb.set_position(self.out.read as u64);
-            }
+        if let Some(pb) = &self.progress
+            && self.out.read.is_multiple_of(256)
+        {
+            pb.set_position(self.out.read as u64);
         }
         if self.who.is_some_and(|w| w.matches(&e, &ACCOUNT_ATTRS)) {
             self.out.captured.push(e.clone());
         }
         let decision = self.cfg.rules.decide(&e, &self.out.groups);
-        if let Ok(x) = &e.anchor {
-            if let Some(first_dn) = self.out.anchors.insert(x.clone(), e.dn.clone()) {
-                // Two entries claim one anchor: neither can be trusted.
-                let detail = format!("anchor {x} is shared by {first_dn:?} and {:?}", e.dn);
-                if self.out.persons.remove(x).is_some() || self.out.out_of_scope.remove(x) {
-                    self.out.rejected.push(Rejection {
-                        dn: first_dn,
-                        external_id: Some(x.clone()),
-                        reason: RejectReason::DuplicateAnchor,
-                        detail: detail.clone(),
-                    });
-                }
+        if let Ok(x) = &e.anchor
+            && let Some(first_dn) = self.out.anchors.insert(x.clone(), e.dn.clone())
+        {
+            // Two entries claim one anchor: neither can be trusted.
+            let detail = format!("anchor {x} is shared by {first_dn:?} and {:?}", e.dn);
+            if self.out.persons.remove(x).is_some() || self.out.out_of_scope.remove(x) {
                 self.out.rejected.push(Rejection {
-                    dn: e.dn,
+                    dn: first_dn,
                     external_id: Some(x.clone()),
                     reason: RejectReason::DuplicateAnchor,
-                    detail,
+                    detail: detail.clone(),
                 });
-                return Ok(());
             }
+            self.out.rejected.push(Rejection {
+                dn: e.dn,
+                external_id: Some(x.clone()),
+                reason: RejectReason::DuplicateAnchor,
+                detail,
+            });
+            return Ok(());
         }
         match decision {
             Decision::Include(rule) => match map_entry(&e, rule, &self.cfg.mapping) {

@@ -17,7 +17,17 @@ fn quickstart_plan_honours_the_contract() {
     assert_eq!(plan["generated_at"], NOW);
     assert!(plan["fingerprint"].as_str().unwrap().starts_with("sha256:"));
     let s = &plan["summary"];
-    for k in ["provision", "update", "remove", "move", "restore", "join", "unchanged", "blocked", "rejected"] {
+    for k in [
+        "provision",
+        "update",
+        "remove",
+        "move",
+        "restore",
+        "join",
+        "unchanged",
+        "blocked",
+        "rejected",
+    ] {
         assert!(s[k].is_u64(), "summary.{k}");
     }
     let counted: u64 = ["provision", "update", "remove", "move", "restore", "join"]
@@ -25,13 +35,31 @@ fn quickstart_plan_honours_the_contract() {
         .map(|k| s[k].as_u64().unwrap())
         .sum();
     assert_eq!(counted, plan["operations"].as_array().unwrap().len() as u64);
-    let kinds: Vec<&str> = plan["operations"].as_array().unwrap().iter().map(|o| o["kind"].as_str().unwrap()).collect();
+    let kinds: Vec<&str> = plan["operations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["kind"].as_str().unwrap())
+        .collect();
     for k in ["provision", "update", "remove", "move", "restore", "join"] {
         assert!(kinds.contains(&k), "the quickstart shows a {k}");
     }
-    let mv = plan["operations"].as_array().unwrap().iter().find(|o| o["kind"] == "move").unwrap();
-    assert_eq!((mv["from_ods_code"].as_str(), mv["ods_code"].as_str()), (Some("RXA"), Some("RXA80")));
-    let upd = plan["operations"].as_array().unwrap().iter().find(|o| o["kind"] == "update").unwrap();
+    let mv = plan["operations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o["kind"] == "move")
+        .unwrap();
+    assert_eq!(
+        (mv["from_ods_code"].as_str(), mv["ods_code"].as_str()),
+        (Some("RXA"), Some("RXA80"))
+    );
+    let upd = plan["operations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o["kind"] == "update")
+        .unwrap();
     assert_eq!(upd["changes"][0]["field"], "job_title");
     assert_eq!(upd["changes"][0]["old"], "Cardiology Registrar");
     assert_eq!(upd["changes"][0]["new"], "Consultant Cardiologist");
@@ -41,16 +69,40 @@ fn quickstart_plan_honours_the_contract() {
 fn plans_are_byte_identical_and_out_file_matches() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("plan.json");
-    let a = tansync(&quickstart(), &["plan", "--format", "json", "--now", NOW, "--out", out.to_str().unwrap()]);
+    let a = tansync(
+        &quickstart(),
+        &[
+            "plan",
+            "--format",
+            "json",
+            "--now",
+            NOW,
+            "--out",
+            out.to_str().unwrap(),
+        ],
+    );
     let b = tansync(&quickstart(), &["plan", "--format", "json", "--now", NOW]);
     assert_eq!(a.stdout, b.stdout);
     assert_eq!(std::fs::read_to_string(&out).unwrap(), a.stdout);
     // The human view, when not a terminal, has no colour codes.
     let h = tansync(&quickstart(), &["plan", "--now", NOW]);
     assert_eq!(h.code, 2);
-    assert!(h.stdout.contains("Summary: 3 provision, 1 update, 2 remove, 1 move, 1 restore, 1 join"), "{}", h.stdout);
-    assert!(h.stdout.contains("job_title  \"Cardiology Registrar\" → \"Consultant Cardiologist\""), "{}", h.stdout);
-    assert!(!h.stdout.contains('\u{1b}'), "no ANSI escapes when not a TTY");
+    assert!(
+        h.stdout
+            .contains("Summary: 3 provision, 1 update, 2 remove, 1 move, 1 restore, 1 join"),
+        "{}",
+        h.stdout
+    );
+    assert!(
+        h.stdout
+            .contains("job_title  \"Cardiology Registrar\" → \"Consultant Cardiologist\""),
+        "{}",
+        h.stdout
+    );
+    assert!(
+        !h.stdout.contains('\u{1b}'),
+        "no ANSI escapes when not a TTY"
+    );
 }
 
 /// A self-contained config in `dir` around a one-person LDIF.
@@ -70,7 +122,11 @@ fn mini(dir: &Path, snapshot_persons: &str, extra: &str) -> std::path::PathBuf {
         format!(r#"{{"format":"tansync.snapshot/v1","organisations":[{{"ods_code":"RXA","kind":"trust","open":true}}],"persons":[{snapshot_persons}]}}"#),
     )
     .unwrap();
-    std::fs::copy(repo().join("tests/fixtures/ad-agreements.toml"), dir.join("agreements.toml")).unwrap();
+    std::fs::copy(
+        repo().join("tests/fixtures/ad-agreements.toml"),
+        dir.join("agreements.toml"),
+    )
+    .unwrap();
     write_config(
         dir,
         &format!(
@@ -97,7 +153,11 @@ fn empty_source_with_managed_accounts_is_refused() {
     std::fs::write(dir.path().join("src.ldif"), "# nothing exported\n").unwrap();
     let r = tansync(&cfg, &["plan"]);
     assert_eq!(r.code, 1);
-    assert!(r.stderr.contains("refusing to plan their removal"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("refusing to plan their removal"),
+        "{}",
+        r.stderr
+    );
     // Explicitly allowed: the removal is planned.
     let cfg = mini(dir.path(), acct, "[safety]\nallow_empty_source = true");
     std::fs::write(dir.path().join("src.ldif"), "").unwrap();
@@ -121,13 +181,35 @@ fn config_error(cfg_text_extra: &str, rules: Option<&str>) -> String {
 #[test]
 fn configuration_errors_name_file_key_and_problem() {
     let e = config_error("colour = \"blue\"", None);
-    assert!(e.contains("tansync.toml") && e.contains("unknown field `colour`"), "{e}");
+    assert!(
+        e.contains("tansync.toml") && e.contains("unknown field `colour`"),
+        "{e}"
+    );
     let e = config_error("[safety]\nmax_removal_percent = 140", None);
-    assert!(e.contains("safety.max_removal_percent: must be between 0 and 100"), "{e}");
-    let e = config_error("", Some("[[rule]]\nid = \"bad\"\naction = \"include\"\ndn_regex = [\"([\"]\nods = { constant = \"RXA\" }\n"));
-    assert!(e.contains("rules.toml: rule \"bad\" (#1): dn_regex: invalid regex"), "{e}");
-    let e = config_error("", Some("[[rule]]\nid = \"odd\"\naction = \"include\"\nmemberof = [\"x\"]\nods = { constant = \"RXA\" }\n"));
-    assert!(e.contains("rule \"odd\" (#1): unknown field `memberof`"), "{e}");
+    assert!(
+        e.contains("safety.max_removal_percent: must be between 0 and 100"),
+        "{e}"
+    );
+    let e = config_error(
+        "",
+        Some(
+            "[[rule]]\nid = \"bad\"\naction = \"include\"\ndn_regex = [\"([\"]\nods = { constant = \"RXA\" }\n",
+        ),
+    );
+    assert!(
+        e.contains("rules.toml: rule \"bad\" (#1): dn_regex: invalid regex"),
+        "{e}"
+    );
+    let e = config_error(
+        "",
+        Some(
+            "[[rule]]\nid = \"odd\"\naction = \"include\"\nmemberof = [\"x\"]\nods = { constant = \"RXA\" }\n",
+        ),
+    );
+    assert!(
+        e.contains("rule \"odd\" (#1): unknown field `memberof`"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -140,14 +222,35 @@ fn ldap_secrets_are_never_inline_and_never_printed() {
     let cfg = write_config(dir.path(), &format!("{base}bind_password = \"hunter2\"\n"));
     let r = tansync(&cfg, &["check"]);
     assert_eq!(r.code, 1);
-    assert!(r.stderr.contains("unknown field `bind_password`"), "{}", r.stderr);
-    assert!(!r.stderr.contains("hunter2"), "the secret must not be echoed");
-    let cfg = write_config(dir.path(), &format!("{base}bind_password_env = \"TANSYNC_TEST_UNSET_VAR\"\n"));
+    assert!(
+        r.stderr.contains("unknown field `bind_password`"),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        !r.stderr.contains("hunter2"),
+        "the secret must not be echoed"
+    );
+    let cfg = write_config(
+        dir.path(),
+        &format!("{base}bind_password_env = \"TANSYNC_TEST_UNSET_VAR\"\n"),
+    );
     let r = tansync(&cfg, &["check"]);
-    assert!(r.stderr.contains("source.bind_password_env: environment variable TANSYNC_TEST_UNSET_VAR is not set"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains(
+            "source.bind_password_env: environment variable TANSYNC_TEST_UNSET_VAR is not set"
+        ),
+        "{}",
+        r.stderr
+    );
     let cfg = write_config(dir.path(), base);
     let r = tansync(&cfg, &["check"]);
-    assert!(r.stderr.contains("source.bind_password: a secret is needed"), "{}", r.stderr);
+    assert!(
+        r.stderr
+            .contains("source.bind_password: a secret is needed"),
+        "{}",
+        r.stderr
+    );
 }
 
 #[test]
@@ -159,16 +262,29 @@ fn shipped_filter_rule_sets_and_example_config_are_valid() {
     // The documented AD example: everything but the site-specific files checks out.
     let r = tansync(&repo().join("examples/tansync.toml"), &["check"]);
     assert_eq!(r.code, 1);
-    assert!(r.stderr.contains("source.ca_file: /etc/tansync/ad-ca.pem does not exist"), "{}", r.stderr);
+    assert!(
+        r.stderr
+            .contains("source.ca_file: /etc/tansync/ad-ca.pem does not exist"),
+        "{}",
+        r.stderr
+    );
 }
 
 #[test]
 fn explain_in_the_quickstart() {
     let r = tansync(&quickstart(), &["explain", "f.jones", "--now", NOW]);
     assert_eq!(r.code, 0, "{}", r.stderr);
-    assert!(r.stdout.contains("→ included by rule westfield-community"), "{}", r.stdout);
+    assert!(
+        r.stdout.contains("→ included by rule westfield-community"),
+        "{}",
+        r.stdout
+    );
     assert!(r.stdout.contains("InvalidMobile"), "{}", r.stdout);
     let r = tansync(&quickstart(), &["explain", "nobody.here"]);
     assert_eq!(r.code, 1);
-    assert!(r.stderr.contains("no source entry matches \"nobody.here\""), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("no source entry matches \"nobody.here\""),
+        "{}",
+        r.stderr
+    );
 }

@@ -9,7 +9,13 @@ use std::net::{Shutdown, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::time::Duration;
 
-fn config(dir: &tempfile::TempDir, url: &str, bind_dn: &str, pw_file: &str, extra: &str) -> PathBuf {
+fn config(
+    dir: &tempfile::TempDir,
+    url: &str,
+    bind_dn: &str,
+    pw_file: &str,
+    extra: &str,
+) -> PathBuf {
     let snapshot = dir.path().join("snapshot.json");
     std::fs::write(
         &snapshot,
@@ -69,7 +75,13 @@ file = {agreements}
 }
 
 fn admin(dir: &tempfile::TempDir, url: &str, extra: &str) -> PathBuf {
-    config(dir, url, &env("TANSYNC_TEST_SLAPD_BIND_DN"), &env("TANSYNC_TEST_SLAPD_PASSWORD_FILE"), extra)
+    config(
+        dir,
+        url,
+        &env("TANSYNC_TEST_SLAPD_BIND_DN"),
+        &env("TANSYNC_TEST_SLAPD_PASSWORD_FILE"),
+        extra,
+    )
 }
 
 #[test]
@@ -86,11 +98,17 @@ fn generic_ldap_plan_with_entry_uuid_anchor() {
         assert_eq!(x.len(), 36, "{x}");
         assert_eq!(x, x.to_lowercase());
     }
-    let y = ops.iter().find(|o| o["attributes"]["family_name"] == "Ñúñez").expect("Unicode entry");
+    let y = ops
+        .iter()
+        .find(|o| o["attributes"]["family_name"] == "Ñúñez")
+        .expect("Unicode entry");
     assert_eq!(y["attributes"]["given_name"], "Ývonne");
     assert_eq!(y["ods_code"], "RXA");
     // RXB's agreement shares no mobile; none here anyway, but employee ids were mapped.
-    assert!(ops.iter().any(|o| o["attributes"]["employee_id"] == "P00001"));
+    assert!(
+        ops.iter()
+            .any(|o| o["attributes"]["employee_id"] == "P00001")
+    );
 }
 
 #[test]
@@ -104,7 +122,10 @@ fn a_server_size_limit_is_an_error_not_a_plan() {
         "",
     );
     let out = dir.path().join("plan.json");
-    let r = tansync(&cfg, &["plan", "--format", "json", "--out", out.to_str().unwrap()]);
+    let r = tansync(
+        &cfg,
+        &["plan", "--format", "json", "--out", out.to_str().unwrap()],
+    );
     assert_eq!(r.code, 1, "{}", r.stderr);
     assert!(r.stderr.contains("sizeLimitExceeded"), "{}", r.stderr);
     assert!(r.stderr.contains("no plan was made"), "{}", r.stderr);
@@ -121,7 +142,9 @@ fn proxy(limit: usize, stall: bool) -> String {
     let upstream = upstream_url.trim_start_matches("ldaps://").to_string();
     std::thread::spawn(move || {
         // One client connection is all a plan makes.
-        let Ok((client, _)) = listener.accept() else { return };
+        let Ok((client, _)) = listener.accept() else {
+            return;
+        };
         let server = TcpStream::connect(&upstream).unwrap();
         let (mut c_read, mut s_write) = (client.try_clone().unwrap(), server.try_clone().unwrap());
         std::thread::spawn(move || {
@@ -166,7 +189,12 @@ fn a_connection_cut_mid_read_is_an_error_not_a_plan() {
     let r = tansync(&cfg, &["plan", "--format", "json"]);
     assert_eq!(r.code, 1, "stdout: {}\nstderr: {}", r.stdout, r.stderr);
     assert!(r.stdout.is_empty(), "no plan: {}", r.stdout);
-    assert!(r.stderr.contains("reading the source failed, so no plan was made"), "{}", r.stderr);
+    assert!(
+        r.stderr
+            .contains("reading the source failed, so no plan was made"),
+        "{}",
+        r.stderr
+    );
     eprintln!("cut: {}", r.stderr);
 }
 
@@ -178,10 +206,17 @@ fn a_stalled_server_times_out_as_an_error() {
     let r = tansync(&cfg, &["plan", "--format", "json"]);
     assert_eq!(r.code, 1, "stdout: {}\nstderr: {}", r.stdout, r.stderr);
     assert!(r.stdout.is_empty());
-    assert!(r.stderr.to_lowercase().contains("timeout") || r.stderr.contains("timed out"), "{}", r.stderr);
+    assert!(
+        r.stderr.to_lowercase().contains("timeout") || r.stderr.contains("timed out"),
+        "{}",
+        r.stderr
+    );
     eprintln!("stall: {}", r.stderr);
     // Not a timing assertion: just that it ended through the timeout, not the proxy's close.
-    assert!(started.elapsed() < Duration::from_secs(8), "ended by the client timeout");
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "ended by the client timeout"
+    );
 }
 
 #[test]
@@ -190,7 +225,11 @@ fn starttls_and_cleartext_on_generic_ldap() {
     let url = env("TANSYNC_TEST_SLAPD_LDAP_URL");
     let r = tansync(&admin(&dir, &url, ""), &["plan"]);
     assert_eq!(r.code, 1);
-    assert!(r.stderr.contains("refusing a simple bind over cleartext"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("refusing a simple bind over cleartext"),
+        "{}",
+        r.stderr
+    );
     let (_, plan) = plan_json(&admin(&dir, &url, "starttls = true"));
     assert_eq!(plan["source"]["read"], 1101);
 }

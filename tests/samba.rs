@@ -95,10 +95,19 @@ fn plan_from_samba_matches_every_fixture_scenario() {
         let xid = e["external_id"].as_str().unwrap();
         let (o, b, r) = (find(ops, xid), find(blocked, xid), find(rejected, xid));
         if let Some(kind) = e.get("op") {
-            assert_eq!(o.len(), 1, "{name}: one operation expected, plan has {o:?} / blocked {b:?} / rejected {r:?}");
+            assert_eq!(
+                o.len(),
+                1,
+                "{name}: one operation expected, plan has {o:?} / blocked {b:?} / rejected {r:?}"
+            );
             let op = o[0];
             assert_eq!(&op["kind"], kind, "{name}");
-            for (k, plan_key) in [("ods_code", "ods_code"), ("from", "from_ods_code"), ("reason", "reason"), ("rule", "rule")] {
+            for (k, plan_key) in [
+                ("ods_code", "ods_code"),
+                ("from", "from_ods_code"),
+                ("reason", "reason"),
+                ("rule", "rule"),
+            ] {
                 if let Some(v) = e.get(k) {
                     assert_eq!(&op[plan_key], v, "{name}: {plan_key}");
                 }
@@ -109,13 +118,21 @@ fn plan_from_samba_matches_every_fixture_scenario() {
                 }
             }
             if let Some(fields) = e.get("fields") {
-                let got: Vec<&Value> = op["changes"].as_array().unwrap().iter().map(|c| &c["field"]).collect();
+                let got: Vec<&Value> = op["changes"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|c| &c["field"])
+                    .collect();
                 let want: Vec<&Value> = fields.as_array().unwrap().iter().collect();
                 assert_eq!(got, want, "{name}: changed fields (no false changes)");
             }
             if let Some(s) = e.get("stripped") {
                 assert_eq!(&op["stripped"], s, "{name}");
-                assert!(op["attributes"].get("mobile").is_none(), "{name}: mobile must not be sent");
+                assert!(
+                    op["attributes"].get("mobile").is_none(),
+                    "{name}: mobile must not be sent"
+                );
             }
         } else if let Some(reason) = e.get("blocked") {
             assert_eq!(b.len(), 1, "{name}: blocked expected; ops {o:?}");
@@ -124,14 +141,36 @@ fn plan_from_samba_matches_every_fixture_scenario() {
         } else if let Some(reason) = e.get("rejected") {
             assert_eq!(r.len(), 1, "{name}: rejected expected; ops {o:?}");
             assert_eq!(&r[0]["reason"], reason, "{name}");
-            assert!(r[0]["dn"].as_str().unwrap().contains(name.as_str()), "{name}: the DN names the entry");
+            assert!(
+                r[0]["dn"].as_str().unwrap().contains(name.as_str()),
+                "{name}: the DN names the entry"
+            );
         } else if e.get("excluded").is_some() || e.get("none").is_some() {
-            assert!(o.is_empty() && b.is_empty() && r.is_empty(), "{name}: nothing expected, got {o:?} {b:?} {r:?}");
+            assert!(
+                o.is_empty() && b.is_empty() && r.is_empty(),
+                "{name}: nothing expected, got {o:?} {b:?} {r:?}"
+            );
         } else if name == "care-cap" {
             let ods = e["ods_code"].as_str().unwrap();
-            let prov = ops.as_array().unwrap().iter().filter(|o| o["kind"] == "provision" && o["ods_code"] == ods).count();
-            let capped = blocked.as_array().unwrap().iter().filter(|b| b["reason"] == "account_cap" && b["ods_code"] == ods).count();
-            assert_eq!((prov as u64, capped as u64), (e["provision"].as_u64().unwrap(), e["blocked_account_cap"].as_u64().unwrap()));
+            let prov = ops
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|o| o["kind"] == "provision" && o["ods_code"] == ods)
+                .count();
+            let capped = blocked
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|b| b["reason"] == "account_cap" && b["ods_code"] == ods)
+                .count();
+            assert_eq!(
+                (prov as u64, capped as u64),
+                (
+                    e["provision"].as_u64().unwrap(),
+                    e["blocked_account_cap"].as_u64().unwrap()
+                )
+            );
         } else {
             panic!("{name}: unknown expectation {e}");
         }
@@ -146,7 +185,8 @@ fn golden_plan_for_the_fixture() {
     if std::env::var_os("UPDATE_GOLDEN").is_some() {
         std::fs::write(&golden, &run.stdout).unwrap();
     }
-    let want = std::fs::read_to_string(&golden).expect("tests/golden/samba-plan.json (UPDATE_GOLDEN=1 writes it)");
+    let want = std::fs::read_to_string(&golden)
+        .expect("tests/golden/samba-plan.json (UPDATE_GOLDEN=1 writes it)");
     assert!(
         run.stdout == want,
         "plan differs from {}; review the difference and rerun with UPDATE_GOLDEN=1 if it is intended",
@@ -161,7 +201,11 @@ fn starttls_reads_exactly_what_ldaps_reads() {
     let dir2 = tempfile::tempdir().unwrap();
     let (_, starttls) = plan_json(&config(
         &dir2,
-        Opts { url: env("TANSYNC_TEST_SAMBA_LDAP_URL"), starttls: true, ..Opts::default() },
+        Opts {
+            url: env("TANSYNC_TEST_SAMBA_LDAP_URL"),
+            starttls: true,
+            ..Opts::default()
+        },
     ));
     assert_eq!(ldaps["fingerprint"], starttls["fingerprint"]);
     assert_eq!(ldaps["summary"], starttls["summary"]);
@@ -174,25 +218,52 @@ fn a_wrong_ca_is_refused_and_no_plan_is_made() {
         (env("TANSYNC_TEST_SAMBA_LDAP_URL"), true),
     ] {
         let dir = tempfile::tempdir().unwrap();
-        let cfg = config(&dir, Opts { url, starttls, ca: env("TANSYNC_TEST_WRONG_CA"), ..Opts::default() });
+        let cfg = config(
+            &dir,
+            Opts {
+                url,
+                starttls,
+                ca: env("TANSYNC_TEST_WRONG_CA"),
+                ..Opts::default()
+            },
+        );
         let r = tansync(&cfg, &["plan", "--format", "json"]);
         assert_eq!(r.code, 1, "{}", r.stderr);
         assert!(r.stdout.is_empty(), "no plan on stdout: {}", r.stdout);
-        assert!(r.stderr.contains("UnknownIssuer") || r.stderr.contains("certificate"), "{}", r.stderr);
+        assert!(
+            r.stderr.contains("UnknownIssuer") || r.stderr.contains("certificate"),
+            "{}",
+            r.stderr
+        );
     }
 }
 
 #[test]
 fn cleartext_simple_bind_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = config(&dir, Opts { url: env("TANSYNC_TEST_SAMBA_LDAP_URL"), ..Opts::default() });
+    let cfg = config(
+        &dir,
+        Opts {
+            url: env("TANSYNC_TEST_SAMBA_LDAP_URL"),
+            ..Opts::default()
+        },
+    );
     let r = tansync(&cfg, &["plan"]);
     assert_eq!(r.code, 1);
-    assert!(r.stderr.contains("refusing a simple bind over cleartext LDAP"), "{}", r.stderr);
+    assert!(
+        r.stderr
+            .contains("refusing a simple bind over cleartext LDAP"),
+        "{}",
+        r.stderr
+    );
     // Even when the operator allows it, Samba itself refuses the cleartext bind.
     let cfg = config(
         &dir,
-        Opts { url: env("TANSYNC_TEST_SAMBA_LDAP_URL"), extra: "allow_cleartext_bind = true", ..Opts::default() },
+        Opts {
+            url: env("TANSYNC_TEST_SAMBA_LDAP_URL"),
+            extra: "allow_cleartext_bind = true",
+            ..Opts::default()
+        },
     );
     let r = tansync(&cfg, &["plan"]);
     assert_eq!(r.code, 1);
@@ -204,7 +275,13 @@ fn wrong_password_is_a_clear_error_without_the_password() {
     let dir = tempfile::tempdir().unwrap();
     let pw = dir.path().join("pw");
     std::fs::write(&pw, "Not-The-Password-42\n").unwrap();
-    let cfg = config(&dir, Opts { password_file: pw.display().to_string(), ..Opts::default() });
+    let cfg = config(
+        &dir,
+        Opts {
+            password_file: pw.display().to_string(),
+            ..Opts::default()
+        },
+    );
     let r = tansync(&cfg, &["plan"]);
     assert_eq!(r.code, 1);
     assert!(r.stderr.contains("invalidCredentials"), "{}", r.stderr);
@@ -217,19 +294,48 @@ fn explain_shows_nested_group_rule_and_plan() {
     let cfg = config(&dir, Opts::default());
     let r = tansync(&cfg, &["explain", "agency.nurse1", "--now", NOW]);
     assert_eq!(r.code, 0, "{}", r.stderr);
-    assert!(r.stdout.contains("✓ nested member of \"CN=NHSmail Eligible,OU=Groups,DC=tansync,DC=test\""), "{}", r.stdout);
-    assert!(r.stdout.contains("→ included by rule eligible-contractors"), "{}", r.stdout);
+    assert!(
+        r.stdout
+            .contains("✓ nested member of \"CN=NHSmail Eligible,OU=Groups,DC=tansync,DC=test\""),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        r.stdout.contains("→ included by rule eligible-contractors"),
+        "{}",
+        r.stdout
+    );
     assert!(r.stdout.contains("\"kind\": \"provision\""), "{}", r.stdout);
     // By DN, for a user the rules exclude.
-    let r = tansync(&cfg, &["explain", "CN=contractor.plain,OU=Contractors,OU=NHS Staff,DC=tansync,DC=test", "--now", NOW]);
+    let r = tansync(
+        &cfg,
+        &[
+            "explain",
+            "CN=contractor.plain,OU=Contractors,OU=NHS Staff,DC=tansync,DC=test",
+            "--now",
+            NOW,
+        ],
+    );
     assert_eq!(r.code, 0, "{}", r.stderr);
-    assert!(r.stdout.contains("→ excluded by rule contractors"), "{}", r.stdout);
+    assert!(
+        r.stdout.contains("→ excluded by rule contractors"),
+        "{}",
+        r.stdout
+    );
     // By objectGUID, for a rejected entry: the reason is shown.
-    let expected: Value = serde_json::from_str(&std::fs::read_to_string(fixture("expected.json")).unwrap()).unwrap();
-    let guid = expected["bad.mobile"]["external_id"].as_str().unwrap().to_uppercase();
+    let expected: Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture("expected.json")).unwrap()).unwrap();
+    let guid = expected["bad.mobile"]["external_id"]
+        .as_str()
+        .unwrap()
+        .to_uppercase();
     let r = tansync(&cfg, &["explain", &guid, "--now", NOW]);
     assert_eq!(r.code, 0, "{}", r.stderr);
-    assert!(r.stdout.contains("InvalidMobile") && r.stdout.contains("is not a UK number"), "{}", r.stdout);
+    assert!(
+        r.stdout.contains("InvalidMobile") && r.stdout.contains("is not a UK number"),
+        "{}",
+        r.stdout
+    );
 }
 
 #[test]

@@ -11,16 +11,26 @@ use crate::target::Target;
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use console::style;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 #[derive(Parser, Debug)]
-#[command(name = "tansync", version, about = "Synchronise people from Active Directory into the NHS Directory (NHSmail)")]
+#[command(
+    name = "tansync",
+    version,
+    about = "Synchronise people from Active Directory into the NHS Directory (NHSmail)"
+)]
 pub struct Cli {
     /// Configuration file.
-    #[arg(short, long, global = true, default_value = "tansync.toml", env = "TANSYNC_CONFIG")]
+    #[arg(
+        short,
+        long,
+        global = true,
+        default_value = "tansync.toml",
+        env = "TANSYNC_CONFIG"
+    )]
     pub config: PathBuf,
     #[command(subcommand)]
     pub command: Command,
@@ -67,11 +77,12 @@ pub fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("TANSYNC_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(
+            tracing_subscriber::EnvFilter::try_from_env("TANSYNC_LOG").unwrap_or_else(|_| {
+                tracing_subscriber::EnvFilter::new(
                     // ldap3 logs connection errors that tansync reports itself.
                     "warn,ldap3=error,tansync::source::ldap=error",
-                )),
+                )
+            }),
         )
         .init();
     let rt = match tokio::runtime::Builder::new_multi_thread()
@@ -94,7 +105,7 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn load(path: &PathBuf) -> Result<Config> {
+fn load(path: &Path) -> Result<Config> {
     Config::load(path).with_context(|| format!("configuration {} is not valid", path.display()))
 }
 
@@ -127,7 +138,7 @@ fn ok(label: &str, text: impl std::fmt::Display) {
     println!("{} {label}: {text}", style("✓").green());
 }
 
-async fn check(path: &PathBuf) -> Result<u8> {
+async fn check(path: &Path) -> Result<u8> {
     let cfg = load(path)?;
     ok("configuration", path.display());
     ok(
@@ -161,7 +172,10 @@ async fn check(path: &PathBuf) -> Result<u8> {
         }
         None => {
             problems += 1;
-            println!("{} no partnering agreement: every operation will be blocked", style("✗").red());
+            println!(
+                "{} no partnering agreement: every operation will be blocked",
+                style("✗").red()
+            );
         }
     }
     for s in cfg.agreements.sharing.values() {
@@ -177,12 +191,23 @@ async fn check(path: &PathBuf) -> Result<u8> {
             s.ods_code,
             s.validity.from,
             s.validity.until,
-            s.operations.iter().map(|o| o.name()).collect::<Vec<_>>().join(", "),
-            s.attributes.iter().map(|f| f.name()).collect::<Vec<_>>().join(", "),
+            s.operations
+                .iter()
+                .map(|o| o.name())
+                .collect::<Vec<_>>()
+                .join(", "),
+            s.attributes
+                .iter()
+                .map(|f| f.name())
+                .collect::<Vec<_>>()
+                .join(", "),
         );
     }
     if let Source::Ldap(l) = &cfg.source {
-        let info = l.probe().await.context("cannot connect and bind to the source")?;
+        let info = l
+            .probe()
+            .await
+            .context("cannot connect and bind to the source")?;
         ok(
             "source",
             format!(
@@ -242,12 +267,17 @@ async fn explain(cfg: &Config, who_text: &str, now: OffsetDateTime) -> Result<u8
     let run = pipeline::plan(cfg, &cfg.target, now, Some(&who), true).await?;
     let entries = &run.collected.captured;
     let e = match entries.as_slice() {
-        [] => bail!("no source entry matches {who_text:?} (searched sAMAccountName, uid, userPrincipalName, DN and objectGUID)"),
+        [] => bail!(
+            "no source entry matches {who_text:?} (searched sAMAccountName, uid, userPrincipalName, DN and objectGUID)"
+        ),
         [e] => e,
         many => bail!(
             "{} entries match {who_text:?}; use the DN or objectGUID: {}",
             many.len(),
-            many.iter().map(|e| e.dn.as_str()).collect::<Vec<_>>().join("; ")
+            many.iter()
+                .map(|e| e.dn.as_str())
+                .collect::<Vec<_>>()
+                .join("; ")
         ),
     };
     let b = |s: &str| style(s.to_string()).bold();
@@ -265,13 +295,24 @@ async fn explain(cfg: &Config, who_text: &str, now: OffsetDateTime) -> Result<u8
     println!("\n{}", b("Filter rules, in order (first match decides)"));
     let (decision, traces) = cfg.rules.explain(e, &run.collected.groups);
     for t in &traces {
-        let mark = if t.matched { style("✓").green() } else { style("✗").dim() };
+        let mark = if t.matched {
+            style("✓").green()
+        } else {
+            style("✗").dim()
+        };
         println!("  {mark} rule {} ({:?}, {})", t.rule, t.action, t.file);
         if t.conditions.is_empty() {
             println!("      (no conditions: matches everything)");
         }
         for (c, held) in &t.conditions {
-            println!("      {} {c}", if *held { style("✓").green() } else { style("✗").red() });
+            println!(
+                "      {} {c}",
+                if *held {
+                    style("✓").green()
+                } else {
+                    style("✗").red()
+                }
+            );
         }
     }
     let rule = match decision {
@@ -304,7 +345,11 @@ async fn explain(cfg: &Config, who_text: &str, now: OffsetDateTime) -> Result<u8
                         "  {f}: {:?} → {:?}{}",
                         r.map(String::as_str).unwrap_or(""),
                         v.unwrap_or(""),
-                        if f.is_synchronised() { "" } else { "  (used for eligibility and matching only)" }
+                        if f.is_synchronised() {
+                            ""
+                        } else {
+                            "  (used for eligibility and matching only)"
+                        }
                     ),
                 }
             }
@@ -334,7 +379,10 @@ fn explain_plan(plan: &crate::plan::Plan, e: &crate::source::SourceEntry, who: &
     let mut found = false;
     for p in plan.operations.iter().filter(|p| p.op.external_id() == x) {
         found = true;
-        println!("  planned operation:\n{}", indent(&serde_json::to_string_pretty(p)?));
+        println!(
+            "  planned operation:\n{}",
+            indent(&serde_json::to_string_pretty(p)?)
+        );
     }
     for bl in plan.blocked.iter().filter(|b| &b.external_id == x) {
         found = true;
@@ -342,20 +390,31 @@ fn explain_plan(plan: &crate::plan::Plan, e: &crate::source::SourceEntry, who: &
             "  {} {} ({}): {}",
             style("blocked").yellow(),
             bl.kind,
-            serde_json::to_value(bl.reason)?.as_str().unwrap_or_default(),
+            serde_json::to_value(bl.reason)?
+                .as_str()
+                .unwrap_or_default(),
             bl.detail
         );
     }
-    for r in plan.rejected.iter().filter(|r| r.external_id.as_ref() == Some(x)) {
+    for r in plan
+        .rejected
+        .iter()
+        .filter(|r| r.external_id.as_ref() == Some(x))
+    {
         found = true;
         println!("  {} {:?}: {}", style("rejected").red(), r.reason, r.detail);
     }
     if !found {
-        println!("  no operation for {who}: the directory already matches (or there is nothing to do)");
+        println!(
+            "  no operation for {who}: the directory already matches (or there is nothing to do)"
+        );
     }
     Ok(0)
 }
 
 fn indent(s: &str) -> String {
-    s.lines().map(|l| format!("    {l}")).collect::<Vec<_>>().join("\n")
+    s.lines()
+        .map(|l| format!("    {l}"))
+        .collect::<Vec<_>>()
+        .join("\n")
 }

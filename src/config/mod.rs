@@ -81,7 +81,10 @@ impl Ctx<'_> {
     fn existing(&self, key: &str, p: &str) -> Result<PathBuf, ConfigError> {
         let path = self.path(p);
         if !path.is_file() {
-            return Err(self.err(key, format!("{} does not exist or is not a file", path.display())));
+            return Err(self.err(
+                key,
+                format!("{} does not exist or is not a file", path.display()),
+            ));
         }
         Ok(path)
     }
@@ -136,8 +139,8 @@ impl Config {
     /// Validate configuration text; relative paths resolve against `dir`.
     pub fn from_str(text: &str, file: &str, dir: &Path) -> Result<Config, LoadError> {
         let cx = Ctx { file, dir };
-        let raw: RawConfig = toml::from_str(text)
-            .map_err(|e| cx.err("", e.to_string().trim_end().to_string()))?;
+        let raw: RawConfig =
+            toml::from_str(text).map_err(|e| cx.err("", e.to_string().trim_end().to_string()))?;
 
         let agent_id = raw.agent_id.trim().to_string();
         if agent_id.is_empty()
@@ -155,11 +158,16 @@ impl Config {
             let f = Field::parse(&k).ok_or_else(|| {
                 cx.err(
                     &format!("mapping.{k}"),
-                    format!("unknown field; expected one of {}", Field::ALL.map(|f| f.name()).join(", ")),
+                    format!(
+                        "unknown field; expected one of {}",
+                        Field::ALL.map(|f| f.name()).join(", ")
+                    ),
                 )
             })?;
             if v.trim().is_empty() {
-                return Err(cx.err(&format!("mapping.{k}"), "attribute name is empty").into());
+                return Err(cx
+                    .err(&format!("mapping.{k}"), "attribute name is empty")
+                    .into());
             }
             mapping.fields.insert(f, v);
         }
@@ -170,30 +178,60 @@ impl Config {
                 Source::Ldif(LdifSource {
                     path: cx.existing("source.path", &l.path)?,
                     anchor,
-                    person_classes: l.person_classes.iter().map(|c| c.to_ascii_lowercase()).collect(),
-                    exclude_classes: l.exclude_classes.iter().map(|c| c.to_ascii_lowercase()).collect(),
+                    person_classes: l
+                        .person_classes
+                        .iter()
+                        .map(|c| c.to_ascii_lowercase())
+                        .collect(),
+                    exclude_classes: l
+                        .exclude_classes
+                        .iter()
+                        .map(|c| c.to_ascii_lowercase())
+                        .collect(),
                 })
             }
             RawSource::Ldap(l) => {
                 let url = l.url.trim().to_string();
                 let lower = url.to_ascii_lowercase();
                 if !(lower.starts_with("ldaps://") || lower.starts_with("ldap://")) {
-                    return Err(cx.err("source.url", "must start with ldaps:// or ldap://").into());
+                    return Err(cx
+                        .err("source.url", "must start with ldaps:// or ldap://")
+                        .into());
                 }
                 if lower.starts_with("ldaps://") && l.starttls {
-                    return Err(cx.err("source.starttls", "StartTLS is for ldap:// URLs; ldaps:// is already TLS").into());
+                    return Err(cx
+                        .err(
+                            "source.starttls",
+                            "StartTLS is for ldap:// URLs; ldaps:// is already TLS",
+                        )
+                        .into());
                 }
                 if !(1..=1000).contains(&l.page_size) {
-                    return Err(cx.err("source.page_size", "must be 1 to 1000 (Active Directory's MaxPageSize is 1000)").into());
+                    return Err(cx
+                        .err(
+                            "source.page_size",
+                            "must be 1 to 1000 (Active Directory's MaxPageSize is 1000)",
+                        )
+                        .into());
                 }
                 if l.base_dns.is_empty() || l.base_dns.iter().any(|b| b.trim().is_empty()) {
-                    return Err(cx.err("source.base_dns", "give at least one base DN, none empty").into());
+                    return Err(cx
+                        .err("source.base_dns", "give at least one base DN, none empty")
+                        .into());
                 }
                 let filter = l.filter.trim().to_string();
                 if !(filter.starts_with('(') && filter.ends_with(')')) {
-                    return Err(cx.err("source.filter", "an LDAP filter must be in parentheses, e.g. (objectClass=user)").into());
+                    return Err(cx
+                        .err(
+                            "source.filter",
+                            "an LDAP filter must be in parentheses, e.g. (objectClass=user)",
+                        )
+                        .into());
                 }
-                for (k, v) in [("source.connect_timeout_secs", l.connect_timeout_secs), ("source.operation_timeout_secs", l.operation_timeout_secs)] {
+                for (k, v) in [
+                    ("source.connect_timeout_secs", l.connect_timeout_secs),
+                    ("source.operation_timeout_secs", l.operation_timeout_secs),
+                ] {
                     if v == 0 {
                         return Err(cx.err(k, "must be at least 1 second").into());
                     }
@@ -202,11 +240,20 @@ impl Config {
                     "in_chain" => NestedGroups::InChain,
                     "expand" => NestedGroups::Expand,
                     other => {
-                        return Err(cx.err("source.nested_groups", format!("{other:?} is not in_chain or expand")).into());
+                        return Err(cx
+                            .err(
+                                "source.nested_groups",
+                                format!("{other:?} is not in_chain or expand"),
+                            )
+                            .into());
                     }
                 };
                 Source::Ldap(LdapSource {
-                    ca_file: l.ca_file.as_deref().map(|p| cx.existing("source.ca_file", p)).transpose()?,
+                    ca_file: l
+                        .ca_file
+                        .as_deref()
+                        .map(|p| cx.existing("source.ca_file", p))
+                        .transpose()?,
                     bind_password: cx.secret(
                         "source.bind_password",
                         l.bind_password_file.as_deref(),
@@ -229,7 +276,12 @@ impl Config {
         };
 
         if raw.filters.files.is_empty() {
-            return Err(cx.err("filters.files", "name at least one rule file (without rules nothing is in scope)").into());
+            return Err(cx
+                .err(
+                    "filters.files",
+                    "name at least one rule file (without rules nothing is in scope)",
+                )
+                .into());
         }
         let filter_files = raw
             .filters
@@ -244,7 +296,12 @@ impl Config {
                 path: cx.existing("target.path", &raw.target.path)?,
             },
             other => {
-                return Err(cx.err("target.kind", format!("{other:?} is not a known target (snapshot)")).into());
+                return Err(cx
+                    .err(
+                        "target.kind",
+                        format!("{other:?} is not a known target (snapshot)"),
+                    )
+                    .into());
             }
         };
 
@@ -259,17 +316,28 @@ impl Config {
 
         let s = raw.safety;
         if !(0.0..=100.0).contains(&s.max_removal_percent) {
-            return Err(cx.err("safety.max_removal_percent", "must be between 0 and 100").into());
+            return Err(cx
+                .err("safety.max_removal_percent", "must be between 0 and 100")
+                .into());
         }
         if s.restore_window_days < 1 {
-            return Err(cx.err("safety.restore_window_days", "must be at least 1").into());
+            return Err(cx
+                .err("safety.restore_window_days", "must be at least 1")
+                .into());
         }
         if s.default_account_cap == 0 {
-            return Err(cx.err("safety.default_account_cap", "must be at least 1").into());
+            return Err(cx
+                .err("safety.default_account_cap", "must be at least 1")
+                .into());
         }
         let e = raw.eligibility;
         if e.nhsmail_domain.trim().is_empty() || !e.nhsmail_domain.contains('.') {
-            return Err(cx.err("eligibility.nhsmail_domain", "must be a domain such as nhs.net").into());
+            return Err(cx
+                .err(
+                    "eligibility.nhsmail_domain",
+                    "must be a domain such as nhs.net",
+                )
+                .into());
         }
         Ok(Config {
             file: PathBuf::from(file),

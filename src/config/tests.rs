@@ -1,0 +1,101 @@
+use super::*;
+
+/// A directory with the files a config refers to.
+fn dir_with_files() -> tempfile::TempDir {
+    let d = tempfile::tempdir().unwrap();
+    std::fs::write(d.path().join("src.ldif"), "").unwrap();
+    std::fs::write(
+        d.path().join("r.toml"),
+        "[[rule]]\nid = \"all\"\naction = \"include\"\nods = { constant = \"RXA\" }\n",
+    )
+    .unwrap();
+    std::fs::write(d.path().join("s.json"), "{}").unwrap();
+    std::fs::write(d.path().join("a.toml"), "").unwrap();
+    std::fs::write(d.path().join("pw"), "s3cret\n").unwrap();
+    d
+}
+
+const TAIL: &str = "[filters]\nfiles = [\"r.toml\"]\n[target]\nkind = \"snapshot\"\npath = \"s.json\"\n[agreements]\nfile = \"a.toml\"\n";
+
+fn load(d: &tempfile::TempDir, head: &str) -> Result<Config, LoadError> {
+    Config::from_str(&format!("{head}\n{TAIL}"), "t.toml", d.path())
+}
+
+fn err(d: &tempfile::TempDir, head: &str) -> String {
+    match load(d, head) {
+        Ok(_) => panic!("expected an error for {head}"),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[test]
+fn ldif_defaults_and_relative_paths() {
+    let d = dir_with_files();
+    let c = load(
+        &d,
+        "agent_id = \"a1\"\n[source]\nkind = \"ldif\"\npath = \"src.ldif\"",
+    )
+    .unwrap();
+    let Source::Ldif(l) = &c.source else {
+        panic!("ldif")
+    };
+    assert_eq!(l.path, d.path().join("src.ldif"));
+    assert_eq!(l.anchor, AnchorKind::ObjectGuid);
+    assert_eq!(c.policy.default_cap, 50);
+    assert_eq!(c.soft_match, vec![MatchKey::EmployeeId, MatchKey::Email]);
+    assert_eq!(c.mapping.fields[&Field::Site], "physicalDeliveryOfficeName");
+}
+
+#[test]
+fn ldap_settings_are_validated() {
+    let d = dir_with_files();
+    let ldap = |extra: &str| {
+        format!(
+            "agent_id = \"a1\"\n[source]\nkind = \"ldap\"\nurl = \"ldaps://dc:636\"\nbind_dn = \"CN=x\"\nbind_password_file = \"pw\"\nbase_dns = [\"DC=x\"]\n{extra}"
+        )
+    };
+    let c = load(&d, &ldap("")).unwrap();
+    let Source::Ldap(l) = &c.source else {
+        panic!("ldap")
+    };
+    assert_eq!(l.page_size, 500);
+    use secrecy::ExposeSecret;
+    assert_eq!(l.bind_password.expose_secret(), "s3cret");
+    // The secret is not in the Debug output either.
+    assert!(!format!("{l:?}").contains("s3cret"));
+    assert!(
+        err(&d, &ldap("page_size = 5000")).contains("t.toml: source.page_size: must be 1 to 1000")
+    );
+    assert!(err(&d, &ldap("starttls = true")).contains("source.starttls"));
+    assert!(err(&d, &ldap("nested_groups = \"deep\"")).contains("source.nested_groups"));
+    assert!(err(&d, &ldap("filter = \"objectClass=user\"")).contains("source.filter"));
+    assert!(err(&d, &ldap("ca_file = \"missing.pem\"")).contains("source.ca_file"));
+    assert!(err(&d, &ldap("operation_timeout_secs = 0")).contains("at least 1 second"));
+}
+
+#[test]
+fn top_level_problems_are_named() {
+    let d = dir_with_files();
+    assert!(
+        err(
+            &d,
+            "agent_id = \"has space\"\n[source]\nkind = \"ldif\"\npath = \"src.ldif\""
+        )
+        .contains("agent_id")
+    );
+    assert!(
+        err(
+            &d,
+            "agent_id = \"a\"\n[source]\nkind = \"ldif\"\npath = \"nope.ldif\""
+        )
+        .contains("source.path")
+    );
+    assert!(err(&d, "agent_id = \"a\"\n[source]\nkind = \"ldif\"\npath = \"src.ldif\"\n[mapping]\nnickname = \"x\"").contains("mapping.nickname: unknown field"));
+    assert!(
+        err(
+            &d,
+            "agent_id = \"a\"\n[source]\nkind = \"ftp\"\npath = \"src.ldif\""
+        )
+        .contains("unknown variant `ftp`")
+    );
+}

@@ -114,9 +114,9 @@ pub fn diff(input: &DiffInput<'_>) -> DiffOutput {
             Some(a) => {
                 let managed = is_managed(a, input.agent_id, input.managed_orgs);
                 match existing(p, a, input) {
-                    Ok(None) => out.unchanged += 1,
-                    Ok(Some(op)) if managed => out.operations.push(op),
-                    Ok(Some(op)) => out.blocked.push(Blocked::new(
+                    Outcome::Unchanged => out.unchanged += 1,
+                    Outcome::Planned(op) if managed => out.operations.push(op),
+                    Outcome::Planned(op) => out.blocked.push(Blocked::new(
                         op,
                         BlockReason::NotManaged,
                         format!(
@@ -125,13 +125,14 @@ pub fn diff(input: &DiffInput<'_>) -> DiffOutput {
                             a.managed_by.as_deref().unwrap_or("no agent")
                         ),
                     )),
-                    Err(b) => out.blocked.push(b),
+                    Outcome::Held(b) => out.blocked.push(b),
                 }
             }
             None if !p.enabled => {} // Disabled and never provisioned: nothing to do.
             None => match soft_match(p, input, &by_key, &mut joined) {
-                Ok(op) => out.operations.push(op),
-                Err(b) => out.blocked.push(b),
+                Outcome::Planned(op) => out.operations.push(op),
+                Outcome::Held(b) => out.blocked.push(b),
+                Outcome::Unchanged => out.unchanged += 1,
             },
         }
     }
@@ -177,21 +178,34 @@ fn pending(op: Operation, a: &Account) -> Blocked {
     )
 }
 
+/// What the diff decides for one person.
+enum Outcome {
+    Unchanged,
+    Planned(Operation),
+    Held(Blocked),
+}
+
+impl From<Option<Operation>> for Outcome {
+    fn from(op: Option<Operation>) -> Self {
+        op.map_or(Outcome::Unchanged, Outcome::Planned)
+    }
+}
+
 /// The operation (if any) for a person whose account already exists.
-fn existing(p: &Person, a: &Account, input: &DiffInput<'_>) -> Result<Option<Operation>, Blocked> {
+fn existing(p: &Person, a: &Account, input: &DiffInput<'_>) -> Outcome {
     let xid = p.external_id.clone();
     let target_id = a.target_id.clone();
     let etag = a.etag.clone();
     if !p.enabled {
         return match a.status {
-            Status::Active | Status::Inactive => Ok(Some(Operation::Remove {
+            Status::Active | Status::Inactive => Outcome::Planned(Operation::Remove {
                 external_id: xid,
                 target_id,
                 ods_code: a.ods_code.clone(),
                 reason: RemoveReason::Disabled,
                 etag,
-            })),
-            Status::Pending => Err(pending(
+            }),
+            Status::Pending => Outcome::Held(pending(
                 Operation::Remove {
                     external_id: xid,
                     target_id,
@@ -201,7 +215,7 @@ fn existing(p: &Person, a: &Account, input: &DiffInput<'_>) -> Result<Option<Ope
                 },
                 a,
             )),
-            Status::Leaver | Status::Deleted => Ok(None),
+            Status::Leaver | Status::Deleted => Outcome::Unchanged,
         };
     }
     let changes = field_changes(p, a);
@@ -227,20 +241,22 @@ fn existing(p: &Person, a: &Account, input: &DiffInput<'_>) -> Result<Option<Ope
                 }
             };
             match a.leaver_since {
-                Some(since) if input.now - since > input.restore_window => Err(Blocked::new(
-                    op,
-                    BlockReason::RestoreWindowPassed,
-                    format!(
-                        "leaver since {} ({} days; the window is {} days): the directory deletes it",
-                        since.date(),
-                        (input.now - since).whole_days(),
-                        input.restore_window.whole_days()
-                    ),
-                )),
-                _ => Ok(Some(op)),
+                Some(since) if input.now - since > input.restore_window => {
+                    Outcome::Held(Blocked::new(
+                        op,
+                        BlockReason::RestoreWindowPassed,
+                        format!(
+                            "leaver since {} ({} days; the window is {} days): the directory deletes it",
+                            since.date(),
+                            (input.now - since).whole_days(),
+                            input.restore_window.whole_days()
+                        ),
+                    ))
+                }
+                _ => Outcome::Planned(op),
             }
         }
-        Status::Deleted => Ok(None), // Filtered out before; kept for exhaustiveness.
+        Status::Deleted => Outcome::Unchanged, // Filtered out before; kept for exhaustiveness.
         Status::Active | Status::Inactive | Status::Pending => {
             let op = if moved {
                 Some(Operation::Move {
@@ -263,8 +279,8 @@ fn existing(p: &Person, a: &Account, input: &DiffInput<'_>) -> Result<Option<Ope
                 None
             };
             match (op, a.status) {
-                (Some(op), Status::Pending) => Err(pending(op, a)),
-                (op, _) => Ok(op),
+                (Some(op), Status::Pending) => Outcome::Held(pending(op, a)),
+                (op, _) => op.into(),
             }
         }
     }
@@ -276,7 +292,7 @@ fn soft_match<'a>(
     input: &DiffInput<'_>,
     by_key: &BTreeMap<(MatchKey, String), Vec<&'a Account>>,
     joined: &mut BTreeSet<&'a TargetId>,
-) -> Result<Operation, Blocked> {
+) -> Outcome {
     let provision = Operation::Provision {
         external_id: p.external_id.clone(),
         ods_code: p.ods_code.clone(),
@@ -300,7 +316,7 @@ fn soft_match<'a>(
             [a] if !joined.contains(&a.target_id) => {
                 joined.insert(&a.target_id);
                 let acct: &Account = a;
-                return Ok(Operation::Join {
+                return Outcome::Planned(Operation::Join {
                     external_id: p.external_id.clone(),
                     target_id: acct.target_id.clone(),
                     ods_code: p.ods_code.clone(),
@@ -310,7 +326,7 @@ fn soft_match<'a>(
                 });
             }
             many => {
-                return Err(Blocked::new(
+                return Outcome::Held(Blocked::new(
                     provision,
                     BlockReason::AmbiguousMatch,
                     format!(
@@ -326,7 +342,7 @@ fn soft_match<'a>(
         .and_then(email_domain)
         .is_some_and(|d| d.eq_ignore_ascii_case(input.nhsmail_domain));
     if nhsmail {
-        return Err(Blocked::new(
+        return Outcome::Held(Blocked::new(
             provision,
             BlockReason::ExistingNhsmailAccount,
             format!(
@@ -335,7 +351,7 @@ fn soft_match<'a>(
             ),
         ));
     }
-    Ok(provision)
+    Outcome::Planned(provision)
 }
 
 #[cfg(test)]

@@ -106,7 +106,15 @@ fn run(c: Case) -> DiffOutput {
 fn kinds(out: &DiffOutput) -> Vec<String> {
     out.operations
         .iter()
-        .map(|o| format!("{}:{}", o.kind(), o.external_id().as_str().trim_start_matches("00000000-0000-0000-0000-")))
+        .map(|o| {
+            format!(
+                "{}:{}",
+                o.kind(),
+                o.external_id()
+                    .as_str()
+                    .trim_start_matches("00000000-0000-0000-0000-")
+            )
+        })
         .collect()
 }
 
@@ -115,22 +123,51 @@ fn provision_update_unchanged_and_no_false_changes() {
     let out = run(Case {
         persons: vec![
             person(1, "RXA", &[]),
-            person(2, "RXA", &[(Field::JobTitle, "Senior Nurse"), (Field::Department, "Emergency Department")]),
+            person(
+                2,
+                "RXA",
+                &[
+                    (Field::JobTitle, "Senior Nurse"),
+                    (Field::Department, "Emergency Department"),
+                ],
+            ),
             person(3, "RXA", &[(Field::Department, "Cardiology")]),
         ],
         accounts: vec![
-            account(2, "RXA", Status::Active, &[(Field::JobTitle, "Nurse"), (Field::Department, "emergency  department")]),
-            account(3, "RXA", Status::Active, &[(Field::Department, "CARDIOLOGY")]),
+            account(
+                2,
+                "RXA",
+                Status::Active,
+                &[
+                    (Field::JobTitle, "Nurse"),
+                    (Field::Department, "emergency  department"),
+                ],
+            ),
+            account(
+                3,
+                "RXA",
+                Status::Active,
+                &[(Field::Department, "CARDIOLOGY")],
+            ),
         ],
         out_of_scope: vec![],
         rejected: vec![],
     });
-    assert_eq!(kinds(&out), ["provision:000000000001", "update:000000000002"]);
+    assert_eq!(
+        kinds(&out),
+        ["provision:000000000001", "update:000000000002"]
+    );
     assert_eq!(out.unchanged, 1);
-    let Operation::Update { changes, .. } = &out.operations[1] else { panic!() };
+    let Operation::Update { changes, .. } = &out.operations[1] else {
+        panic!()
+    };
     assert_eq!(
         changes,
-        &vec![FieldChange { field: Field::JobTitle, old: Some("Nurse".into()), new: Some("Senior Nurse".into()) }]
+        &vec![FieldChange {
+            field: Field::JobTitle,
+            old: Some("Nurse".into()),
+            new: Some("Senior Nurse".into())
+        }]
     );
 }
 
@@ -160,7 +197,9 @@ fn removals_have_reasons_and_spare_rejected_and_unmanaged() {
         .operations
         .iter()
         .map(|o| match o {
-            Operation::Remove { target_id, reason, .. } => (target_id.to_string(), *reason),
+            Operation::Remove {
+                target_id, reason, ..
+            } => (target_id.to_string(), *reason),
             other => panic!("unexpected {other:?}"),
         })
         .collect();
@@ -201,9 +240,19 @@ fn move_restore_pending_and_window() {
         out_of_scope: vec![],
         rejected: vec![],
     });
-    assert_eq!(kinds(&out), ["move:000000000001", "restore:000000000002", "move:000000000005"]);
+    assert_eq!(
+        kinds(&out),
+        [
+            "move:000000000001",
+            "restore:000000000002",
+            "move:000000000005"
+        ]
+    );
     let reasons: Vec<BlockReason> = out.blocked.iter().map(|b| b.reason).collect();
-    assert_eq!(reasons, [BlockReason::RestoreWindowPassed, BlockReason::TargetPending]);
+    assert_eq!(
+        reasons,
+        [BlockReason::RestoreWindowPassed, BlockReason::TargetPending]
+    );
 }
 
 #[test]
@@ -226,8 +275,21 @@ fn soft_match_joins_once_and_nhsmail_without_account_is_blocked() {
         rejected: vec![],
     });
     assert_eq!(kinds(&out), ["join:000000000001", "join:000000000003"]);
-    let Operation::Join { matched_on, target_id, .. } = &out.operations[1] else { panic!() };
+    let Operation::Join {
+        matched_on,
+        target_id,
+        ..
+    } = &out.operations[1]
+    else {
+        panic!()
+    };
     assert_eq!((*matched_on, target_id.as_str()), (MatchKey::Email, "t8"));
     let reasons: Vec<BlockReason> = out.blocked.iter().map(|b| b.reason).collect();
-    assert_eq!(reasons, [BlockReason::AmbiguousMatch, BlockReason::ExistingNhsmailAccount]);
+    assert_eq!(
+        reasons,
+        [
+            BlockReason::AmbiguousMatch,
+            BlockReason::ExistingNhsmailAccount
+        ]
+    );
 }

@@ -114,8 +114,9 @@ pub fn load_files(paths: &[impl AsRef<Path>]) -> Result<RuleSet, FilterError> {
             return Err(FilterError {
                 file: r.file.clone(),
                 place: format!("rule {:?}: ", r.id.as_str()),
-                problem: "the same rule id is used twice; ids must be unique across all filter files"
-                    .into(),
+                problem:
+                    "the same rule id is used twice; ids must be unique across all filter files"
+                        .into(),
             });
         }
     }
@@ -165,7 +166,10 @@ fn compile(file: &str, r: RawRule) -> Result<Rule, String> {
     let mut conditions = Vec::new();
     if !r.under.is_empty() {
         conditions.push(Condition::Under(
-            r.under.iter().map(|s| (s.clone(), NormDn::new(s))).collect(),
+            r.under
+                .iter()
+                .map(|s| (s.clone(), NormDn::new(s)))
+                .collect(),
         ));
     }
     if !r.dn_regex.is_empty() {
@@ -208,7 +212,11 @@ fn compile(file: &str, r: RawRule) -> Result<Rule, String> {
         } else if let Some(v) = a.equals {
             AttrTest::Equals(v.to_lowercase())
         } else if let Some(p) = a.present {
-            if p { AttrTest::Present } else { AttrTest::Absent }
+            if p {
+                AttrTest::Present
+            } else {
+                AttrTest::Absent
+            }
         } else if a.absent == Some(false) {
             AttrTest::Present
         } else {

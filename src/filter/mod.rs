@@ -45,7 +45,10 @@ pub enum Condition {
         groups: Vec<(String, NormDn)>,
         nested: bool,
     },
-    Attribute { name: String, test: AttrTest },
+    Attribute {
+        name: String,
+        test: AttrTest,
+    },
     /// Account enabled (true) or disabled (false) in the source.
     Enabled(bool),
 }
@@ -113,7 +116,10 @@ impl Condition {
 pub enum OdsSource {
     Constant(OdsCode),
     /// From an attribute; with a regex, capture group `ods` or 1 (or the whole match).
-    Attribute { name: String, regex: Option<Regex> },
+    Attribute {
+        name: String,
+        regex: Option<Regex>,
+    },
 }
 
 /// A per-rule change to a mapped value.
@@ -135,7 +141,9 @@ pub struct Transform {
 impl Transform {
     pub fn apply(&self, v: &str) -> String {
         match &self.op {
-            TransformOp::Replace { regex, with } => regex.replace_all(v, with.as_str()).into_owned(),
+            TransformOp::Replace { regex, with } => {
+                regex.replace_all(v, with.as_str()).into_owned()
+            }
             TransformOp::Trim => v.trim().to_string(),
             TransformOp::Upper => v.to_uppercase(),
             TransformOp::Lower => v.to_lowercase(),

@@ -41,8 +41,14 @@ transforms = [{ field = "job_title", replace = { regex = "^Snr ", with = "Senior
 fn first_match_decides_and_default_excludes() {
     let rs = parse_rules("t.toml", RULES).unwrap();
     let g = GroupIndex::default();
-    let svc = entry("CN=svc-x,OU=Staff,DC=x", &[("company", "RXA"), ("mail", "a@b")]);
-    assert_eq!(rs.decide(&svc, &g).rule_id().unwrap().as_str(), "no-service");
+    let svc = entry(
+        "CN=svc-x,OU=Staff,DC=x",
+        &[("company", "RXA"), ("mail", "a@b")],
+    );
+    assert_eq!(
+        rs.decide(&svc, &g).rule_id().unwrap().as_str(),
+        "no-service"
+    );
     let staff = entry("CN=a,OU=Staff,DC=x", &[("company", "RXA"), ("mail", "a@b")]);
     let Decision::Include(r) = rs.decide(&staff, &g) else {
         panic!("expected include")
@@ -52,7 +58,11 @@ fn first_match_decides_and_default_excludes() {
     assert!(matches!(rs.decide(&no_mail, &g), Decision::NoMatch));
     let disabled = entry(
         "CN=a,OU=Staff,DC=x",
-        &[("company", "RXA"), ("mail", "a@b"), ("userAccountControl", "514")],
+        &[
+            ("company", "RXA"),
+            ("mail", "a@b"),
+            ("userAccountControl", "514"),
+        ],
     );
     assert!(matches!(rs.decide(&disabled, &g), Decision::NoMatch));
 }
@@ -91,12 +101,31 @@ fn nested_group_rule_and_explain_trace() {
 #[test]
 fn errors_name_file_rule_and_cause() {
     let e = parse_rules("f.toml", "[[rule]]\nid = \"a\"\naction = \"include\"\ndn_regex = [\"(\"]\nods = { constant = \"RXA\" }\n").unwrap_err();
-    assert!(e.to_string().starts_with("f.toml: rule \"a\" (#1): dn_regex: invalid regex"), "{e}");
-    let e = parse_rules("f.toml", "[[rule]]\nid = \"b\"\naction = \"include\"\nsurname = \"x\"\n").unwrap_err();
-    assert!(e.to_string().contains("rule \"b\" (#1): unknown field `surname`"), "{e}");
+    assert!(
+        e.to_string()
+            .starts_with("f.toml: rule \"a\" (#1): dn_regex: invalid regex"),
+        "{e}"
+    );
+    let e = parse_rules(
+        "f.toml",
+        "[[rule]]\nid = \"b\"\naction = \"include\"\nsurname = \"x\"\n",
+    )
+    .unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("rule \"b\" (#1): unknown field `surname`"),
+        "{e}"
+    );
     let e = parse_rules("f.toml", "[[rule]]\nid = \"c\"\naction = \"include\"\n").unwrap_err();
-    assert!(e.to_string().contains("must assign the ODS organisation"), "{e}");
-    let e = parse_rules("f.toml", "[[rule]]\nid = \"d\"\naction = \"exclude\"\nattributes = [{ name = \"x\" }]\n").unwrap_err();
+    assert!(
+        e.to_string().contains("must assign the ODS organisation"),
+        "{e}"
+    );
+    let e = parse_rules(
+        "f.toml",
+        "[[rule]]\nid = \"d\"\naction = \"exclude\"\nattributes = [{ name = \"x\" }]\n",
+    )
+    .unwrap_err();
     assert!(e.to_string().contains("exactly one of regex"), "{e}");
     let e = parse_rules("f.toml", "rules = 1\n").unwrap_err();
     assert!(e.to_string().contains("unknown field `rules`"), "{e}");

@@ -80,7 +80,11 @@ fn date(key: &str, v: &toml::value::Datetime) -> Result<Date, String> {
     Date::from_calendar_date(i32::from(d.year), month, d.day).map_err(|e| format!("{key}: {e}"))
 }
 
-fn validity(key: &str, from: &toml::value::Datetime, until: &toml::value::Datetime) -> Result<Validity, String> {
+fn validity(
+    key: &str,
+    from: &toml::value::Datetime,
+    until: &toml::value::Datetime,
+) -> Result<Validity, String> {
     let v = Validity {
         from: date(&format!("{key}.valid_from"), from)?,
         until: date(&format!("{key}.valid_until"), until)?,
@@ -125,7 +129,9 @@ pub fn parse(text: &str) -> Result<Agreements, String> {
             attributes,
         };
         if sharing.insert(ods.clone(), sh).is_some() {
-            return Err(format!("{key}: a second sharing agreement for {ods}; keep one per organisation"));
+            return Err(format!(
+                "{key}: a second sharing agreement for {ods}; keep one per organisation"
+            ));
         }
     }
     Ok(Agreements {

@@ -51,9 +51,18 @@ impl Default for GatePolicy {
 /// Publicly funded mail domains whose holders may not also hold NHSmail (AUP §2.10 names
 /// `nhs.uk` and `gov.uk`; the rest are public-sector domains of the secure email standard).
 pub fn default_ineligible_domains() -> Vec<String> {
-    ["nhs.uk", "gov.uk", "gov.scot", "gov.wales", "police.uk", "mod.uk", "parliament.uk", "hscni.net"]
-        .map(String::from)
-        .to_vec()
+    [
+        "nhs.uk",
+        "gov.uk",
+        "gov.scot",
+        "gov.wales",
+        "police.uk",
+        "mod.uk",
+        "parliament.uk",
+        "hscni.net",
+    ]
+    .map(String::from)
+    .to_vec()
 }
 
 pub struct GateInput<'a> {
@@ -154,21 +163,22 @@ fn check_agreements(op: &Operation, input: &GateInput<'_>) -> Result<(), (BlockR
 }
 
 /// Remove the attributes the destination organisation's agreement does not permit.
-fn strip(mut op: Operation, input: &GateInput<'_>) -> Result<PlannedOp, (Operation, String)> {
+/// Refuses (with why) a provision whose agreement lacks a mandatory attribute.
+fn strip(op: &mut Operation, input: &GateInput<'_>) -> Result<Vec<Field>, String> {
     let Some(s) = input.agreements.sharing.get(op.ods_code()) else {
-        return Ok(PlannedOp { op, stripped: vec![] });
+        return Ok(vec![]);
     };
     let allowed = &s.attributes;
     let mut stripped = BTreeSet::new();
-    if let Operation::Provision { attributes, .. } = &mut op {
-        for f in [Field::GivenName, Field::FamilyName] {
-            if !allowed.contains(&f) {
-                let detail = format!(
-                    "sharing agreement {} does not permit {f}, which provisioning needs",
-                    s.reference
-                );
-                return Err((op, detail));
-            }
+    if let Operation::Provision { attributes, .. } = op {
+        if let Some(f) = [Field::GivenName, Field::FamilyName]
+            .into_iter()
+            .find(|f| !allowed.contains(f))
+        {
+            return Err(format!(
+                "sharing agreement {} does not permit {f}, which provisioning needs",
+                s.reference
+            ));
         }
         attributes.retain(|f, _| {
             let ok = allowed.contains(f);
@@ -187,10 +197,7 @@ fn strip(mut op: Operation, input: &GateInput<'_>) -> Result<PlannedOp, (Operati
             ok
         });
     }
-    Ok(PlannedOp {
-        op,
-        stripped: stripped.into_iter().collect(),
-    })
+    Ok(stripped.into_iter().collect())
 }
 
 pub fn gate(input: GateInput<'_>) -> GateOutput {
@@ -208,15 +215,16 @@ pub fn gate(input: GateInput<'_>) -> GateOutput {
             out.blocked.push(Blocked::new(op, reason, detail));
             continue;
         }
-        match strip(op, &input) {
-            Ok(PlannedOp {
-                op: Operation::Update { changes, .. },
-                ..
-            }) if changes.is_empty() => out.unchanged += 1,
-            Ok(p) => passed.push(p),
-            Err((op, detail)) => out
-                .blocked
-                .push(Blocked::new(op, BlockReason::OperationNotPermitted, detail)),
+        let mut op = op;
+        match strip(&mut op, &input) {
+            Ok(_) if matches!(&op, Operation::Update { changes, .. } if changes.is_empty()) => {
+                out.unchanged += 1;
+            }
+            Ok(stripped) => passed.push(PlannedOp { op, stripped }),
+            Err(detail) => {
+                out.blocked
+                    .push(Blocked::new(op, BlockReason::OperationNotPermitted, detail))
+            }
         }
     }
 
@@ -268,7 +276,10 @@ pub fn gate(input: GateInput<'_>) -> GateOutput {
     }
 
     // Mass-change guard: all removals or none.
-    let removals = kept.iter().filter(|p| p.op.kind() == OpKind::Remove).count();
+    let removals = kept
+        .iter()
+        .filter(|p| p.op.kind() == OpKind::Remove)
+        .count();
     let pol = input.policy;
     let over_abs = removals > pol.max_removals;
     let over_pct = input.managed >= pol.percent_applies_from
@@ -278,8 +289,9 @@ pub fn gate(input: GateInput<'_>) -> GateOutput {
             "{removals} removals exceed the guard (more than {} in all, or more than {}% of {} managed accounts); approve this plan to apply them",
             pol.max_removals, pol.max_removal_percent, input.managed
         );
-        let (removes, rest): (Vec<_>, Vec<_>) =
-            kept.into_iter().partition(|p| p.op.kind() == OpKind::Remove);
+        let (removes, rest): (Vec<_>, Vec<_>) = kept
+            .into_iter()
+            .partition(|p| p.op.kind() == OpKind::Remove);
         kept = rest;
         out.blocked.extend(
             removes

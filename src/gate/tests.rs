@@ -56,7 +56,10 @@ fn sharing(code: &str, until: time::Date, attrs: &[Field]) -> (OdsCode, Sharing)
         Sharing {
             ods_code: ods(code),
             reference: format!("SA-{code}"),
-            validity: Validity { from: date!(2026 - 01 - 01), until },
+            validity: Validity {
+                from: date!(2026 - 01 - 01),
+                until,
+            },
             operations: OpKind::ALL.into_iter().collect(),
             attributes: attrs.iter().copied().collect(),
         },
@@ -68,11 +71,18 @@ fn agreements() -> Agreements {
     Agreements {
         partnering: Some(Partnering {
             reference: "PA".into(),
-            validity: Validity { from: date!(2026 - 01 - 01), until: date!(2027 - 12 - 31) },
+            validity: Validity {
+                from: date!(2026 - 01 - 01),
+                until: date!(2027 - 12 - 31),
+            },
         }),
         sharing: [
             sharing("RXA", date!(2027 - 12 - 31), &all),
-            sharing("RXB", date!(2027 - 12 - 31), &[Field::GivenName, Field::FamilyName]),
+            sharing(
+                "RXB",
+                date!(2027 - 12 - 31),
+                &[Field::GivenName, Field::FamilyName],
+            ),
             sharing("RXC", date!(2026 - 06 - 30), &all),
             sharing("SHUT", date!(2027 - 12 - 31), &all),
         ]
@@ -80,7 +90,13 @@ fn agreements() -> Agreements {
     }
 }
 
-fn run(cands: Vec<Operation>, a: &Agreements, accounts: Vec<Account>, managed: usize, persons: &BTreeMap<ExternalId, Person>) -> GateOutput {
+fn run(
+    cands: Vec<Operation>,
+    a: &Agreements,
+    accounts: Vec<Account>,
+    managed: usize,
+    persons: &BTreeMap<ExternalId, Person>,
+) -> GateOutput {
     let target = TargetState {
         organisations: [
             org("RXA", true, None),
@@ -107,7 +123,14 @@ fn reasons(out: &GateOutput) -> Vec<(u32, BlockReason)> {
     out.blocked
         .iter()
         .map(|b| {
-            let n = b.external_id.as_str().rsplit('-').next().unwrap().parse().unwrap();
+            let n = b
+                .external_id
+                .as_str()
+                .rsplit('-')
+                .next()
+                .unwrap()
+                .parse()
+                .unwrap();
             (n, b.reason)
         })
         .collect()
@@ -117,7 +140,13 @@ fn reasons(out: &GateOutput) -> Vec<(u32, BlockReason)> {
 fn fail_closed_on_agreements_and_organisations() {
     let none = BTreeMap::new();
     let out = run(
-        vec![provision(1, "RXA"), provision(2, "RXC"), provision(3, "RXD"), provision(4, "SHUT"), provision(5, "NOPE")],
+        vec![
+            provision(1, "RXA"),
+            provision(2, "RXC"),
+            provision(3, "RXD"),
+            provision(4, "SHUT"),
+            provision(5, "NOPE"),
+        ],
         &agreements(),
         vec![],
         0,
@@ -138,7 +167,12 @@ fn fail_closed_on_agreements_and_organisations() {
     let out = run(vec![provision(1, "RXA")], &no_pa, vec![], 0, &none);
     assert_eq!(reasons(&out), vec![(1, BlockReason::NoPartneringAgreement)]);
     let mut not_permitted = agreements();
-    not_permitted.sharing.get_mut(&ods("RXA")).unwrap().operations.remove(&OpKind::Provision);
+    not_permitted
+        .sharing
+        .get_mut(&ods("RXA"))
+        .unwrap()
+        .operations
+        .remove(&OpKind::Provision);
     let out = run(vec![provision(1, "RXA")], &not_permitted, vec![], 0, &none);
     assert_eq!(reasons(&out), vec![(1, BlockReason::OperationNotPermitted)]);
 }
@@ -158,13 +192,28 @@ fn strips_unpermitted_attributes_and_caps_deterministically() {
         etag: None,
     };
     // RXB's cap is 2 and it holds 1: of three provisions only the lowest anchor is kept.
-    let out = run(vec![provision(7, "RXB"), provision(3, "RXB"), provision(5, "RXB")], &agreements(), vec![held], 0, &none);
+    let out = run(
+        vec![
+            provision(7, "RXB"),
+            provision(3, "RXB"),
+            provision(5, "RXB"),
+        ],
+        &agreements(),
+        vec![held],
+        0,
+        &none,
+    );
     assert_eq!(out.operations.len(), 1);
     assert_eq!(out.operations[0].op.external_id(), &xid(3));
     assert_eq!(out.operations[0].stripped, vec![Field::Mobile]);
-    let Operation::Provision { attributes, .. } = &out.operations[0].op else { panic!() };
+    let Operation::Provision { attributes, .. } = &out.operations[0].op else {
+        panic!()
+    };
     assert!(!attributes.contains_key(&Field::Mobile));
-    assert_eq!(reasons(&out), vec![(5, BlockReason::AccountCap), (7, BlockReason::AccountCap)]);
+    assert_eq!(
+        reasons(&out),
+        vec![(5, BlockReason::AccountCap), (7, BlockReason::AccountCap)]
+    );
     assert!(out.blocked[0].detail.contains("RXB holds 1 of 2 accounts"));
 }
 
@@ -172,16 +221,54 @@ fn strips_unpermitted_attributes_and_caps_deterministically() {
 fn mass_change_guard_blocks_all_removals() {
     let none = BTreeMap::new();
     // 51 removals > absolute 50.
-    let out = run((1..=51).map(remove).collect(), &agreements(), vec![], 1000, &none);
+    let out = run(
+        (1..=51).map(remove).collect(),
+        &agreements(),
+        vec![],
+        1000,
+        &none,
+    );
     assert!(out.operations.is_empty());
     assert_eq!(out.blocked.len(), 51);
-    assert!(out.blocked.iter().all(|b| b.reason == BlockReason::MassChangeThreshold));
+    assert!(
+        out.blocked
+            .iter()
+            .all(|b| b.reason == BlockReason::MassChangeThreshold)
+    );
     // 11 of 100 managed = 11% > 10%.
-    let out = run((1..=11).map(remove).collect(), &agreements(), vec![], 100, &none);
+    let out = run(
+        (1..=11).map(remove).collect(),
+        &agreements(),
+        vec![],
+        100,
+        &none,
+    );
     assert_eq!(out.blocked.len(), 11);
     // 10 of 100 is at the limit, allowed; 11 of 99 managed is under the percentage floor.
-    assert_eq!(run((1..=10).map(remove).collect(), &agreements(), vec![], 100, &none).operations.len(), 10);
-    assert_eq!(run((1..=11).map(remove).collect(), &agreements(), vec![], 99, &none).operations.len(), 11);
+    assert_eq!(
+        run(
+            (1..=10).map(remove).collect(),
+            &agreements(),
+            vec![],
+            100,
+            &none
+        )
+        .operations
+        .len(),
+        10
+    );
+    assert_eq!(
+        run(
+            (1..=11).map(remove).collect(),
+            &agreements(),
+            vec![],
+            99,
+            &none
+        )
+        .operations
+        .len(),
+        11
+    );
 }
 
 #[test]
@@ -195,7 +282,13 @@ fn ineligible_mailbox_domain_blocks_provision() {
         attributes: [(Field::Email, "a.b@leeds.gov.uk".to_string())].into(),
     };
     let persons: BTreeMap<_, _> = [(xid(1), p)].into();
-    let out = run(vec![provision(1, "RXA")], &agreements(), vec![], 0, &persons);
+    let out = run(
+        vec![provision(1, "RXA")],
+        &agreements(),
+        vec![],
+        0,
+        &persons,
+    );
     assert_eq!(reasons(&out), vec![(1, BlockReason::IneligibleEmailDomain)]);
     assert!(out.blocked[0].detail.contains("AUP §2.10"));
 }

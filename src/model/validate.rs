@@ -11,10 +11,7 @@ pub type Invalid = (RejectReason, String);
 /// Collapse runs of whitespace (incl. tab/newline) to one space and trim; refuse other
 /// control characters; enforce the field's length limit. Unicode is kept as written.
 pub fn clean_text(field: Field, raw: &str) -> Result<String, Invalid> {
-    if let Some(c) = raw
-        .chars()
-        .find(|c| c.is_control() && !c.is_whitespace())
-    {
+    if let Some(c) = raw.chars().find(|c| c.is_control() && !c.is_whitespace()) {
         return Err((
             RejectReason::InvalidValue,
             format!("{field} contains a control character (U+{:04X})", c as u32),
@@ -25,7 +22,10 @@ pub fn clean_text(field: Field, raw: &str) -> Result<String, Invalid> {
     if n > field.max_len() {
         return Err((
             RejectReason::InvalidValue,
-            format!("{field} is {n} characters; the limit is {}", field.max_len()),
+            format!(
+                "{field} is {n} characters; the limit is {}",
+                field.max_len()
+            ),
         ));
     }
     Ok(v)
@@ -68,7 +68,12 @@ pub fn telephone(v: &str) -> Result<String, Invalid> {
 
 /// Email: one `@`, a dotted domain, no spaces; lowercased (addresses compare so).
 pub fn email(v: &str) -> Result<String, Invalid> {
-    let bad = || (RejectReason::InvalidValue, format!("email {v:?} is not an address"));
+    let bad = || {
+        (
+            RejectReason::InvalidValue,
+            format!("email {v:?} is not an address"),
+        )
+    };
     let v = v.trim().to_lowercase();
     let (local, domain) = v.split_once('@').ok_or_else(bad)?;
     if local.is_empty()
@@ -90,7 +95,10 @@ pub fn email_domain(addr: &str) -> Option<&str> {
 /// Does `domain` equal `suffix` or lie under it (`a.nhs.uk` under `nhs.uk`)?
 pub fn domain_within(domain: &str, suffix: &str) -> bool {
     let d = domain.trim_end_matches('.').to_ascii_lowercase();
-    let s = suffix.trim_start_matches("*.").trim_matches('.').to_ascii_lowercase();
+    let s = suffix
+        .trim_start_matches("*.")
+        .trim_matches('.')
+        .to_ascii_lowercase();
     d == s || d.ends_with(&format!(".{s}"))
 }
 
@@ -138,9 +146,17 @@ mod tests {
     fn phones() {
         assert_eq!(mobile("07123 456789").unwrap(), "+447123456789");
         assert_eq!(mobile("+44 (0)7123 456789").unwrap(), "+447123456789");
-        assert_eq!(mobile("+1 415 555 0100").unwrap_err().0, RejectReason::InvalidMobile);
+        assert_eq!(
+            mobile("+1 415 555 0100").unwrap_err().0,
+            RejectReason::InvalidMobile
+        );
         assert_eq!(mobile("12345").unwrap_err().0, RejectReason::InvalidMobile);
-        assert!(mobile("0113 496 0000").unwrap_err().1.contains("mobile number"));
+        assert!(
+            mobile("0113 496 0000")
+                .unwrap_err()
+                .1
+                .contains("mobile number")
+        );
         assert_eq!(telephone("0113 496 0000").unwrap(), "+441134960000");
         assert!(telephone("ext 1234").is_err());
     }
@@ -152,6 +168,9 @@ mod tests {
         assert!(domain_within("trust.nhs.uk", "nhs.uk"));
         assert!(domain_within("nhs.uk", "*.nhs.uk"));
         assert!(!domain_within("notnhs.uk", "nhs.uk"));
-        assert_eq!(comparable(" Emergency   department"), "emergency department");
+        assert_eq!(
+            comparable(" Emergency   department"),
+            "emergency department"
+        );
     }
 }

@@ -42,7 +42,11 @@ fn stripped(out: &mut String, p: &PlannedOp) {
         let _ = writeln!(
             out,
             "      {}",
-            style(format!("not sent (no agreement permits): {}", names.join(", "))).yellow()
+            style(format!(
+                "not sent (no agreement permits): {}",
+                names.join(", ")
+            ))
+            .yellow()
         );
     }
 }
@@ -73,7 +77,12 @@ fn op_line(out: &mut String, p: &PlannedOp) {
             );
             let width = attributes.keys().map(|f| f.name().len()).max().unwrap_or(0);
             for (f, v) in attributes {
-                let _ = writeln!(out, "      {:width$}  {}", f.name(), style(format!("{v:?}")).green());
+                let _ = writeln!(
+                    out,
+                    "      {:width$}  {}",
+                    f.name(),
+                    style(format!("{v:?}")).green()
+                );
             }
         }
         Operation::Update {
@@ -213,7 +222,11 @@ pub fn human(plan: &Plan) -> String {
         (OpKind::Restore, "Restore"),
         (OpKind::Join, "Join existing account"),
     ] {
-        let ops: Vec<&PlannedOp> = plan.operations.iter().filter(|p| p.op.kind() == k).collect();
+        let ops: Vec<&PlannedOp> = plan
+            .operations
+            .iter()
+            .filter(|p| p.op.kind() == k)
+            .collect();
         if ops.is_empty() {
             continue;
         }
@@ -232,7 +245,13 @@ pub fn human(plan: &Plan) -> String {
         heading(&mut out, "Rejected source entries", plan.rejected.len());
         for r in &plan.rejected {
             let reason = code(&r.reason);
-            let _ = writeln!(out, "  {}\n      {}: {}", r.dn, style(reason).red(), r.detail);
+            let _ = writeln!(
+                out,
+                "  {}\n      {}: {}",
+                r.dn,
+                style(reason).red(),
+                r.detail
+            );
         }
     }
     if plan.operations.is_empty() {

@@ -4,7 +4,9 @@
 //! Never does: a simple bind over cleartext unless the configuration explicitly allows
 //! it; TLS without certificate verification; a partial read presented as complete.
 
-use super::{AnchorKind, EntrySink, GroupIndex, ReadRequest, ReadSummary, SourceEntry, SourceError};
+use super::{
+    AnchorKind, EntrySink, GroupIndex, ReadRequest, ReadSummary, SourceEntry, SourceError,
+};
 use crate::ids::NormDn;
 use ldap3::adapters::{EntriesOnly, PagedResults};
 use ldap3::{Ldap, LdapConnAsync, LdapConnSettings, LdapResult, Scope, SearchEntry};
@@ -104,7 +106,7 @@ impl LdapSource {
         move |source| SourceError::Ldap {
             url: self.url.clone(),
             context,
-            source,
+            source: Box::new(source),
         }
     }
 

@@ -4,7 +4,9 @@
 //! change records only, and what we need (content records, `::` base64 values, folded
 //! lines, comments, CRLF) is small. It streams: memory does not grow with the file.
 
-use super::{AnchorKind, EntrySink, GroupIndex, ReadRequest, ReadSummary, SourceEntry, SourceError};
+use super::{
+    AnchorKind, EntrySink, GroupIndex, ReadRequest, ReadSummary, SourceEntry, SourceError,
+};
 use crate::ids::NormDn;
 use base64::Engine;
 use std::collections::{BTreeMap, BTreeSet};
@@ -115,7 +117,10 @@ impl<R: BufRead> LdifReader<R> {
                         continue;
                     }
                     if !name.eq_ignore_ascii_case("dn") {
-                        return Err((no, format!("expected \"dn:\" to start a record, found \"{name}:\"")));
+                        return Err((
+                            no,
+                            format!("expected \"dn:\" to start a record, found \"{name}:\""),
+                        ));
                     }
                     let dn = String::from_utf8(value)
                         .map_err(|_| (no, "the DN is not valid UTF-8".to_string()))?;
@@ -154,7 +159,10 @@ fn parse_attr_line(line: &str) -> Result<(String, Vec<u8>), String> {
         return Ok(("-".into(), Vec::new()));
     }
     let Some(colon) = line.find(':') else {
-        return Err(format!("expected \"attribute: value\", found {:?}", truncate(line)));
+        return Err(format!(
+            "expected \"attribute: value\", found {:?}",
+            truncate(line)
+        ));
     };
     let desc = &line[..colon];
     // Attribute options (";binary", ";lang-cy") are dropped: the base name is what we map.
@@ -204,7 +212,10 @@ impl LdifSource {
             path: self.path.display().to_string(),
             source: e,
         })?;
-        Ok(LdifReader::new(std::io::BufReader::with_capacity(1 << 16, f)))
+        Ok(LdifReader::new(std::io::BufReader::with_capacity(
+            1 << 16,
+            f,
+        )))
     }
 
     fn err(&self, (line, problem): (usize, String)) -> SourceError {
@@ -308,10 +319,60 @@ mod tests {
     #[test]
     fn errors_name_the_line() {
         assert_eq!(records("dn: a\nfoo\n").unwrap_err().0, 2);
-        assert!(records("sn: x\n").unwrap_err().1.contains("expected \"dn:\""));
+        assert!(
+            records("sn: x\n")
+                .unwrap_err()
+                .1
+                .contains("expected \"dn:\"")
+        );
         assert!(records("dn: a\nchangetype: modify\n").is_err());
         assert!(records("dn: a\nphoto:< file:///etc/passwd\n").is_err());
-        assert!(records("dn: a\nx:: !!!\n").unwrap_err().1.contains("base64"));
+        assert!(
+            records("dn: a\nx:: !!!\n")
+                .unwrap_err()
+                .1
+                .contains("base64")
+        );
         assert_eq!(records("\n\n").unwrap(), vec![]);
+    }
+
+    #[test]
+    fn arbitrary_bytes_never_panic() {
+        // A cheap stand-in for fuzzing: deterministic pseudo-random inputs built from
+        // LDIF-ish fragments and raw bytes. The reader must return records or errors.
+        let parts: [&[u8]; 12] = [
+            b"dn: ",
+            b"dn:: ",
+            b"\n",
+            b"\r\n",
+            b" ",
+            b"#",
+            b":",
+            b"::",
+            b"sn: x",
+            b"-",
+            b"changetype: add",
+            b"\xff\xfe",
+        ];
+        let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+        for _ in 0..5_000 {
+            let mut input = Vec::new();
+            for _ in 0..(seed % 24) {
+                seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+                let pick = (seed >> 33) as usize;
+                if pick.is_multiple_of(5) {
+                    input.push((pick >> 8) as u8);
+                } else {
+                    input.extend_from_slice(parts[pick % parts.len()]);
+                }
+            }
+            let mut rd = LdifReader::new(input.as_slice());
+            for _ in 0..64 {
+                match rd.next_record() {
+                    Ok(Some(_)) => continue,
+                    Ok(None) | Err(_) => break,
+                }
+            }
+        }
     }
 }

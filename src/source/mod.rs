@@ -34,7 +34,7 @@ pub enum SourceError {
         url: String,
         context: String,
         #[source]
-        source: ::ldap3::LdapError,
+        source: Box<::ldap3::LdapError>,
     },
     #[error("LDAP {url}: {context}: server answered {code} ({text}){message}")]
     LdapResult {
@@ -308,7 +308,10 @@ mod tests {
         // A GUID whose bytes happen to be valid UTF-8 arrives as text.
         let e = SourceEntry::build(
             "CN=a,DC=x".into(),
-            [("OBJECTGUID".to_string(), vec!["ABCDEFGHIJKLMNOP".to_string()])],
+            [(
+                "OBJECTGUID".to_string(),
+                vec!["ABCDEFGHIJKLMNOP".to_string()],
+            )],
             Vec::<(String, Vec<Vec<u8>>)>::new(),
             &AnchorKind::ObjectGuid,
         );

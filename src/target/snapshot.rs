@@ -58,14 +58,15 @@ impl SnapshotTarget {
         let mut anchors = BTreeSet::new();
         for a in &raw.persons {
             if !ids.insert(a.target_id.clone()) {
-                return Err(invalid(format!("target_id {} is listed twice", a.target_id)));
+                return Err(invalid(format!(
+                    "target_id {} is listed twice",
+                    a.target_id
+                )));
             }
-            if let Some(x) = &a.external_id {
-                if !anchors.insert(x.clone()) {
-                    return Err(invalid(format!(
-                        "external_id {x} belongs to two accounts"
-                    )));
-                }
+            if let Some(x) = &a.external_id
+                && !anchors.insert(x.clone())
+            {
+                return Err(invalid(format!("external_id {x} belongs to two accounts")));
             }
         }
         Ok(TargetState {
@@ -102,14 +103,26 @@ mod tests {
         let p = |persons: &str| {
             SnapshotTarget::parse(
                 "s.json",
-                &format!(r#"{{"format":"tansync.snapshot/v1","organisations":[{org}],"persons":[{persons}]}}"#),
+                &format!(
+                    r#"{{"format":"tansync.snapshot/v1","organisations":[{org}],"persons":[{persons}]}}"#
+                ),
             )
         };
         let acc = r#"{"target_id":"t1","external_id":"x","ods_code":"RXA","status":"active"}"#;
         assert!(p(acc).is_ok());
-        assert!(p(&format!("{acc},{acc}")).unwrap_err().to_string().contains("listed twice"));
+        assert!(
+            p(&format!("{acc},{acc}"))
+                .unwrap_err()
+                .to_string()
+                .contains("listed twice")
+        );
         let bad = r#"{"target_id":"t1","ods_code":"RXA","status":"gone"}"#;
-        assert!(p(bad).unwrap_err().to_string().starts_with("s.json: unknown variant `gone`"));
+        assert!(
+            p(bad)
+                .unwrap_err()
+                .to_string()
+                .starts_with("s.json: unknown variant `gone`")
+        );
         assert!(SnapshotTarget::parse("s.json", r#"{"format":"v0","organisations":[]}"#).is_err());
     }
 }

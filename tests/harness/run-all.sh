@@ -33,10 +33,15 @@ bash "$HARNESS_DIR/stop-servers.sh" "$WORKDIR"
 rm -rf "$WORKDIR"
 mkdir -p "$WORKDIR"
 
+summary_line=""
 cleanup() {
     local rc=$?
     trap - EXIT INT TERM
     bash "$HARNESS_DIR/stop-servers.sh" "$WORKDIR" || true
+    # The closing line CI reads: the whole run's count, after everything else.
+    if [[ -n $summary_line ]]; then
+        echo "$summary_line"
+    fi
     exit "$rc"
 }
 trap cleanup EXIT
@@ -57,7 +62,11 @@ if [[ -n ${TANSYNC_TEST_CMD:-} ]]; then
     bash -c "$TANSYNC_TEST_CMD" || test_rc=$?
 else
     log "running: cargo test"
-    cargo test || test_rc=$?
+    cargo test 2>&1 | tee "$WORKDIR/cargo-test.log" || test_rc=$?
+    # One closing line for the whole run (cargo prints one result line per test
+    # binary, and the last of them is often an empty doc-test run).
+    summary_line=$(awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
+         END { printf "summary: %d passed, %d failed\n", p, f }' "$WORKDIR/cargo-test.log")
 fi
 log "tests exited with $test_rc"
 exit "$test_rc"
