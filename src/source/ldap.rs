@@ -205,7 +205,20 @@ impl LdapSource {
             .map_err(self.ldap_err(&context))?;
         loop {
             match stream.next().await {
-                Ok(Some(re)) => each(SearchEntry::construct(re))?,
+                Ok(Some(re)) => {
+                    // ldap3 panics on an entry it cannot decode; a malformed response
+                    // must end the read as an error like any other.
+                    let entry = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        SearchEntry::construct(re)
+                    }))
+                    .map_err(|_| {
+                        SourceError::Aborted(format!(
+                            "LDAP {}: {context}: the server sent an entry that cannot be decoded",
+                            self.url
+                        ))
+                    })?;
+                    each(entry)?
+                }
                 Ok(None) => break,
                 Err(e) => {
                     let _ = stream.finish().await;
