@@ -10,11 +10,13 @@
 pub mod cli;
 pub mod config;
 pub mod diff;
+pub mod directory;
 pub mod filter;
 pub mod gate;
 pub mod ids;
 pub mod model;
 pub mod pipeline;
 pub mod plan;
+pub mod scim;
 pub mod source;
 pub mod target;

@@ -58,11 +58,26 @@ pub enum Command {
     },
     /// Validate configuration, filters and agreements; connect to the source and report.
     Check,
+    /// The reference NHS Directory service (SCIM 2.0 over SQLite), for tests and staging.
+    Directory {
+        #[command(subcommand)]
+        command: DirectoryCommand,
+    },
     /// Explain the decision for one person: by sAMAccountName/uid, DN or objectGUID.
     Explain {
         who: String,
         #[arg(long, value_parser = parse_time)]
         now: Option<OffsetDateTime>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum DirectoryCommand {
+    /// Serve the directory; prints `listening on URL` once ready.
+    Serve {
+        /// The directory's configuration file.
+        #[arg(long = "directory-config")]
+        directory_config: PathBuf,
     },
 }
 
@@ -127,6 +142,12 @@ async fn run(cli: Cli) -> Result<u8> {
             Ok(if run.plan.has_changes() { 2 } else { 0 })
         }
         Command::Check => check(&cli.config).await,
+        Command::Directory {
+            command: DirectoryCommand::Serve { directory_config },
+        } => {
+            crate::directory::serve(&directory_config).await?;
+            Ok(0)
+        }
         Command::Explain { who, now } => {
             let cfg = load(&cli.config)?;
             explain(&cfg, &who, now.unwrap_or_else(OffsetDateTime::now_utc)).await
