@@ -20,3 +20,4 @@ pub mod plan;
 pub mod scim;
 pub mod source;
 pub mod target;
+pub mod tls;

@@ -271,7 +271,7 @@ async fn check(path: &Path) -> Result<u8> {
         format!(
             "{} {}: {} organisations, {} accounts",
             cfg.target.kind(),
-            cfg.target.path.display(),
+            cfg.target.location(),
             state.organisations.len(),
             state.accounts.len()
         ),

@@ -13,8 +13,10 @@ use crate::plan::MatchKey;
 use crate::source::ldap::{LdapSource, NestedGroups};
 use crate::source::ldif::LdifSource;
 use crate::source::{AnchorKind, Source};
+use crate::target::AnyTarget;
+use crate::target::scim::{ScimSettings, ScimTarget};
 use crate::target::snapshot::SnapshotTarget;
-use raw::{RawConfig, RawSource};
+use raw::{RawConfig, RawSource, RawTarget};
 use secrecy::SecretString;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -44,7 +46,10 @@ pub struct Config {
     pub mapping: Mapping,
     pub rules: RuleSet,
     pub filter_files: Vec<PathBuf>,
-    pub target: SnapshotTarget,
+    /// The directory's state, read-only (planning holds nothing that can write).
+    pub target: AnyTarget,
+    /// How to reach the directory for writing (SCIM targets only; used by `apply`).
+    pub scim: Option<ScimSettings>,
     pub agreements: Agreements,
     pub agreements_file: PathBuf,
     pub soft_match: Vec<MatchKey>,
@@ -291,20 +296,6 @@ impl Config {
             .collect::<Result<Vec<_>, _>>()?;
         let rules = filter::load_files(&filter_files)?;
 
-        let target = match raw.target.kind.as_str() {
-            "snapshot" => SnapshotTarget {
-                path: cx.existing("target.path", &raw.target.path)?,
-            },
-            other => {
-                return Err(cx
-                    .err(
-                        "target.kind",
-                        format!("{other:?} is not a known target (snapshot)"),
-                    )
-                    .into());
-            }
-        };
-
         let agreements_file = cx.existing("agreements.file", &raw.agreements.file)?;
         let atext = std::fs::read_to_string(&agreements_file)
             .map_err(|e| cx.err("agreements.file", format!("cannot read: {e}")))?;
@@ -313,6 +304,49 @@ impl Config {
             key: String::new(),
             problem: p,
         })?;
+
+        let (target, scim) = match raw.target {
+            RawTarget::Snapshot(t) => (
+                AnyTarget::Snapshot(SnapshotTarget {
+                    path: cx.existing("target.path", &t.path)?,
+                }),
+                None,
+            ),
+            RawTarget::Scim(t) => {
+                let url = t.url.trim().trim_end_matches('/').to_string();
+                let lower = url.to_ascii_lowercase();
+                let loopback = ["http://127.0.0.1", "http://localhost", "http://[::1]"]
+                    .iter()
+                    .any(|p| lower.starts_with(p));
+                if !(lower.starts_with("https://") || loopback) {
+                    return Err(cx
+                        .err("target.url", "must be https:// (plain http:// only to a loopback address, for tests)")
+                        .into());
+                }
+                if !(1..=1000).contains(&t.page_size) {
+                    return Err(cx.err("target.page_size", "must be 1 to 1000").into());
+                }
+                if t.timeout_secs == 0 {
+                    return Err(cx.err("target.timeout_secs", "must be at least 1 second").into());
+                }
+                let settings = ScimSettings {
+                    token: cx.secret("target.token", t.token_file.as_deref(), t.token_env.as_deref())?,
+                    ca_file: t.ca_file.as_deref().map(|p| cx.existing("target.ca_file", p)).transpose()?,
+                    organisations_file: t
+                        .organisations_file
+                        .as_deref()
+                        .map(|p| cx.existing("target.organisations_file", p))
+                        .transpose()?,
+                    page_size: t.page_size,
+                    timeout: Duration::from_secs(t.timeout_secs),
+                    organisations: agreements.sharing.keys().cloned().collect(),
+                    url,
+                };
+                let reader = ScimTarget::new(settings.clone())
+                    .map_err(|e| cx.err("target", format!("cannot set up the SCIM client: {e}")))?;
+                (AnyTarget::Scim(Box::new(reader)), Some(settings))
+            }
+        };
 
         let s = raw.safety;
         if !(0.0..=100.0).contains(&s.max_removal_percent) {
@@ -347,6 +381,7 @@ impl Config {
             rules,
             filter_files,
             target,
+            scim,
             agreements,
             agreements_file,
             soft_match: raw.matching.soft_match,

@@ -108,10 +108,37 @@ pub(super) struct RawFilters {
 }
 
 #[derive(Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub(super) enum RawTarget {
+    Snapshot(RawSnapshot),
+    Scim(RawScim),
+}
+
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(super) struct RawTarget {
-    pub kind: String,
+pub(super) struct RawSnapshot {
     pub path: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawScim {
+    pub url: String,
+    pub token_file: Option<String>,
+    pub token_env: Option<String>,
+    pub ca_file: Option<String>,
+    #[serde(default = "default_scim_page")]
+    pub page_size: usize,
+    #[serde(default = "default_scim_timeout")]
+    pub timeout_secs: u64,
+    pub organisations_file: Option<String>,
+}
+
+fn default_scim_page() -> usize {
+    200
+}
+fn default_scim_timeout() -> u64 {
+    30
 }
 
 #[derive(Deserialize)]

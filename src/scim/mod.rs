@@ -219,7 +219,7 @@ impl User {
 
 /// A list response (RFC 7644 §3.4.2).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", bound(deserialize = "T: Deserialize<'de>"))]
 pub struct ListResponse<T> {
     pub schemas: Vec<String>,
     pub total_results: usize,

@@ -10,8 +10,6 @@ use super::{
 use crate::ids::NormDn;
 use ldap3::adapters::{EntriesOnly, PagedResults};
 use ldap3::{Ldap, LdapConnAsync, LdapConnSettings, LdapResult, Scope, SearchEntry};
-use rustls::pki_types::CertificateDer;
-use rustls::pki_types::pem::PemObject;
 use secrecy::{ExposeSecret, SecretString};
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -128,32 +126,13 @@ impl LdapSource {
     }
 
     fn tls_config(&self) -> Result<Option<Arc<rustls::ClientConfig>>, SourceError> {
-        let Some(ca) = &self.ca_file else {
-            return Ok(None); // ldap3 then verifies against the system's trust store.
-        };
-        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(ca)
-            .map_err(|e| SourceError::Tls(format!("CA file {}: {e}", ca.display())))?
-            .collect::<Result<_, _>>()
-            .map_err(|e| SourceError::Tls(format!("CA file {}: {e}", ca.display())))?;
-        if certs.is_empty() {
-            return Err(SourceError::Tls(format!(
-                "CA file {} holds no PEM certificate",
-                ca.display()
-            )));
+        match &self.ca_file {
+            // Without a CA file ldap3 verifies against the system's trust store itself.
+            None => Ok(None),
+            Some(ca) => crate::tls::client_config(Some(ca))
+                .map(|c| Some(Arc::new(c)))
+                .map_err(SourceError::Tls),
         }
-        let mut roots = rustls::RootCertStore::empty();
-        for c in certs {
-            roots
-                .add(c)
-                .map_err(|e| SourceError::Tls(format!("CA file {}: {e}", ca.display())))?;
-        }
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let cfg = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map_err(|e| SourceError::Tls(e.to_string()))?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        Ok(Some(Arc::new(cfg)))
     }
 
     /// Connect and bind. Refuses a cleartext simple bind unless allowed.

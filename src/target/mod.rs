@@ -5,6 +5,7 @@
 //! dry run cannot write (`../shared/DESIGN.md`, "Pipeline"). The first implementation reads
 //! a JSON snapshot ([`snapshot`]); a live SCIM implementation plugs in behind the same trait.
 
+pub mod scim;
 pub mod snapshot;
 
 use crate::ids::{ExternalId, OdsCode, TargetId};
@@ -82,4 +83,36 @@ pub trait Target {
     fn kind(&self) -> &'static str;
     /// Read the organisations and accounts. Complete or an error.
     fn read_state(&self) -> impl Future<Output = Result<TargetState, TargetError>> + Send;
+}
+
+/// The configured target (read side).
+pub enum AnyTarget {
+    Snapshot(snapshot::SnapshotTarget),
+    Scim(Box<scim::ScimTarget>),
+}
+
+impl AnyTarget {
+    /// Where the state is read from, for messages.
+    pub fn location(&self) -> String {
+        match self {
+            AnyTarget::Snapshot(s) => s.path.display().to_string(),
+            AnyTarget::Scim(s) => s.url().to_string(),
+        }
+    }
+}
+
+impl Target for AnyTarget {
+    fn kind(&self) -> &'static str {
+        match self {
+            AnyTarget::Snapshot(s) => s.kind(),
+            AnyTarget::Scim(s) => s.kind(),
+        }
+    }
+
+    async fn read_state(&self) -> Result<TargetState, TargetError> {
+        match self {
+            AnyTarget::Snapshot(s) => s.read_state().await,
+            AnyTarget::Scim(s) => s.read_state().await,
+        }
+    }
 }

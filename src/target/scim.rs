@@ -1,0 +1,444 @@
+//! The NHS Directory over SCIM 2.0: a read-only [`ScimTarget`] for planning and a
+//! [`ScimWriter`] for the push stage, both on one HTTP core (bearer token from a file or
+//! the environment, verified TLS).
+//!
+//! Never does: write from a `ScimTarget` (it has no write methods — a dry run is
+//! structural); send the token anywhere but the configured directory; log the token.
+
+use super::{Account, Status, Target, TargetError, TargetState};
+use crate::ids::{ExternalId, OdsCode, TargetId};
+use crate::model::{OrgKind, Organisation};
+use crate::scim::{self, ListResponse, OrganisationResource, PatchRequest, ScimError, User};
+use secrecy::{ExposeSecret, SecretString};
+use serde::de::DeserializeOwned;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+/// Where and how to reach the directory (validated by the config stage).
+#[derive(Clone, Debug)]
+pub struct ScimSettings {
+    /// Base URL, without a trailing slash (e.g. `https://directory.example/scim/v2`).
+    pub url: String,
+    pub token: SecretString,
+    pub ca_file: Option<PathBuf>,
+    pub page_size: usize,
+    pub timeout: Duration,
+    /// Organisations to read (those the agreements cover).
+    pub organisations: Vec<OdsCode>,
+    /// A registry file to use when the server has no `/Organisations` resource.
+    pub organisations_file: Option<PathBuf>,
+}
+
+/// A failed call, classified for the retry logic.
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    /// The server answered with an error status.
+    #[error("{method} {path}: HTTP {status}{}", scim.as_ref().and_then(|e| e.detail.as_deref()).map(|d| format!(": {d}")).unwrap_or_default())]
+    Status {
+        method: &'static str,
+        path: String,
+        status: u16,
+        retry_after: Option<Duration>,
+        scim: Option<ScimError>,
+    },
+    /// The request may or may not have reached the server (timeout, reset, refused).
+    #[error("{method} {path}: {source}")]
+    Transport {
+        method: &'static str,
+        path: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    #[error("{method} {path}: unexpected response: {problem}")]
+    Decode {
+        method: &'static str,
+        path: String,
+        problem: String,
+    },
+}
+
+impl CallError {
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            CallError::Status { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+
+    /// Worth another try: throttled, a server-side failure, or a transport problem.
+    pub fn retryable(&self) -> bool {
+        match self {
+            CallError::Status { status, .. } => *status == 429 || *status >= 500,
+            CallError::Transport { .. } => true,
+            CallError::Decode { .. } => false,
+        }
+    }
+
+    /// The request may have been applied although no success was seen.
+    pub fn ambiguous(&self) -> bool {
+        match self {
+            CallError::Transport { source, .. } => !source.is_connect(),
+            CallError::Status { status, .. } => *status >= 500,
+            CallError::Decode { .. } => true,
+        }
+    }
+
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            CallError::Status { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+}
+
+/// The shared HTTP core. Private: only the reader and writer below expose calls.
+#[derive(Clone)]
+struct Http {
+    base: String,
+    token: SecretString,
+    client: reqwest::Client,
+}
+
+impl Http {
+    fn new(s: &ScimSettings) -> Result<Self, String> {
+        let mut b = reqwest::Client::builder()
+            .timeout(s.timeout)
+            .connect_timeout(Duration::from_secs(10))
+            .user_agent(concat!("tansync/", env!("CARGO_PKG_VERSION")));
+        if s.url.to_ascii_lowercase().starts_with("https://") {
+            b = b.tls_backend_preconfigured(crate::tls::client_config(s.ca_file.as_deref())?);
+        }
+        Ok(Self {
+            base: s.url.trim_end_matches('/').to_string(),
+            token: s.token.clone(),
+            client: b.build().map_err(|e| e.to_string())?,
+        })
+    }
+
+    async fn call<T: DeserializeOwned>(
+        &self,
+        method: &'static str,
+        path: &str,
+        body: Option<&serde_json::Value>,
+        if_match: Option<&str>,
+    ) -> Result<(T, Option<String>), CallError> {
+        let url = format!("{}{path}", self.base);
+        let m = match method {
+            "GET" => reqwest::Method::GET,
+            "POST" => reqwest::Method::POST,
+            "PATCH" => reqwest::Method::PATCH,
+            "PUT" => reqwest::Method::PUT,
+            _ => reqwest::Method::DELETE,
+        };
+        let mut req = self
+            .client
+            .request(m, &url)
+            .bearer_auth(self.token.expose_secret())
+            .header(reqwest::header::ACCEPT, scim::MEDIA_TYPE);
+        if let Some(b) = body {
+            req = req
+                .header(reqwest::header::CONTENT_TYPE, scim::MEDIA_TYPE)
+                .body(b.to_string());
+        }
+        if let Some(e) = if_match {
+            req = req.header(reqwest::header::IF_MATCH, e);
+        }
+        let path_s = path.to_string();
+        let resp = req.send().await.map_err(|source| CallError::Transport {
+            method,
+            path: path_s.clone(),
+            source,
+        })?;
+        let status = resp.status().as_u16();
+        let etag = resp
+            .headers()
+            .get(reqwest::header::ETAG)
+            .and_then(|v| v.to_str().ok())
+            .map(String::from);
+        let retry_after = resp
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .filter(|s| s.is_finite() && *s >= 0.0)
+            .map(Duration::from_secs_f64);
+        let bytes = resp.bytes().await.map_err(|source| CallError::Transport {
+            method,
+            path: path_s.clone(),
+            source,
+        })?;
+        if !(200..300).contains(&status) {
+            return Err(CallError::Status {
+                method,
+                path: path_s,
+                status,
+                retry_after,
+                scim: serde_json::from_slice(&bytes).ok(),
+            });
+        }
+        let body: &[u8] = if bytes.is_empty() { b"null" } else { &bytes };
+        let v = serde_json::from_slice(body).map_err(|e| CallError::Decode {
+            method,
+            path: path_s,
+            problem: e.to_string(),
+        })?;
+        Ok((v, etag))
+    }
+}
+
+fn filter_query(attr: &str, value: &str) -> String {
+    let f = format!("{attr} eq \"{}\"", value.replace('\\', "\\\\").replace('"', "\\\""));
+    url_escape(&f)
+}
+
+/// Percent-encode a query value (RFC 3986 unreserved characters kept).
+fn url_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() * 3);
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// Read calls only.
+#[derive(Clone)]
+struct Reader(Http);
+
+impl Reader {
+    async fn users_where(&self, attr: &str, value: &str, page: usize) -> Result<Vec<User>, CallError> {
+        let mut out = Vec::new();
+        let mut start = 1usize;
+        loop {
+            let path = format!(
+                "/Users?filter={}&startIndex={start}&count={page}",
+                filter_query(attr, value)
+            );
+            let (list, _): (ListResponse<User>, _) = self.0.call("GET", &path, None, None).await?;
+            let n = list.resources.len();
+            out.extend(list.resources);
+            if n == 0 || out.len() >= list.total_results {
+                break;
+            }
+            start += n;
+        }
+        Ok(out)
+    }
+
+    async fn find_by_external_id(&self, xid: &ExternalId) -> Result<Option<User>, CallError> {
+        let mut found = self.users_where("externalId", xid.as_str(), 10).await?;
+        Ok(if found.len() == 1 { found.pop() } else { None })
+    }
+
+    async fn get(&self, id: &TargetId) -> Result<(User, Option<String>), CallError> {
+        self.0
+            .call("GET", &format!("/Users/{}", url_escape(id.as_str())), None, None)
+            .await
+    }
+}
+
+/// The directory state over SCIM, read-only.
+pub struct ScimTarget {
+    reader: Reader,
+    settings: ScimSettings,
+}
+
+impl std::fmt::Debug for ScimTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ScimTarget").field("url", &self.settings.url).finish()
+    }
+}
+
+/// Map a SCIM user to the account model; `None` (with why) when it lacks what the model
+/// needs (e.g. no ODS code: not an NHS Directory person).
+pub fn account_from_user(u: &User) -> Result<Account, String> {
+    let id = u.id.as_deref().ok_or("no id")?;
+    let nhs = u.nhs.clone().unwrap_or_default();
+    let ods = nhs.ods_code.as_deref().ok_or("no ODS code")?;
+    let status = match nhs.status.as_deref() {
+        Some("pending") => Status::Pending,
+        Some("active") => Status::Active,
+        Some("leaver") => Status::Leaver,
+        Some("inactive") => Status::Inactive,
+        Some("deleted") => Status::Deleted,
+        Some(other) => return Err(format!("unknown status {other:?}")),
+        None if u.active == Some(false) => Status::Inactive,
+        None => Status::Active,
+    };
+    Ok(Account {
+        target_id: TargetId::parse(id).map_err(|e| e.to_string())?,
+        external_id: u
+            .external_id
+            .as_deref()
+            .map(ExternalId::parse)
+            .transpose()
+            .map_err(|e| e.to_string())?,
+        ods_code: OdsCode::parse(ods).map_err(|e| e.to_string())?,
+        status,
+        managed_by: nhs.managed_by,
+        email: u.email().map(str::to_lowercase).or_else(|| {
+            Some(u.user_name.to_lowercase()).filter(|n| n.contains('@'))
+        }),
+        leaver_since: nhs
+            .leaver_since
+            .as_deref()
+            .and_then(|t| OffsetDateTime::parse(t, &Rfc3339).ok()),
+        attributes: u.fields(),
+        etag: u.meta.as_ref().and_then(|m| m.version.clone()),
+    })
+}
+
+fn org_kind(k: &str) -> OrgKind {
+    match k {
+        "trust" => OrgKind::Trust,
+        "gp" => OrgKind::Gp,
+        "care_provider" => OrgKind::CareProvider,
+        "third_party" => OrgKind::ThirdParty,
+        "hosted" => OrgKind::Hosted,
+        _ => OrgKind::Other,
+    }
+}
+
+impl ScimTarget {
+    pub fn new(settings: ScimSettings) -> Result<Self, String> {
+        Ok(Self {
+            reader: Reader(Http::new(&settings)?),
+            settings,
+        })
+    }
+
+    pub fn url(&self) -> &str {
+        &self.settings.url
+    }
+
+    fn invalid(&self, problem: String) -> TargetError {
+        TargetError::Invalid {
+            path: self.settings.url.clone(),
+            problem,
+        }
+    }
+
+    async fn organisations(&self) -> Result<BTreeMap<OdsCode, Organisation>, TargetError> {
+        if let Some(f) = &self.settings.organisations_file {
+            let path = f.display().to_string();
+            let text = tokio::fs::read_to_string(f)
+                .await
+                .map_err(|source| TargetError::Io { path: path.clone(), source })?;
+            let list: Vec<Organisation> = serde_json::from_str(&text).map_err(|e| TargetError::Invalid {
+                path,
+                problem: e.to_string(),
+            })?;
+            return Ok(list.into_iter().map(|o| (o.ods_code.clone(), o)).collect());
+        }
+        let (list, _): (ListResponse<OrganisationResource>, _) = self
+            .reader
+            .0
+            .call("GET", "/Organisations?count=1000", None, None)
+            .await
+            .map_err(|e| self.invalid(format!("cannot read the organisation registry: {e}")))?;
+        list.resources
+            .into_iter()
+            .map(|o| {
+                let code = OdsCode::parse(&o.ods_code).map_err(|e| self.invalid(e.to_string()))?;
+                Ok((
+                    code.clone(),
+                    Organisation {
+                        ods_code: code,
+                        name: o.name,
+                        kind: org_kind(&o.kind),
+                        open: o.open,
+                        cap: o.cap,
+                    },
+                ))
+            })
+            .collect()
+    }
+}
+
+impl Target for ScimTarget {
+    fn kind(&self) -> &'static str {
+        "scim"
+    }
+
+    async fn read_state(&self) -> Result<TargetState, TargetError> {
+        let organisations = self.organisations().await?;
+        let mut accounts = Vec::new();
+        for ods in &self.settings.organisations {
+            let users = self
+                .reader
+                .users_where(&format!("{}:odsCode", scim::NHS_SCHEMA), ods.as_str(), self.settings.page_size)
+                .await
+                .map_err(|e| self.invalid(format!("cannot read the accounts of {ods}: {e}")))?;
+            for u in &users {
+                match account_from_user(u) {
+                    Ok(a) => accounts.push(a),
+                    Err(why) => {
+                        return Err(self.invalid(format!(
+                            "user {} cannot be read as an NHS Directory account: {why}",
+                            u.id.as_deref().unwrap_or("?")
+                        )));
+                    }
+                }
+            }
+        }
+        accounts.sort_by(|a, b| a.target_id.cmp(&b.target_id));
+        accounts.dedup_by(|a, b| a.target_id == b.target_id);
+        Ok(TargetState {
+            organisations,
+            accounts,
+        })
+    }
+}
+
+/// Write access to the directory, for the push stage only.
+#[derive(Clone)]
+pub struct ScimWriter {
+    http: Http,
+}
+
+impl ScimWriter {
+    pub fn new(settings: &ScimSettings) -> Result<Self, String> {
+        Ok(Self {
+            http: Http::new(settings)?,
+        })
+    }
+
+    pub async fn create(&self, user: &User) -> Result<(User, Option<String>), CallError> {
+        let body = serde_json::to_value(user).map_err(|e| CallError::Decode {
+            method: "POST",
+            path: "/Users".into(),
+            problem: e.to_string(),
+        })?;
+        self.http.call("POST", "/Users", Some(&body), None).await
+    }
+
+    pub async fn patch(
+        &self,
+        id: &TargetId,
+        if_match: Option<&str>,
+        req: &PatchRequest,
+    ) -> Result<(User, Option<String>), CallError> {
+        let path = format!("/Users/{}", url_escape(id.as_str()));
+        let body = serde_json::to_value(req).map_err(|e| CallError::Decode {
+            method: "PATCH",
+            path: path.clone(),
+            problem: e.to_string(),
+        })?;
+        self.http.call("PATCH", &path, Some(&body), if_match).await
+    }
+
+    /// Look an account up by anchor (before re-sending a create whose fate is unknown).
+    pub async fn find_by_external_id(&self, xid: &ExternalId) -> Result<Option<User>, CallError> {
+        Reader(self.http.clone()).find_by_external_id(xid).await
+    }
+
+    pub async fn get(&self, id: &TargetId) -> Result<(User, Option<String>), CallError> {
+        Reader(self.http.clone()).get(id).await
+    }
+}
