@@ -271,13 +271,13 @@ pub fn decide(
         rfc3339(now),
         fingerprint(collected, target),
         SourceSummary {
-            kind: cfg.source.kind(),
+            kind: cfg.source.kind().to_string(),
             read: collected.read,
             in_scope: collected.persons.len(),
             rejected: collected.rejected.len(),
         },
         TargetSummary {
-            kind: target_kind,
+            kind: target_kind.to_string(),
             read: target.accounts.len(),
         },
         g.operations,

@@ -33,7 +33,9 @@ pub fn client_config(ca_file: Option<&Path>) -> Result<rustls::ClientConfig, Str
                 let _ = roots.add(c);
             }
             if roots.is_empty() {
-                return Err("the system trust store holds no usable CA certificate; set a CA file".into());
+                return Err(
+                    "the system trust store holds no usable CA certificate; set a CA file".into(),
+                );
             }
         }
     }

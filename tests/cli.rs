@@ -288,3 +288,45 @@ fn explain_in_the_quickstart() {
         r.stderr
     );
 }
+
+#[test]
+fn a_saved_plan_reads_back_identically() {
+    let (run, _) = plan_json(&quickstart());
+    let plan: tansync::plan::Plan = serde_json::from_str(&run.stdout).expect("plan parses");
+    assert_eq!(
+        plan.to_json(),
+        run.stdout,
+        "apply reads exactly what plan wrote"
+    );
+}
+
+#[test]
+fn apply_needs_a_scim_target() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(quickstart())
+        .unwrap()
+        .replace(
+            "\"northgate-export.ldif\"",
+            &q(repo().join("examples/quickstart/northgate-export.ldif")),
+        )
+        .replace(
+            "\"../../filters/single-trust.toml\"",
+            &q(repo().join("filters/single-trust.toml")),
+        )
+        .replace(
+            "\"nhs-directory-snapshot.json\"",
+            &q(repo().join("examples/quickstart/nhs-directory-snapshot.json")),
+        )
+        .replace(
+            "\"agreements.toml\"",
+            &q(repo().join("examples/quickstart/agreements.toml")),
+        );
+    let cfg = write_config(dir.path(), &text);
+    let r = tansync(&cfg, &["apply"]);
+    assert_eq!(r.code, 1);
+    assert!(
+        r.stderr.contains("applying needs a SCIM target"),
+        "{}",
+        r.stderr
+    );
+}

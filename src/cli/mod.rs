@@ -1,6 +1,8 @@
 //! Command line: `tansync plan`, `tansync check`, `tansync explain`.
 //! Exit codes (DESIGN.md): 0 no changes, 2 changes present, 1 error.
 
+mod apply;
+
 use crate::config::Config;
 use crate::filter::Decision;
 use crate::model::mapping::map_entry;
@@ -56,6 +58,30 @@ pub enum Command {
         #[arg(long, value_parser = parse_time)]
         now: Option<OffsetDateTime>,
     },
+    /// Apply a reviewed plan exactly (refused if the state it started from has changed),
+    /// or, without --plan, plan and apply. Exit 0: all applied; 1: anything failed.
+    Apply {
+        /// The plan to apply, as written by `plan --out`.
+        #[arg(long)]
+        plan: Option<PathBuf>,
+        /// Also apply the removals the mass-change guard held, for this plan only.
+        #[arg(long, value_name = "PLAN_FINGERPRINT")]
+        approve_removals: Option<String>,
+        #[arg(long, value_parser = parse_time, hide = true)]
+        now: Option<OffsetDateTime>,
+    },
+    /// Plan and apply in one step (for scripts).
+    Sync {
+        #[arg(long, value_name = "PLAN_FINGERPRINT")]
+        approve_removals: Option<String>,
+        #[arg(long, value_parser = parse_time, hide = true)]
+        now: Option<OffsetDateTime>,
+    },
+    /// Objects held back after repeated failures.
+    Quarantine {
+        #[command(subcommand)]
+        command: QuarantineCommand,
+    },
     /// Validate configuration, filters and agreements; connect to the source and report.
     Check,
     /// The reference NHS Directory service (SCIM 2.0 over SQLite), for tests and staging.
@@ -69,6 +95,12 @@ pub enum Command {
         #[arg(long, value_parser = parse_time)]
         now: Option<OffsetDateTime>,
     },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum QuarantineCommand {
+    /// Let the next apply try this object again.
+    Clear { external_id: String },
 }
 
 #[derive(Subcommand, Debug)]
@@ -142,6 +174,29 @@ async fn run(cli: Cli) -> Result<u8> {
             Ok(if run.plan.has_changes() { 2 } else { 0 })
         }
         Command::Check => check(&cli.config).await,
+        Command::Apply {
+            plan,
+            approve_removals,
+            now,
+        } => {
+            let cfg = load(&cli.config)?;
+            let now = now.unwrap_or_else(OffsetDateTime::now_utc);
+            apply::apply(&cfg, plan.as_deref(), approve_removals.as_deref(), now).await
+        }
+        Command::Sync {
+            approve_removals,
+            now,
+        } => {
+            let cfg = load(&cli.config)?;
+            let now = now.unwrap_or_else(OffsetDateTime::now_utc);
+            apply::apply(&cfg, None, approve_removals.as_deref(), now).await
+        }
+        Command::Quarantine {
+            command: QuarantineCommand::Clear { external_id },
+        } => {
+            let cfg = load(&cli.config)?;
+            apply::clear_quarantine(&cfg, &external_id)
+        }
         Command::Directory {
             command: DirectoryCommand::Serve { directory_config },
         } => {

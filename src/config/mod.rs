@@ -10,6 +10,7 @@ use crate::gate::{Agreements, GatePolicy, agreements};
 use crate::model::Field;
 use crate::model::mapping::Mapping;
 use crate::plan::MatchKey;
+use crate::push::PushSettings;
 use crate::source::ldap::{LdapSource, NestedGroups};
 use crate::source::ldif::LdifSource;
 use crate::source::{AnchorKind, Source};
@@ -18,6 +19,7 @@ use crate::target::scim::{ScimSettings, ScimTarget};
 use crate::target::snapshot::SnapshotTarget;
 use raw::{RawConfig, RawSource, RawTarget};
 use secrecy::SecretString;
+use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -57,6 +59,9 @@ pub struct Config {
     pub restore_window_days: i64,
     pub policy: GatePolicy,
     pub allow_empty_source: bool,
+    pub push: PushSettings,
+    /// Where the journal and run history live (locked while a run writes).
+    pub state_dir: PathBuf,
 }
 
 struct Ctx<'a> {
@@ -327,11 +332,21 @@ impl Config {
                     return Err(cx.err("target.page_size", "must be 1 to 1000").into());
                 }
                 if t.timeout_secs == 0 {
-                    return Err(cx.err("target.timeout_secs", "must be at least 1 second").into());
+                    return Err(cx
+                        .err("target.timeout_secs", "must be at least 1 second")
+                        .into());
                 }
                 let settings = ScimSettings {
-                    token: cx.secret("target.token", t.token_file.as_deref(), t.token_env.as_deref())?,
-                    ca_file: t.ca_file.as_deref().map(|p| cx.existing("target.ca_file", p)).transpose()?,
+                    token: cx.secret(
+                        "target.token",
+                        t.token_file.as_deref(),
+                        t.token_env.as_deref(),
+                    )?,
+                    ca_file: t
+                        .ca_file
+                        .as_deref()
+                        .map(|p| cx.existing("target.ca_file", p))
+                        .transpose()?,
                     organisations_file: t
                         .organisations_file
                         .as_deref()
@@ -373,7 +388,36 @@ impl Config {
                 )
                 .into());
         }
+        let p = raw.push;
+        let nz =
+            |key: &str, v: u32| NonZeroU32::new(v).ok_or_else(|| cx.err(key, "must be at least 1"));
+        let rate = nz("push.rate_per_second", p.rate_per_second)?;
+        let push = PushSettings {
+            rate_per_second: rate,
+            burst: nz("push.burst", p.burst.unwrap_or(p.rate_per_second))?,
+            org_rate_per_second: nz(
+                "push.org_rate_per_second",
+                p.org_rate_per_second.unwrap_or(p.rate_per_second),
+            )?,
+            org_burst: nz(
+                "push.org_burst",
+                p.org_burst
+                    .or(p.burst)
+                    .unwrap_or(p.org_rate_per_second.unwrap_or(p.rate_per_second)),
+            )?,
+            concurrency: match p.concurrency {
+                1..=256 => p.concurrency,
+                _ => return Err(cx.err("push.concurrency", "must be 1 to 256").into()),
+            },
+            max_attempts: nz("push.max_attempts", p.max_attempts)?.get(),
+            backoff_base: Duration::from_millis(p.backoff_base_ms.max(1)),
+            backoff_max: Duration::from_secs(p.backoff_max_secs.max(1)),
+            quarantine_after: nz("push.quarantine_after", p.quarantine_after)?.get(),
+            ..PushSettings::default()
+        };
         Ok(Config {
+            push,
+            state_dir: cx.path(&raw.state.dir),
             file: PathBuf::from(file),
             agent_id,
             source,

@@ -21,6 +21,54 @@ pub(super) struct RawConfig {
     pub eligibility: RawEligibility,
     #[serde(default)]
     pub safety: RawSafety,
+    #[serde(default)]
+    pub push: RawPush,
+    #[serde(default)]
+    pub state: RawState,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct RawPush {
+    pub rate_per_second: u32,
+    pub burst: Option<u32>,
+    pub org_rate_per_second: Option<u32>,
+    pub org_burst: Option<u32>,
+    pub concurrency: usize,
+    pub max_attempts: u32,
+    pub backoff_base_ms: u64,
+    pub backoff_max_secs: u64,
+    pub quarantine_after: u32,
+}
+
+impl Default for RawPush {
+    fn default() -> Self {
+        Self {
+            rate_per_second: 10,
+            burst: None,
+            org_rate_per_second: None,
+            org_burst: None,
+            concurrency: 8,
+            max_attempts: 5,
+            backoff_base_ms: 200,
+            backoff_max_secs: 30,
+            quarantine_after: 3,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct RawState {
+    pub dir: String,
+}
+
+impl Default for RawState {
+    fn default() -> Self {
+        Self {
+            dir: "state".into(),
+        }
+    }
 }
 
 #[derive(Deserialize)]

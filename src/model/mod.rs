@@ -167,10 +167,10 @@ pub enum RejectReason {
 }
 
 /// A source entry that could not become a [`Person`].
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Rejection {
     pub dn: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub external_id: Option<ExternalId>,
     pub reason: RejectReason,
     pub detail: String,

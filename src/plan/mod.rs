@@ -6,14 +6,14 @@ pub mod render;
 
 use crate::ids::{ExternalId, OdsCode, RuleId, TargetId};
 use crate::model::{Field, Rejection};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt;
 
 pub const FORMAT: &str = "tansync.plan/v1";
 
 /// One attribute's change, old → new (`None` = absent).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FieldChange {
     pub field: Field,
     pub old: Option<String>,
@@ -21,7 +21,7 @@ pub struct FieldChange {
 }
 
 /// Why an account is to be marked leaver.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RemoveReason {
     /// Disabled in the source.
@@ -33,7 +33,7 @@ pub enum RemoveReason {
 }
 
 /// How a first-sync join found the existing account.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, serde::Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum MatchKey {
     EmployeeId,
@@ -82,7 +82,7 @@ impl fmt::Display for OpKind {
 }
 
 /// A change to the NHS Directory. Serialises to the plan contract's operation objects.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Operation {
     Provision {
@@ -96,7 +96,7 @@ pub enum Operation {
         target_id: TargetId,
         ods_code: OdsCode,
         changes: Vec<FieldChange>,
-        #[serde(skip_serializing_if = "Option::is_none")]
+        #[serde(default, skip_serializing_if = "Option::is_none")]
         etag: Option<String>,
     },
     Remove {
@@ -104,7 +104,7 @@ pub enum Operation {
         target_id: TargetId,
         ods_code: OdsCode,
         reason: RemoveReason,
-        #[serde(skip_serializing_if = "Option::is_none")]
+        #[serde(default, skip_serializing_if = "Option::is_none")]
         etag: Option<String>,
     },
     Move {
@@ -112,18 +112,18 @@ pub enum Operation {
         target_id: TargetId,
         from_ods_code: OdsCode,
         ods_code: OdsCode,
-        #[serde(skip_serializing_if = "Vec::is_empty")]
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
         changes: Vec<FieldChange>,
-        #[serde(skip_serializing_if = "Option::is_none")]
+        #[serde(default, skip_serializing_if = "Option::is_none")]
         etag: Option<String>,
     },
     Restore {
         external_id: ExternalId,
         target_id: TargetId,
         ods_code: OdsCode,
-        #[serde(skip_serializing_if = "Vec::is_empty")]
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
         changes: Vec<FieldChange>,
-        #[serde(skip_serializing_if = "Option::is_none")]
+        #[serde(default, skip_serializing_if = "Option::is_none")]
         etag: Option<String>,
     },
     Join {
@@ -131,9 +131,9 @@ pub enum Operation {
         target_id: TargetId,
         ods_code: OdsCode,
         matched_on: MatchKey,
-        #[serde(skip_serializing_if = "Vec::is_empty")]
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
         changes: Vec<FieldChange>,
-        #[serde(skip_serializing_if = "Option::is_none")]
+        #[serde(default, skip_serializing_if = "Option::is_none")]
         etag: Option<String>,
     },
 }
@@ -211,17 +211,17 @@ impl Operation {
 }
 
 /// An operation that passed the gate, with the attributes the gate withheld.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PlannedOp {
     #[serde(flatten)]
     pub op: Operation,
     /// Attributes not sent because no agreement permits them.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub stripped: Vec<Field>,
 }
 
 /// Why an operation was not planned (plan `blocked[].reason`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum BlockReason {
     NoPartneringAgreement,
@@ -245,7 +245,7 @@ pub enum BlockReason {
 }
 
 /// An operation the gate (or diff) held back, with why.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Blocked {
     pub kind: OpKind,
     pub external_id: ExternalId,
@@ -269,21 +269,21 @@ impl Blocked {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SourceSummary {
-    pub kind: &'static str,
+    pub kind: String,
     pub read: usize,
     pub in_scope: usize,
     pub rejected: usize,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TargetSummary {
-    pub kind: &'static str,
+    pub kind: String,
     pub read: usize,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Summary {
     pub provision: usize,
     pub update: usize,
@@ -311,9 +311,9 @@ impl Summary {
 }
 
 /// The plan document.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Plan {
-    pub format: &'static str,
+    pub format: String,
     pub generated_at: String,
     pub fingerprint: String,
     pub source: SourceSummary,
@@ -364,7 +364,7 @@ impl Plan {
             }
         }
         Plan {
-            format: FORMAT,
+            format: FORMAT.to_string(),
             generated_at,
             fingerprint,
             source,

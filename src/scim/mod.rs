@@ -182,7 +182,9 @@ impl User {
             Field::Telephone => set_typed(&mut self.phone_numbers, "work", v),
             Field::Mobile => set_typed(&mut self.phone_numbers, "mobile", v),
             Field::Department => {
-                self.enterprise.get_or_insert_with(Enterprise::default).department = v
+                self.enterprise
+                    .get_or_insert_with(Enterprise::default)
+                    .department = v
             }
             Field::EmployeeId => {
                 self.enterprise
@@ -212,8 +214,7 @@ impl User {
 
     /// The primary (work) email: the NHSmail address.
     pub fn email(&self) -> Option<&str> {
-        typed(&self.emails, "work")
-            .or_else(|| self.emails.first().map(|m| m.value.as_str()))
+        typed(&self.emails, "work").or_else(|| self.emails.first().map(|m| m.value.as_str()))
     }
 }
 

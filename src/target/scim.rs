@@ -190,7 +190,10 @@ impl Http {
 }
 
 fn filter_query(attr: &str, value: &str) -> String {
-    let f = format!("{attr} eq \"{}\"", value.replace('\\', "\\\\").replace('"', "\\\""));
+    let f = format!(
+        "{attr} eq \"{}\"",
+        value.replace('\\', "\\\\").replace('"', "\\\"")
+    );
     url_escape(&f)
 }
 
@@ -212,7 +215,12 @@ fn url_escape(s: &str) -> String {
 struct Reader(Http);
 
 impl Reader {
-    async fn users_where(&self, attr: &str, value: &str, page: usize) -> Result<Vec<User>, CallError> {
+    async fn users_where(
+        &self,
+        attr: &str,
+        value: &str,
+        page: usize,
+    ) -> Result<Vec<User>, CallError> {
         let mut out = Vec::new();
         let mut start = 1usize;
         loop {
@@ -238,7 +246,12 @@ impl Reader {
 
     async fn get(&self, id: &TargetId) -> Result<(User, Option<String>), CallError> {
         self.0
-            .call("GET", &format!("/Users/{}", url_escape(id.as_str())), None, None)
+            .call(
+                "GET",
+                &format!("/Users/{}", url_escape(id.as_str())),
+                None,
+                None,
+            )
             .await
     }
 }
@@ -251,7 +264,9 @@ pub struct ScimTarget {
 
 impl std::fmt::Debug for ScimTarget {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ScimTarget").field("url", &self.settings.url).finish()
+        f.debug_struct("ScimTarget")
+            .field("url", &self.settings.url)
+            .finish()
     }
 }
 
@@ -282,9 +297,10 @@ pub fn account_from_user(u: &User) -> Result<Account, String> {
         ods_code: OdsCode::parse(ods).map_err(|e| e.to_string())?,
         status,
         managed_by: nhs.managed_by,
-        email: u.email().map(str::to_lowercase).or_else(|| {
-            Some(u.user_name.to_lowercase()).filter(|n| n.contains('@'))
-        }),
+        email: u
+            .email()
+            .map(str::to_lowercase)
+            .or_else(|| Some(u.user_name.to_lowercase()).filter(|n| n.contains('@'))),
         leaver_since: nhs
             .leaver_since
             .as_deref()
@@ -329,11 +345,15 @@ impl ScimTarget {
             let path = f.display().to_string();
             let text = tokio::fs::read_to_string(f)
                 .await
-                .map_err(|source| TargetError::Io { path: path.clone(), source })?;
-            let list: Vec<Organisation> = serde_json::from_str(&text).map_err(|e| TargetError::Invalid {
-                path,
-                problem: e.to_string(),
-            })?;
+                .map_err(|source| TargetError::Io {
+                    path: path.clone(),
+                    source,
+                })?;
+            let list: Vec<Organisation> =
+                serde_json::from_str(&text).map_err(|e| TargetError::Invalid {
+                    path,
+                    problem: e.to_string(),
+                })?;
             return Ok(list.into_iter().map(|o| (o.ods_code.clone(), o)).collect());
         }
         let (list, _): (ListResponse<OrganisationResource>, _) = self
@@ -372,7 +392,11 @@ impl Target for ScimTarget {
         for ods in &self.settings.organisations {
             let users = self
                 .reader
-                .users_where(&format!("{}:odsCode", scim::NHS_SCHEMA), ods.as_str(), self.settings.page_size)
+                .users_where(
+                    &format!("{}:odsCode", scim::NHS_SCHEMA),
+                    ods.as_str(),
+                    self.settings.page_size,
+                )
                 .await
                 .map_err(|e| self.invalid(format!("cannot read the accounts of {ods}: {e}")))?;
             for u in &users {

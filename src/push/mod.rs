@@ -1,0 +1,388 @@
+//! Push stage: sends a plan's operations to the directory — rate-limited (a global and a
+//! per-organisation token bucket), with bounded concurrency so latency does not cap
+//! throughput, retries with exponential backoff and jitter on 429/5xx/transport errors
+//! (honouring `Retry-After`), every operation journalled before it is sent and after.
+//!
+//! Never does: send a blocked operation (it only receives planned ones); re-send a create
+//! whose fate is unknown without first looking the anchor up (creates are idempotent);
+//! keep going when failures look systemic.
+
+pub mod request;
+
+use crate::plan::{OpKind, Operation, PlannedOp};
+use crate::state::StateStore;
+use crate::target::scim::{CallError, ScimWriter};
+use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLimiter};
+use request::Request;
+use std::collections::VecDeque;
+use std::num::NonZeroU32;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// Executor settings (the configuration's `[push]`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct PushSettings {
+    /// Requests per second to the directory, all organisations together.
+    pub rate_per_second: NonZeroU32,
+    pub burst: NonZeroU32,
+    /// Requests per second for any one organisation.
+    pub org_rate_per_second: NonZeroU32,
+    pub org_burst: NonZeroU32,
+    /// Requests in flight at once.
+    pub concurrency: usize,
+    /// Tries per operation before it counts as failed.
+    pub max_attempts: u32,
+    pub backoff_base: Duration,
+    pub backoff_max: Duration,
+    /// Runs an object may fail in a row before it is quarantined (skipped and reported).
+    pub quarantine_after: u32,
+    /// Stop the run when this share of the last `systemic_window` operations failed.
+    pub systemic_ratio: f64,
+    pub systemic_window: usize,
+}
+
+impl Default for PushSettings {
+    fn default() -> Self {
+        let nz = |n| NonZeroU32::new(n).unwrap_or(NonZeroU32::MIN);
+        Self {
+            rate_per_second: nz(10),
+            burst: nz(10),
+            org_rate_per_second: nz(10),
+            org_burst: nz(10),
+            concurrency: 8,
+            max_attempts: 5,
+            backoff_base: Duration::from_millis(200),
+            backoff_max: Duration::from_secs(30),
+            quarantine_after: 3,
+            systemic_ratio: 0.8,
+            systemic_window: 20,
+        }
+    }
+}
+
+/// What happened to one operation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Applied {
+        target_id: Option<String>,
+    },
+    Failed {
+        error: String,
+    },
+    /// Not sent: the run was stopped before it.
+    NotSent,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OpReport {
+    pub kind: OpKind,
+    pub external_id: String,
+    pub ods_code: String,
+    pub outcome: Outcome,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct PushReport {
+    pub items: Vec<OpReport>,
+    /// Set when the run stopped because failures looked systemic.
+    pub stopped: Option<String>,
+}
+
+impl PushReport {
+    pub fn count(&self, f: impl Fn(&Outcome) -> bool) -> usize {
+        self.items.iter().filter(|i| f(&i.outcome)).count()
+    }
+    pub fn applied(&self) -> usize {
+        self.count(|o| matches!(o, Outcome::Applied { .. }))
+    }
+    pub fn failed(&self) -> usize {
+        self.count(|o| matches!(o, Outcome::Failed { .. }))
+    }
+    pub fn not_sent(&self) -> usize {
+        self.count(|o| matches!(o, Outcome::NotSent))
+    }
+}
+
+struct Shared {
+    writer: ScimWriter,
+    store: Arc<Mutex<StateStore>>,
+    global: DefaultDirectRateLimiter,
+    per_org: DefaultKeyedRateLimiter<String>,
+    settings: PushSettings,
+    agent_id: String,
+    nhsmail_domain: String,
+    recent: Mutex<VecDeque<bool>>,
+    stop: CancellationToken,
+    stopped_why: Mutex<Option<String>>,
+    run: i64,
+}
+
+fn journal<T>(store: &Arc<Mutex<StateStore>>, f: impl FnOnce(&StateStore) -> T) -> T {
+    // A poisoned lock only means another task panicked mid-write; the store is still usable.
+    let guard = store.lock().unwrap_or_else(|p| p.into_inner());
+    f(&guard)
+}
+
+/// Exponential backoff with full jitter, at least `Retry-After` when the server said so.
+fn delay(s: &PushSettings, attempt: u32, retry_after: Option<Duration>) -> Duration {
+    let exp = s
+        .backoff_base
+        .saturating_mul(1u32.checked_shl(attempt.min(16)).unwrap_or(u32::MAX));
+    let cap = exp.min(s.backoff_max);
+    let jittered = cap.mul_f64(fastrand::f64());
+    match retry_after {
+        Some(ra) => ra.max(jittered),
+        None => jittered,
+    }
+}
+
+impl Shared {
+    async fn wait_turn(&self, ods: &str) {
+        self.global.until_ready().await;
+        self.per_org.until_key_ready(&ods.to_string()).await;
+    }
+
+    fn note(&self, ok: bool) {
+        let mut r = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+        r.push_back(ok);
+        while r.len() > self.settings.systemic_window {
+            r.pop_front();
+        }
+        let failures = r.iter().filter(|ok| !**ok).count();
+        if r.len() >= self.settings.systemic_window.min(10)
+            && failures as f64 >= self.settings.systemic_ratio * r.len() as f64
+            && !self.stop.is_cancelled()
+        {
+            *self.stopped_why.lock().unwrap_or_else(|p| p.into_inner()) = Some(format!(
+                "{failures} of the last {} operations failed: stopping (failures look systemic)",
+                r.len()
+            ));
+            self.stop.cancel();
+        }
+    }
+
+    /// After an ambiguous failure: does the directory already hold the result?
+    async fn landed(&self, op: &Operation) -> Option<String> {
+        match op {
+            Operation::Provision { external_id, .. } => {
+                match self.writer.find_by_external_id(external_id).await {
+                    Ok(Some(u)) => Some(u.id.unwrap_or_default()),
+                    _ => None,
+                }
+            }
+            Operation::Update { target_id, .. }
+            | Operation::Remove { target_id, .. }
+            | Operation::Move { target_id, .. }
+            | Operation::Restore { target_id, .. }
+            | Operation::Join { target_id, .. } => match self.writer.get(target_id).await {
+                Ok((u, _)) if request::holds(op, &u) => Some(target_id.to_string()),
+                _ => None,
+            },
+        }
+    }
+
+    async fn send(&self, req: &Request) -> Result<Option<String>, CallError> {
+        match req {
+            Request::Create(u) => self.writer.create(u).await.map(|(u, _)| u.id),
+            Request::Patch {
+                target_id,
+                etag,
+                patch,
+            } => self
+                .writer
+                .patch(target_id, etag.as_deref(), patch)
+                .await
+                .map(|_| Some(target_id.to_string())),
+        }
+    }
+
+    async fn run_one(&self, p: &PlannedOp) -> Outcome {
+        let op = &p.op;
+        let ods = op.ods_code().to_string();
+        let target = match op {
+            Operation::Provision { .. } => None,
+            Operation::Update { target_id, .. }
+            | Operation::Remove { target_id, .. }
+            | Operation::Move { target_id, .. }
+            | Operation::Restore { target_id, .. }
+            | Operation::Join { target_id, .. } => Some(target_id.to_string()),
+        };
+        let jid = match journal(&self.store, |s| {
+            s.record(
+                self.run,
+                op.kind().name(),
+                op.external_id().as_str(),
+                &ods,
+                target.as_deref(),
+            )
+        }) {
+            Ok(id) => id,
+            Err(e) => {
+                return Outcome::Failed {
+                    error: e.to_string(),
+                };
+            }
+        };
+        let req = request::build(op, &self.agent_id, &self.nhsmail_domain);
+        let mut uncertain = false;
+        let mut attempt = 0u32;
+        loop {
+            if self.stop.is_cancelled() && attempt == 0 {
+                let _ = journal(&self.store, |s| {
+                    s.set_state(jid, crate::state::op_state::NOT_SENT, None)
+                });
+                return Outcome::NotSent;
+            }
+            self.wait_turn(&ods).await;
+            if uncertain && let Some(id) = self.landed(op).await {
+                let _ = journal(&self.store, |s| s.done(jid, Some(&id)));
+                return Outcome::Applied {
+                    target_id: Some(id),
+                };
+            }
+            if let Err(e) = journal(&self.store, |s| s.sending(jid)) {
+                return Outcome::Failed {
+                    error: e.to_string(),
+                };
+            }
+            attempt += 1;
+            match self.send(&req).await {
+                Ok(id) => {
+                    let _ = journal(&self.store, |s| s.done(jid, id.as_deref()));
+                    return Outcome::Applied { target_id: id };
+                }
+                Err(e) => {
+                    // A create refused as a duplicate, or a write refused as stale, after
+                    // an attempt that may have landed: check before calling it failed.
+                    if uncertain && matches!(e.status(), Some(409 | 412)) {
+                        self.wait_turn(&ods).await;
+                        if let Some(id) = self.landed(op).await {
+                            let _ = journal(&self.store, |s| s.done(jid, Some(&id)));
+                            return Outcome::Applied {
+                                target_id: Some(id),
+                            };
+                        }
+                    }
+                    uncertain |= e.ambiguous();
+                    if e.retryable()
+                        && attempt < self.settings.max_attempts
+                        && !self.stop.is_cancelled()
+                    {
+                        tracing::debug!(attempt, error = %e, "retrying");
+                        let wait = delay(&self.settings, attempt - 1, e.retry_after());
+                        tokio::select! {
+                            _ = tokio::time::sleep(wait) => {}
+                            _ = self.stop.cancelled() => {}
+                        }
+                        continue;
+                    }
+                    let error = e.to_string();
+                    let _ = journal(&self.store, |s| s.failed(jid, &error));
+                    return Outcome::Failed { error };
+                }
+            }
+        }
+    }
+}
+
+/// Send `ops` (in plan order, up to `concurrency` at a time). Returns when every
+/// operation has an outcome or the run was stopped.
+#[allow(clippy::too_many_arguments)]
+pub async fn push(
+    ops: Vec<PlannedOp>,
+    writer: ScimWriter,
+    store: Arc<Mutex<StateStore>>,
+    run: i64,
+    agent_id: &str,
+    nhsmail_domain: &str,
+    settings: PushSettings,
+    progress: Option<indicatif::ProgressBar>,
+) -> PushReport {
+    let shared = Arc::new(Shared {
+        writer,
+        store,
+        global: RateLimiter::direct(
+            Quota::per_second(settings.rate_per_second).allow_burst(settings.burst),
+        ),
+        per_org: RateLimiter::keyed(
+            Quota::per_second(settings.org_rate_per_second).allow_burst(settings.org_burst),
+        ),
+        agent_id: agent_id.to_string(),
+        nhsmail_domain: nhsmail_domain.to_string(),
+        recent: Mutex::new(VecDeque::new()),
+        stop: CancellationToken::new(),
+        stopped_why: Mutex::new(None),
+        run,
+        settings,
+    });
+    let sem = Arc::new(tokio::sync::Semaphore::new(
+        shared.settings.concurrency.max(1),
+    ));
+    let mut set = tokio::task::JoinSet::new();
+    let total = ops.len();
+    for (i, p) in ops.into_iter().enumerate() {
+        let Ok(permit) = sem.clone().acquire_owned().await else {
+            break;
+        };
+        let sh = shared.clone();
+        set.spawn(async move {
+            let outcome = sh.run_one(&p).await;
+            match &outcome {
+                Outcome::Applied { .. } => sh.note(true),
+                Outcome::Failed { .. } => sh.note(false),
+                Outcome::NotSent => {}
+            }
+            drop(permit);
+            (
+                i,
+                OpReport {
+                    kind: p.op.kind(),
+                    external_id: p.op.external_id().to_string(),
+                    ods_code: p.op.ods_code().to_string(),
+                    outcome,
+                },
+            )
+        });
+    }
+    let mut items: Vec<(usize, OpReport)> = Vec::with_capacity(total);
+    while let Some(res) = set.join_next().await {
+        match res {
+            Ok(r) => {
+                if let Some(pb) = &progress {
+                    pb.inc(1);
+                }
+                items.push(r);
+            }
+            Err(e) => tracing::error!("an apply task ended abnormally: {e}"),
+        }
+    }
+    if let Some(pb) = &progress {
+        pb.finish_and_clear();
+    }
+    items.sort_by_key(|(i, _)| *i);
+    let stopped = shared
+        .stopped_why
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    PushReport {
+        items: items.into_iter().map(|(_, r)| r).collect(),
+        stopped,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_is_capped_and_honours_retry_after() {
+        let s = PushSettings::default();
+        for attempt in 0..30 {
+            assert!(delay(&s, attempt, None) <= s.backoff_max);
+        }
+        assert!(delay(&s, 0, None) <= s.backoff_base);
+        assert!(delay(&s, 2, Some(Duration::from_secs(7))) >= Duration::from_secs(7));
+    }
+}
