@@ -68,8 +68,8 @@ pub struct Collected {
     pub persons: BTreeMap<ExternalId, Person>,
     pub out_of_scope: BTreeSet<ExternalId>,
     pub rejected: Vec<Rejection>,
-    /// Every anchor seen, with the DN it came from (duplicate detection).
-    anchors: BTreeMap<ExternalId, String>,
+    /// Every anchor seen (duplicate detection).
+    anchors: std::collections::HashSet<ExternalId>,
     pub groups: GroupIndex,
     /// Entries captured for `explain`.
     pub captured: Vec<SourceEntry>,
@@ -99,8 +99,14 @@ impl EntrySink for Collector<'_> {
         }
         let decision = self.cfg.rules.decide(&e, &self.out.groups);
         if let Ok(x) = &e.anchor
-            && let Some(first_dn) = self.out.anchors.insert(x.clone(), e.dn.clone())
+            && !self.out.anchors.insert(x.clone())
         {
+            let first_dn = self
+                .out
+                .persons
+                .get(x)
+                .map(|p| p.dn.clone())
+                .unwrap_or_else(|| "an earlier entry".to_string());
             // Two entries claim one anchor: neither can be trusted.
             let detail = format!("anchor {x} is shared by {first_dn:?} and {:?}", e.dn);
             if self.out.persons.remove(x).is_some() || self.out.out_of_scope.remove(x) {
@@ -165,7 +171,51 @@ fn progress_bar(enabled: bool) -> Option<indicatif::ProgressBar> {
     Some(pb)
 }
 
+/// Forwards the read to the classifying thread in batches.
+struct ChannelSink {
+    tx: std::sync::mpsc::SyncSender<Batch>,
+    batch: Vec<SourceEntry>,
+}
+
+enum Batch {
+    Groups(GroupIndex),
+    Entries(Vec<SourceEntry>),
+}
+
+const BATCH: usize = 256;
+
+impl ChannelSink {
+    fn flush(&mut self) -> Result<(), SourceError> {
+        if self.batch.is_empty() {
+            return Ok(());
+        }
+        let b = std::mem::replace(&mut self.batch, Vec::with_capacity(BATCH));
+        self.tx
+            .send(Batch::Entries(b))
+            .map_err(|_| SourceError::Aborted("the classifying thread stopped".into()))
+    }
+}
+
+impl EntrySink for ChannelSink {
+    fn groups(&mut self, index: GroupIndex) {
+        // If the receiver is gone the read ends with an error at the next entry.
+        let _ = self.tx.send(Batch::Groups(index));
+    }
+
+    fn entry(&mut self, entry: SourceEntry) -> Result<(), SourceError> {
+        self.batch.push(entry);
+        if self.batch.len() >= BATCH {
+            self.flush()?;
+        }
+        Ok(())
+    }
+}
+
 /// Read and classify the whole source. Complete or an error.
+///
+/// On the multi-threaded runtime the read (LDAP decoding, or LDIF parsing) and the
+/// classification (filter rules, mapping, phone-number validation) run on two threads,
+/// so a large read uses both cores; elsewhere they run in turn.
 pub async fn collect(
     cfg: &Config,
     who: Option<&Who>,
@@ -177,12 +227,55 @@ pub async fn collect(
         who,
         progress: progress_bar(progress),
     };
-    let res = cfg.source.read(&cfg.read_request(), &mut c).await;
-    if let Some(pb) = &c.progress {
-        pb.finish_and_clear();
+    let req = cfg.read_request();
+    let handle = tokio::runtime::Handle::current();
+    let res = if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread {
+        tokio::task::block_in_place(|| {
+            std::thread::scope(|scope| {
+                let (tx, rx) = std::sync::mpsc::sync_channel::<Batch>(16);
+                let consumer = scope.spawn(move || -> Result<Collector<'_>, SourceError> {
+                    for b in rx {
+                        match b {
+                            Batch::Groups(g) => c.groups(g),
+                            Batch::Entries(es) => {
+                                for e in es {
+                                    c.entry(e)?;
+                                }
+                            }
+                        }
+                    }
+                    Ok(c)
+                });
+                let mut sink = ChannelSink {
+                    tx,
+                    batch: Vec::with_capacity(BATCH),
+                };
+                let read = handle
+                    .block_on(cfg.source.read(&req, &mut sink))
+                    .and_then(|_| sink.flush());
+                drop(sink);
+                let done = consumer.join().map_err(|_| {
+                    SourceError::Aborted("classifying the source entries failed".into())
+                });
+                match (read, done) {
+                    (Err(e), _) => Err(e),
+                    (Ok(()), Ok(r)) => r,
+                    (Ok(()), Err(e)) => Err(e),
+                }
+            })
+        })
+    } else {
+        cfg.source.read(&req, &mut c).await.map(|_| c)
+    };
+    match res {
+        Ok(c) => {
+            if let Some(pb) = &c.progress {
+                pb.finish_and_clear();
+            }
+            Ok(c.out)
+        }
+        Err(e) => Err(e),
     }
-    res?;
-    Ok(c.out)
 }
 
 /// `Write` into a SHA-256 (for hashing serialised state without buffering it).

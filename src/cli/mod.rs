@@ -162,16 +162,31 @@ async fn run(cli: Cli) -> Result<u8> {
             let cfg = load(&cli.config)?;
             let now = now.unwrap_or_else(OffsetDateTime::now_utc);
             let run = pipeline::plan(&cfg, &cfg.target, now, None, true).await?;
-            let json = run.plan.to_json();
-            if let Some(path) = out {
-                std::fs::write(&path, &json)
+            // Only the plan is needed from here: free the source and target state first.
+            let plan = run.plan;
+            drop(run.collected);
+            drop(run.target);
+            if let Some(path) = &out {
+                let f = std::fs::File::create(path)
+                    .with_context(|| format!("cannot write the plan to {}", path.display()))?;
+                plan.write_json(f)
                     .with_context(|| format!("cannot write the plan to {}", path.display()))?;
             }
-            match format {
-                Format::Json => print!("{json}"),
-                Format::Human => print!("{}", render::human(&run.plan)),
+            let stdout = std::io::stdout().lock();
+            match (format, &out) {
+                // Same bytes as the file just written: copy rather than serialise again.
+                (Format::Json, Some(path)) => {
+                    let mut f = std::fs::File::open(path)?;
+                    std::io::copy(&mut f, &mut std::io::BufWriter::new(stdout))?;
+                }
+                (Format::Json, None) => plan.write_json(stdout)?,
+                (Format::Human, _) => {
+                    use std::io::Write;
+                    let mut stdout = stdout;
+                    stdout.write_all(render::human(&plan).as_bytes())?;
+                }
             }
-            Ok(if run.plan.has_changes() { 2 } else { 0 })
+            Ok(if plan.has_changes() { 2 } else { 0 })
         }
         Command::Check => check(&cli.config).await,
         Command::Apply {

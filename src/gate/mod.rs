@@ -200,10 +200,11 @@ fn strip(op: &mut Operation, input: &GateInput<'_>) -> Result<Vec<Field>, String
     Ok(stripped.into_iter().collect())
 }
 
-pub fn gate(input: GateInput<'_>) -> GateOutput {
+pub fn gate(mut input: GateInput<'_>) -> GateOutput {
     let mut out = GateOutput::default();
-    let mut passed: Vec<PlannedOp> = Vec::new();
-    for op in input.candidates.iter().cloned() {
+    let candidates = std::mem::take(&mut input.candidates);
+    let mut passed: Vec<PlannedOp> = Vec::with_capacity(candidates.len());
+    for op in candidates {
         if op.kind() == OpKind::Provision
             && let Some(why) = ineligible(input.persons.get(op.external_id()), input.policy)
         {

@@ -31,11 +31,15 @@ pub fn clean_text(field: Field, raw: &str) -> Result<String, Invalid> {
     Ok(v)
 }
 
-/// Parse a phone number as a UK number (national or international form) and give its
-/// E.164 form, or `None` if it is not a valid number.
+/// Parse a phone number as a UK number (national or international form).
 fn parse_phone(v: &str) -> Option<phonenumber::PhoneNumber> {
-    let n = phonenumber::parse(Some(Country::GB), v).ok()?;
-    phonenumber::is_valid(&n).then_some(n)
+    phonenumber::parse(Some(Country::GB), v).ok()
+}
+
+/// The number's type; `Unknown` means not a valid number. (Computed once: validity
+/// checks in the phonenumber crate compute it again, and it is the costly part.)
+fn number_type(n: &phonenumber::PhoneNumber) -> phonenumber::Type {
+    n.number_type(&phonenumber::metadata::DATABASE)
 }
 
 fn e164(n: &phonenumber::PhoneNumber) -> String {
@@ -44,26 +48,30 @@ fn e164(n: &phonenumber::PhoneNumber) -> String {
 
 /// Mobile: must be a valid UK mobile number; stored as E.164.
 pub fn mobile(v: &str) -> Result<String, Invalid> {
+    use phonenumber::Type;
     let bad = |why: &str| (RejectReason::InvalidMobile, format!("mobile {v:?} {why}"));
     let n = parse_phone(v).ok_or_else(|| bad("is not a valid phone number"))?;
     if n.code().value() != 44 {
         return Err(bad("is not a UK number"));
     }
-    use phonenumber::Type;
-    match n.number_type(&phonenumber::metadata::DATABASE) {
+    match number_type(&n) {
         Type::Mobile | Type::FixedLineOrMobile => Ok(e164(&n)),
+        Type::Unknown => Err(bad("is not a valid phone number")),
         _ => Err(bad("is not a UK mobile number")),
     }
 }
 
 /// Telephone: any valid number (UK assumed when no country code); stored as E.164.
 pub fn telephone(v: &str) -> Result<String, Invalid> {
-    parse_phone(v).map(|n| e164(&n)).ok_or_else(|| {
-        (
-            RejectReason::InvalidValue,
-            format!("telephone {v:?} is not a valid phone number"),
-        )
-    })
+    parse_phone(v)
+        .filter(|n| number_type(n) != phonenumber::Type::Unknown)
+        .map(|n| e164(&n))
+        .ok_or_else(|| {
+            (
+                RejectReason::InvalidValue,
+                format!("telephone {v:?} is not a valid phone number"),
+            )
+        })
 }
 
 /// Email: one `@`, a dotted domain, no spaces; lowercased (addresses compare so).

@@ -380,6 +380,15 @@ impl Plan {
         !self.operations.is_empty()
     }
 
+    /// Write the JSON plan (pretty, with a final newline) without building it in memory.
+    pub fn write_json(&self, w: impl std::io::Write) -> std::io::Result<()> {
+        use std::io::Write;
+        let mut w = std::io::BufWriter::with_capacity(1 << 16, w);
+        serde_json::to_writer_pretty(&mut w, self)?;
+        w.write_all(b"\n")?;
+        w.flush()
+    }
+
     pub fn to_json(&self) -> String {
         // Serialising plain owned data to a String cannot fail.
         let mut s = serde_json::to_string_pretty(self).unwrap_or_default();
