@@ -1,12 +1,103 @@
-//! The reference NHS Directory service: a SCIM 2.0 server over SQLite that enforces the
-//! NHS Directory rules. (Being built: see issue 3.)
+//! The reference NHS Directory service: a SCIM 2.0 server (RFC 7643/7644) over SQLite
+//! that enforces the NHS Directory rules — organisation registry and account caps,
+//! NHSmail address allocation, the account lifecycle, server-side sharing agreements —
+//! with rate limits, fault injection and an injectable clock for tests. It is what
+//! tests, demos and staging run the agent against (`tansync directory serve
+//! --directory-config FILE`; see `examples/directory/`).
+//!
+//! Layout: `config` (two-phase TOML), `rules` and `address` (the NHS rules, pure),
+//! `filter`, `patch` and `schema` (SCIM, pure), `store` (SQLite), `service` (the
+//! operations), `http` (endpoints and the auth/rate/fault gate), `net` (TCP/TLS).
+//!
+//! It must never log or answer with a bearer token, never let a client read or change an
+//! account outside the organisations its agreement lists, and never print anything to
+//! stdout but the one `listening on URL` line.
 
+pub mod address;
+pub mod clock;
+pub mod config;
+pub mod error;
+pub mod filter;
+pub mod http;
+pub mod net;
+pub mod patch;
+pub mod rules;
+pub mod schema;
+pub mod service;
+pub mod store;
+
+use anyhow::Context;
+use clock::{Clock, OffsetClock, SystemClock};
+use std::io::Write;
 use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
 
-/// Run the service with the given configuration file until interrupted.
+/// How long open connections may take to finish after a shutdown signal.
+const DRAIN: Duration = Duration::from_secs(10);
+
+/// Run the service with the given configuration file until SIGINT or SIGTERM.
 pub async fn serve(config: &Path) -> anyhow::Result<()> {
-    anyhow::bail!(
-        "the reference directory is not built yet (config {})",
-        config.display()
+    let cfg = config::Config::load(config)?;
+    let store = store::Store::open(&cfg.database)
+        .with_context(|| format!("cannot open the directory database {:?}", cfg.database))?;
+    // The test clock only exists with the admin endpoints that move it.
+    let admin_clock = cfg.admin_token_digest.map(|_| Arc::new(OffsetClock::new()));
+    let clock: Arc<dyn Clock> = match &admin_clock {
+        Some(c) => c.clone(),
+        None => Arc::new(SystemClock),
+    };
+    let incoming = net::bind(cfg.listen, cfg.tls.clone())
+        .await
+        .with_context(|| format!("cannot listen on {}", cfg.listen))?;
+    let local = axum::serve::Listener::local_addr(&incoming)?;
+    let url = format!(
+        "{}://{local}",
+        if cfg.tls.is_some() { "https" } else { "http" }
+    );
+    let app = Arc::new(http::App::new(cfg, store, clock, admin_clock, url.clone()));
+    let router = http::router(app);
+
+    {
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "listening on {url}")?;
+        out.flush()?;
+    }
+
+    let stop = CancellationToken::new();
+    let server = axum::serve(
+        incoming,
+        router.into_make_service_with_connect_info::<net::ConnInfo>(),
     )
+    .with_graceful_shutdown(stop.clone().cancelled_owned());
+    let mut server = std::pin::pin!(server.into_future());
+    tokio::select! {
+        r = &mut server => r?,
+        () = shutdown_signal() => {
+            tracing::info!("stopping: finishing open requests");
+            stop.cancel();
+            match tokio::time::timeout(DRAIN, server).await {
+                Ok(r) => r?,
+                Err(_) => tracing::warn!("connections still open after {DRAIN:?}; stopping anyway"),
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for SIGTERM; only Ctrl-C stops the directory");
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
 }

@@ -297,6 +297,10 @@ pub struct OrganisationResource {
     pub open: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cap: Option<u32>,
+    /// Accounts held that count towards the cap (all but deleted); the reference
+    /// directory gives it only for organisations the caller has an agreement for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub accounts: Option<u32>,
 }
 
 #[cfg(test)]
