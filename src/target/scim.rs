@@ -104,13 +104,13 @@ struct Http {
 
 impl Http {
     fn new(s: &ScimSettings) -> Result<Self, String> {
-        let mut b = reqwest::Client::builder()
+        // Always hand reqwest our rustls config: it is built without a default crypto
+        // provider, so even a plain-http client (loopback tests) needs one.
+        let b = reqwest::Client::builder()
             .timeout(s.timeout)
             .connect_timeout(Duration::from_secs(10))
-            .user_agent(concat!("tansync/", env!("CARGO_PKG_VERSION")));
-        if s.url.to_ascii_lowercase().starts_with("https://") {
-            b = b.tls_backend_preconfigured(crate::tls::client_config(s.ca_file.as_deref())?);
-        }
+            .user_agent(concat!("tansync/", env!("CARGO_PKG_VERSION")))
+            .tls_backend_preconfigured(crate::tls::client_config(s.ca_file.as_deref())?);
         Ok(Self {
             base: s.url.trim_end_matches('/').to_string(),
             token: s.token.clone(),
