@@ -124,17 +124,8 @@ fn journal<T>(store: &Arc<Mutex<StateStore>>, f: impl FnOnce(&StateStore) -> T) 
     f(&guard)
 }
 
-/// Exponential backoff with full jitter, at least `Retry-After` when the server said so.
 fn delay(s: &PushSettings, attempt: u32, retry_after: Option<Duration>) -> Duration {
-    let exp = s
-        .backoff_base
-        .saturating_mul(1u32.checked_shl(attempt.min(16)).unwrap_or(u32::MAX));
-    let cap = exp.min(s.backoff_max);
-    let jittered = cap.mul_f64(fastrand::f64());
-    match retry_after {
-        Some(ra) => ra.max(jittered),
-        None => jittered,
-    }
+    crate::target::scim::backoff(s.backoff_base, s.backoff_max, attempt, retry_after)
 }
 
 impl Shared {

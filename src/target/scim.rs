@@ -189,6 +189,58 @@ impl Http {
     }
 }
 
+/// Exponential backoff with full jitter, and at least the server's `Retry-After` when it
+/// gave one. Shared by reads here and by the push executor's retries.
+pub fn backoff(
+    base: Duration,
+    max: Duration,
+    attempt: u32,
+    retry_after: Option<Duration>,
+) -> Duration {
+    let exp = base.saturating_mul(1u32.checked_shl(attempt.min(16)).unwrap_or(u32::MAX));
+    let jittered = exp.min(max).mul_f64(fastrand::f64());
+    match retry_after {
+        Some(ra) => ra.max(jittered),
+        None => jittered,
+    }
+}
+
+/// Tries of one read before the run gives up on it.
+const READ_ATTEMPTS: u32 = 6;
+const READ_BACKOFF_BASE: Duration = Duration::from_millis(200);
+const READ_BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// A server asking for a longer pause than this is treated as down, not busy.
+const READ_MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
+
+impl Http {
+    /// A GET, retried on throttling, server errors and transport failures: reads are
+    /// idempotent, and one lost page must not cost the whole plan. A read that still
+    /// fails is an error (an incomplete state is never planned from).
+    async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<(T, Option<String>), CallError> {
+        let mut attempt = 0;
+        loop {
+            match self.call("GET", path, None, None).await {
+                Err(e)
+                    if e.retryable()
+                        && attempt + 1 < READ_ATTEMPTS
+                        && e.retry_after().is_none_or(|ra| ra <= READ_MAX_RETRY_AFTER) =>
+                {
+                    let wait = backoff(
+                        READ_BACKOFF_BASE,
+                        READ_BACKOFF_MAX,
+                        attempt,
+                        e.retry_after(),
+                    );
+                    tracing::debug!(error = %e, ?wait, "directory read failed; retrying");
+                    tokio::time::sleep(wait).await;
+                    attempt += 1;
+                }
+                r => return r,
+            }
+        }
+    }
+}
+
 fn filter_query(attr: &str, value: &str) -> String {
     let f = format!(
         "{attr} eq \"{}\"",
@@ -228,7 +280,7 @@ impl Reader {
                 "/Users?filter={}&startIndex={start}&count={page}",
                 filter_query(attr, value)
             );
-            let (list, _): (ListResponse<User>, _) = self.0.call("GET", &path, None, None).await?;
+            let (list, _): (ListResponse<User>, _) = self.0.get(&path).await?;
             let n = list.resources.len();
             out.extend(list.resources);
             if n == 0 || out.len() >= list.total_results {
@@ -246,12 +298,7 @@ impl Reader {
 
     async fn get(&self, id: &TargetId) -> Result<(User, Option<String>), CallError> {
         self.0
-            .call(
-                "GET",
-                &format!("/Users/{}", url_escape(id.as_str())),
-                None,
-                None,
-            )
+            .get(&format!("/Users/{}", url_escape(id.as_str())))
             .await
     }
 }
@@ -359,7 +406,7 @@ impl ScimTarget {
         let (list, _): (ListResponse<OrganisationResource>, _) = self
             .reader
             .0
-            .call("GET", "/Organisations?count=1000", None, None)
+            .get("/Organisations?count=1000")
             .await
             .map_err(|e| self.invalid(format!("cannot read the organisation registry: {e}")))?;
         list.resources

@@ -80,3 +80,6 @@ pub fn q(p: impl AsRef<Path>) -> String {
 pub fn toml_str(s: &str) -> String {
     format!("{:?}", s)
 }
+
+pub mod ad;
+pub mod dirsvc;

@@ -1,0 +1,554 @@
+//! End to end, on real servers: the Samba AD DC (started by tests/harness) → `tansync`
+//! (the built binary) → the reference NHS Directory (started here, one per test).
+//! Each test works in an OU of its own, so the tests run side by side and leave the
+//! fixture the other suites read untouched.
+
+mod common;
+use common::ad::{self, User};
+use common::dirsvc::{DirectoryService, Org, nhs};
+use common::*;
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+const AGENT: &str = "tansync-e2e";
+
+/// One test's world: an OU in AD with sub-OUs per organisation, a directory, a config.
+struct World {
+    _tmp: tempfile::TempDir,
+    ou: String,
+    dir: DirectoryService,
+    config: PathBuf,
+}
+
+/// Sub-OUs and the ODS code their people belong to. RXN has no sharing agreement.
+const OUS: [(&str, &str); 4] = [
+    ("Main", "RXA"),
+    ("Other", "RXB"),
+    ("Small", "RXS"),
+    ("NoAgreement", "RXN"),
+];
+
+impl World {
+    /// `directory_extra` and `push` are TOML appended to the directory's and the agent's
+    /// configuration.
+    fn new(name: &str, directory_extra: &str, push: &str) -> World {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let ou = ad::fresh_ou(name);
+        for (sub, _) in OUS {
+            ad::add_ou(&format!("OU={sub},{ou}"));
+        }
+        let registry = [
+            Org {
+                ods: "RXA",
+                kind: "trust",
+                open: true,
+                cap: 50,
+            },
+            Org {
+                ods: "RXB",
+                kind: "trust",
+                open: true,
+                cap: 50,
+            },
+            Org {
+                ods: "RXS",
+                kind: "care_provider",
+                open: true,
+                cap: 2,
+            },
+            Org {
+                ods: "RXN",
+                kind: "gp",
+                open: true,
+                cap: 50,
+            },
+        ];
+        let dir = DirectoryService::start(
+            tmp.path(),
+            AGENT,
+            &["RXA", "RXB", "RXS"],
+            &registry,
+            directory_extra,
+        );
+
+        let mut filters = String::new();
+        for (sub, ods) in OUS {
+            filters.push_str(&format!(
+                "[[rule]]\nid = \"{}\"\naction = \"include\"\nunder = [{}]\nods = {{ constant = \"{ods}\" }}\n\n",
+                sub.to_lowercase(),
+                toml_str(&format!("OU={sub},{ou}"))
+            ));
+        }
+        std::fs::write(tmp.path().join("filters.toml"), filters).expect("filters");
+        let mut agreements = String::from(
+            "[partnering]\nreference = \"PA-E2E\"\nvalid_from = 2026-01-01\nvalid_until = 2099-12-31\n\n",
+        );
+        for ods in ["RXA", "RXB", "RXS"] {
+            agreements.push_str(&format!(
+                "[[sharing]]\nods_code = \"{ods}\"\nreference = \"SA-{ods}\"\nvalid_from = 2026-01-01\nvalid_until = 2099-12-31\noperations = [\"provision\", \"update\", \"remove\", \"move\", \"restore\", \"join\"]\nattributes = [\"given_name\", \"family_name\", \"display_name\", \"job_title\", \"department\", \"site\", \"telephone\", \"mobile\", \"employee_id\"]\n\n"
+            ));
+        }
+        std::fs::write(tmp.path().join("agreements.toml"), agreements).expect("agreements");
+
+        let text = format!(
+            r#"agent_id = "{AGENT}"
+
+[source]
+kind = "ldap"
+url = {url}
+ca_file = {ca}
+bind_dn = {bind}
+bind_password_file = {pw}
+base_dns = [{base}]
+
+[filters]
+files = ["filters.toml"]
+
+[target]
+kind = "scim"
+url = {target}
+token_file = {token}
+
+[agreements]
+file = "agreements.toml"
+
+[state]
+dir = "state"
+
+[push]
+{push}
+"#,
+            url = toml_str(&env("TANSYNC_TEST_SAMBA_LDAPS_URL")),
+            ca = toml_str(&env("TANSYNC_TEST_CA")),
+            bind = toml_str(&env("TANSYNC_TEST_SAMBA_BIND_DN")),
+            pw = toml_str(&env("TANSYNC_TEST_SAMBA_PASSWORD_FILE")),
+            base = toml_str(&ou),
+            target = toml_str(&dir.url),
+            token = q(&dir.token_file),
+        );
+        let config = write_config(tmp.path(), &text);
+        World {
+            _tmp: tmp,
+            ou,
+            dir,
+            config,
+        }
+    }
+
+    fn sub(&self, sub: &str) -> String {
+        format!("OU={sub},{}", self.ou)
+    }
+
+    fn dn(&self, sub: &str, cn: &str) -> String {
+        format!("CN={cn},{}", self.sub(sub))
+    }
+
+    fn run(&self, args: &[&str]) -> Run {
+        tansync(&self.config, args)
+    }
+
+    /// `tansync sync`, which must succeed.
+    fn sync(&self) -> Run {
+        let r = self.run(&["sync"]);
+        assert_eq!(
+            r.code,
+            0,
+            "sync failed:\n{}\n{}\ndirectory: {}",
+            r.stdout,
+            r.stderr,
+            self.dir.stderr()
+        );
+        r
+    }
+
+    /// The plan as JSON (exit 0 or 2).
+    fn plan(&self) -> Value {
+        let r = self.run(&["plan", "--format", "json"]);
+        assert!(r.code == 0 || r.code == 2, "plan: {}", r.stderr);
+        serde_json::from_str(&r.stdout).expect("plan JSON")
+    }
+
+    /// The directory's accounts by userName (given.family style, from the fixture's
+    /// sAMAccountName via employee id).
+    fn accounts(&self) -> BTreeMap<String, Value> {
+        let mut out = BTreeMap::new();
+        for u in self.dir.users() {
+            let emp = u[tansync::scim::ENTERPRISE_SCHEMA]["employeeNumber"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            assert!(
+                out.insert(emp.clone(), u).is_none(),
+                "two accounts for {emp}"
+            );
+        }
+        out
+    }
+
+    fn posts(&self) -> Vec<Value> {
+        self.dir
+            .requests()
+            .into_iter()
+            .filter(|r| r["method"] == "POST" && r["path"] == "/Users")
+            .collect()
+    }
+}
+
+fn user<'a>(cn: &'a str, given: &'a str, family: &'a str, title: &'a str) -> User<'a> {
+    User {
+        cn,
+        given,
+        family,
+        title,
+        enabled: true,
+    }
+}
+
+fn count(plan: &Value, kind: &str) -> u64 {
+    plan["summary"][kind].as_u64().unwrap_or(u64::MAX)
+}
+
+#[test]
+fn provision_update_leaver_move_restore_round_trip() {
+    let w = World::new("e2e-life", "", "rate_per_second = 50\nburst = 10");
+    ad::add_users(
+        &w.sub("Main"),
+        &[
+            user("Ann Ash", "Ann", "Ash", "Staff Nurse"),
+            user("Ben Birch", "Ben", "Birch", "Porter"),
+            user("Cai Cedar", "Cai", "Cedar", "Pharmacist"),
+            user("Siân Ash", "Siân", "Ash", "Midwife"),
+        ],
+    );
+    ad::add_users(
+        &w.sub("Other"),
+        &[user("Dee Dogwood", "Dee", "Dogwood", "Physiotherapist")],
+    );
+
+    // First sync provisions everyone, with addresses allocated by the directory.
+    let p = w.plan();
+    assert_eq!(count(&p, "provision"), 5, "{p:#}");
+    let r = w.sync();
+    assert!(r.stdout.contains("5 applied, 0 failed"), "{}", r.stdout);
+    let acc = w.accounts();
+    assert_eq!(acc.len(), 5);
+    assert_eq!(nhs(&acc["E-ann.ash"])["odsCode"], "RXA");
+    assert_eq!(nhs(&acc["E-dee.dogwood"])["odsCode"], "RXB");
+    assert_eq!(nhs(&acc["E-ann.ash"])["managedBy"], AGENT);
+    assert_eq!(acc["E-siân.ash"]["name"]["givenName"], "Siân");
+    let mail = |u: &Value| u["emails"][0]["value"].as_str().unwrap_or("").to_string();
+    assert_eq!(mail(&acc["E-ann.ash"]), "ann.ash@nhs.net");
+    assert_eq!(mail(&acc["E-siân.ash"]), "sian.ash@nhs.net");
+    for u in acc.values() {
+        assert_eq!(u["externalId"].as_str().map(str::len), Some(36), "{u}");
+    }
+
+    // Second sync: nothing to do, nothing sent but reads.
+    let before = w.dir.requests().len();
+    let p = w.plan();
+    assert_eq!(p["operations"].as_array().map(Vec::len), Some(0), "{p:#}");
+    let r = w.run(&["plan"]);
+    assert_eq!(r.code, 0, "no changes → exit 0: {}", r.stdout);
+    w.sync();
+    let writes = w.dir.requests()[before..]
+        .iter()
+        .filter(|r| r["method"] != "GET")
+        .count();
+    assert_eq!(writes, 0, "a no-op sync must not write");
+
+    // An attribute change in AD → update of that field only.
+    ad::replace(&w.dn("Main", "Ann Ash"), "title", "Senior Staff Nurse");
+    let p = w.plan();
+    assert_eq!(count(&p, "update"), 1, "{p:#}");
+    let op = &p["operations"][0];
+    assert_eq!(op["changes"][0]["field"], "job_title");
+    assert_eq!(op["changes"][0]["old"], "Staff Nurse");
+    assert_eq!(op["changes"][0]["new"], "Senior Staff Nurse");
+    w.sync();
+    assert_eq!(w.accounts()["E-ann.ash"]["title"], "Senior Staff Nurse");
+
+    // Disabled in AD → leaver.
+    ad::set_enabled(&w.dn("Main", "Ben Birch"), false);
+    let p = w.plan();
+    assert_eq!(count(&p, "remove"), 1, "{p:#}");
+    assert_eq!(p["operations"][0]["reason"], "disabled");
+    w.sync();
+    let ben = &w.accounts()["E-ben.birch"];
+    assert_eq!(nhs(ben)["status"], "leaver", "{ben}");
+    assert!(nhs(ben)["leaverSince"].is_string(), "{ben}");
+
+    // Moved to the OU of another organisation → move (joiner), same account.
+    let cai_id = w.accounts()["E-cai.cedar"]["id"].clone();
+    ad::move_to(&w.dn("Main", "Cai Cedar"), &w.sub("Other"));
+    let p = w.plan();
+    assert_eq!(count(&p, "move"), 1, "{p:#}");
+    assert_eq!(p["operations"][0]["from_ods_code"], "RXA");
+    assert_eq!(p["operations"][0]["ods_code"], "RXB");
+    w.sync();
+    let cai = &w.accounts()["E-cai.cedar"];
+    assert_eq!(nhs(cai)["odsCode"], "RXB");
+    assert_eq!(cai["id"], cai_id, "a move keeps the account");
+
+    // Re-enabled within the window → restore.
+    ad::set_enabled(&w.dn("Main", "Ben Birch"), true);
+    let p = w.plan();
+    assert_eq!(count(&p, "restore"), 1, "{p:#}");
+    w.sync();
+    assert_eq!(nhs(&w.accounts()["E-ben.birch"])["status"], "active");
+
+    // And the steady state again.
+    let p = w.plan();
+    assert_eq!(p["operations"].as_array().map(Vec::len), Some(0), "{p:#}");
+    assert_eq!(w.accounts().len(), 5);
+}
+
+#[test]
+fn a_reviewed_plan_is_applied_exactly_and_a_stale_one_refused() {
+    let w = World::new("e2e-plan", "", "rate_per_second = 50");
+    ad::add_users(
+        &w.sub("Main"),
+        &[
+            user("Eve Elm", "Eve", "Elm", "Ward Clerk"),
+            user("Fay Fir", "Fay", "Fir", "Registrar"),
+        ],
+    );
+    let plan_file = w.config.with_file_name("plan.json");
+    let pf = plan_file.to_str().expect("path");
+    let r = w.run(&["plan", "--format", "json", "--out", pf]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+
+    // The source moves on after review: the plan is refused and nothing is sent.
+    ad::add_users(&w.sub("Main"), &[user("Gus Gum", "Gus", "Gum", "Porter")]);
+    let r = w.run(&["apply", "--plan", pf]);
+    assert_eq!(r.code, 1, "{}", r.stdout);
+    assert!(r.stderr.contains("stale"), "{}", r.stderr);
+    assert!(w.posts().is_empty(), "a refused plan sends nothing");
+
+    // A fresh plan, reviewed and applied as it is.
+    let r = w.run(&["plan", "--format", "json", "--out", pf]);
+    assert_eq!(r.code, 2);
+    let r = w.run(&["apply", "--plan", pf]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    assert!(r.stdout.contains("3 applied"), "{}", r.stdout);
+    assert_eq!(w.accounts().len(), 3);
+    // Applying the same plan again is refused: the directory has moved on.
+    let r = w.run(&["apply", "--plan", pf]);
+    assert_eq!(r.code, 1);
+    assert_eq!(w.posts().len(), 3);
+}
+
+#[test]
+fn over_cap_and_no_agreement_are_blocked_and_never_sent() {
+    let w = World::new("e2e-gate", "", "rate_per_second = 50");
+    ad::add_users(
+        &w.sub("Small"),
+        &[
+            user("Hal Hazel", "Hal", "Hazel", "Carer"),
+            user("Ida Ivy", "Ida", "Ivy", "Carer"),
+            user("Jon Juniper", "Jon", "Juniper", "Carer"),
+        ],
+    );
+    ad::add_users(
+        &w.sub("NoAgreement"),
+        &[
+            user("Kim Kauri", "Kim", "Kauri", "GP"),
+            user("Lee Larch", "Lee", "Larch", "GP"),
+        ],
+    );
+    let p = w.plan();
+    assert_eq!(count(&p, "provision"), 2, "{p:#}");
+    let reasons: Vec<(String, String)> = p["blocked"]
+        .as_array()
+        .expect("blocked")
+        .iter()
+        .map(|b| {
+            (
+                b["ods_code"].as_str().unwrap_or("").to_string(),
+                b["reason"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        reasons.iter().filter(|r| r.1 == "account_cap").count(),
+        1,
+        "{reasons:?}"
+    );
+    assert_eq!(
+        reasons
+            .iter()
+            .filter(|r| r.0 == "RXN" && r.1 == "no_sharing_agreement")
+            .count(),
+        2,
+        "{reasons:?}"
+    );
+
+    w.sync();
+    // The directory saw exactly the two permitted creates, all for RXS.
+    let posts = w.posts();
+    assert_eq!(posts.len(), 2, "{posts:?}");
+    assert!(posts.iter().all(|r| r["status"] == 201), "{posts:?}");
+    let acc = w.accounts();
+    assert_eq!(acc.len(), 2);
+    assert!(acc.values().all(|u| nhs(u)["odsCode"] == "RXS"));
+    // A second run still sends nothing for them.
+    w.sync();
+    assert_eq!(w.posts().len(), 2);
+}
+
+/// Per-second counts of the log entries matching `pred`, in the directory's clock.
+fn max_in_any_second(entries: &[Value]) -> usize {
+    let times: Vec<i64> = entries.iter().filter_map(|r| r["at_ms"].as_i64()).collect();
+    let mut best = 0;
+    for (i, t) in times.iter().enumerate() {
+        let n = times[i..].iter().take_while(|u| **u < t + 1000).count();
+        best = best.max(n);
+    }
+    best
+}
+
+fn many(prefix: &str, n: usize) -> Vec<(String, String)> {
+    (0..n)
+        .map(|i| (format!("{prefix} P{i:03}"), format!("P{i:03}")))
+        .collect()
+}
+
+fn add_many(w: &World, sub: &str, names: &[(String, String)]) {
+    let users: Vec<User> = names
+        .iter()
+        .map(|(cn, fam)| User {
+            cn,
+            given: cn.split(' ').next().unwrap_or("X"),
+            family: fam,
+            title: "Healthcare Assistant",
+            enabled: true,
+        })
+        .collect();
+    ad::add_users(&w.sub(sub), &users);
+}
+
+#[test]
+fn the_push_rate_limit_is_honoured() {
+    let w = World::new(
+        "e2e-rate",
+        "",
+        "rate_per_second = 10\nburst = 1\nconcurrency = 4",
+    );
+    let names = many("Rate", 30);
+    add_many(&w, "Main", &names);
+    let started = std::time::Instant::now();
+    w.sync();
+    let took = started.elapsed();
+    let posts = w.posts();
+    assert_eq!(posts.len(), 30);
+    // 10 per second with a burst of one: a token bucket lets through at most
+    // burst + rate × T requests in any window of T seconds — 11 in a second — and on
+    // average no more than the rate; 30 creates cannot take less than 2.9 s.
+    let peak = max_in_any_second(&posts);
+    assert!(
+        peak <= 11,
+        "{peak} creates within one second at 10/s, burst 1"
+    );
+    assert!(
+        took.as_secs_f64() >= 2.9,
+        "30 creates at 10/s took {took:?}"
+    );
+    let first = posts[0]["at_ms"].as_i64().unwrap_or(0);
+    let last = posts[29]["at_ms"].as_i64().unwrap_or(0);
+    let rate = 29.0 / ((last - first) as f64 / 1000.0);
+    assert!(
+        rate <= 10.2,
+        "creates arrived at {rate:.2}/s with the limit at 10/s"
+    );
+}
+
+#[test]
+fn rate_limits_and_faults_still_apply_every_operation_exactly_once() {
+    // The directory answers 429 above 20/s (burst 5), fails 20% of requests with 503
+    // and drops 10% of connections; the agent pushes faster than it accepts.
+    let w = World::new(
+        "e2e-faults",
+        "[rate_limit]\nrequests_per_second = 20\nburst = 5\n\n[faults]\nerror_rate = 0.2\ndrop_rate = 0.1\nseed = 7\n",
+        "rate_per_second = 100\nburst = 20\nconcurrency = 8\nmax_attempts = 12\nbackoff_base_ms = 20\nbackoff_max_secs = 2",
+    );
+    let names = many("Fault", 40);
+    add_many(&w, "Main", &names);
+    w.sync();
+    let log = w.dir.requests();
+    let statuses = |s: u64| log.iter().filter(|r| r["status"] == s).count();
+    assert!(statuses(429) > 0, "the test must provoke 429s");
+    assert!(statuses(503) > 0, "the test must provoke 503s");
+    assert!(statuses(0) > 0, "the test must drop connections");
+    let created: Vec<&Value> = log
+        .iter()
+        .filter(|r| r["method"] == "POST" && r["path"] == "/Users" && r["status"] == 201)
+        .collect();
+    assert_eq!(created.len(), 40, "exactly one successful create each");
+    assert_eq!(statuses(409), 0, "no create was sent twice");
+    assert_eq!(w.accounts().len(), 40);
+    let p = w.plan();
+    assert_eq!(p["operations"].as_array().map(Vec::len), Some(0), "{p:#}");
+}
+
+#[test]
+fn kill_9_during_apply_then_rerun_loses_and_duplicates_nothing() {
+    // Slow answers so the kill lands mid-run.
+    let w = World::new(
+        "e2e-kill",
+        "[faults]\nlatency_ms = 150\n",
+        "rate_per_second = 20\nconcurrency = 2",
+    );
+    let names = many("Kill", 30);
+    add_many(&w, "Main", &names);
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tansync"))
+        .arg("--config")
+        .arg(&w.config)
+        .arg("sync")
+        .env_remove("TANSYNC_CONFIG")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start sync");
+    // Wait (bounded) until some creates have landed, then SIGKILL.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let n = w.posts().len();
+        if n >= 6 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no creates after 60 s"
+        );
+        assert!(
+            child.try_wait().expect("try_wait").is_none(),
+            "sync ended before it could be killed"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    child.kill().expect("kill -9");
+    child.wait().expect("reap");
+    let landed = w.accounts().len();
+    assert!(
+        landed < 30,
+        "the kill came too late to test anything ({landed})"
+    );
+
+    let r = w.sync();
+    assert!(
+        r.stderr.contains("reconciled"),
+        "the rerun settles the interrupted run: {}",
+        r.stderr
+    );
+    let acc = w.accounts();
+    assert_eq!(acc.len(), 30, "nothing lost");
+    let created = w.posts().iter().filter(|r| r["status"] == 201).count();
+    assert_eq!(created, 30, "nothing created twice");
+    let log = w.dir.requests();
+    assert!(
+        log.iter().all(|r| r["status"] != 409),
+        "no duplicate create sent"
+    );
+    let p = w.plan();
+    assert_eq!(p["operations"].as_array().map(Vec::len), Some(0), "{p:#}");
+}
