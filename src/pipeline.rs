@@ -73,6 +73,9 @@ pub struct Collected {
     pub groups: GroupIndex,
     /// Entries captured for `explain`.
     pub captured: Vec<SourceEntry>,
+    /// With write-back configured: the write-back attribute's current value of every
+    /// person in scope.
+    pub write_back: BTreeMap<ExternalId, Option<String>>,
 }
 
 struct Collector<'a> {
@@ -128,6 +131,10 @@ impl EntrySink for Collector<'_> {
         match decision {
             Decision::Include(rule) => match map_entry(&e, rule, &self.cfg.mapping) {
                 Ok(p) => {
+                    if let Some(attr) = &self.cfg.write_back {
+                        let current = e.first(attr).map(String::from);
+                        self.out.write_back.insert(p.external_id.clone(), current);
+                    }
                     self.out.persons.insert(p.external_id.clone(), p);
                 }
                 Err(r) => self.out.rejected.push(r),
@@ -148,6 +155,7 @@ impl Config {
         let mut attributes = self.rules.attributes();
         attributes.extend(self.mapping.attributes().map(String::from));
         attributes.extend(ACCOUNT_ATTRS.map(String::from));
+        attributes.extend(self.write_back.clone());
         ReadRequest {
             attributes,
             nested_groups: self.rules.nested_groups(),

@@ -552,3 +552,54 @@ fn kill_9_during_apply_then_rerun_loses_and_duplicates_nothing() {
     let p = w.plan();
     assert_eq!(p["operations"].as_array().map(Vec::len), Some(0), "{p:#}");
 }
+
+#[test]
+fn write_back_puts_the_allocated_address_into_ad() {
+    let w = World::new(
+        "e2e-wb",
+        "",
+        "rate_per_second = 50\n\n[write_back]\nattribute = \"mail\"",
+    );
+    ad::add_users(
+        &w.sub("Main"),
+        &[
+            user("Mo Maple", "Mo", "Maple", "Nurse"),
+            user("Zoë Maple", "Zoë", "Maple", "Nurse"),
+        ],
+    );
+    let r = w.sync();
+    assert!(
+        r.stdout
+            .contains("2 of 2 address(es) written to AD attribute mail"),
+        "{}",
+        r.stdout
+    );
+    let acc = w.accounts();
+    for (cn, emp) in [("Mo Maple", "E-mo.maple"), ("Zoë Maple", "E-zoë.maple")] {
+        let allocated = acc[emp]["emails"][0]["value"].as_str().expect("address");
+        assert_eq!(ad::values(&w.dn("Main", cn), "mail"), [allocated], "{cn}");
+    }
+    // The next run finds AD and the directory agreeing: no changes, nothing to write.
+    let p = w.plan();
+    assert_eq!(p["operations"].as_array().map(Vec::len), Some(0), "{p:#}");
+    let r = w.sync();
+    assert!(
+        r.stdout.contains("0 of 0 address(es) written"),
+        "{}",
+        r.stdout
+    );
+    // An address changed in AD by hand is put right.
+    ad::replace(&w.dn("Main", "Mo Maple"), "mail", "mo@example.org");
+    let r = w.sync();
+    assert!(
+        r.stdout.contains("1 of 1 address(es) written"),
+        "{}",
+        r.stdout
+    );
+    assert_eq!(
+        ad::values(&w.dn("Main", "Mo Maple"), "mail"),
+        [acc["E-mo.maple"]["emails"][0]["value"]
+            .as_str()
+            .expect("address")]
+    );
+}

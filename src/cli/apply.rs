@@ -4,8 +4,10 @@
 use crate::config::Config;
 use crate::pipeline;
 use crate::plan::{BlockReason, Plan, PlannedOp};
-use crate::push::{self, Outcome};
+use crate::push::{self, Outcome, writeback};
+use crate::source::Source;
 use crate::state::{StateStore, op_state};
+use crate::target::Target;
 use crate::target::scim::ScimWriter;
 use anyhow::{Context, Result, bail};
 use console::style;
@@ -80,9 +82,9 @@ pub async fn apply(
         eprintln!("reconciled {reconciled} operation(s) left unfinished by an interrupted run");
     }
 
-    let fresh = pipeline::plan(cfg, &cfg.target, now, None, true)
-        .await?
-        .plan;
+    let fresh_run = pipeline::plan(cfg, &cfg.target, now, None, true).await?;
+    let fresh = fresh_run.plan;
+    let collected = fresh_run.collected;
     let plan: Plan = match plan_file {
         None => fresh,
         Some(path) => {
@@ -210,7 +212,47 @@ pub async fn apply(
     if let Some(why) = &report.stopped {
         println!("{} {why}", style("stopped:").red().bold());
     }
-    Ok(if status == "ok" { 0 } else { 1 })
+    let write_back_ok = write_back(cfg, &collected).await?;
+    Ok(if status == "ok" && write_back_ok {
+        0
+    } else {
+        1
+    })
+}
+
+/// Write allocated NHSmail addresses back to AD, when configured. From the directory's
+/// state after the push, so earlier runs' addresses are caught up too. True when every
+/// write succeeded (or none was needed).
+async fn write_back(cfg: &Config, collected: &pipeline::Collected) -> Result<bool> {
+    let (Some(attr), Source::Ldap(ldap)) = (&cfg.write_back, &cfg.source) else {
+        return Ok(true);
+    };
+    let state = cfg
+        .target
+        .read_state()
+        .await
+        .context("write-back: cannot read the directory's state")?;
+    let items = writeback::pending(
+        &collected.persons,
+        &collected.write_back,
+        &state,
+        &cfg.agent_id,
+    );
+    let wanted = items.len();
+    let written = writeback::write(ldap, attr, items)
+        .await
+        .context("write-back: cannot connect to AD")?;
+    println!(
+        "{} {} of {wanted} address(es) written to AD attribute {attr}",
+        style("write-back:").bold(),
+        written.ok()
+    );
+    for (p, r) in &written.results {
+        if let Err(e) = r {
+            println!("  {} {}: {e}", style("failed").red(), p.external_id);
+        }
+    }
+    Ok(written.ok() == wanted)
 }
 
 /// `tansync quarantine clear EXTERNAL_ID`.

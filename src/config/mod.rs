@@ -62,6 +62,9 @@ pub struct Config {
     pub push: PushSettings,
     /// Where the journal and run history live (locked while a run writes).
     pub state_dir: PathBuf,
+    /// The AD attribute the allocated NHSmail address is written back to (opt-in; LDAP
+    /// sources only).
+    pub write_back: Option<String>,
 }
 
 struct Ctx<'a> {
@@ -415,7 +418,34 @@ impl Config {
             quarantine_after: nz("push.quarantine_after", p.quarantine_after)?.get(),
             ..PushSettings::default()
         };
+        let write_back = match raw.write_back {
+            None => None,
+            Some(w) => {
+                let attr = w.attribute.trim().to_string();
+                // An LDAP attribute description (RFC 4512 `descr`), no options.
+                let valid = attr.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
+                    && attr.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
+                if !valid {
+                    return Err(cx
+                        .err(
+                            "write_back.attribute",
+                            format!("{attr:?} is not an LDAP attribute name"),
+                        )
+                        .into());
+                }
+                if !matches!(source, Source::Ldap(_)) {
+                    return Err(cx
+                        .err(
+                            "write_back",
+                            "needs an LDAP source (an LDIF export cannot be written to)",
+                        )
+                        .into());
+                }
+                Some(attr)
+            }
+        };
         Ok(Config {
+            write_back,
             push,
             state_dir: cx.path(&raw.state.dir),
             file: PathBuf::from(file),

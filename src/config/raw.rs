@@ -25,6 +25,14 @@ pub(super) struct RawConfig {
     pub push: RawPush,
     #[serde(default)]
     pub state: RawState,
+    pub write_back: Option<RawWriteBack>,
+}
+
+/// Opt-in: write the NHSmail address the directory allocated back to AD.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawWriteBack {
+    pub attribute: String,
 }
 
 #[derive(Deserialize)]

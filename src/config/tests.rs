@@ -99,3 +99,33 @@ fn top_level_problems_are_named() {
         .contains("unknown variant `ftp`")
     );
 }
+
+#[test]
+fn write_back_is_checked() {
+    let d = dir_with_files();
+    let ldap = |wb: &str| {
+        format!(
+            "agent_id = \"a1\"\n[source]\nkind = \"ldap\"\nurl = \"ldaps://dc:636\"\nbind_dn = \"CN=x\"\nbind_password_file = \"pw\"\nbase_dns = [\"DC=x\"]\n[write_back]\n{wb}"
+        )
+    };
+    let c = load(&d, &ldap("attribute = \"mail\"")).unwrap();
+    assert_eq!(c.write_back.as_deref(), Some("mail"));
+    // The source reads it, to compare before writing.
+    assert!(c.read_request().attributes.contains("mail"));
+    assert!(
+        err(&d, &ldap("attribute = \"mail;binary\""))
+            .contains("write_back.attribute: \"mail;binary\" is not an LDAP attribute name")
+    );
+    assert!(err(&d, &ldap("attribute = \"mail\"\nwhen = 1")).contains("unknown field"));
+    let ldif = "agent_id = \"a1\"\n[source]\nkind = \"ldif\"\npath = \"src.ldif\"\n[write_back]\nattribute = \"mail\"";
+    assert!(err(&d, ldif).contains("write_back: needs an LDAP source"));
+    assert!(
+        load(
+            &d,
+            "agent_id = \"a1\"\n[source]\nkind = \"ldif\"\npath = \"src.ldif\""
+        )
+        .unwrap()
+        .write_back
+        .is_none()
+    );
+}

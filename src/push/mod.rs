@@ -8,6 +8,7 @@
 //! keep going when failures look systemic.
 
 pub mod request;
+pub mod writeback;
 
 use crate::plan::{OpKind, Operation, PlannedOp};
 use crate::state::StateStore;

@@ -163,6 +163,27 @@ impl LdapSource {
         Ok(ldap)
     }
 
+    /// Replace one attribute of one entry (write-back; never used while planning).
+    pub async fn replace_value(
+        &self,
+        ldap: &mut Ldap,
+        dn: &str,
+        attribute: &str,
+        value: &str,
+    ) -> Result<(), SourceError> {
+        use std::collections::HashSet;
+        let context = format!("write {attribute} of {dn}");
+        let res = ldap
+            .with_timeout(self.operation_timeout)
+            .modify(
+                dn,
+                vec![ldap3::Mod::Replace(attribute, HashSet::from([value]))],
+            )
+            .await
+            .map_err(self.ldap_err(&context))?;
+        self.check_result(&context, res)
+    }
+
     /// Run one paged subtree search, calling `each` for every entry. Complete or error.
     async fn paged_search(
         &self,

@@ -127,3 +127,30 @@ pub fn move_to(dn: &str, new_parent: &str) {
         false,
     );
 }
+
+/// The values of one attribute of one entry (base search over verified LDAPS).
+pub fn values(dn: &str, attr: &str) -> Vec<String> {
+    let out = Command::new("ldapsearch")
+        .env("LDAPTLS_CACERT", env("TANSYNC_TEST_CA"))
+        .env("LDAPTLS_REQCERT", "demand")
+        .args(["-x", "-LLL", "-o", "ldif-wrap=no", "-H"])
+        .arg(env("TANSYNC_TEST_SAMBA_LDAPS_URL"))
+        .arg("-D")
+        .arg(env("TANSYNC_TEST_SAMBA_BIND_DN"))
+        .arg("-y")
+        .arg(env("TANSYNC_TEST_SAMBA_PASSWORD_FILE"))
+        .args(["-s", "base", "-b", dn, "(objectClass=*)", attr])
+        .output()
+        .expect("run ldapsearch");
+    assert!(
+        out.status.success(),
+        "ldapsearch {dn}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let prefix = format!("{}: ", attr.to_ascii_lowercase());
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.to_ascii_lowercase().starts_with(&prefix))
+        .map(|l| l[prefix.len()..].to_string())
+        .collect()
+}
