@@ -2,9 +2,11 @@
 """Data for bench/ldap-plan.sh: a large, deterministic inetOrgPerson directory and a
 matching NHS Directory snapshot.
 
-  gen_users.py ldif --count N --out users.ldif
+  gen_users.py ldif --count N --out users.ldif [--entry-uuid]
       The base entries (dc=bench,dc=org, ou=people) and N inetOrgPerson users
-      uid=uNNNNNNN,ou=people,dc=bench,dc=org. slapadd gives each its entryUUID.
+      uid=uNNNNNNN,ou=people,dc=bench,dc=org. slapadd gives each its entryUUID; with
+      --entry-uuid the LDIF carries a fixed one itself (for planning from the file, as
+      bench/push.sh does).
 
   gen_users.py snapshot --count N --uuids uuids.ldif --agent-id ID --out snapshot.json
       A tansync.snapshot/v1 document. --uuids is `ldapsearch -LLL ... uid entryUUID`
@@ -77,7 +79,10 @@ def e164(national):
     return "+44" + national.replace(" ", "")[1:]
 
 
-def write_ldif(count, out):
+UUID_NS = uuid.UUID("6f1d3c2e-8f57-4a43-9a0b-2b6f7c1d9e10")
+
+
+def write_ldif(count, out, entry_uuid=False):
     w = out.write
     w(f"dn: {SUFFIX}\nobjectClass: dcObject\nobjectClass: organization\n"
       f"dc: bench\no: tansync benchmark\n\n")
@@ -95,6 +100,8 @@ def write_ldif(count, out):
             f"employeeNumber: {u['employee']}",
             f"o: {u['ods']}",
         ]
+        if entry_uuid:
+            lines.append(f"entryUUID: {uuid.uuid5(UUID_NS, u['uid'])}")
         if u["tel"]:
             lines.append(f"telephoneNumber: {u['tel']}")
         if u["mobile"]:
@@ -215,6 +222,7 @@ def main():
     a = sub.add_parser("ldif")
     a.add_argument("--count", type=int, required=True)
     a.add_argument("--out", required=True)
+    a.add_argument("--entry-uuid", action="store_true")
     s = sub.add_parser("snapshot")
     s.add_argument("--count", type=int, required=True)
     s.add_argument("--uuids", required=True)
@@ -225,7 +233,7 @@ def main():
     args = ap.parse_args()
     if args.cmd == "ldif":
         with open(args.out, "w", encoding="utf-8") as f:
-            write_ldif(args.count, f)
+            write_ldif(args.count, f, args.entry_uuid)
     elif args.cmd == "snapshot":
         with open(args.out, "w", encoding="utf-8") as f:
             write_snapshot(args.count, args.uuids, args.agent_id, f)
