@@ -61,22 +61,37 @@ fn nhs_path(attr: &str) -> String {
     format!("{}:{attr}", scim::NHS_SCHEMA)
 }
 
+/// One field change as a PATCH operation any conforming server applies the same way.
+/// A field in a typed entry (telephone, mobile) is added as a whole entry when it had no
+/// value — a `replace` through `phoneNumbers[type eq "work"]` matching nothing is
+/// `noTarget` (RFC 7644 §3.5.2.3) — and removed as a whole entry, so no value-less
+/// typed entry is left behind.
+fn change_op(c: &FieldChange) -> PatchOperation {
+    match (User::typed_entry(c.field), &c.old, &c.new) {
+        (Some((attr, kind)), None, Some(v)) => PatchOperation {
+            op: "add".into(),
+            path: Some(attr.into()),
+            value: Some(json!([{"type": kind, "value": v}])),
+        },
+        (Some((attr, kind)), _, None) => PatchOperation {
+            op: "remove".into(),
+            path: Some(User::entry_path(attr, kind)),
+            value: None,
+        },
+        (_, _, Some(v)) => replace(User::path(c.field), Value::String(v.clone())),
+        (None, _, None) => PatchOperation {
+            op: "remove".into(),
+            path: Some(User::path(c.field)),
+            value: None,
+        },
+    }
+}
+
 fn change_ops(changes: &[FieldChange]) -> Vec<PatchOperation> {
     changes
         .iter()
         .filter(|c| c.field.is_synchronised())
-        .map(|c| match &c.new {
-            Some(v) => PatchOperation {
-                op: "replace".into(),
-                path: Some(User::path(c.field)),
-                value: Some(Value::String(v.clone())),
-            },
-            None => PatchOperation {
-                op: "remove".into(),
-                path: Some(User::path(c.field)),
-                value: None,
-            },
-        })
+        .map(change_op)
         .collect()
 }
 
@@ -86,6 +101,14 @@ fn replace(path: String, value: Value) -> PatchOperation {
         path: Some(path),
         value: Some(value),
     }
+}
+
+/// The core `active` flag, sent alongside every NHS status change: the NHS Directory
+/// reads the status first and agrees with it, and a server that knows nothing of the
+/// NHS lifecycle still disables a leaver's account (or enables a restored one) by the
+/// one flag every SCIM server understands.
+fn set_active(active: bool) -> PatchOperation {
+    replace("active".into(), json!(active))
 }
 
 /// Build the request for an operation. `agent_id` marks the accounts this agent manages.
@@ -119,6 +142,10 @@ pub fn build(op: &Operation, agent_id: &str, nhsmail_domain: &str) -> Request {
                 nhs: Some(Nhs {
                     ods_code: Some(ods_code.to_string()),
                     managed_by: Some(agent_id.to_string()),
+                    // The extension schema marks status required, so a server that
+                    // enforces it (any conforming one) refuses a create without it. The
+                    // NHS Directory ignores it on create and starts the account pending.
+                    status: Some("active".into()),
                     ..Nhs::default()
                 }),
                 ..User::default()
@@ -145,7 +172,10 @@ pub fn build(op: &Operation, agent_id: &str, nhsmail_domain: &str) -> Request {
         } => Request::Patch {
             target_id: target_id.clone(),
             etag: etag.clone(),
-            patch: PatchRequest::new(vec![replace(nhs_path("status"), json!("leaver"))]),
+            patch: PatchRequest::new(vec![
+                replace(nhs_path("status"), json!("leaver")),
+                set_active(false),
+            ]),
         },
         Operation::Move {
             target_id,
@@ -157,6 +187,7 @@ pub fn build(op: &Operation, agent_id: &str, nhsmail_domain: &str) -> Request {
             let mut ops = vec![
                 replace(nhs_path("odsCode"), json!(ods_code.as_str())),
                 replace(nhs_path("status"), json!("active")),
+                set_active(true),
             ];
             ops.extend(change_ops(changes));
             Request::Patch {
@@ -171,7 +202,10 @@ pub fn build(op: &Operation, agent_id: &str, nhsmail_domain: &str) -> Request {
             etag,
             ..
         } => {
-            let mut ops = vec![replace(nhs_path("status"), json!("active"))];
+            let mut ops = vec![
+                replace(nhs_path("status"), json!("active")),
+                set_active(true),
+            ];
             ops.extend(change_ops(changes));
             Request::Patch {
                 target_id: target_id.clone(),
@@ -265,6 +299,10 @@ mod tests {
             Some("agent-1")
         );
         assert_eq!(u.fields()[&Field::GivenName], "Zoë");
+        // Status goes on the create too: the extension schema marks it required.
+        let v = serde_json::to_value(&u).unwrap();
+        assert_eq!(v[scim::NHS_SCHEMA]["status"], "active");
+        assert_eq!(v["active"], true);
         assert!(holds(&op, &u));
         let mv = Operation::Move {
             external_id: ExternalId::parse("x1").unwrap(),
@@ -287,7 +325,87 @@ mod tests {
             v["Operations"][0]["path"],
             format!("{}:odsCode", scim::NHS_SCHEMA)
         );
-        assert_eq!(v["Operations"][2]["op"], "remove");
-        assert_eq!(v["Operations"][2]["path"], "title");
+        assert_eq!(v["Operations"][2]["path"], "active");
+        assert_eq!(v["Operations"][2]["value"], true);
+        assert_eq!(v["Operations"][3]["op"], "remove");
+        assert_eq!(v["Operations"][3]["path"], "title");
+    }
+
+    fn patch_json(op: &Operation) -> Value {
+        let Request::Patch { patch, .. } = build(op, "agent-1", "nhs.net") else {
+            panic!("patch")
+        };
+        serde_json::to_value(&patch).unwrap()["Operations"].clone()
+    }
+
+    fn update(changes: Vec<FieldChange>) -> Operation {
+        Operation::Update {
+            external_id: ExternalId::parse("x1").unwrap(),
+            target_id: TargetId::parse("t1").unwrap(),
+            ods_code: OdsCode::parse("RXA").unwrap(),
+            changes,
+            etag: None,
+        }
+    }
+
+    fn change(field: Field, old: Option<&str>, new: Option<&str>) -> FieldChange {
+        FieldChange {
+            field,
+            old: old.map(String::from),
+            new: new.map(String::from),
+        }
+    }
+
+    #[test]
+    fn typed_entries_are_added_replaced_and_removed_whole() {
+        let ops = patch_json(&update(vec![
+            change(Field::Telephone, None, Some("+441134960101")),
+            change(Field::Mobile, Some("+447123456001"), Some("+447123456002")),
+            change(Field::Telephone, Some("+441134960101"), None),
+            change(Field::JobTitle, Some("Nurse"), Some("Senior Nurse")),
+            change(Field::Department, Some("Maternity"), None),
+        ]));
+        let want = json!([
+            // No entry of the type yet: a filtered replace would be noTarget.
+            {"op": "add", "path": "phoneNumbers",
+             "value": [{"type": "work", "value": "+441134960101"}]},
+            {"op": "replace", "path": "phoneNumbers[type eq \"mobile\"].value",
+             "value": "+447123456002"},
+            // The whole entry, not just its value.
+            {"op": "remove", "path": "phoneNumbers[type eq \"work\"]"},
+            {"op": "replace", "path": "title", "value": "Senior Nurse"},
+            {"op": "remove", "path": format!("{}:department", scim::ENTERPRISE_SCHEMA)},
+        ]);
+        assert_eq!(ops, want);
+    }
+
+    #[test]
+    fn status_changes_carry_the_core_active_flag() {
+        let remove = Operation::Remove {
+            external_id: ExternalId::parse("x1").unwrap(),
+            target_id: TargetId::parse("t1").unwrap(),
+            ods_code: OdsCode::parse("RXA").unwrap(),
+            reason: crate::plan::RemoveReason::Disabled,
+            etag: None,
+        };
+        let ops = patch_json(&remove);
+        assert_eq!(ops[0]["path"], nhs_path("status"));
+        assert_eq!(ops[0]["value"], "leaver");
+        assert_eq!(
+            ops[1],
+            json!({"op": "replace", "path": "active", "value": false})
+        );
+        let restore = Operation::Restore {
+            external_id: ExternalId::parse("x1").unwrap(),
+            target_id: TargetId::parse("t1").unwrap(),
+            ods_code: OdsCode::parse("RXA").unwrap(),
+            changes: vec![],
+            etag: None,
+        };
+        let ops = patch_json(&restore);
+        assert_eq!(
+            ops[1],
+            json!({"op": "replace", "path": "active", "value": true})
+        );
     }
 }

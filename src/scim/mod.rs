@@ -108,9 +108,17 @@ pub struct User {
     pub display_name: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub title: Option<String>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "valued_entries",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub emails: Vec<MultiValue>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "valued_entries",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub phone_numbers: Vec<MultiValue>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub active: Option<bool>,
@@ -130,9 +138,46 @@ pub struct User {
     pub meta: Option<Meta>,
 }
 
+/// Where the typed model fields live: (multi-valued attribute, entry type).
+const TELEPHONE: (&str, &str) = ("phoneNumbers", "work");
+const MOBILE: (&str, &str) = ("phoneNumbers", "mobile");
+const WORK_EMAIL: (&str, &str) = ("emails", "work");
+
+/// A multi-valued attribute entry as any server may send it: RFC 7643 does not require
+/// `value`, and a server that applies a PATCH `remove` of `phoneNumbers[…].value`
+/// literally keeps a typed entry without one.
+#[derive(Deserialize)]
+struct LooseMultiValue {
+    #[serde(default)]
+    value: Option<String>,
+    #[serde(default, rename = "type")]
+    kind: Option<String>,
+    #[serde(default)]
+    primary: Option<bool>,
+}
+
+/// Read `emails` / `phoneNumbers`, dropping entries without a value: they carry nothing
+/// the model could hold, and refusing them would make one such account fail a whole read.
+fn valued_entries<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<MultiValue>, D::Error> {
+    let loose: Option<Vec<LooseMultiValue>> = Option::deserialize(d)?;
+    Ok(loose
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|m| {
+            m.value.map(|value| MultiValue {
+                value,
+                kind: m.kind,
+                primary: m.primary,
+            })
+        })
+        .collect())
+}
+
+/// The first entry of a type that holds something (a blank entry another client left
+/// must not hide a real one after it).
 fn typed<'a>(list: &'a [MultiValue], kind: &str) -> Option<&'a str> {
     list.iter()
-        .find(|m| m.kind.as_deref() == Some(kind))
+        .find(|m| m.kind.as_deref() == Some(kind) && !m.value.trim().is_empty())
         .map(|m| m.value.as_str())
 }
 
@@ -196,20 +241,43 @@ impl User {
         }
     }
 
-    /// The SCIM attribute path of a model field, for PATCH (RFC 7644 §3.5.2).
+    /// The SCIM attribute path of a model field's value, for PATCH (RFC 7644 §3.5.2).
+    /// For a field in a typed entry (see [`User::typed_entry`]) it reaches an existing
+    /// entry only.
     pub fn path(f: Field) -> String {
+        let value_of =
+            |(attr, kind): (&str, &str)| format!("{}.value", Self::entry_path(attr, kind));
         match f {
             Field::GivenName => "name.givenName".into(),
             Field::FamilyName => "name.familyName".into(),
             Field::DisplayName => "displayName".into(),
             Field::JobTitle => "title".into(),
-            Field::Telephone => "phoneNumbers[type eq \"work\"].value".into(),
-            Field::Mobile => "phoneNumbers[type eq \"mobile\"].value".into(),
-            Field::Email => "emails[type eq \"work\"].value".into(),
+            Field::Telephone => value_of(TELEPHONE),
+            Field::Mobile => value_of(MOBILE),
+            Field::Email => value_of(WORK_EMAIL),
             Field::Department => format!("{ENTERPRISE_SCHEMA}:department"),
             Field::EmployeeId => format!("{ENTERPRISE_SCHEMA}:employeeNumber"),
             Field::Site => format!("{NHS_SCHEMA}:site"),
         }
+    }
+
+    /// For a field held in a typed entry of a multi-valued attribute, that attribute and
+    /// type (telephone → `phoneNumbers` of type `work`). PATCH must treat these apart
+    /// (RFC 7644 §3.5.2.3): a `replace` through a value filter that matches no entry is
+    /// `noTarget` on a conforming server, and removing only `.value` leaves an empty
+    /// typed entry behind.
+    pub fn typed_entry(f: Field) -> Option<(&'static str, &'static str)> {
+        match f {
+            Field::Telephone => Some(TELEPHONE),
+            Field::Mobile => Some(MOBILE),
+            Field::Email => Some(WORK_EMAIL),
+            _ => None,
+        }
+    }
+
+    /// The value path selecting the entries of one type (`phoneNumbers[type eq "work"]`).
+    pub fn entry_path(attr: &str, kind: &str) -> String {
+        format!("{attr}[type eq \"{kind}\"]")
     }
 
     /// The primary (work) email: the NHSmail address.
@@ -328,5 +396,40 @@ mod tests {
         assert_eq!(back.fields().len(), 5);
         u.set_field(Field::Mobile, None);
         assert!(u.phone_numbers.is_empty());
+    }
+
+    #[test]
+    fn entries_without_a_value_are_dropped_on_read() {
+        // As a server leaves them after a PATCH remove of `phoneNumbers[…].value`.
+        let u: User = serde_json::from_value(serde_json::json!({
+            "userName": "a@nhs.net",
+            "phoneNumbers": [
+                {"type": "work"},
+                {"type": "mobile", "value": null},
+                {"type": "work", "value": "+441134960101"},
+            ],
+            "emails": null,
+        }))
+        .unwrap();
+        assert_eq!(u.phone_numbers.len(), 1);
+        assert_eq!(u.fields()[&Field::Telephone], "+441134960101");
+        assert!(u.emails.is_empty());
+    }
+
+    #[test]
+    fn typed_field_paths() {
+        assert_eq!(
+            User::path(Field::Telephone),
+            "phoneNumbers[type eq \"work\"].value"
+        );
+        assert_eq!(
+            User::typed_entry(Field::Mobile),
+            Some(("phoneNumbers", "mobile"))
+        );
+        assert_eq!(User::typed_entry(Field::JobTitle), None);
+        assert_eq!(
+            User::entry_path("emails", "work"),
+            "emails[type eq \"work\"]"
+        );
     }
 }

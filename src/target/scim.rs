@@ -118,6 +118,7 @@ impl Http {
         })
     }
 
+    /// A call whose answer must carry a body.
     async fn call<T: DeserializeOwned>(
         &self,
         method: &'static str,
@@ -125,6 +126,25 @@ impl Http {
         body: Option<&serde_json::Value>,
         if_match: Option<&str>,
     ) -> Result<(T, Option<String>), CallError> {
+        match self.call_maybe_empty(method, path, body, if_match).await? {
+            (Some(v), etag) => Ok((v, etag)),
+            (None, _) => Err(CallError::Decode {
+                method,
+                path: path.to_string(),
+                problem: "empty response body".into(),
+            }),
+        }
+    }
+
+    /// A call that may be answered without a body (`None`): a server may answer a PATCH
+    /// with 204 No Content instead of the resource (RFC 7644 §3.5.2).
+    async fn call_maybe_empty<T: DeserializeOwned>(
+        &self,
+        method: &'static str,
+        path: &str,
+        body: Option<&serde_json::Value>,
+        if_match: Option<&str>,
+    ) -> Result<(Option<T>, Option<String>), CallError> {
         let url = format!("{}{path}", self.base);
         let m = match method {
             "GET" => reqwest::Method::GET,
@@ -179,13 +199,15 @@ impl Http {
                 scim: serde_json::from_slice(&bytes).ok(),
             });
         }
-        let body: &[u8] = if bytes.is_empty() { b"null" } else { &bytes };
-        let v = serde_json::from_slice(body).map_err(|e| CallError::Decode {
+        if status == 204 || bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok((None, etag));
+        }
+        let v = serde_json::from_slice(&bytes).map_err(|e| CallError::Decode {
             method,
             path: path_s,
             problem: e.to_string(),
         })?;
-        Ok((v, etag))
+        Ok((Some(v), etag))
     }
 }
 
@@ -408,7 +430,17 @@ impl ScimTarget {
             .0
             .get("/Organisations?count=1000")
             .await
-            .map_err(|e| self.invalid(format!("cannot read the organisation registry: {e}")))?;
+            .map_err(|e| {
+                // /Organisations is the NHS Directory's own resource; any other SCIM
+                // server lacks it, and the registry must then come from a file.
+                let hint = if e.status() == Some(404) {
+                    " (this server has no /Organisations resource: set \
+                     target.organisations_file to a registry file)"
+                } else {
+                    ""
+                };
+                self.invalid(format!("cannot read the organisation registry: {e}{hint}"))
+            })?;
         list.resources
             .into_iter()
             .map(|o| {
@@ -489,19 +521,22 @@ impl ScimWriter {
         self.http.call("POST", "/Users", Some(&body), None).await
     }
 
+    /// The patched user when the server sends it back (it may answer 204 No Content).
     pub async fn patch(
         &self,
         id: &TargetId,
         if_match: Option<&str>,
         req: &PatchRequest,
-    ) -> Result<(User, Option<String>), CallError> {
+    ) -> Result<(Option<User>, Option<String>), CallError> {
         let path = format!("/Users/{}", url_escape(id.as_str()));
         let body = serde_json::to_value(req).map_err(|e| CallError::Decode {
             method: "PATCH",
             path: path.clone(),
             problem: e.to_string(),
         })?;
-        self.http.call("PATCH", &path, Some(&body), if_match).await
+        self.http
+            .call_maybe_empty("PATCH", &path, Some(&body), if_match)
+            .await
     }
 
     /// Look an account up by anchor (before re-sending a create whose fate is unknown).
