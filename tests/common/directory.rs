@@ -7,7 +7,7 @@
 
 use std::fs::File;
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, ChildStdout, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -129,14 +129,6 @@ impl DirectoryProcess {
     /// The directory's stderr so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("directory.log")).unwrap_or_default()
-    }
-
-    pub fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    pub fn pid(&self) -> u32 {
-        self.process.0.id()
     }
 }
 
