@@ -165,7 +165,10 @@ fn apply_path_text(
                 s.id
             )));
         };
-        for (k, v) in map {
+        // Clients that model the extension as a resource of its own (scim2-models
+        // does) send its `schemas` along: it names the URN the path already gives, and
+        // is no attribute to set.
+        for (k, v) in map.iter().filter(|(k, _)| k.as_str() != "schemas") {
             apply_at(
                 doc,
                 kind,
@@ -734,6 +737,32 @@ mod tests {
             let e = apply(&mut doc, std::slice::from_ref(&o)).unwrap_err();
             assert_eq!(e.scim_type, Some(want), "{o:?}: {e}");
         }
+    }
+
+    #[test]
+    fn extension_urn_path_ignores_the_values_schemas() {
+        let mut doc = base();
+        apply(
+            &mut doc,
+            &[op(
+                "replace",
+                Some(ENTERPRISE_SCHEMA),
+                Some(json!({"schemas": [ENTERPRISE_SCHEMA], "department": "Cardiology"})),
+            )],
+        )
+        .unwrap();
+        assert_eq!(doc[ENTERPRISE_SCHEMA], json!({"department": "Cardiology"}));
+        apply(
+            &mut doc,
+            &[op(
+                "add",
+                Some(NHS_SCHEMA),
+                Some(json!({"schemas": [NHS_SCHEMA], "site": "Northgate"})),
+            )],
+        )
+        .unwrap();
+        assert_eq!(doc[NHS_SCHEMA]["site"], "Northgate");
+        assert_eq!(doc[NHS_SCHEMA]["odsCode"], "RXA");
     }
 
     #[test]

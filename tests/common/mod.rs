@@ -2,6 +2,8 @@
 //! `tests/harness/start-servers.sh`), config writing, and running the binary.
 #![allow(dead_code)]
 
+pub mod directory;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 

@@ -9,6 +9,11 @@
 # policy-rc.d was there before is put back afterwards.
 # A system slapd (Debian's own, /var/run/slapd/slapd.pid) is stopped if it
 # runs, since it would hold the LDAP port 389 that the Samba DC needs.
+#
+# Then the Python tools of python-requirements.txt (pinned) go into a
+# virtualenv of their own, $PYTOOLS_DIR (default target/pytools), so the
+# system's Python is left alone. That is redone only when the pins change or
+# the virtualenv is missing or broken.
 set -euo pipefail
 
 # shellcheck source=tests/harness/lib.sh
@@ -16,7 +21,7 @@ set -euo pipefail
 
 PACKAGES=(
     samba samba-ad-provision samba-dsdb-modules samba-vfs-modules
-    ldb-tools slapd ldap-utils openssl python3
+    ldb-tools slapd ldap-utils openssl python3 python3-venv
 )
 POLICY=/usr/sbin/policy-rc.d
 
@@ -94,3 +99,31 @@ stop_system_daemon /var/run/slapd/slapd.pid slapd
 for p in "${PACKAGES[@]}"; do
     is_installed "$p" || die "package $p is still not installed"
 done
+
+# install_python_tools: the pinned Python tools, in their own virtualenv.
+install_python_tools() {
+    local req="$HARNESS_DIR/python-requirements.txt"
+    local stamp="$PYTOOLS_DIR/installed-requirements.txt"
+    if [[ -f $stamp ]] && cmp -s "$req" "$stamp" &&
+        "$PYTOOLS_DIR/bin/python" -c '' 2>/dev/null &&
+        [[ -x $PYTOOLS_DIR/bin/scim2 && -x $PYTOOLS_DIR/bin/scim2-server ]]; then
+        return 0
+    fi
+    # Only ever wipe a virtualenv (or an empty folder): TANSYNC_PYTOOLS_DIR may
+    # point anywhere.
+    if [[ -d $PYTOOLS_DIR && ! -f $PYTOOLS_DIR/pyvenv.cfg ]] &&
+        [[ -n "$(ls -A "$PYTOOLS_DIR")" ]]; then
+        die "$PYTOOLS_DIR exists and is not a virtualenv; remove it or set TANSYNC_PYTOOLS_DIR"
+    fi
+    log "installing the Python test tools into $PYTOOLS_DIR"
+    command -v python3 >/dev/null 2>&1 || die "python3 not found"
+    python3 -m venv --clear "$PYTOOLS_DIR" || die "cannot create a virtualenv in $PYTOOLS_DIR"
+    "$PYTOOLS_DIR/bin/python" -m pip install --quiet --disable-pip-version-check \
+        --requirement "$req" || die "pip could not install $req"
+    for tool in scim2 scim2-server; do
+        [[ -x $PYTOOLS_DIR/bin/$tool ]] || die "$PYTOOLS_DIR/bin/$tool is missing after the install"
+    done
+    # Written last: a half-done install is redone next time.
+    cp "$req" "$stamp"
+}
+install_python_tools

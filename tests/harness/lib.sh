@@ -4,6 +4,10 @@
 HARNESS_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO_ROOT="$(cd "$HARNESS_DIR/../.." && pwd)"
 export HARNESS_DIR REPO_ROOT
+# The virtualenv holding the Python tools of python-requirements.txt (install-deps.sh
+# makes it, start-servers.sh exports the tools' paths in env.sh).
+PYTOOLS_DIR="${TANSYNC_PYTOOLS_DIR:-$REPO_ROOT/target/pytools}"
+export PYTOOLS_DIR
 
 log() { printf '[harness %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { printf '[harness] ERROR: %s\n' "$*" >&2; exit 1; }

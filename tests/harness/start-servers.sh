@@ -44,6 +44,14 @@ for tool in samba samba-tool ldbadd slapd slapadd slappasswd ldapsearch openssl 
         die "'$tool' not found; install the packages first (bash tests/harness/install-deps.sh)"
 done
 
+# The Python tools (install-deps.sh), whose paths env.sh exports.
+SCIM2_CLI="$PYTOOLS_DIR/bin/scim2"
+SCIM2_SERVER="$PYTOOLS_DIR/bin/scim2-server"
+for tool in "$SCIM2_CLI" "$SCIM2_SERVER"; do
+    [[ -x $tool ]] ||
+        die "'$tool' not found; install the Python test tools first (bash tests/harness/install-deps.sh)"
+done
+
 for name in samba slapd; do
     if [[ -f $PIDS/$name.pid ]] && pid_alive "$(cat "$PIDS/$name.pid")"; then
         die "$name from an earlier run is still running in $WORKDIR (PID $(cat "$PIDS/$name.pid")); run: bash tests/harness/stop-servers.sh $WORKDIR"
@@ -288,6 +296,8 @@ env_line() {
     env_line TANSYNC_TEST_SLAPD_LIMITED_BIND_DN "$SLAPD_LIMITED_DN"
     env_line TANSYNC_TEST_SLAPD_LIMITED_PASSWORD_FILE "$SECRETS/slapd-limited.password"
     env_line TANSYNC_TEST_SLAPD_PID "$SLAPD_PID"
+    env_line TANSYNC_TEST_SCIM2_CLI "$SCIM2_CLI"
+    env_line TANSYNC_TEST_SCIM2_SERVER "$SCIM2_SERVER"
 } >"$WORKDIR/env.sh"
 
 STARTED_OK=1

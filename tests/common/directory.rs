@@ -1,0 +1,234 @@
+//! The reference NHS Directory as a real process: `tansync directory serve` from
+//! `CARGO_BIN_EXE_tansync`, with its configuration and token files in a temp folder, on a
+//! free loopback port (`listen = "127.0.0.1:0"`), and a small HTTP client for it.
+//!
+//! Every process started here is killed by its own PID when its guard drops, whether the
+//! test passed or panicked.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, ChildStdout, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// How long the directory may take to print `listening on URL`.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A child process that is killed (by its PID) and reaped when this drops.
+pub struct KillOnDrop(pub Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Run `cmd` with stdout and stderr captured to files in `dir`, killing it after
+/// `limit`. Returns (exit code, stdout, stderr); the code is -1 when it was killed.
+pub fn run_bounded(
+    mut cmd: Command,
+    dir: &Path,
+    name: &str,
+    limit: Duration,
+) -> (i32, String, String) {
+    let out_path = dir.join(format!("{name}.stdout"));
+    let err_path = dir.join(format!("{name}.stderr"));
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(File::create(&out_path).expect("create stdout file"))
+        .stderr(File::create(&err_path).expect("create stderr file"))
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {:?}: {e}", cmd.get_program()));
+    let mut guard = KillOnDrop(child);
+    let deadline = Instant::now() + limit;
+    let code = loop {
+        match guard.0.try_wait().expect("wait for child") {
+            Some(status) => break status.code().unwrap_or(-1),
+            None if Instant::now() >= deadline => {
+                let _ = guard.0.kill();
+                let _ = guard.0.wait();
+                break -1;
+            }
+            None => std::thread::sleep(Duration::from_millis(50)),
+        }
+    };
+    drop(guard);
+    let read = |p: &Path| std::fs::read_to_string(p).unwrap_or_default();
+    (code, read(&out_path), read(&err_path))
+}
+
+/// A running directory.
+pub struct DirectoryProcess {
+    /// Declared first: the process goes before its folder does.
+    process: KillOnDrop,
+    /// Kept open: the directory's stdout stays a live pipe for as long as it runs.
+    _stdout: Option<BufReader<ChildStdout>>,
+    /// `http://127.0.0.1:PORT`.
+    pub url: String,
+    pub dir: tempfile::TempDir,
+}
+
+impl DirectoryProcess {
+    /// Write `files` (name, contents) and `config` (as `directory.toml`) into a fresh
+    /// temp folder, start the directory and wait for its `listening on URL` line.
+    pub fn start(config: &str, files: &[(&str, &str)]) -> DirectoryProcess {
+        let dir = tempfile::tempdir().expect("temp dir");
+        for (name, text) in files {
+            std::fs::write(dir.path().join(name), text).expect("write file");
+        }
+        let cfg = dir.path().join("directory.toml");
+        std::fs::write(&cfg, config).expect("write directory config");
+        let log = dir.path().join("directory.log");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_tansync"))
+            .args(["directory", "serve", "--directory-config"])
+            .arg(&cfg)
+            .env_remove("TANSYNC_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(File::create(&log).expect("create log file"))
+            .spawn()
+            .expect("start tansync directory serve");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let mut d = DirectoryProcess {
+            process: KillOnDrop(child),
+            _stdout: None,
+            url: String::new(),
+            dir,
+        };
+
+        // Read the one line in a thread, so a directory that hangs cannot hang the test.
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut reader = BufReader::new(stdout);
+            let mut line = String::new();
+            let r = reader.read_line(&mut line).map(|_| line);
+            let _ = tx.send((r, reader));
+        });
+        match rx.recv_timeout(START_TIMEOUT) {
+            Ok((Ok(line), reader)) => match line.trim().strip_prefix("listening on ") {
+                Some(url) => {
+                    d.url = url.to_string();
+                    d._stdout = Some(reader);
+                }
+                None => panic!(
+                    "the directory did not start (first stdout line {line:?}); its log:\n{}",
+                    d.log()
+                ),
+            },
+            Ok((Err(e), _)) => panic!("reading the directory's stdout: {e}; its log:\n{}", d.log()),
+            Err(_) => panic!(
+                "the directory printed no `listening on` line within {START_TIMEOUT:?}; its log:\n{}",
+                d.log()
+            ),
+        }
+        d
+    }
+
+    /// The directory's stderr so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("directory.log")).unwrap_or_default()
+    }
+}
+
+/// An answer: status, headers and the body as JSON (`Null` when empty).
+#[derive(Debug)]
+pub struct Answer {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: serde_json::Value,
+}
+
+impl Answer {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+/// A client of the directory with one bearer token.
+#[derive(Clone)]
+pub struct Api {
+    http: reqwest::Client,
+    base: String,
+    token: String,
+}
+
+impl Api {
+    pub fn new(base: &str, token: &str) -> Api {
+        // reqwest is built without a default crypto provider, so it needs a rustls
+        // configuration even for plain http; these tests speak only plain http on
+        // loopback, so no roots are needed. No proxy: the directory is on loopback.
+        let tls = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("rustls protocol versions")
+        .with_root_certificates(rustls::RootCertStore::empty())
+        .with_no_client_auth();
+        let http = reqwest::Client::builder()
+            .no_proxy()
+            .timeout(Duration::from_secs(30))
+            .tls_backend_preconfigured(tls)
+            .build()
+            .expect("HTTP client");
+        Api {
+            http,
+            base: base.trim_end_matches('/').to_string(),
+            token: token.to_string(),
+        }
+    }
+
+    /// One request. `headers`: extra headers (If-Match, …).
+    pub async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&serde_json::Value>,
+        headers: &[(&str, &str)],
+    ) -> Answer {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).expect("HTTP method");
+        let mut req = self
+            .http
+            .request(method.clone(), format!("{}{path}", self.base))
+            .bearer_auth(&self.token);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        if let Some(b) = body {
+            req = req
+                .header("content-type", "application/scim+json")
+                .body(serde_json::to_vec(b).expect("JSON body"));
+        }
+        let resp = req
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let bytes = resp.bytes().await.expect("response body");
+        let body = if bytes.is_empty() {
+            serde_json::Value::Null
+        } else {
+            serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+                panic!(
+                    "{method} {path}: the body is not JSON ({e}): {}",
+                    String::from_utf8_lossy(&bytes)
+                )
+            })
+        };
+        Answer {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    pub async fn get(&self, path: &str) -> Answer {
+        self.call("GET", path, None, &[]).await
+    }
+
+    pub async fn post(&self, path: &str, body: &serde_json::Value) -> Answer {
+        self.call("POST", path, Some(body), &[]).await
+    }
+}
