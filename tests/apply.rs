@@ -64,13 +64,8 @@ impl World {
                 cap: 50,
             },
         ];
-        let dir = DirectoryService::start(
-            tmp.path(),
-            AGENT,
-            &["RXA", "RXB", "RXS"],
-            &registry,
-            directory_extra,
-        );
+        let dir =
+            DirectoryService::start(AGENT, &["RXA", "RXB", "RXS"], &registry, directory_extra);
 
         let mut filters = String::new();
         for (sub, ods) in OUS {

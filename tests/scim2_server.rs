@@ -5,7 +5,7 @@
 //! If-Match), mark leavers — and a plan right after each apply must find nothing to do.
 //! Everything is checked through scim2-server's own HTTP API, never through the agent.
 //!
-//! The executable comes from `TANSYNC_SCIM2_SERVER`, else `PATH`
+//! The executable comes from `TANSYNC_TEST_SCIM2_SERVER` (set by tests/harness)
 //! (`pip install scim2-server`). Missing, the test fails: it never skips.
 
 mod common;
@@ -22,22 +22,15 @@ use tansync::scim::{ENTERPRISE_SCHEMA, NHS_SCHEMA};
 const TOKEN: &str = "scim2-server-test-token";
 const AGENT: &str = "tansync-scim2";
 
+/// The pinned scim2-server the harness installs (tests/harness/install-deps.sh).
 fn scim2_server_exe() -> PathBuf {
-    if let Some(p) = std::env::var_os("TANSYNC_SCIM2_SERVER") {
-        return PathBuf::from(p);
-    }
-    std::env::var_os("PATH")
-        .iter()
-        .flat_map(std::env::split_paths)
-        .map(|d| d.join("scim2-server"))
-        .find(|p| p.is_file())
-        .unwrap_or_else(|| {
-            panic!(
-                "scim2-server not found on PATH and TANSYNC_SCIM2_SERVER is not set: \
-                 this test needs the real server; install it with \
-                 `pip install scim2-server` (tests/harness/install-deps.sh pins it)"
-            )
-        })
+    let p = PathBuf::from(env("TANSYNC_TEST_SCIM2_SERVER"));
+    assert!(
+        p.is_file(),
+        "TANSYNC_TEST_SCIM2_SERVER={} does not exist; run bash tests/harness/install-deps.sh",
+        p.display()
+    );
+    p
 }
 
 fn free_port() -> u16 {

@@ -179,7 +179,7 @@ impl Api {
         }
     }
 
-    /// One request. `headers`: extra headers (If-Match, …).
+    /// One request. `headers`: extra headers (If-Match, …). Panics when no answer came.
     pub async fn call(
         &self,
         method: &str,
@@ -187,6 +187,19 @@ impl Api {
         body: Option<&serde_json::Value>,
         headers: &[(&str, &str)],
     ) -> Answer {
+        self.try_call(method, path, body, headers)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// One request; `Err` when the connection failed (e.g. a fault the test injected).
+    pub async fn try_call(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&serde_json::Value>,
+        headers: &[(&str, &str)],
+    ) -> Result<Answer, String> {
         let method = reqwest::Method::from_bytes(method.as_bytes()).expect("HTTP method");
         let mut req = self
             .http
@@ -200,13 +213,17 @@ impl Api {
                 .header("content-type", "application/scim+json")
                 .body(serde_json::to_vec(b).expect("JSON body"));
         }
-        let resp = req
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
-        let status = resp.status().as_u16();
-        let headers = resp.headers().clone();
-        let bytes = resp.bytes().await.expect("response body");
+        let (status, headers, bytes) = match req.send().await {
+            Ok(resp) => {
+                let status = resp.status().as_u16();
+                let headers = resp.headers().clone();
+                match resp.bytes().await {
+                    Ok(b) => (status, headers, b),
+                    Err(e) => return Err(format!("{method} {path}: {e}")),
+                }
+            }
+            Err(e) => return Err(format!("{method} {path}: {e}")),
+        };
         let body = if bytes.is_empty() {
             serde_json::Value::Null
         } else {
@@ -217,11 +234,11 @@ impl Api {
                 )
             })
         };
-        Answer {
+        Ok(Answer {
             status,
             headers,
             body,
-        }
+        })
     }
 
     pub async fn get(&self, path: &str) -> Answer {

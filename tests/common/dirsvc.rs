@@ -1,14 +1,12 @@
-//! The reference NHS Directory as a real process for integration tests: started from the
-//! built binary on a free loopback port, read back over its own HTTP API (SCIM and the
-//! admin endpoints), and killed by its PID when the test ends (also on panic).
+//! The reference directory set up for the end-to-end tests: one agent client with its
+//! organisations, a registry, the admin endpoints, and blocking accessors for what the
+//! tests read back (accounts, the request log) — on top of [`super::directory`].
 
+use super::directory::{Api, DirectoryProcess};
 use serde_json::Value;
-use std::io::{BufRead, BufReader, Read};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::path::PathBuf;
 
-/// An organisation of the directory's registry: (ODS code, kind, open, cap).
+/// An organisation of the directory's registry.
 pub struct Org<'a> {
     pub ods: &'a str,
     pub kind: &'a str,
@@ -17,17 +15,17 @@ pub struct Org<'a> {
 }
 
 pub struct DirectoryService {
-    child: Child,
+    process: DirectoryProcess,
     pub url: String,
-    /// The agent's bearer token file (client `client_id`).
+    /// The agent's bearer token file.
     pub token_file: PathBuf,
-    token: String,
-    admin_token: String,
-    stderr_file: PathBuf,
+    agent: Api,
+    admin: Api,
+    rt: tokio::runtime::Runtime,
 }
 
+/// A token unique to this process and call (tests only; the directory keeps a digest).
 fn new_token() -> String {
-    // Unique per call: time and a counter, hex. Tests only; the directory keeps a digest.
     use std::sync::atomic::{AtomicU64, Ordering};
     static N: AtomicU64 = AtomicU64::new(0);
     let nanos = std::time::SystemTime::now()
@@ -42,10 +40,9 @@ fn new_token() -> String {
 }
 
 impl DirectoryService {
-    /// Start a directory in `dir` for client `client_id`, which may act for
-    /// `client_orgs`; `extra` is appended to the configuration (rate_limit, faults …).
+    /// Start a directory for client `client_id`, which may act for `client_orgs`;
+    /// `extra` is appended to the configuration (rate_limit, faults …).
     pub fn start(
-        dir: &Path,
         client_id: &str,
         client_orgs: &[&str],
         registry: &[Org],
@@ -53,9 +50,6 @@ impl DirectoryService {
     ) -> DirectoryService {
         let token = new_token();
         let admin_token = new_token();
-        let token_file = dir.join("agent.token");
-        std::fs::write(&token_file, &token).expect("write token");
-        std::fs::write(dir.join("admin.token"), &admin_token).expect("write admin token");
         let mut cfg = format!(
             "listen = \"127.0.0.1:0\"\ndatabase = \"directory.sqlite\"\n\n[admin]\ntoken_file = \"admin.token\"\n\n[[client]]\nid = {client_id:?}\ntoken_file = \"agent.token\"\norganisations = {client_orgs:?}\n"
         );
@@ -67,75 +61,41 @@ impl DirectoryService {
         }
         cfg.push('\n');
         cfg.push_str(extra);
-        let cfg_file = dir.join("directory.toml");
-        std::fs::write(&cfg_file, cfg).expect("write directory config");
-        let stderr_file = dir.join("directory.stderr");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_tansync"))
-            .args(["directory", "serve", "--directory-config"])
-            .arg(&cfg_file)
-            .env_remove("TANSYNC_CONFIG")
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(&stderr_file).expect("stderr file"))
-            .spawn()
-            .expect("start the reference directory");
-        // The one stdout line says where it listens; EOF means it died.
-        let mut line = String::new();
-        let stdout = child.stdout.take().expect("stdout");
-        let mut reader = BufReader::new(stdout);
-        reader
-            .read_line(&mut line)
-            .expect("read the directory's stdout");
-        let Some(url) = line.trim().strip_prefix("listening on ") else {
-            let _ = child.kill();
-            let _ = child.wait();
-            let mut err = String::new();
-            let _ = std::fs::File::open(&stderr_file).and_then(|mut f| f.read_to_string(&mut err));
-            panic!("the directory did not start: stdout {line:?}, stderr {err}");
-        };
+        let process = DirectoryProcess::start(
+            &cfg,
+            &[("agent.token", &token), ("admin.token", &admin_token)],
+        );
         DirectoryService {
-            url: url.to_string(),
-            child,
-            token_file,
-            token,
-            admin_token,
-            stderr_file,
+            url: process.url.clone(),
+            token_file: process.dir.path().join("agent.token"),
+            agent: Api::new(&process.url, &token),
+            admin: Api::new(&process.url, &admin_token),
+            process,
+            rt: tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime"),
         }
     }
 
-    fn call(&self, method: &str, path: &str, token: &str, body: Option<Value>) -> (u16, Value) {
-        let url = format!("{}{path}", self.url);
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime");
-        rt.block_on(async {
-            let client = reqwest::Client::builder()
-                .tls_backend_preconfigured(tansync::tls::client_config(None).expect("tls"))
-                .timeout(Duration::from_secs(30))
-                .build()
-                .expect("client");
-            let m = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
-            let mut req = client.request(m, &url).bearer_auth(token);
-            if let Some(b) = body {
-                req = req.json(&b);
-            }
-            let resp = req.send().await.expect("request to the directory");
-            let status = resp.status().as_u16();
-            let bytes = resp.bytes().await.expect("body");
-            let v = if bytes.is_empty() {
-                Value::Null
-            } else {
-                serde_json::from_slice(&bytes).unwrap_or(Value::Null)
-            };
-            (status, v)
-        })
-    }
-
-    /// GET with the agent's token; panics unless 200.
+    /// GET with the agent's token; panics unless 200. Dropped connections, 429 and 503
+    /// are retried a bounded number of times: tests with injected faults read back
+    /// through the same faulty front door the agent uses.
     pub fn get(&self, path: &str) -> Value {
-        let (s, v) = self.call("GET", path, &self.token, None);
-        assert_eq!(s, 200, "GET {path}: {v}");
-        v
+        let mut last = String::new();
+        for _ in 0..50 {
+            match self
+                .rt
+                .block_on(self.agent.try_call("GET", path, None, &[]))
+            {
+                Ok(a) if a.status == 200 => return a.body,
+                Ok(a) if a.status == 429 || a.status == 503 => last = a.body.to_string(),
+                Ok(a) => panic!("GET {path}: HTTP {}: {}", a.status, a.body),
+                Err(e) => last = e,
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        panic!("GET {path}: no answer after 50 tries; last: {last}");
     }
 
     /// Every account the agent can see, all pages.
@@ -157,35 +117,26 @@ impl DirectoryService {
 
     /// The directory's request log (oldest first).
     pub fn requests(&self) -> Vec<Value> {
-        let (s, v) = self.call("GET", "/_admin/requests", &self.admin_token, None);
-        assert_eq!(s, 200, "request log: {v}");
-        v.as_array().cloned().unwrap_or_default()
+        let a = self.rt.block_on(self.admin.get("/_admin/requests"));
+        assert_eq!(a.status, 200, "request log: {}", a.body);
+        a.body.as_array().cloned().unwrap_or_default()
     }
 
     /// Move the directory's clock forward.
     pub fn advance_clock(&self, seconds: u64) {
-        let (s, v) = self.call(
-            "POST",
+        let a = self.rt.block_on(self.admin.post(
             "/_admin/clock",
-            &self.admin_token,
-            Some(serde_json::json!({ "advance_seconds": seconds })),
-        );
-        assert_eq!(s, 200, "advance clock: {v}");
+            &serde_json::json!({ "advance_seconds": seconds }),
+        ));
+        assert_eq!(a.status, 200, "advance clock: {}", a.body);
     }
 
     pub fn stderr(&self) -> String {
-        std::fs::read_to_string(&self.stderr_file).unwrap_or_default()
+        self.process.log()
     }
 }
 
-impl Drop for DirectoryService {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// The NHS extension of a SCIM user, and fields of it.
+/// The NHS extension of a SCIM user.
 pub fn nhs(u: &Value) -> &Value {
     &u[tansync::scim::NHS_SCHEMA]
 }
