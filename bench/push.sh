@@ -15,7 +15,7 @@
 # BENCHMARKS.md between the push markers (BENCH_NO_MD=1 to skip). Work dir: bench/out-push/.
 # Every directory started is stopped by its PID on exit.
 #
-# Variables: PUSH_LIMITS, PUSH_SECONDS, PUSH_LATENCY_MS, BENCH_SKIP_BUILD=1, BENCH_NO_MD=1.
+# Variables: PUSH_LIMITS, PUSH_SECONDS, PUSH_LATENCY_MS, PUSH_BURST (1), BENCH_SKIP_BUILD=1, BENCH_NO_MD=1.
 set -euo pipefail
 
 BENCH_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -139,7 +139,7 @@ default_account_cap = 1000000
 
 [push]
 rate_per_second = $limit
-burst = 1
+burst = ${PUSH_BURST:-1}
 concurrency = $conc
 
 [state]
@@ -174,11 +174,11 @@ EOF
     tail -1 "$RESULTS" | awk -F'\t' '{ printf "[push] limit %s/s: achieved %s/s over %s s (whole sync %s s)\n", $1, $4, $5, $6 }' >&2
 done
 
-report="$(python3 - "$RESULTS" "$LATENCY" <<'EOF'
+report="$(python3 - "$RESULTS" "$LATENCY" "${PUSH_BURST:-1}" <<'EOF'
 import sys
 rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1]) if l.strip()]
-lat = sys.argv[2]
-out = [f"Directory latency {lat} ms per request; burst 1; achieved rate from the directory's request log (first to last create).", "",
+lat, burst = sys.argv[2], sys.argv[3]
+out = [f"Directory latency {lat} ms per request; burst {burst}; achieved rate from the directory's request log (first to last create).", "",
        "| limit (ops/s) | creates | concurrency | achieved (ops/s) | vs limit | whole `sync` (s) | target |",
        "| ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
 for limit, count, conc, rate, span, wall, others in rows:

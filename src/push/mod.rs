@@ -1,5 +1,5 @@
 //! Push stage: sends a plan's operations to the directory — rate-limited (a global and a
-//! per-organisation token bucket), with bounded concurrency so latency does not cap
+//! per-organisation pace with a burst, see `pace`), with bounded concurrency so latency does not cap
 //! throughput, retries with exponential backoff and jitter on 429/5xx/transport errors
 //! (honouring `Retry-After`), every operation journalled before it is sent and after.
 //!
@@ -7,13 +7,14 @@
 //! whose fate is unknown without first looking the anchor up (creates are idempotent);
 //! keep going when failures look systemic.
 
+mod pace;
 pub mod request;
 pub mod writeback;
 
 use crate::plan::{OpKind, Operation, PlannedOp};
 use crate::state::StateStore;
 use crate::target::scim::{CallError, ScimWriter};
-use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLimiter};
+use pace::Pacer;
 use request::Request;
 use std::collections::VecDeque;
 use std::num::NonZeroU32;
@@ -108,8 +109,8 @@ impl PushReport {
 struct Shared {
     writer: ScimWriter,
     store: Arc<Mutex<StateStore>>,
-    global: DefaultDirectRateLimiter,
-    per_org: DefaultKeyedRateLimiter<String>,
+    global: Pacer,
+    per_org: Pacer,
     settings: PushSettings,
     agent_id: String,
     nhsmail_domain: String,
@@ -131,8 +132,8 @@ fn delay(s: &PushSettings, attempt: u32, retry_after: Option<Duration>) -> Durat
 
 impl Shared {
     async fn wait_turn(&self, ods: &str) {
-        self.global.until_ready().await;
-        self.per_org.until_key_ready(&ods.to_string()).await;
+        self.global.ready("").await;
+        self.per_org.ready(ods).await;
     }
 
     fn note(&self, ok: bool) {
@@ -294,12 +295,8 @@ pub async fn push(
     let shared = Arc::new(Shared {
         writer,
         store,
-        global: RateLimiter::direct(
-            Quota::per_second(settings.rate_per_second).allow_burst(settings.burst),
-        ),
-        per_org: RateLimiter::keyed(
-            Quota::per_second(settings.org_rate_per_second).allow_burst(settings.org_burst),
-        ),
+        global: Pacer::new(settings.rate_per_second, settings.burst),
+        per_org: Pacer::new(settings.org_rate_per_second, settings.org_burst),
         agent_id: agent_id.to_string(),
         nhsmail_domain: nhsmail_domain.to_string(),
         recent: Mutex::new(VecDeque::new()),
