@@ -206,6 +206,7 @@ fn build(n: u64) -> World {
         target: TargetState {
             organisations,
             accounts,
+            refused: BTreeMap::new(),
         },
         orgs: orgs.into_iter().collect(),
         expect,

@@ -5,7 +5,7 @@
 
 mod common;
 use common::ad::{self, User};
-use common::dirsvc::{DirectoryService, Org, nhs};
+use common::dirsvc::{DirectoryService, OTHER_ORG, Org, nhs};
 use common::*;
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -33,6 +33,12 @@ impl World {
     /// `directory_extra` and `push` are TOML appended to the directory's and the agent's
     /// configuration.
     fn new(name: &str, directory_extra: &str, push: &str) -> World {
+        World::build(name, &["RXA", "RXB", "RXS"], directory_extra, push)
+    }
+
+    /// As `new`, with the organisations the directory itself lets the agent act for
+    /// (its server-side copy of the sharing agreements).
+    fn build(name: &str, server_orgs: &[&str], directory_extra: &str, push: &str) -> World {
         let tmp = tempfile::tempdir().expect("tempdir");
         let ou = ad::fresh_ou(name);
         for (sub, _) in OUS {
@@ -64,8 +70,7 @@ impl World {
                 cap: 50,
             },
         ];
-        let dir =
-            DirectoryService::start(AGENT, &["RXA", "RXB", "RXS"], &registry, directory_extra);
+        let dir = DirectoryService::start(AGENT, server_orgs, &registry, directory_extra);
 
         let mut filters = String::new();
         for (sub, ods) in OUS {
@@ -597,4 +602,205 @@ fn write_back_puts_the_allocated_address_into_ad() {
             .as_str()
             .expect("address")]
     );
+}
+
+#[test]
+fn lost_responses_never_duplicate_a_create_or_lose_an_update() {
+    // A third of the requests are carried out and then answered by a dropped connection:
+    // the agent cannot tell whether its write landed, so it must look before resending.
+    let w = World::new(
+        "e2e-lost",
+        "[faults]\nlost_response_rate = 0.33\nseed = 11\n",
+        "rate_per_second = 100\nconcurrency = 4\nmax_attempts = 12\nbackoff_base_ms = 20\nbackoff_max_secs = 1",
+    );
+    let names = many("Lost", 24);
+    add_many(&w, "Main", &names);
+    w.sync();
+    let log = w.dir.requests();
+    let lost = |r: &&Value| {
+        r["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("response lost"))
+    };
+    let created: Vec<&Value> = log
+        .iter()
+        .filter(|r| r["method"] == "POST" && r["path"] == "/Users" && r["status"] == 201)
+        .collect();
+    assert!(
+        created.iter().any(lost),
+        "the test must lose some create responses"
+    );
+    assert_eq!(created.len(), 24, "each create carried out once");
+    assert!(
+        log.iter().all(|r| r["status"] != 409),
+        "no create resent blindly"
+    );
+    assert_eq!(w.accounts().len(), 24);
+
+    // Updates whose answers are lost: applied once each, the plan then settles.
+    for (cn, _) in names.iter().take(12) {
+        ad::replace(&w.dn("Main", cn), "title", "Senior Healthcare Assistant");
+    }
+    let before = w.dir.requests().len();
+    w.sync();
+    let patches: Vec<Value> = w.dir.requests()[before..]
+        .iter()
+        .filter(|r| r["method"] == "PATCH")
+        .cloned()
+        .collect();
+    assert!(
+        patches.iter().any(|r| lost(&r)),
+        "the test must lose some update responses"
+    );
+    let acc = w.accounts();
+    let senior = acc
+        .values()
+        .filter(|u| u["title"] == "Senior Healthcare Assistant")
+        .count();
+    assert_eq!(senior, 12);
+    let p = w.plan();
+    assert_eq!(p["operations"].as_array().map(Vec::len), Some(0), "{p:#}");
+}
+
+#[test]
+fn an_object_failing_run_after_run_is_quarantined_and_the_rest_go_on() {
+    // Another agent already holds an account anchored on Oli's objectGUID, in an
+    // organisation this agent cannot see: the directory refuses Oli's create (one person,
+    // one account) run after run, while Nia goes through.
+    let w = World::new(
+        "e2e-quar",
+        "",
+        "rate_per_second = 50\nquarantine_after = 2\nmax_attempts = 2\nbackoff_base_ms = 10",
+    );
+    ad::add_users(
+        &w.sub("Main"),
+        &[user("Nia Nutmeg", "Nia", "Nutmeg", "Nurse")],
+    );
+    ad::add_users(&w.sub("Other"), &[user("Oli Oak", "Oli", "Oak", "Nurse")]);
+    let p = w.plan();
+    let oli = p["operations"]
+        .as_array()
+        .expect("operations")
+        .iter()
+        .find(|o| o["ods_code"] == "RXB")
+        .expect("Oli's provision")["external_id"]
+        .as_str()
+        .expect("anchor")
+        .to_string();
+    let (status, body) = w.dir.post_as_other(
+        "/Users",
+        &serde_json::json!({
+            "schemas": [tansync::scim::USER_SCHEMA, tansync::scim::NHS_SCHEMA],
+            "externalId": oli,
+            "userName": "oli.oak",
+            "name": {"givenName": "Oli", "familyName": "Oak"},
+            tansync::scim::NHS_SCHEMA: {"odsCode": OTHER_ORG}
+        }),
+    );
+    assert_eq!(status, 201, "{body}");
+
+    for run in 1..=2 {
+        let r = w.run(&["sync"]);
+        assert_eq!(r.code, 1, "run {run}: a failure is exit 1: {}", r.stdout);
+        assert!(
+            r.stdout.contains(&format!("failed provision RXB {oli}")),
+            "{}",
+            r.stdout
+        );
+        assert!(r.stdout.contains("HTTP 409"), "{}", r.stdout);
+    }
+    assert_eq!(w.accounts().len(), 1, "the others went on");
+    let posts = w.posts().len();
+
+    // Third run: quarantined, reported, not sent.
+    let r = w.run(&["sync"]);
+    assert!(
+        r.stderr
+            .contains(&format!("{oli}: quarantined after 2 failed runs")),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(w.posts().len(), posts, "a quarantined object is not sent");
+
+    // Cleared (say, after the other account was dealt with): tried again.
+    let r = w.run(&["quarantine", "clear", &oli]);
+    assert_eq!(r.code, 0, "{}", r.stdout);
+    let r = w.run(&["sync"]);
+    assert_eq!(r.code, 1);
+    assert!(w.posts().len() > posts, "tried again after clearing");
+}
+
+#[test]
+fn a_run_stops_when_failures_look_systemic() {
+    // The directory goes down once the creates have begun: every later request fails,
+    // and the agent stops instead of failing all 40 one by one.
+    let mut w = World::new(
+        "e2e-sys",
+        "[faults]\nlatency_ms = 100\n",
+        "rate_per_second = 50\nconcurrency = 1\nmax_attempts = 1",
+    );
+    let names = many("Sys", 40);
+    add_many(&w, "Main", &names);
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_tansync"))
+        .arg("--config")
+        .arg(&w.config)
+        .arg("sync")
+        .env_remove("TANSYNC_CONFIG")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start sync");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while w.posts().is_empty() {
+        assert!(std::time::Instant::now() < deadline, "no create after 60 s");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    w.dir.kill();
+    let r: Run = child.wait_with_output().expect("sync output").into();
+    assert_eq!(r.code, 1, "{}\n{}", r.stdout, r.stderr);
+    assert!(
+        r.stdout.contains("stopping (failures look systemic)"),
+        "{}",
+        r.stdout
+    );
+    let counts: Vec<usize> = r
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("apply:"))
+        .expect("summary line")
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|n| n.parse().ok())
+        .take(3)
+        .collect();
+    let (applied, failed, not_sent) = (counts[0], counts[1], counts[2]);
+    assert_eq!(applied + failed + not_sent, 40, "{}", r.stdout);
+    assert!(failed >= 8, "{}", r.stdout);
+    assert!(not_sent > 0, "the rest was held back: {}", r.stdout);
+}
+
+#[test]
+fn an_organisation_the_directory_refuses_is_blocked_and_the_rest_go_on() {
+    // The agent's agreements file lists RXB, but the directory holds no agreement for it
+    // (it has expired there first): RXB fails closed, RXA goes on.
+    let w = World::build("e2e-refused", &["RXA", "RXS"], "", "rate_per_second = 50");
+    ad::add_users(&w.sub("Main"), &[user("Pam Pine", "Pam", "Pine", "Nurse")]);
+    ad::add_users(
+        &w.sub("Other"),
+        &[user("Quin Quince", "Quin", "Quince", "Nurse")],
+    );
+    let p = w.plan();
+    assert_eq!(count(&p, "provision"), 1, "{p:#}");
+    let b = &p["blocked"][0];
+    assert_eq!(b["ods_code"], "RXB", "{p:#}");
+    assert_eq!(b["reason"], "no_sharing_agreement");
+    assert!(
+        b["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("refused access to RXB")),
+        "{b}"
+    );
+    w.sync();
+    let posts = w.posts();
+    assert_eq!(posts.len(), 1, "nothing sent for RXB: {posts:?}");
+    assert_eq!(w.accounts().len(), 1);
 }

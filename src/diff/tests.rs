@@ -85,6 +85,7 @@ fn run(c: Case) -> DiffOutput {
             })
             .collect(),
         accounts: c.accounts,
+        refused: BTreeMap::new(),
     };
     let oos: BTreeSet<_> = c.out_of_scope.into_iter().map(xid).collect();
     let rej: BTreeSet<_> = c.rejected.into_iter().map(xid).collect();

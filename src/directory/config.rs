@@ -147,6 +147,8 @@ struct RawFaults {
     #[serde(default)]
     drop_rate: f64,
     #[serde(default)]
+    lost_response_rate: f64,
+    #[serde(default)]
     seed: Option<u64>,
 }
 
@@ -209,12 +211,18 @@ pub struct Faults {
     pub error_rate: f64,
     pub latency: Duration,
     pub drop_rate: f64,
+    /// Share of requests carried out and then answered by a dropped connection: the
+    /// client cannot tell whether its write landed.
+    pub lost_response_rate: f64,
     pub seed: u64,
 }
 
 impl Faults {
     pub fn any(&self) -> bool {
-        self.error_rate > 0.0 || self.drop_rate > 0.0 || !self.latency.is_zero()
+        self.error_rate > 0.0
+            || self.drop_rate > 0.0
+            || self.lost_response_rate > 0.0
+            || !self.latency.is_zero()
     }
 }
 
@@ -462,12 +470,14 @@ impl Builder<'_> {
                 error_rate: 0.0,
                 latency: Duration::ZERO,
                 drop_rate: 0.0,
+                lost_response_rate: 0.0,
                 seed: 1,
             },
             Some(f) => {
                 for (k, v) in [
                     ("faults.error_rate", f.error_rate),
                     ("faults.drop_rate", f.drop_rate),
+                    ("faults.lost_response_rate", f.lost_response_rate),
                 ] {
                     if !(0.0..=1.0).contains(&v) {
                         return Err(self.err(k, "must be between 0 and 1"));
@@ -477,6 +487,7 @@ impl Builder<'_> {
                     error_rate: f.error_rate,
                     latency: Duration::from_millis(f.latency_ms),
                     drop_rate: f.drop_rate,
+                    lost_response_rate: f.lost_response_rate,
                     seed: f.seed.unwrap_or(1),
                 }
             }

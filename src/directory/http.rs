@@ -210,9 +210,11 @@ async fn gate(State(app): State<Arc<App>>, mut req: Request, next: Next) -> Resp
     let client = bearer(req.headers()).and_then(|t| app.client_for(t));
     let who = client.as_ref().map_or("-", |c| c.id.as_str()).to_string();
 
+    let mut lose_response = false;
     if app.faults.any() {
         let drop_roll = app.roll();
         let error_roll = app.roll();
+        lose_response = app.roll() < app.faults.lost_response_rate;
         if !app.faults.latency.is_zero() {
             tokio::time::sleep(app.faults.latency).await;
         }
@@ -262,9 +264,15 @@ async fn gate(State(app): State<Arc<App>>, mut req: Request, next: Next) -> Resp
     }
 
     let logged = entry(&who, 0, None);
+    let conn = req.extensions().get::<ConnectInfo<ConnInfo>>().cloned();
     req.extensions_mut().insert(client);
     let resp = next.run(req).await;
-    let detail = resp.extensions().get::<ErrorDetail>().map(|d| d.0.clone());
+    let mut detail = resp.extensions().get::<ErrorDetail>().map(|d| d.0.clone());
+    if lose_response && let Some(ConnectInfo(conn)) = conn {
+        // Done, but the client never hears so: the status logged is what was done.
+        conn.drop_connection();
+        detail = Some("fault_injected: response lost after the request was carried out".into());
+    }
     app.log(LogEntry {
         status: resp.status().as_u16(),
         detail,

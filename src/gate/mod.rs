@@ -118,6 +118,12 @@ fn check_agreements(op: &Operation, input: &GateInput<'_>) -> Result<(), (BlockR
         Some(_) => {}
     }
     for ods in op.organisations() {
+        if let Some(answer) = input.target.refused.get(ods) {
+            return Err((
+                BlockReason::NoSharingAgreement,
+                format!("the NHS Directory refused access to {ods}'s accounts ({answer})"),
+            ));
+        }
         match input.target.organisations.get(ods) {
             None => {
                 return Err((

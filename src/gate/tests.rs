@@ -85,6 +85,7 @@ fn agreements() -> Agreements {
             ),
             sharing("RXC", date!(2026 - 06 - 30), &all),
             sharing("SHUT", date!(2027 - 12 - 31), &all),
+            sharing("RXA2", date!(2027 - 12 - 31), &all),
         ]
         .into(),
     }
@@ -104,9 +105,12 @@ fn run(
             org("RXC", true, None),
             org("RXD", true, None),
             org("SHUT", false, None),
+            org("RXA2", true, None),
         ]
         .into(),
         accounts,
+        // RXA2 is in the agreements file, but the directory refused to show it.
+        refused: [(ods("RXA2"), "HTTP 403: no_sharing_agreement".to_string())].into(),
     };
     gate(GateInput {
         candidates: cands,
@@ -146,6 +150,7 @@ fn fail_closed_on_agreements_and_organisations() {
             provision(3, "RXD"),
             provision(4, "SHUT"),
             provision(5, "NOPE"),
+            provision(6, "RXA2"),
         ],
         &agreements(),
         vec![],
@@ -160,8 +165,10 @@ fn fail_closed_on_agreements_and_organisations() {
             (3, BlockReason::NoSharingAgreement),
             (4, BlockReason::OrganisationClosed),
             (5, BlockReason::UnknownOrganisation),
+            (6, BlockReason::NoSharingAgreement),
         ]
     );
+    assert!(out.blocked[4].detail.contains("refused access to RXA2"));
     let mut no_pa = agreements();
     no_pa.partnering = None;
     let out = run(vec![provision(1, "RXA")], &no_pa, vec![], 0, &none);

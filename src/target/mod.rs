@@ -63,6 +63,11 @@ pub struct Account {
 pub struct TargetState {
     pub organisations: BTreeMap<OdsCode, Organisation>,
     pub accounts: Vec<Account>,
+    /// Organisations whose accounts the directory refused to show this agent (HTTP 403:
+    /// it holds no agreement for them), with its answer. Their accounts are unknown, so
+    /// the gate blocks every operation touching them — fail closed for that organisation
+    /// while the others go on.
+    pub refused: BTreeMap<OdsCode, String>,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -45,7 +45,7 @@ pub enum CallError {
         scim: Option<ScimError>,
     },
     /// The request may or may not have reached the server (timeout, reset, refused).
-    #[error("{method} {path}: {source}")]
+    #[error("{method} {path}: {}", chain(source))]
     Transport {
         method: &'static str,
         path: String,
@@ -58,6 +58,22 @@ pub enum CallError {
         path: String,
         problem: String,
     },
+}
+
+/// An error with its causes ("error sending request: … : Connection refused"): reqwest's
+/// own message alone does not say what went wrong on the wire.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let m = c.to_string();
+        if !s.contains(&m) {
+            s.push_str(": ");
+            s.push_str(&m);
+        }
+        cur = c.source();
+    }
+    s
 }
 
 impl CallError {
@@ -468,16 +484,29 @@ impl Target for ScimTarget {
     async fn read_state(&self) -> Result<TargetState, TargetError> {
         let organisations = self.organisations().await?;
         let mut accounts = Vec::new();
+        let mut refused = BTreeMap::new();
         for ods in &self.settings.organisations {
-            let users = self
+            let read = self
                 .reader
                 .users_where(
                     &format!("{}:odsCode", scim::NHS_SCHEMA),
                     ods.as_str(),
                     self.settings.page_size,
                 )
-                .await
-                .map_err(|e| self.invalid(format!("cannot read the accounts of {ods}: {e}")))?;
+                .await;
+            let users = match read {
+                Ok(users) => users,
+                // A definite "not for you" (no server-side agreement): not an incomplete
+                // read but a known state. Any other failure still ends the run.
+                Err(e) if e.status() == Some(403) => {
+                    tracing::warn!(%ods, error = %e, "the directory refused this organisation's accounts");
+                    refused.insert(ods.clone(), e.to_string());
+                    continue;
+                }
+                Err(e) => {
+                    return Err(self.invalid(format!("cannot read the accounts of {ods}: {e}")));
+                }
+            };
             for u in &users {
                 match account_from_user(u) {
                     Ok(a) => accounts.push(a),
@@ -495,6 +524,7 @@ impl Target for ScimTarget {
         Ok(TargetState {
             organisations,
             accounts,
+            refused,
         })
     }
 }

@@ -72,6 +72,7 @@ impl SnapshotTarget {
         Ok(TargetState {
             organisations,
             accounts: raw.persons,
+            refused: BTreeMap::new(),
         })
     }
 }

@@ -126,6 +126,12 @@ impl DirectoryProcess {
         d
     }
 
+    /// Stop the directory now (SIGKILL to its PID), as a crash or an outage would.
+    pub fn kill(&mut self) {
+        let _ = self.process.0.kill();
+        let _ = self.process.0.wait();
+    }
+
     /// The directory's stderr so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("directory.log")).unwrap_or_default()

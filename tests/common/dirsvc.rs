@@ -6,6 +6,11 @@ use super::directory::{Api, DirectoryProcess};
 use serde_json::Value;
 use std::path::PathBuf;
 
+pub const OTHER_CLIENT: &str = "another-agent";
+pub const OTHER_TOKEN: &str = "another-agent-token";
+/// The organisation only the other client acts for (it must be in the registry).
+pub const OTHER_ORG: &str = "RXN";
+
 /// An organisation of the directory's registry.
 pub struct Org<'a> {
     pub ods: &'a str,
@@ -21,6 +26,7 @@ pub struct DirectoryService {
     pub token_file: PathBuf,
     agent: Api,
     admin: Api,
+    other: Api,
     rt: tokio::runtime::Runtime,
 }
 
@@ -41,7 +47,9 @@ fn new_token() -> String {
 
 impl DirectoryService {
     /// Start a directory for client `client_id`, which may act for `client_orgs`;
-    /// `extra` is appended to the configuration (rate_limit, faults …).
+    /// `extra` is appended to the configuration (rate_limit, faults …). A second client,
+    /// `OTHER_CLIENT` with token `OTHER_TOKEN`, may act for `OTHER_ORG`: another agent
+    /// sharing the directory.
     pub fn start(
         client_id: &str,
         client_orgs: &[&str],
@@ -59,17 +67,25 @@ impl DirectoryService {
                 o.ods, o.ods, o.kind, o.open, o.cap
             ));
         }
+        cfg.push_str(&format!(
+            "\n[[client]]\nid = \"{OTHER_CLIENT}\"\ntoken_file = \"other.token\"\norganisations = [\"{OTHER_ORG}\"]\n"
+        ));
         cfg.push('\n');
         cfg.push_str(extra);
         let process = DirectoryProcess::start(
             &cfg,
-            &[("agent.token", &token), ("admin.token", &admin_token)],
+            &[
+                ("agent.token", &token),
+                ("admin.token", &admin_token),
+                ("other.token", OTHER_TOKEN),
+            ],
         );
         DirectoryService {
             url: process.url.clone(),
             token_file: process.dir.path().join("agent.token"),
             agent: Api::new(&process.url, &token),
             admin: Api::new(&process.url, &admin_token),
+            other: Api::new(&process.url, OTHER_TOKEN),
             process,
             rt: tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -133,6 +149,17 @@ impl DirectoryService {
 
     pub fn stderr(&self) -> String {
         self.process.log()
+    }
+
+    /// POST as the other client; returns the status and body.
+    pub fn post_as_other(&self, path: &str, body: &Value) -> (u16, Value) {
+        let a = self.rt.block_on(self.other.post(path, body));
+        (a.status, a.body)
+    }
+
+    /// Stop the directory now, as an outage would.
+    pub fn kill(&mut self) {
+        self.process.kill();
     }
 }
 
