@@ -804,3 +804,122 @@ fn an_organisation_the_directory_refuses_is_blocked_and_the_rest_go_on() {
     assert_eq!(posts.len(), 1, "nothing sent for RXB: {posts:?}");
     assert_eq!(w.accounts().len(), 1);
 }
+
+#[test]
+fn the_directory_over_verified_tls_and_a_wrong_ca_refused() {
+    let pki = std::path::PathBuf::from(env("TANSYNC_TEST_WORKDIR")).join("pki");
+    let tls = format!(
+        "[tls]\ncert_file = {}\nkey_file = {}\n",
+        q(pki.join("server-chain.pem")),
+        q(pki.join("server.key"))
+    );
+    let w = World::new("e2e-tls", &tls, "rate_per_second = 50");
+    assert!(w.dir.url.starts_with("https://127.0.0.1:"), "{}", w.dir.url);
+    ad::add_users(
+        &w.sub("Main"),
+        &[user("Ray Rowan", "Ray", "Rowan", "Nurse")],
+    );
+
+    // Without the CA file the directory's certificate is not trusted: no plan.
+    let text = std::fs::read_to_string(&w.config).expect("config");
+    let token_line = format!("token_file = {}", q(&w.dir.token_file));
+    let wrong = text.replace(
+        &token_line,
+        &format!(
+            "{token_line}\nca_file = {}",
+            q(env("TANSYNC_TEST_WRONG_CA"))
+        ),
+    );
+    let wrong_cfg = w.config.with_file_name("wrong-ca.toml");
+    std::fs::write(&wrong_cfg, wrong).expect("write");
+    let r = tansync(&wrong_cfg, &["plan"]);
+    assert_eq!(r.code, 1, "{}", r.stdout);
+    assert!(
+        r.stderr.contains("certificate") || r.stderr.contains("UnknownIssuer"),
+        "{}",
+        r.stderr
+    );
+
+    // With the right CA: planned, applied, read back.
+    let right = text.replace(
+        &token_line,
+        &format!("{token_line}\nca_file = {}", q(env("TANSYNC_TEST_CA"))),
+    );
+    std::fs::write(&w.config, right).expect("write");
+    w.sync();
+    assert_eq!(w.accounts().len(), 1);
+    assert!(
+        w.dir
+            .requests()
+            .iter()
+            .filter(|r| r["method"] == "POST")
+            .all(|r| r["status"] == 201)
+    );
+}
+
+#[test]
+fn held_mass_removals_are_applied_only_with_approval_of_that_plan() {
+    let w = World::new(
+        "e2e-mass",
+        "",
+        "rate_per_second = 50\n\n[safety]\nmax_removals = 2",
+    );
+    ad::add_users(
+        &w.sub("Main"),
+        &[
+            user("Sam Sage", "Sam", "Sage", "Nurse"),
+            user("Tia Teak", "Tia", "Teak", "Nurse"),
+            user("Uma Umber", "Uma", "Umber", "Nurse"),
+            user("Vic Vine", "Vic", "Vine", "Nurse"),
+        ],
+    );
+    w.sync();
+    for cn in ["Sam Sage", "Tia Teak", "Uma Umber"] {
+        ad::set_enabled(&w.dn("Main", cn), false);
+    }
+    let plan_file = w.config.with_file_name("plan.json");
+    let pf = plan_file.to_str().expect("path");
+    let r = w.run(&["plan", "--format", "json", "--out", pf]);
+    let p: Value = serde_json::from_str(&r.stdout).expect("plan");
+    let held: Vec<&Value> = p["blocked"]
+        .as_array()
+        .expect("blocked")
+        .iter()
+        .filter(|b| b["reason"] == "mass_change_threshold")
+        .collect();
+    assert_eq!(held.len(), 3, "{p:#}");
+    let fp = p["fingerprint"].as_str().expect("fingerprint").to_string();
+    let leavers = |w: &World| {
+        w.accounts()
+            .values()
+            .filter(|u| nhs(u)["status"] == "leaver")
+            .count()
+    };
+
+    // Not approved: nothing removed, and the operator is told how to approve.
+    let r = w.run(&["apply", "--plan", pf]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(
+        r.stderr.contains(&format!("--approve-removals {fp}")),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(leavers(&w), 0);
+
+    // An approval names one plan: another fingerprint is refused, nothing sent.
+    let r = w.run(&["apply", "--plan", pf, "--approve-removals", "sha256:0000"]);
+    assert_eq!(r.code, 1);
+    assert!(
+        r.stderr.contains("approvals hold for one plan only"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(leavers(&w), 0);
+
+    // Approved for this plan: exactly the three held removals are applied.
+    let r = w.run(&["apply", "--plan", pf, "--approve-removals", &fp]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    assert_eq!(leavers(&w), 3);
+    let p = w.plan();
+    assert_eq!(p["operations"].as_array().map(Vec::len), Some(0), "{p:#}");
+}

@@ -163,15 +163,20 @@ pub struct Api {
 impl Api {
     pub fn new(base: &str, token: &str) -> Api {
         // reqwest is built without a default crypto provider, so it needs a rustls
-        // configuration even for plain http; these tests speak only plain http on
-        // loopback, so no roots are needed. No proxy: the directory is on loopback.
-        let tls = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .expect("rustls protocol versions")
-        .with_root_certificates(rustls::RootCertStore::empty())
-        .with_no_client_auth();
+        // configuration even for plain http. Over https the harness's test CA is the
+        // only root. No proxy: the directory is on loopback.
+        let tls = if base.starts_with("https://") {
+            let ca = super::env("TANSYNC_TEST_CA");
+            tansync::tls::client_config(Some(Path::new(&ca))).expect("TLS client config")
+        } else {
+            rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+                rustls::crypto::ring::default_provider(),
+            ))
+            .with_safe_default_protocol_versions()
+            .expect("rustls protocol versions")
+            .with_root_certificates(rustls::RootCertStore::empty())
+            .with_no_client_auth()
+        };
         let http = reqwest::Client::builder()
             .no_proxy()
             .timeout(Duration::from_secs(30))
