@@ -17,51 +17,16 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 use time::OffsetDateTime;
 
-/// An account's lifecycle status (the NHS extension's `status`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Status {
-    Pending,
-    Active,
-    Leaver,
-    Inactive,
-    Deleted,
-}
+pub use crate::target::Status;
 
-impl Status {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Status::Pending => "pending",
-            Status::Active => "active",
-            Status::Leaver => "leaver",
-            Status::Inactive => "inactive",
-            Status::Deleted => "deleted",
-        }
-    }
-
-    pub fn parse(s: &str) -> Result<Status, ApiError> {
-        match s.trim().to_ascii_lowercase().as_str() {
-            "pending" => Ok(Status::Pending),
-            "active" => Ok(Status::Active),
-            "leaver" => Ok(Status::Leaver),
-            "inactive" => Ok(Status::Inactive),
-            "deleted" => Ok(Status::Deleted),
-            other => Err(ApiError::invalid_value(format!(
-                "invalid_value: status {other:?} is not one of pending, active, leaver, inactive, deleted"
-            ))),
-        }
-    }
-
-    /// The core `active` attribute: the account is live (not a leaver, inactive or
-    /// deleted).
-    pub fn is_live(self) -> bool {
-        matches!(self, Status::Pending | Status::Active)
-    }
-
-    /// Does the account count towards its organisation's cap? Everything but deleted:
-    /// a leaver still holds its mailbox.
-    pub fn counts_towards_cap(self) -> bool {
-        self != Status::Deleted
-    }
+/// A status a client sent, or a SCIM error naming the allowed ones.
+pub fn parse_status(s: &str) -> Result<Status, ApiError> {
+    Status::parse(s).ok_or_else(|| {
+        ApiError::invalid_value(format!(
+            "invalid_value: status {:?} is not one of pending, active, leaver, inactive, deleted",
+            s.trim().to_ascii_lowercase()
+        ))
+    })
 }
 
 /// A lifecycle step the directory takes by itself as time passes.

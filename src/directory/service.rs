@@ -483,7 +483,7 @@ fn update(
 ) -> Result<Account, ApiError> {
     let nhs = desired.nhs.clone().unwrap_or_default();
     let asked_status = match text(&nhs.status) {
-        Some(s) => Status::parse(&s)?,
+        Some(s) => rules::parse_status(&s)?,
         None => a.status,
     };
     // A change of NHS status wins; otherwise a change of the core `active` flag stands

@@ -161,7 +161,7 @@ impl Store {
 }
 
 fn status_of(id: &str, s: &str) -> Result<Status, StoreError> {
-    Status::parse(s).map_err(|_| StoreError::Corrupt {
+    Status::parse(s).ok_or_else(|| StoreError::Corrupt {
         id: id.to_string(),
         problem: format!("unknown status {s:?}"),
     })

@@ -362,12 +362,7 @@ pub fn account_from_user(u: &User) -> Result<Account, String> {
     let nhs = u.nhs.clone().unwrap_or_default();
     let ods = nhs.ods_code.as_deref().ok_or("no ODS code")?;
     let status = match nhs.status.as_deref() {
-        Some("pending") => Status::Pending,
-        Some("active") => Status::Active,
-        Some("leaver") => Status::Leaver,
-        Some("inactive") => Status::Inactive,
-        Some("deleted") => Status::Deleted,
-        Some(other) => return Err(format!("unknown status {other:?}")),
+        Some(s) => Status::parse(s).ok_or_else(|| format!("unknown status {s:?}"))?,
         None if u.active == Some(false) => Status::Inactive,
         None => Status::Active,
     };
