@@ -923,3 +923,24 @@ fn held_mass_removals_are_applied_only_with_approval_of_that_plan() {
     let p = w.plan();
     assert_eq!(p["operations"].as_array().map(Vec::len), Some(0), "{p:#}");
 }
+
+#[test]
+fn check_reports_the_directory_and_what_it_refuses() {
+    let w = World::build("e2e-check", &["RXA", "RXS"], "", "rate_per_second = 50");
+    let r = w.run(&["check"]);
+    assert_eq!(
+        r.code, 1,
+        "a refused organisation is a problem: {}",
+        r.stdout
+    );
+    assert!(r.stdout.contains("scim"), "{}", r.stdout);
+    assert!(
+        r.stdout
+            .contains("the directory refuses RXB's accounts although a sharing agreement lists it"),
+        "{}",
+        r.stdout
+    );
+    let w = World::new("e2e-check2", "", "rate_per_second = 50");
+    let r = w.run(&["check"]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+}

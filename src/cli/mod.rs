@@ -346,6 +346,22 @@ async fn check(path: &Path) -> Result<u8> {
             state.accounts.len()
         ),
     );
+    for (ods, answer) in &state.refused {
+        problems += 1;
+        println!(
+            "{} the directory refuses {ods}'s accounts although a sharing agreement lists it: {answer}",
+            style("✗").red()
+        );
+    }
+    for ods in cfg.agreements.sharing.keys() {
+        if !state.organisations.contains_key(ods) {
+            problems += 1;
+            println!(
+                "{} {ods} has a sharing agreement but is not in the directory's organisation registry",
+                style("✗").red()
+            );
+        }
+    }
     if problems > 0 {
         println!("{} {problems} problem(s) found", style("✗").red());
         return Ok(1);
