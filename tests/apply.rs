@@ -136,6 +136,15 @@ dir = "state"
         }
     }
 
+    /// Add a line to the agent's `[target]` section.
+    fn target_option(&self, line: &str) {
+        let text = std::fs::read_to_string(&self.config).expect("config");
+        let token_line = format!("token_file = {}", q(&self.dir.token_file));
+        assert!(text.contains(&token_line));
+        let text = text.replace(&token_line, &format!("{token_line}\n{line}"));
+        std::fs::write(&self.config, text).expect("write config");
+    }
+
     fn sub(&self, sub: &str) -> String {
         format!("OU={sub},{}", self.ou)
     }
@@ -606,13 +615,15 @@ fn write_back_puts_the_allocated_address_into_ad() {
 
 #[test]
 fn lost_responses_never_duplicate_a_create_or_lose_an_update() {
-    // A third of the requests are carried out and then answered by a dropped connection:
-    // the agent cannot tell whether its write landed, so it must look before resending.
+    // A quarter of the requests are carried out and then answered by a dropped
+    // connection, a tenth answered only after the agent's 1 s timeout: the agent cannot
+    // tell whether its write landed, so it must look before resending.
     let w = World::new(
         "e2e-lost",
-        "[faults]\nlost_response_rate = 0.33\nseed = 11\n",
+        "[faults]\nlost_response_rate = 0.25\nstall_rate = 0.1\nstall_ms = 1500\nseed = 11\n",
         "rate_per_second = 100\nconcurrency = 4\nmax_attempts = 12\nbackoff_base_ms = 20\nbackoff_max_secs = 1",
     );
+    w.target_option("timeout_secs = 1");
     let names = many("Lost", 24);
     add_many(&w, "Main", &names);
     w.sync();
@@ -629,6 +640,15 @@ fn lost_responses_never_duplicate_a_create_or_lose_an_update() {
     assert!(
         created.iter().any(lost),
         "the test must lose some create responses"
+    );
+    let stalled = |r: &&Value| {
+        r["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("answer held"))
+    };
+    assert!(
+        created.iter().any(stalled),
+        "the test must time out on some creates"
     );
     assert_eq!(created.len(), 24, "each create carried out once");
     assert!(
@@ -820,19 +840,10 @@ fn the_directory_over_verified_tls_and_a_wrong_ca_refused() {
         &[user("Ray Rowan", "Ray", "Rowan", "Nurse")],
     );
 
-    // Without the CA file the directory's certificate is not trusted: no plan.
+    // With the wrong CA the directory's certificate is not trusted: no plan.
     let text = std::fs::read_to_string(&w.config).expect("config");
-    let token_line = format!("token_file = {}", q(&w.dir.token_file));
-    let wrong = text.replace(
-        &token_line,
-        &format!(
-            "{token_line}\nca_file = {}",
-            q(env("TANSYNC_TEST_WRONG_CA"))
-        ),
-    );
-    let wrong_cfg = w.config.with_file_name("wrong-ca.toml");
-    std::fs::write(&wrong_cfg, wrong).expect("write");
-    let r = tansync(&wrong_cfg, &["plan"]);
+    w.target_option(&format!("ca_file = {}", q(env("TANSYNC_TEST_WRONG_CA"))));
+    let r = w.run(&["plan"]);
     assert_eq!(r.code, 1, "{}", r.stdout);
     assert!(
         r.stderr.contains("certificate") || r.stderr.contains("UnknownIssuer"),
@@ -841,11 +852,8 @@ fn the_directory_over_verified_tls_and_a_wrong_ca_refused() {
     );
 
     // With the right CA: planned, applied, read back.
-    let right = text.replace(
-        &token_line,
-        &format!("{token_line}\nca_file = {}", q(env("TANSYNC_TEST_CA"))),
-    );
-    std::fs::write(&w.config, right).expect("write");
+    std::fs::write(&w.config, text).expect("write");
+    w.target_option(&format!("ca_file = {}", q(env("TANSYNC_TEST_CA"))));
     w.sync();
     assert_eq!(w.accounts().len(), 1);
     assert!(

@@ -149,6 +149,10 @@ struct RawFaults {
     #[serde(default)]
     lost_response_rate: f64,
     #[serde(default)]
+    stall_rate: f64,
+    #[serde(default)]
+    stall_ms: u64,
+    #[serde(default)]
     seed: Option<u64>,
 }
 
@@ -214,6 +218,10 @@ pub struct Faults {
     /// Share of requests carried out and then answered by a dropped connection: the
     /// client cannot tell whether its write landed.
     pub lost_response_rate: f64,
+    /// Share of requests carried out and then answered only after `stall` (longer than
+    /// a client's timeout: it gives up without knowing the outcome).
+    pub stall_rate: f64,
+    pub stall: Duration,
     pub seed: u64,
 }
 
@@ -222,6 +230,7 @@ impl Faults {
         self.error_rate > 0.0
             || self.drop_rate > 0.0
             || self.lost_response_rate > 0.0
+            || self.stall_rate > 0.0
             || !self.latency.is_zero()
     }
 }
@@ -471,6 +480,8 @@ impl Builder<'_> {
                 latency: Duration::ZERO,
                 drop_rate: 0.0,
                 lost_response_rate: 0.0,
+                stall_rate: 0.0,
+                stall: Duration::ZERO,
                 seed: 1,
             },
             Some(f) => {
@@ -478,16 +489,25 @@ impl Builder<'_> {
                     ("faults.error_rate", f.error_rate),
                     ("faults.drop_rate", f.drop_rate),
                     ("faults.lost_response_rate", f.lost_response_rate),
+                    ("faults.stall_rate", f.stall_rate),
                 ] {
                     if !(0.0..=1.0).contains(&v) {
                         return Err(self.err(k, "must be between 0 and 1"));
                     }
+                }
+                if f.stall_rate > 0.0 && f.stall_ms == 0 {
+                    return Err(self.err(
+                        "faults.stall_ms",
+                        "must be set (milliseconds) with faults.stall_rate",
+                    ));
                 }
                 Faults {
                     error_rate: f.error_rate,
                     latency: Duration::from_millis(f.latency_ms),
                     drop_rate: f.drop_rate,
                     lost_response_rate: f.lost_response_rate,
+                    stall_rate: f.stall_rate,
+                    stall: Duration::from_millis(f.stall_ms),
                     seed: f.seed.unwrap_or(1),
                 }
             }

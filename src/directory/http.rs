@@ -211,10 +211,12 @@ async fn gate(State(app): State<Arc<App>>, mut req: Request, next: Next) -> Resp
     let who = client.as_ref().map_or("-", |c| c.id.as_str()).to_string();
 
     let mut lose_response = false;
+    let mut stall = false;
     if app.faults.any() {
         let drop_roll = app.roll();
         let error_roll = app.roll();
         lose_response = app.roll() < app.faults.lost_response_rate;
+        stall = app.roll() < app.faults.stall_rate;
         if !app.faults.latency.is_zero() {
             tokio::time::sleep(app.faults.latency).await;
         }
@@ -272,6 +274,11 @@ async fn gate(State(app): State<Arc<App>>, mut req: Request, next: Next) -> Resp
         // Done, but the client never hears so: the status logged is what was done.
         conn.drop_connection();
         detail = Some("fault_injected: response lost after the request was carried out".into());
+    } else if stall {
+        detail = Some(format!(
+            "fault_injected: answer held {} ms after the request was carried out",
+            app.faults.stall.as_millis()
+        ));
     }
     app.log(LogEntry {
         status: resp.status().as_u16(),
@@ -279,6 +286,10 @@ async fn gate(State(app): State<Arc<App>>, mut req: Request, next: Next) -> Resp
         ..logged
     })
     .await;
+    if stall {
+        // Logged first, so the log shows it done at the time it was done.
+        tokio::time::sleep(app.faults.stall).await;
+    }
     resp
 }
 

@@ -244,7 +244,7 @@ pub fn backoff(
 }
 
 /// Tries of one read before the run gives up on it.
-const READ_ATTEMPTS: u32 = 6;
+const READ_ATTEMPTS: u32 = 8;
 const READ_BACKOFF_BASE: Duration = Duration::from_millis(200);
 const READ_BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// A server asking for a longer pause than this is treated as down, not busy.
