@@ -952,3 +952,42 @@ fn check_reports_the_directory_and_what_it_refuses() {
     let r = w.run(&["check"]);
     assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
 }
+
+#[test]
+fn pending_accounts_are_left_alone_until_the_directory_activates_them() {
+    let w = World::new(
+        "e2e-pending",
+        "[lifecycle]\npending_seconds = 3600\n",
+        "rate_per_second = 50",
+    );
+    ad::add_users(
+        &w.sub("Main"),
+        &[user("Wyn Willow", "Wyn", "Willow", "Nurse")],
+    );
+    w.sync();
+    let acc = w.accounts();
+    assert_eq!(nhs(&acc["E-wyn.willow"])["status"], "pending");
+
+    // Edited in AD while the mailbox is still being set up: held, not sent.
+    ad::replace(&w.dn("Main", "Wyn Willow"), "title", "Charge Nurse");
+    let p = w.plan();
+    assert_eq!(p["operations"].as_array().map(Vec::len), Some(0), "{p:#}");
+    assert_eq!(p["blocked"][0]["reason"], "target_pending", "{p:#}");
+    let before = w.dir.requests().len();
+    w.sync();
+    assert!(
+        w.dir.requests()[before..]
+            .iter()
+            .all(|r| r["method"] == "GET"),
+        "nothing written to a pending account"
+    );
+
+    // An hour later (the directory's clock) it is active, and the update goes through.
+    w.dir.advance_clock(3601);
+    let p = w.plan();
+    assert_eq!(count(&p, "update"), 1, "{p:#}");
+    w.sync();
+    let wyn = &w.accounts()["E-wyn.willow"];
+    assert_eq!(nhs(wyn)["status"], "active");
+    assert_eq!(wyn["title"], "Charge Nurse");
+}
