@@ -558,6 +558,12 @@ fn kill_9_during_apply_then_rerun_loses_and_duplicates_nothing() {
         log.iter().all(|r| r["status"] != 409),
         "no duplicate create sent"
     );
+    // The history shows the killed run as interrupted, and the rerun.
+    let r = w.run(&["history", "--format", "json"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let runs: Value = serde_json::from_str(&r.stdout).expect("history JSON");
+    assert_eq!(runs[0]["status"], "ok", "{runs:#}");
+    assert_eq!(runs[1]["status"], "interrupted", "{runs:#}");
     let p = w.plan();
     assert_eq!(p["operations"].as_array().map(Vec::len), Some(0), "{p:#}");
 }

@@ -6,7 +6,7 @@ use crate::pipeline;
 use crate::plan::{BlockReason, Plan, PlannedOp};
 use crate::push::{self, Outcome, writeback};
 use crate::source::Source;
-use crate::state::{StateStore, op_state};
+use crate::state::{History, StateStore, op_state};
 use crate::target::Target;
 use crate::target::scim::ScimWriter;
 use anyhow::{Context, Result, bail};
@@ -265,4 +265,67 @@ pub fn clear_quarantine(cfg: &Config, external_id: &str) -> Result<u8> {
         println!("{external_id}: not quarantined");
         Ok(1)
     }
+}
+
+/// `tansync history`: the runs (newest first), or one run's operations.
+pub fn history(cfg: &Config, run: Option<i64>, limit: usize, json: bool) -> Result<u8> {
+    let h = History::open(&cfg.state_dir)?;
+    match run {
+        None => {
+            let runs = h.runs(limit)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&runs)?);
+                return Ok(0);
+            }
+            for r in &runs {
+                let ops = r
+                    .operations
+                    .iter()
+                    .map(|(state, n)| format!("{n} {state}"))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                println!(
+                    "run {:>4}  {}  {:<5} {:<11} {}  {}",
+                    r.id,
+                    r.started_at,
+                    r.mode,
+                    r.status,
+                    r.fingerprint,
+                    if ops.is_empty() {
+                        "no operations".into()
+                    } else {
+                        ops
+                    }
+                );
+            }
+            if runs.is_empty() {
+                println!("no runs yet");
+            }
+        }
+        Some(id) => {
+            let ops = h.journal(id)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&ops)?);
+                return Ok(0);
+            }
+            for o in &ops {
+                println!(
+                    "{:<9} {:<6} {} {:<9} tries {}{}",
+                    o.kind,
+                    o.ods_code,
+                    o.external_id,
+                    o.state,
+                    o.attempts,
+                    o.error
+                        .as_deref()
+                        .map(|e| format!("  {e}"))
+                        .unwrap_or_default()
+                );
+            }
+            if ops.is_empty() {
+                println!("run {id}: no operations recorded");
+            }
+        }
+    }
+    Ok(0)
 }

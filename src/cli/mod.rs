@@ -77,6 +77,17 @@ pub enum Command {
         #[arg(long, value_parser = parse_time, hide = true)]
         now: Option<OffsetDateTime>,
     },
+    /// Past apply/sync runs (newest first), or one run's operations.
+    History {
+        /// Show this run's operations.
+        #[arg(long)]
+        run: Option<i64>,
+        /// How many runs to list.
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+        #[arg(long, value_enum, default_value = "human")]
+        format: Format,
+    },
     /// Objects held back after repeated failures.
     Quarantine {
         #[command(subcommand)]
@@ -205,6 +216,10 @@ async fn run(cli: Cli) -> Result<u8> {
             let cfg = load(&cli.config)?;
             let now = now.unwrap_or_else(OffsetDateTime::now_utc);
             apply::apply(&cfg, None, approve_removals.as_deref(), now).await
+        }
+        Command::History { run, limit, format } => {
+            let cfg = load(&cli.config)?;
+            apply::history(&cfg, run, limit, matches!(format, Format::Json))
         }
         Command::Quarantine {
             command: QuarantineCommand::Clear { external_id },

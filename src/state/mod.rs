@@ -274,6 +274,101 @@ impl StateStore {
     }
 }
 
+/// One run, as `tansync history` shows it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct RunSummary {
+    pub id: i64,
+    pub started_at: String,
+    pub finished_at: Option<String>,
+    pub mode: String,
+    pub fingerprint: String,
+    pub status: String,
+    /// Journal rows by state (done, failed, not_sent, …).
+    pub operations: std::collections::BTreeMap<String, u32>,
+}
+
+/// One journalled operation.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct JournalEntry {
+    pub kind: String,
+    pub external_id: String,
+    pub ods_code: String,
+    pub target_id: Option<String>,
+    pub state: String,
+    pub attempts: u32,
+    pub error: Option<String>,
+    pub updated_at: String,
+}
+
+/// The run history and journal, read-only and without the writer's lock, so it can be
+/// looked at while a run is going on (SQLite's WAL lets a reader in beside the writer).
+pub struct History {
+    conn: Connection,
+}
+
+impl History {
+    pub fn open(dir: &Path) -> Result<Self, StateError> {
+        let db = dir.join("tansync.db");
+        if !db.is_file() {
+            return Err(StateError::Dir {
+                path: dir.display().to_string(),
+                problem: "no run history yet (nothing has been applied from here)".into(),
+            });
+        }
+        let conn = Connection::open_with_flags(&db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+        Ok(Self { conn })
+    }
+
+    /// The latest `limit` runs, newest first.
+    pub fn runs(&self, limit: usize) -> Result<Vec<RunSummary>, StateError> {
+        let mut st = self.conn.prepare(
+            "SELECT id, started_at, finished_at, mode, fingerprint, status FROM runs
+             ORDER BY id DESC LIMIT ?1",
+        )?;
+        let rows = st.query_map(params![i64::try_from(limit).unwrap_or(i64::MAX)], |r| {
+            Ok(RunSummary {
+                id: r.get(0)?,
+                started_at: r.get(1)?,
+                finished_at: r.get(2)?,
+                mode: r.get(3)?,
+                fingerprint: r.get(4)?,
+                status: r.get(5)?,
+                operations: Default::default(),
+            })
+        })?;
+        let mut runs: Vec<RunSummary> = rows.collect::<Result<_, _>>()?;
+        let mut st = self
+            .conn
+            .prepare("SELECT state, COUNT(*) FROM journal WHERE run = ?1 GROUP BY state")?;
+        for run in &mut runs {
+            let counts = st.query_map(params![run.id], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            run.operations = counts.collect::<Result<_, _>>()?;
+        }
+        Ok(runs)
+    }
+
+    /// The operations of one run, in the order they were recorded.
+    pub fn journal(&self, run: i64) -> Result<Vec<JournalEntry>, StateError> {
+        let mut st = self.conn.prepare(
+            "SELECT kind, external_id, ods_code, target_id, state, attempts, error, updated_at
+             FROM journal WHERE run = ?1 ORDER BY id",
+        )?;
+        let rows = st.query_map(params![run], |r| {
+            Ok(JournalEntry {
+                kind: r.get(0)?,
+                external_id: r.get(1)?,
+                ods_code: r.get(2)?,
+                target_id: r.get(3)?,
+                state: r.get(4)?,
+                attempts: r.get(5)?,
+                error: r.get(6)?,
+                updated_at: r.get(7)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -304,5 +399,24 @@ mod tests {
         // The lock goes with the store.
         let s = StateStore::open(d.path()).unwrap();
         assert_eq!(s.close_abandoned_runs(None).unwrap(), 1);
+
+        // The history reads beside the writer, without its lock.
+        let h = History::open(d.path()).unwrap();
+        let runs = h.runs(10).unwrap();
+        assert_eq!(runs.len(), 1);
+        assert_eq!(runs[0].status, "interrupted");
+        assert_eq!(runs[0].operations.get("failed"), Some(&1));
+        let j = h.journal(run).unwrap();
+        assert_eq!(j.len(), 2);
+        assert_eq!((j[0].state.as_str(), j[0].attempts), ("done", 1));
+        assert_eq!(j[1].error.as_deref(), Some("HTTP 500"));
+        let empty = tempfile::tempdir().unwrap();
+        assert!(
+            History::open(empty.path())
+                .err()
+                .unwrap()
+                .to_string()
+                .contains("no run history yet")
+        );
     }
 }
