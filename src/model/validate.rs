@@ -131,6 +131,30 @@ pub fn comparable(v: &str) -> String {
         .to_lowercase()
 }
 
+/// `comparable(a) == comparable(b)`, without building either form in the common cases:
+/// identical values (most of a diff), and ASCII values, where lowercasing is per byte.
+/// Other Unicode takes the allocating path, because `to_lowercase` is contextual there
+/// (a final sigma) and a per-character fold would disagree with it.
+pub fn same_comparable(a: &str, b: &str) -> bool {
+    if a == b {
+        return true;
+    }
+    if a.is_ascii() && b.is_ascii() {
+        // Whitespace-collapsing then joining with one space is injective over the word
+        // sequence, so comparing words pairwise is the same test.
+        let mut x = a.split_whitespace();
+        let mut y = b.split_whitespace();
+        loop {
+            match (x.next(), y.next()) {
+                (None, None) => return true,
+                (Some(u), Some(v)) if u.eq_ignore_ascii_case(v) => {}
+                _ => return false,
+            }
+        }
+    }
+    comparable(a) == comparable(b)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -180,5 +204,21 @@ mod tests {
             comparable(" Emergency   department"),
             "emergency department"
         );
+        for (a, b) in [
+            (" Emergency   department", "emergency department"),
+            ("Ward\u{0B}1", "ward 1"),
+            ("Ward 1", "Ward 12"),
+            ("Ward 1", "Ward1"),
+            ("", "  "),
+            ("Siân", "SIÂN"),
+            ("ΟΔΟΣ", "οδος"),
+            ("ΟΔΟΣ", "οδοσ"),
+        ] {
+            assert_eq!(
+                same_comparable(a, b),
+                comparable(a) == comparable(b),
+                "{a:?} vs {b:?}"
+            );
+        }
     }
 }
