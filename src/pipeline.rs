@@ -6,7 +6,8 @@ use crate::diff::{self, DiffInput};
 use crate::filter::Decision;
 use crate::gate::{self, GateInput};
 use crate::ids::{ExternalId, NormDn, ObjectGuid};
-use crate::model::mapping::map_entry;
+use crate::model::mapping::map_entry_memo;
+use crate::model::validate::PhoneMemo;
 use crate::model::{Person, RejectReason, Rejection};
 use crate::plan::{Plan, SourceSummary, TargetSummary};
 use crate::source::{EntrySink, GroupIndex, ReadRequest, SourceEntry, SourceError};
@@ -83,6 +84,7 @@ struct Collector<'a> {
     out: Collected,
     who: Option<&'a Who>,
     progress: Option<indicatif::ProgressBar>,
+    phones: PhoneMemo,
 }
 
 impl EntrySink for Collector<'_> {
@@ -129,16 +131,18 @@ impl EntrySink for Collector<'_> {
             return Ok(());
         }
         match decision {
-            Decision::Include(rule) => match map_entry(&e, rule, &self.cfg.mapping) {
-                Ok(p) => {
-                    if let Some(attr) = &self.cfg.write_back {
-                        let current = e.first(attr).map(String::from);
-                        self.out.write_back.insert(p.external_id.clone(), current);
+            Decision::Include(rule) => {
+                match map_entry_memo(&e, rule, &self.cfg.mapping, &mut self.phones) {
+                    Ok(p) => {
+                        if let Some(attr) = &self.cfg.write_back {
+                            let current = e.first(attr).map(String::from);
+                            self.out.write_back.insert(p.external_id.clone(), current);
+                        }
+                        self.out.persons.insert(p.external_id.clone(), p);
                     }
-                    self.out.persons.insert(p.external_id.clone(), p);
+                    Err(r) => self.out.rejected.push(r),
                 }
-                Err(r) => self.out.rejected.push(r),
-            },
+            }
             Decision::Exclude(_) | Decision::NoMatch => {
                 if let Ok(x) = e.anchor {
                     self.out.out_of_scope.insert(x);
@@ -234,6 +238,7 @@ pub async fn collect(
         out: Collected::default(),
         who,
         progress: progress_bar(progress),
+        phones: PhoneMemo::default(),
     };
     let req = cfg.read_request();
     let handle = tokio::runtime::Handle::current();
