@@ -341,6 +341,24 @@ pub fn decide(
     target_kind: &'static str,
     now: OffsetDateTime,
 ) -> Result<Plan, PipelineError> {
+    // The fingerprint (serialising every person and account into SHA-256) does not depend
+    // on the diff: hash on a second core meanwhile. Same bytes hashed, same value.
+    std::thread::scope(|scope| {
+        let fp = scope.spawn(|| fingerprint(collected, target));
+        decide_with(cfg, collected, target, target_kind, now, || {
+            fp.join().unwrap_or_else(|_| fingerprint(collected, target))
+        })
+    })
+}
+
+fn decide_with(
+    cfg: &Config,
+    collected: &Collected,
+    target: &TargetState,
+    target_kind: &'static str,
+    now: OffsetDateTime,
+    fingerprint: impl FnOnce() -> String,
+) -> Result<Plan, PipelineError> {
     let managed_orgs = cfg.agreements.sharing.keys().cloned().collect();
     let rejected_ids: BTreeSet<ExternalId> = collected
         .rejected
@@ -375,7 +393,7 @@ pub fn decide(
     blocked.extend(g.blocked);
     Ok(Plan::new(
         rfc3339(now),
-        fingerprint(collected, target),
+        fingerprint(),
         SourceSummary {
             kind: cfg.source.kind().to_string(),
             read: collected.read,
