@@ -5,7 +5,7 @@ use crate::config::Config;
 use crate::diff::{self, DiffInput};
 use crate::filter::Decision;
 use crate::gate::{self, GateInput};
-use crate::ids::{ExternalId, NormDn, ObjectGuid};
+use crate::ids::{ExternalId, NormDn, ObjectGuid, OdsCode};
 use crate::model::mapping::map_entry_memo;
 use crate::model::validate::PhoneMemo;
 use crate::model::{Person, RejectReason, Rejection};
@@ -85,6 +85,8 @@ struct Collector<'a> {
     who: Option<&'a Who>,
     progress: Option<indicatif::ProgressBar>,
     phones: PhoneMemo,
+    /// One shared copy of each ODS code: a handful of codes for every person.
+    ods_codes: BTreeSet<OdsCode>,
 }
 
 impl EntrySink for Collector<'_> {
@@ -133,7 +135,13 @@ impl EntrySink for Collector<'_> {
         match decision {
             Decision::Include(rule) => {
                 match map_entry_memo(&e, rule, &self.cfg.mapping, &mut self.phones) {
-                    Ok(p) => {
+                    Ok(mut p) => {
+                        match self.ods_codes.get(&p.ods_code) {
+                            Some(c) => p.ods_code = c.clone(),
+                            None => {
+                                self.ods_codes.insert(p.ods_code.clone());
+                            }
+                        }
                         if let Some(attr) = &self.cfg.write_back {
                             let current = e.first(attr).map(String::from);
                             self.out.write_back.insert(p.external_id.clone(), current);
@@ -239,6 +247,7 @@ pub async fn collect(
         who,
         progress: progress_bar(progress),
         phones: PhoneMemo::default(),
+        ods_codes: BTreeSet::new(),
     };
     let req = cfg.read_request();
     let handle = tokio::runtime::Handle::current();
