@@ -330,7 +330,7 @@ pub struct Plan {
 /// elements, at the moment the whole source, target and plan are held, i.e. at the
 /// run's peak memory. Sorting indices (stably, so ties keep their order exactly as
 /// `sort_by` would) and then applying the permutation by swaps needs only the indices.
-fn sort_in_place_by<T>(v: &mut [T], cmp: impl Fn(&T, &T) -> std::cmp::Ordering) {
+pub(crate) fn sort_in_place_by<T>(v: &mut [T], cmp: impl Fn(&T, &T) -> std::cmp::Ordering) {
     let mut order: Vec<usize> = (0..v.len()).collect();
     order.sort_by(|&a, &b| cmp(&v[a], &v[b]));
     // order[i] is the index of the element that belongs at i; follow each cycle once,
