@@ -129,7 +129,12 @@ pub fn diff(input: &DiffInput<'_>) -> DiffOutput {
     // and the directory, not from strangers.
     let mut by_anchor: HashMap<&ExternalId, usize, foldhash::fast::RandomState> =
         HashMap::with_capacity_and_hasher(accounts.len(), Default::default());
+    // Whether the agent manages each account, decided once in this pass over the
+    // accounts: both later passes need it, and at directory scale each test is a cache
+    // miss (the account's `managed_by` text).
+    let mut managed = Vec::with_capacity(accounts.len());
     for (i, a) in accounts.iter().enumerate() {
+        managed.push(is_managed(a, input.agent_id, input.managed_orgs));
         if a.status != Status::Deleted
             && let Some(x) = &a.external_id
         {
@@ -161,7 +166,7 @@ pub fn diff(input: &DiffInput<'_>) -> DiffOutput {
             Some(&i) => {
                 in_source[i] = true;
                 let a = &accounts[i];
-                let managed = is_managed(a, input.agent_id, input.managed_orgs);
+                let managed = managed[i];
                 match existing(p, a, input) {
                     Outcome::Unchanged => out.unchanged += 1,
                     Outcome::Planned(op) if managed => out.operations.push(op),
@@ -187,7 +192,7 @@ pub fn diff(input: &DiffInput<'_>) -> DiffOutput {
     }
 
     for (i, a) in accounts.iter().enumerate() {
-        if !is_managed(a, input.agent_id, input.managed_orgs) {
+        if !managed[i] {
             continue;
         }
         out.managed += 1;
