@@ -290,10 +290,12 @@ pub async fn collect(
         cfg.source.read(&req, &mut c).await.map(|_| c)
     };
     match res {
-        Ok(c) => {
+        Ok(mut c) => {
             if let Some(pb) = &c.progress {
                 pb.finish_and_clear();
             }
+            // Only needed while reading; not held through planning (the run's peak).
+            c.out.anchors = Default::default();
             Ok(c.out)
         }
         Err(e) => Err(e),
