@@ -5,8 +5,9 @@ use crate::config::Config;
 use crate::diff::{self, DiffInput};
 use crate::filter::Decision;
 use crate::gate::{self, GateInput};
-use crate::ids::{ExternalId, NormDn, ObjectGuid};
-use crate::model::mapping::map_entry;
+use crate::ids::{ExternalId, NormDn, ObjectGuid, OdsCode};
+use crate::model::mapping::map_entry_memo;
+use crate::model::validate::PhoneMemo;
 use crate::model::{Person, RejectReason, Rejection};
 use crate::plan::{Plan, SourceSummary, TargetSummary};
 use crate::source::{EntrySink, GroupIndex, ReadRequest, SourceEntry, SourceError};
@@ -83,6 +84,9 @@ struct Collector<'a> {
     out: Collected,
     who: Option<&'a Who>,
     progress: Option<indicatif::ProgressBar>,
+    phones: PhoneMemo,
+    /// One shared copy of each ODS code: a handful of codes for every person.
+    ods_codes: BTreeSet<OdsCode>,
 }
 
 impl EntrySink for Collector<'_> {
@@ -129,16 +133,24 @@ impl EntrySink for Collector<'_> {
             return Ok(());
         }
         match decision {
-            Decision::Include(rule) => match map_entry(&e, rule, &self.cfg.mapping) {
-                Ok(p) => {
-                    if let Some(attr) = &self.cfg.write_back {
-                        let current = e.first(attr).map(String::from);
-                        self.out.write_back.insert(p.external_id.clone(), current);
+            Decision::Include(rule) => {
+                match map_entry_memo(&e, rule, &self.cfg.mapping, &mut self.phones) {
+                    Ok(mut p) => {
+                        match self.ods_codes.get(&p.ods_code) {
+                            Some(c) => p.ods_code = c.clone(),
+                            None => {
+                                self.ods_codes.insert(p.ods_code.clone());
+                            }
+                        }
+                        if let Some(attr) = &self.cfg.write_back {
+                            let current = e.first(attr).map(String::from);
+                            self.out.write_back.insert(p.external_id.clone(), current);
+                        }
+                        self.out.persons.insert(p.external_id.clone(), p);
                     }
-                    self.out.persons.insert(p.external_id.clone(), p);
+                    Err(r) => self.out.rejected.push(r),
                 }
-                Err(r) => self.out.rejected.push(r),
-            },
+            }
             Decision::Exclude(_) | Decision::NoMatch => {
                 if let Ok(x) = e.anchor {
                     self.out.out_of_scope.insert(x);
@@ -234,6 +246,8 @@ pub async fn collect(
         out: Collected::default(),
         who,
         progress: progress_bar(progress),
+        phones: PhoneMemo::default(),
+        ods_codes: BTreeSet::new(),
     };
     let req = cfg.read_request();
     let handle = tokio::runtime::Handle::current();
@@ -276,10 +290,12 @@ pub async fn collect(
         cfg.source.read(&req, &mut c).await.map(|_| c)
     };
     match res {
-        Ok(c) => {
+        Ok(mut c) => {
             if let Some(pb) = &c.progress {
                 pb.finish_and_clear();
             }
+            // Only needed while reading; not held through planning (the run's peak).
+            c.out.anchors = Default::default();
             Ok(c.out)
         }
         Err(e) => Err(e),
@@ -336,6 +352,24 @@ pub fn decide(
     target_kind: &'static str,
     now: OffsetDateTime,
 ) -> Result<Plan, PipelineError> {
+    // The fingerprint (serialising every person and account into SHA-256) does not depend
+    // on the diff: hash on a second core meanwhile. Same bytes hashed, same value.
+    std::thread::scope(|scope| {
+        let fp = scope.spawn(|| fingerprint(collected, target));
+        decide_with(cfg, collected, target, target_kind, now, || {
+            fp.join().unwrap_or_else(|_| fingerprint(collected, target))
+        })
+    })
+}
+
+fn decide_with(
+    cfg: &Config,
+    collected: &Collected,
+    target: &TargetState,
+    target_kind: &'static str,
+    now: OffsetDateTime,
+    fingerprint: impl FnOnce() -> String,
+) -> Result<Plan, PipelineError> {
     let managed_orgs = cfg.agreements.sharing.keys().cloned().collect();
     let rejected_ids: BTreeSet<ExternalId> = collected
         .rejected
@@ -370,7 +404,7 @@ pub fn decide(
     blocked.extend(g.blocked);
     Ok(Plan::new(
         rfc3339(now),
-        fingerprint(collected, target),
+        fingerprint(),
         SourceSummary {
             kind: cfg.source.kind().to_string(),
             read: collected.read,

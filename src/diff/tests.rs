@@ -294,3 +294,19 @@ fn soft_match_joins_once_and_nhsmail_without_account_is_blocked() {
         ]
     );
 }
+
+#[test]
+fn two_accounts_sharing_a_present_anchor_are_not_removed() {
+    // The anchor index keeps one account per anchor; the other must still count as held
+    // by the person in the source (as a lookup in `persons` would say), not be removed.
+    let mut other = account(1, "RXA", Status::Active, &[]);
+    other.target_id = TargetId::parse("t1-copy").unwrap();
+    let out = run(Case {
+        persons: vec![person(1, "RXA", &[])],
+        accounts: vec![other, account(1, "RXA", Status::Active, &[])],
+        out_of_scope: vec![],
+        rejected: vec![],
+    });
+    assert!(kinds(&out).is_empty(), "{:?}", kinds(&out));
+    assert_eq!((out.unchanged, out.managed), (1, 2));
+}

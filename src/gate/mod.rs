@@ -206,6 +206,31 @@ fn strip(op: &mut Operation, input: &GateInput<'_>) -> Result<Vec<Field>, String
     Ok(stripped.into_iter().collect())
 }
 
+/// Count a create against its organisation's cap, or say why the cap is full.
+fn cap_left(
+    p: &PlannedOp,
+    input: &GateInput<'_>,
+    holds: &BTreeMap<&OdsCode, u32>,
+    used: &mut BTreeMap<OdsCode, u32>,
+) -> Result<(), String> {
+    let ods = p.op.ods_code().clone();
+    let cap = input
+        .target
+        .organisations
+        .get(&ods)
+        .and_then(|o| o.cap)
+        .unwrap_or(input.policy.default_cap);
+    let held = holds.get(&ods).copied().unwrap_or(0);
+    let n = used.entry(ods.clone()).or_default();
+    if held + *n >= cap {
+        return Err(format!(
+            "{ods} holds {held} of {cap} accounts and {n} earlier creates in this plan fill the rest"
+        ));
+    }
+    *n += 1;
+    Ok(())
+}
+
 pub fn gate(mut input: GateInput<'_>) -> GateOutput {
     let mut out = GateOutput::default();
     let candidates = std::mem::take(&mut input.candidates);
@@ -249,40 +274,38 @@ pub fn gate(mut input: GateInput<'_>) -> GateOutput {
         OpKind::Move => 1,
         _ => 2,
     };
-    passed.sort_by(|a, b| {
+    // In place (see `sort_in_place_by`): this runs while the whole plan is held.
+    crate::plan::sort_in_place_by(&mut passed, |a, b| {
         (rank(a.op.kind()), a.op.external_id()).cmp(&(rank(b.op.kind()), b.op.external_id()))
     });
     let mut used: BTreeMap<OdsCode, u32> = BTreeMap::new();
-    let mut kept = Vec::with_capacity(passed.len());
-    for p in passed {
-        // A restore brings back an account the org still holds (a leaver counts until
-        // deleted), so it does not add to the count.
-        if !p.op.creates_account() || p.op.kind() == OpKind::Restore {
-            kept.push(p);
-            continue;
-        }
-        let ods = p.op.ods_code().clone();
-        let cap = input
-            .target
-            .organisations
-            .get(&ods)
-            .and_then(|o| o.cap)
-            .unwrap_or(input.policy.default_cap);
-        let held = holds.get(&ods).copied().unwrap_or(0);
-        let n = used.entry(ods.clone()).or_default();
-        if held + *n >= cap {
-            let detail = format!(
-                "{ods} holds {held} of {cap} accounts and {n} earlier creates in this plan fill the rest"
-            );
-            out.blocked
-                .push(Blocked::new(p.op, BlockReason::AccountCap, detail));
-        } else {
-            *n += 1;
-            kept.push(p);
-        }
+    // Those over the cap leave `passed` in order (extract_if visits each element once, in
+    // order), with their details, so no second vector of the kept ones is built.
+    let mut over_cap: Vec<String> = Vec::new();
+    let blocked_by_cap: Vec<PlannedOp> = passed
+        .extract_if(.., |p| {
+            // A restore brings back an account the org still holds (a leaver counts
+            // until deleted), so it does not add to the count.
+            if !p.op.creates_account() || p.op.kind() == OpKind::Restore {
+                return false;
+            }
+            match cap_left(p, &input, &holds, &mut used) {
+                Ok(()) => false,
+                Err(detail) => {
+                    over_cap.push(detail);
+                    true
+                }
+            }
+        })
+        .collect();
+    for (p, detail) in blocked_by_cap.into_iter().zip(over_cap) {
+        out.blocked
+            .push(Blocked::new(p.op, BlockReason::AccountCap, detail));
     }
+    let mut kept = passed;
 
     // Mass-change guard: all removals or none.
+
     let removals = kept
         .iter()
         .filter(|p| p.op.kind() == OpKind::Remove)

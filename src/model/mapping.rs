@@ -51,6 +51,16 @@ impl Mapping {
 
 /// Map and validate one entry that `rule` included.
 pub fn map_entry(e: &SourceEntry, rule: &Rule, mapping: &Mapping) -> Result<Person, Rejection> {
+    map_entry_memo(e, rule, mapping, &mut validate::PhoneMemo::default())
+}
+
+/// [`map_entry`] for a whole read: phone-number results are remembered in `memo`.
+pub fn map_entry_memo(
+    e: &SourceEntry,
+    rule: &Rule,
+    mapping: &Mapping,
+    memo: &mut validate::PhoneMemo,
+) -> Result<Person, Rejection> {
     let reject = |reason, detail: String| Rejection {
         dn: e.dn.clone(),
         external_id: e.anchor.as_ref().ok().cloned(),
@@ -74,7 +84,8 @@ pub fn map_entry(e: &SourceEntry, rule: &Rule, mapping: &Mapping) -> Result<Pers
         if v.trim().is_empty() {
             continue;
         }
-        let clean = validate::value(f, &v).map_err(|(reason, detail)| reject(reason, detail))?;
+        let clean =
+            validate::value_memo(f, &v, memo).map_err(|(reason, detail)| reject(reason, detail))?;
         attributes.insert(f, clean);
     }
     for f in [Field::GivenName, Field::FamilyName] {

@@ -112,12 +112,52 @@ pub fn domain_within(domain: &str, suffix: &str) -> bool {
 
 /// Apply the field's rule to an already text-cleaned value.
 pub fn value(field: Field, v: &str) -> Result<String, Invalid> {
+    value_memo(field, v, &mut PhoneMemo::default())
+}
+
+/// [`value`], remembering phone-number results in `memo`.
+pub fn value_memo(field: Field, v: &str, memo: &mut PhoneMemo) -> Result<String, Invalid> {
     let v = clean_text(field, v)?;
     match field {
-        Field::Mobile => mobile(&v),
-        Field::Telephone => telephone(&v),
+        Field::Mobile | Field::Telephone => memo.get(field, v),
         Field::Email => email(&v),
         _ => Ok(v),
+    }
+}
+
+/// Results of phone-number validation by (field, cleaned value), for one read.
+///
+/// Parsing and typing a number with the phonenumber crate costs about 100,000
+/// instructions (its regex cache hashes each long pattern on every match), and a source
+/// repeats numbers a lot: a switchboard or ward telephone is shared by many people. The
+/// rules are pure, so a remembered result is the result. Bounded: it starts again when
+/// full, so a daemon's memory does not grow with every number it has ever seen.
+#[derive(Debug, Default)]
+pub struct PhoneMemo {
+    seen: std::collections::HashMap<
+        (Field, String),
+        Result<String, Invalid>,
+        foldhash::fast::RandomState,
+    >,
+}
+
+impl PhoneMemo {
+    const CAPACITY: usize = 65_536;
+
+    fn get(&mut self, field: Field, v: String) -> Result<String, Invalid> {
+        let key = (field, v);
+        if let Some(r) = self.seen.get(&key) {
+            return r.clone();
+        }
+        let r = match field {
+            Field::Mobile => mobile(&key.1),
+            _ => telephone(&key.1),
+        };
+        if self.seen.len() >= Self::CAPACITY {
+            self.seen.clear();
+        }
+        self.seen.insert(key, r.clone());
+        r
     }
 }
 
@@ -129,6 +169,30 @@ pub fn comparable(v: &str) -> String {
         .collect::<Vec<_>>()
         .join(" ")
         .to_lowercase()
+}
+
+/// `comparable(a) == comparable(b)`, without building either form in the common cases:
+/// identical values (most of a diff), and ASCII values, where lowercasing is per byte.
+/// Other Unicode takes the allocating path, because `to_lowercase` is contextual there
+/// (a final sigma) and a per-character fold would disagree with it.
+pub fn same_comparable(a: &str, b: &str) -> bool {
+    if a == b {
+        return true;
+    }
+    if a.is_ascii() && b.is_ascii() {
+        // Whitespace-collapsing then joining with one space is injective over the word
+        // sequence, so comparing words pairwise is the same test.
+        let mut x = a.split_whitespace();
+        let mut y = b.split_whitespace();
+        loop {
+            match (x.next(), y.next()) {
+                (None, None) => return true,
+                (Some(u), Some(v)) if u.eq_ignore_ascii_case(v) => {}
+                _ => return false,
+            }
+        }
+    }
+    comparable(a) == comparable(b)
 }
 
 #[cfg(test)]
@@ -180,5 +244,21 @@ mod tests {
             comparable(" Emergency   department"),
             "emergency department"
         );
+        for (a, b) in [
+            (" Emergency   department", "emergency department"),
+            ("Ward\u{0B}1", "ward 1"),
+            ("Ward 1", "Ward 12"),
+            ("Ward 1", "Ward1"),
+            ("", "  "),
+            ("Siân", "SIÂN"),
+            ("ΟΔΟΣ", "οδος"),
+            ("ΟΔΟΣ", "οδοσ"),
+        ] {
+            assert_eq!(
+                same_comparable(a, b),
+                comparable(a) == comparable(b),
+                "{a:?} vs {b:?}"
+            );
+        }
     }
 }

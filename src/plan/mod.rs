@@ -324,6 +324,31 @@ pub struct Plan {
     pub rejected: Vec<Rejection>,
 }
 
+/// A stable sort that moves the elements in place.
+///
+/// `sort_by` on a large `Vec<PlannedOp>` allocates scratch space of up to 8 MB of
+/// elements, at the moment the whole source, target and plan are held, i.e. at the
+/// run's peak memory. Sorting indices (stably, so ties keep their order exactly as
+/// `sort_by` would) and then applying the permutation by swaps needs only the indices.
+pub(crate) fn sort_in_place_by<T>(v: &mut [T], cmp: impl Fn(&T, &T) -> std::cmp::Ordering) {
+    let mut order: Vec<usize> = (0..v.len()).collect();
+    order.sort_by(|&a, &b| cmp(&v[a], &v[b]));
+    // order[i] is the index of the element that belongs at i; follow each cycle once,
+    // marking positions done by pointing them at themselves.
+    for i in 0..order.len() {
+        let mut cur = i;
+        loop {
+            let next = order[cur];
+            order[cur] = cur;
+            if next == i {
+                break;
+            }
+            v.swap(cur, next);
+            cur = next;
+        }
+    }
+}
+
 impl Plan {
     /// Assemble a plan, putting everything in its deterministic order.
     #[allow(clippy::too_many_arguments)]
@@ -337,7 +362,9 @@ impl Plan {
         mut rejected: Vec<Rejection>,
         unchanged: usize,
     ) -> Plan {
-        operations.sort_by(|a, b| a.op.sort_key().cmp(&b.op.sort_key()));
+        sort_in_place_by(&mut operations, |a, b| {
+            a.op.sort_key().cmp(&b.op.sort_key())
+        });
         blocked.sort_by(|a, b| {
             (a.kind, &a.ods_code, &a.external_id, a.reason).cmp(&(
                 b.kind,
@@ -394,5 +421,31 @@ impl Plan {
         let mut s = serde_json::to_string_pretty(self).unwrap_or_default();
         s.push('\n');
         s
+    }
+}
+
+#[cfg(test)]
+mod sort_tests {
+    use super::sort_in_place_by;
+
+    #[test]
+    fn in_place_sort_matches_stable_sort() {
+        // (key, original position): ties must keep their original order.
+        let mut seed = 7u64;
+        for n in [0usize, 1, 2, 3, 10, 257, 1000] {
+            let v: Vec<(u64, usize)> = (0..n)
+                .map(|i| {
+                    seed = seed
+                        .wrapping_mul(6364136223846793005)
+                        .wrapping_add(1442695040888963407);
+                    ((seed >> 33) % 17, i)
+                })
+                .collect();
+            let mut want = v.clone();
+            want.sort_by_key(|a| a.0);
+            let mut got = v;
+            sort_in_place_by(&mut got, |a, b| a.0.cmp(&b.0));
+            assert_eq!(got, want, "n = {n}");
+        }
     }
 }

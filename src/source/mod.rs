@@ -9,6 +9,7 @@ pub mod ldap;
 pub mod ldif;
 
 use crate::ids::{ExternalId, NormDn, ObjectGuid};
+use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, BTreeSet};
 
 /// AD `userAccountControl` bit meaning "account disabled" (ADS_UF_ACCOUNTDISABLE).
@@ -101,10 +102,22 @@ impl SourceEntry {
 
     /// All values of an attribute (name matched case-insensitively).
     pub fn values(&self, attr: &str) -> &[String] {
-        self.attrs
-            .get(&attr.to_ascii_lowercase())
-            .map(Vec::as_slice)
-            .unwrap_or(&[])
+        // Called for every mapped field and rule of every entry: lowercase short names
+        // on the stack rather than allocating a key per lookup.
+        let mut buf = [0u8; 64];
+        let key = match buf.get_mut(..attr.len()) {
+            Some(b) => {
+                b.copy_from_slice(attr.as_bytes());
+                b.make_ascii_lowercase();
+                std::str::from_utf8(b).ok()
+            }
+            None => None,
+        };
+        let found = match key {
+            Some(k) => self.attrs.get(k),
+            None => self.attrs.get(&attr.to_ascii_lowercase()),
+        };
+        found.map(Vec::as_slice).unwrap_or(&[])
     }
 
     /// Build an entry from raw attribute values, as both sources deliver them: text
@@ -117,12 +130,20 @@ impl SourceEntry {
         anchor: &AnchorKind,
     ) -> SourceEntry {
         let mut attrs: BTreeMap<String, Vec<String>> = BTreeMap::new();
-        for (k, v) in text {
-            attrs.entry(k.to_ascii_lowercase()).or_default().extend(v);
+        // The names are owned: lowercase them in place rather than copying each.
+        for (mut k, v) in text {
+            k.make_ascii_lowercase();
+            match attrs.entry(k) {
+                Entry::Vacant(e) => {
+                    e.insert(v);
+                }
+                Entry::Occupied(mut e) => e.get_mut().extend(v),
+            }
         }
         let mut bin: BTreeMap<String, Vec<Vec<u8>>> = BTreeMap::new();
-        for (k, v) in binary {
-            bin.entry(k.to_ascii_lowercase()).or_default().extend(v);
+        for (mut k, v) in binary {
+            k.make_ascii_lowercase();
+            bin.entry(k).or_default().extend(v);
         }
         let anchor_attr = anchor.attribute().to_ascii_lowercase();
         let anchor = match anchor {
