@@ -3,6 +3,7 @@
 //! Directory model"). Mapping from a source entry lives in [`mapping`], the NHS rules for
 //! values in [`validate`]. Nothing here does I/O.
 
+mod gbphone;
 pub mod mapping;
 pub mod validate;
 

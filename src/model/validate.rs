@@ -50,6 +50,12 @@ fn e164(n: &phonenumber::PhoneNumber) -> String {
 pub fn mobile(v: &str) -> Result<String, Invalid> {
     use phonenumber::Type;
     let bad = |why: &str| (RejectReason::InvalidMobile, format!("mobile {v:?} {why}"));
+    if let Some((t, e164)) = super::gbphone::classify(v) {
+        return match t {
+            Type::Mobile | Type::FixedLineOrMobile => Ok(e164),
+            _ => Err(bad("is not a UK mobile number")),
+        };
+    }
     let n = parse_phone(v).ok_or_else(|| bad("is not a valid phone number"))?;
     if n.code().value() != 44 {
         return Err(bad("is not a UK number"));
@@ -63,6 +69,10 @@ pub fn mobile(v: &str) -> Result<String, Invalid> {
 
 /// Telephone: any valid number (UK assumed when no country code); stored as E.164.
 pub fn telephone(v: &str) -> Result<String, Invalid> {
+    // Only valid numbers come back from the fast path.
+    if let Some((_, e164)) = super::gbphone::classify(v) {
+        return Ok(e164);
+    }
     parse_phone(v)
         .filter(|n| number_type(n) != phonenumber::Type::Unknown)
         .map(|n| e164(&n))
