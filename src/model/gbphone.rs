@@ -98,6 +98,11 @@ fn build() -> Option<Gb> {
     })
 }
 
+/// Build the patterns (and so the crate's metadata database) now.
+pub fn load() {
+    let _ = gb();
+}
+
 fn gb() -> Option<&'static Gb> {
     static GB: OnceLock<Option<Gb>> = OnceLock::new();
     GB.get_or_init(build).as_ref()

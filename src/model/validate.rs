@@ -46,6 +46,11 @@ fn e164(n: &phonenumber::PhoneNumber) -> String {
     n.format().mode(phonenumber::Mode::E164).to_string()
 }
 
+/// Build the phone-number metadata now (it is otherwise built on first use).
+pub fn load_phone_metadata() {
+    super::gbphone::load();
+}
+
 /// Mobile: must be a valid UK mobile number; stored as E.164.
 pub fn mobile(v: &str) -> Result<String, Invalid> {
     use phonenumber::Type;
