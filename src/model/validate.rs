@@ -17,8 +17,23 @@ pub fn clean_text(field: Field, raw: &str) -> Result<String, Invalid> {
             format!("{field} contains a control character (U+{:04X})", c as u32),
         ));
     }
-    let v = raw.split_whitespace().collect::<Vec<_>>().join(" ");
-    let n = v.chars().count();
+    // Most values are already clean (single spaces, no edges): copy those as they are.
+    let collapsed = raw.starts_with(char::is_whitespace)
+        || raw.ends_with(char::is_whitespace)
+        || raw
+            .chars()
+            .zip(raw.chars().skip(1))
+            .any(|(a, b)| a.is_whitespace() && (a != ' ' || b.is_whitespace()));
+    let v = if collapsed {
+        raw.split_whitespace().collect::<Vec<_>>().join(" ")
+    } else {
+        raw.to_string()
+    };
+    let n = if v.is_ascii() {
+        v.len()
+    } else {
+        v.chars().count()
+    };
     if n > field.max_len() {
         return Err((
             RejectReason::InvalidValue,
@@ -227,6 +242,26 @@ mod tests {
         assert!(clean_text(Field::GivenName, "a\u{0007}b").is_err());
         assert!(clean_text(Field::GivenName, &"x".repeat(65)).is_err());
         assert!(clean_text(Field::GivenName, &"é".repeat(64)).is_ok());
+        // The copy-as-is path gives what collapsing gives.
+        for raw in [
+            "Ann Lee",
+            "Ann  Lee",
+            " Ann",
+            "Ann ",
+            "Ann\tLee",
+            "Ann\u{a0}Lee",
+            "Ann \nLee",
+            "a b c",
+            "x",
+            "",
+            " ",
+            "Siân Évans",
+            "Ann\u{2003}",
+            "a  ",
+        ] {
+            let want = raw.split_whitespace().collect::<Vec<_>>().join(" ");
+            assert_eq!(clean_text(Field::Department, raw).unwrap(), want, "{raw:?}");
+        }
     }
 
     #[test]
