@@ -316,21 +316,34 @@ fn required(attr: &Attr) -> ApiError {
     ApiError::mutability(format!("{} is required and cannot be removed", attr.name))
 }
 
+/// The value an add or replace brings; for a remove (or no value) the attribute is
+/// removed — unless it is required — and there is nothing more to do (`None`).
+fn value_or_remove<'v>(
+    container: &mut Map<String, Value>,
+    attr: &Attr,
+    kind: Kind,
+    value: Option<&'v Value>,
+) -> Result<Option<&'v Value>, ApiError> {
+    match (kind, value) {
+        (Kind::Remove, _) | (_, None) => {
+            if attr.required {
+                return Err(required(attr));
+            }
+            container.remove(attr.name);
+            Ok(None)
+        }
+        (_, Some(v)) => Ok(Some(v)),
+    }
+}
+
 fn single(
     container: &mut Map<String, Value>,
     attr: &'static Attr,
     kind: Kind,
     value: Option<&Value>,
 ) -> Result<(), ApiError> {
-    let value = match (kind, value) {
-        (Kind::Remove, _) | (_, None) => {
-            if attr.required {
-                return Err(required(attr));
-            }
-            container.remove(attr.name);
-            return Ok(());
-        }
-        (_, Some(v)) => v,
+    let Some(value) = value_or_remove(container, attr, kind, value)? else {
+        return Ok(());
     };
     if attr.ty != Type::Complex {
         container.insert(attr.name.to_string(), coerce(attr, value)?);
@@ -471,15 +484,8 @@ fn multi_whole(
     kind: Kind,
     value: Option<&Value>,
 ) -> Result<(), ApiError> {
-    let value = match (kind, value) {
-        (Kind::Remove, _) | (_, None) => {
-            if attr.required {
-                return Err(required(attr));
-            }
-            container.remove(attr.name);
-            return Ok(());
-        }
-        (_, Some(v)) => v,
+    let Some(value) = value_or_remove(container, attr, kind, value)? else {
+        return Ok(());
     };
     let new = elements(attr, value)?;
     let list = container

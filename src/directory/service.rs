@@ -175,6 +175,32 @@ fn load(conn: &Connection, client: &Client, id: &str) -> Result<Account, ApiErro
     Ok(a)
 }
 
+/// The account a write names: visible to the client, and `If-Match` (if sent) current.
+fn load_current(
+    conn: &Connection,
+    client: &Client,
+    id: &str,
+    if_match: Option<&str>,
+) -> Result<Account, ApiError> {
+    let a = load(conn, client, id)?;
+    precondition(&a, if_match)?;
+    Ok(a)
+}
+
+/// As [`load_current`], and editable: a pending account is not edited until active.
+fn load_editable(
+    conn: &Connection,
+    client: &Client,
+    id: &str,
+    if_match: Option<&str>,
+) -> Result<Account, ApiError> {
+    let a = load_current(conn, client, id, if_match)?;
+    if a.status == Status::Pending {
+        return Err(rules::target_pending(&a.id));
+    }
+    Ok(a)
+}
+
 /// `If-Match` (RFC 7644 §3.14): the request applies only to the version it names.
 fn precondition(a: &Account, if_match: Option<&str>) -> Result<(), ApiError> {
     let Some(header) = if_match else {
@@ -352,11 +378,7 @@ impl Directory {
         self.store
             .run(move |conn| {
                 sweep(conn, now, &cfg.lifecycle)?;
-                let a = load(conn, &client, &id)?;
-                precondition(&a, if_match.as_deref())?;
-                if a.status == Status::Pending {
-                    return Err(rules::target_pending(&a.id));
-                }
+                let a = load_editable(conn, &client, &id, if_match.as_deref())?;
                 let nhs = body.nhs.get_or_insert_with(Nhs::default);
                 if text(&nhs.ods_code).is_none() {
                     nhs.ods_code = Some(a.ods_code.clone());
@@ -386,11 +408,7 @@ impl Directory {
         self.store
             .run(move |conn| {
                 sweep(conn, now, &cfg.lifecycle)?;
-                let a = load(conn, &client, &id)?;
-                precondition(&a, if_match.as_deref())?;
-                if a.status == Status::Pending {
-                    return Err(rules::target_pending(&a.id));
-                }
+                let a = load_editable(conn, &client, &id, if_match.as_deref())?;
                 let mut doc = serde_json::to_value(resource(&a, &base)).map_err(|e| {
                     tracing::error!(error = %e, "cannot serialise an account");
                     ApiError::internal()
@@ -416,8 +434,7 @@ impl Directory {
         self.store
             .run(move |conn| {
                 sweep(conn, now, &cfg.lifecycle)?;
-                let a = load(conn, &client, &id)?;
-                precondition(&a, if_match.as_deref())?;
+                let a = load_current(conn, &client, &id, if_match.as_deref())?;
                 store::delete(conn, &a.id)?;
                 Ok(())
             })
