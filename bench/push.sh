@@ -28,6 +28,7 @@ SECONDS_EACH=${PUSH_SECONDS:-10}
 LATENCY=${PUSH_LATENCY_MS:-50}
 OUT="$ROOT/bench/out-push"
 TANSYNC="$ROOT/target/release/tansync"
+NHS_DIRECTORY="$ROOT/target/release/nhs-directory"
 AGENT_ID="tansync-bench"
 
 DIR_PID=""
@@ -47,7 +48,7 @@ for tool in python3 cargo; do
 done
 if [[ ${BENCH_SKIP_BUILD:-0} != 1 ]]; then
     log "cargo build --release"
-    (cd "$ROOT" && cargo build --release --quiet) || die "cargo build --release failed"
+    (cd "$ROOT" && cargo build --release --quiet --workspace) || die "cargo build --release failed"
 fi
 [[ -x $TANSYNC ]] || die "$TANSYNC not found; run cargo build --release"
 
@@ -102,7 +103,7 @@ EOF
         done
     } >"$run/agreements.toml"
 
-    "$TANSYNC" directory serve --directory-config "$run/directory.toml" \
+    "$NHS_DIRECTORY" serve --directory-config "$run/directory.toml" \
         >"$run/directory.out" 2>"$run/directory.err" &
     DIR_PID=$!
     url=""

@@ -10,16 +10,16 @@
 pub mod cli;
 pub mod config;
 pub mod diff;
-pub mod directory;
 pub mod filter;
 pub mod gate;
-pub mod ids;
 pub mod model;
 pub mod pipeline;
 pub mod plan;
 pub mod push;
-pub mod scim;
 pub mod source;
 pub mod state;
 pub mod target;
 pub mod tls;
+
+/// Identifier newtypes and SCIM wire types, shared with the reference directory.
+pub use nhs_model::{ids, scim};

@@ -1,5 +1,5 @@
 //! The NHS rules of the reference directory over HTTP, against the real binary
-//! (`tansync directory serve`, one process per test on a free loopback port): account
+//! (`nhs-directory serve`, one process per test on a port the OS picks): account
 //! caps, closed and unknown organisations, one account per anchor, address allocation,
 //! ETag preconditions, sharing agreements, the rate limit and the account lifecycle
 //! driven by the admin clock. Each refusal must be a SCIM error (RFC 7644 §3.12) whose

@@ -10,13 +10,13 @@
 
 mod common;
 use common::*;
+use nhs_model::schema;
 use serde_json::{Value, json};
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-use tansync::directory::schema;
 use tansync::scim::{ENTERPRISE_SCHEMA, NHS_SCHEMA};
 
 const TOKEN: &str = "scim2-server-test-token";

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # plan → apply → plan against the reference NHS Directory, with the quickstart's AD
-# export. No servers to install: the directory is this project's own binary.
+# export. No servers to install: the directory is this workspace's other binary,
+# nhs-directory.
 #
 #   bash examples/directory/demo.sh
 #
@@ -12,15 +13,16 @@ root="$(cd "$here/../.." && pwd)"
 work="$(mktemp -d -t tansync-demo.XXXXXX)"
 echo "work folder: $work" >&2
 
-cargo build --release --quiet --manifest-path "$root/Cargo.toml"
+cargo build --release --quiet --workspace --manifest-path "$root/Cargo.toml"
 bin="$root/target/release/tansync"
+directory="$root/target/release/nhs-directory"
 
 cp "$here/directory.toml" "$work/directory.toml"
 # A fresh random token; the directory keeps only its digest.
 head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$work/agent.token"
 chmod 600 "$work/agent.token"
 
-"$bin" directory serve --directory-config "$work/directory.toml" >"$work/directory.out" 2>"$work/directory.log" &
+"$directory" serve --directory-config "$work/directory.toml" >"$work/directory.out" 2>"$work/directory.log" &
 dir_pid=$!
 trap 'kill "$dir_pid" 2>/dev/null; wait "$dir_pid" 2>/dev/null || true' EXIT
 url=""

@@ -95,11 +95,6 @@ pub enum Command {
     },
     /// Validate configuration, filters and agreements; connect to the source and report.
     Check,
-    /// The reference NHS Directory service (SCIM 2.0 over SQLite), for tests and staging.
-    Directory {
-        #[command(subcommand)]
-        command: DirectoryCommand,
-    },
     /// Explain the decision for one person: by sAMAccountName/uid, DN or objectGUID.
     Explain {
         who: String,
@@ -112,16 +107,6 @@ pub enum Command {
 pub enum QuarantineCommand {
     /// Let the next apply try this object again.
     Clear { external_id: String },
-}
-
-#[derive(Subcommand, Debug)]
-pub enum DirectoryCommand {
-    /// Serve the directory; prints `listening on URL` once ready.
-    Serve {
-        /// The directory's configuration file.
-        #[arg(long = "directory-config")]
-        directory_config: PathBuf,
-    },
 }
 
 fn parse_time(s: &str) -> Result<OffsetDateTime, String> {
@@ -226,12 +211,6 @@ async fn run(cli: Cli) -> Result<u8> {
         } => {
             let cfg = load(&cli.config)?;
             apply::clear_quarantine(&cfg, &external_id)
-        }
-        Command::Directory {
-            command: DirectoryCommand::Serve { directory_config },
-        } => {
-            crate::directory::serve(&directory_config).await?;
-            Ok(0)
         }
         Command::Explain { who, now } => {
             let cfg = load(&cli.config)?;

@@ -1,6 +1,7 @@
-//! The reference NHS Directory as a real process: `tansync directory serve` from
-//! `CARGO_BIN_EXE_tansync`, with its configuration and token files in a temp folder, on a
-//! free loopback port (`listen = "127.0.0.1:0"`), and a small HTTP client for it.
+//! The reference NHS Directory as a real process: `nhs-directory serve` (the workspace's
+//! other binary, see [`super::directory_bin`]), with its configuration and token files in
+//! a temp folder, on a port the OS picks (`listen = "127.0.0.1:0"`; the process reports it
+//! in its `listening on URL` line), and a small HTTP client for it.
 //!
 //! Every process started here is killed by its own PID when its guard drops, whether the
 //! test passed or panicked.
@@ -81,15 +82,15 @@ impl DirectoryProcess {
         let cfg = dir.path().join("directory.toml");
         std::fs::write(&cfg, config).expect("write directory config");
         let log = dir.path().join("directory.log");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_tansync"))
-            .args(["directory", "serve", "--directory-config"])
+        let mut child = Command::new(super::directory_bin())
+            .args(["serve", "--directory-config"])
             .arg(&cfg)
-            .env_remove("TANSYNC_LOG")
+            .env_remove("NHS_DIRECTORY_LOG")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(File::create(&log).expect("create log file"))
             .spawn()
-            .expect("start tansync directory serve");
+            .expect("start nhs-directory serve");
         let stdout = child.stdout.take().expect("piped stdout");
         let mut d = DirectoryProcess {
             process: KillOnDrop(child),

@@ -43,6 +43,24 @@ impl From<Output> for Run {
     }
 }
 
+/// The reference directory's binary, `nhs-directory`: another package of this workspace,
+/// so cargo builds it beside `tansync` (`cargo build --workspace`, which the test command
+/// runs first) but gives the tests no `CARGO_BIN_EXE_` for it. `NHS_DIRECTORY_BIN`
+/// overrides the location. Missing is a failure, never a skip.
+pub fn directory_bin() -> PathBuf {
+    if let Ok(p) = std::env::var("NHS_DIRECTORY_BIN") {
+        return PathBuf::from(p);
+    }
+    let p = Path::new(env!("CARGO_BIN_EXE_tansync")).with_file_name("nhs-directory");
+    assert!(
+        p.is_file(),
+        "{} is missing: build the workspace first (`cargo build --workspace`; \
+         `bash tests/harness/run-all.sh` does)",
+        p.display()
+    );
+    p
+}
+
 /// Run the tansync binary with a config file and arguments.
 pub fn tansync(config: &Path, args: &[&str]) -> Run {
     Command::new(env!("CARGO_BIN_EXE_tansync"))

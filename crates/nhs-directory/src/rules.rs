@@ -10,14 +10,14 @@
 
 use super::config::{Lifecycle, OrgEntry};
 use super::error::ApiError;
-use crate::ids::OdsCode;
-use crate::model::Field;
-use crate::scim::User;
+use nhs_model::Field;
+use nhs_model::ids::OdsCode;
+use nhs_model::scim::User;
 use std::collections::BTreeSet;
 use std::time::Duration;
 use time::OffsetDateTime;
 
-pub use crate::target::Status;
+pub use nhs_model::Status;
 
 /// A status a client sent, or a SCIM error naming the allowed ones.
 pub fn parse_status(s: &str) -> Result<Status, ApiError> {
@@ -274,9 +274,9 @@ pub fn check_content(u: &User) -> Result<(), ApiError> {
 }
 
 /// The uniqueness key of an externalId (anchors compare ignoring case, as
-/// [`crate::ids::ExternalId`] does), or why it is not one.
+/// [`nhs_model::ids::ExternalId`] does), or why it is not one.
 pub fn anchor_key(external_id: &str) -> Result<String, ApiError> {
-    crate::ids::ExternalId::parse(external_id)
+    nhs_model::ids::ExternalId::parse(external_id)
         .map(|e| e.as_str().to_string())
         .map_err(|e| ApiError::invalid_value(format!("invalid_value: {e}")))
 }
@@ -289,7 +289,7 @@ pub fn duplicate_anchor() -> ApiError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::OrgKind;
+    use nhs_model::OrgKind;
     use time::macros::datetime;
 
     fn life() -> Lifecycle {

@@ -10,7 +10,7 @@ use super::clock::{from_ms, to_ms};
 use super::config::Database;
 use super::error::ApiError;
 use super::rules::Status;
-use crate::scim::User;
+use nhs_model::scim::User;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use serde::Serialize;
 use std::sync::{Arc, Mutex};
@@ -357,7 +357,7 @@ pub fn clear_requests(conn: &Connection) -> Result<usize, StoreError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::Field;
+    use nhs_model::Field;
 
     fn sample(conn: &Connection, ext: &str, name: &str) -> Account {
         let mut content = User::default();

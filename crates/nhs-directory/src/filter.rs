@@ -9,7 +9,7 @@
 //! Pure: no I/O, no clock.
 
 use super::error::ApiError;
-use super::schema::split_urn;
+use nhs_model::schema::split_urn;
 use serde_json::Value;
 use std::cmp::Ordering;
 use time::OffsetDateTime;
@@ -440,7 +440,7 @@ fn ordered(o: Ordering, op: Op) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::scim::NHS_SCHEMA;
+    use nhs_model::scim::NHS_SCHEMA;
     use serde_json::json;
 
     fn user() -> Value {

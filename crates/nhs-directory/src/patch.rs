@@ -14,8 +14,8 @@
 
 use super::error::ApiError;
 use super::filter::Filter;
-use super::schema::{Attr, Mutability, SchemaDef, Type, locate, split_urn, sub_attr};
-use crate::scim::PatchOperation;
+use nhs_model::schema::{Attr, Mutability, SchemaDef, Type, locate, split_urn, sub_attr};
+use nhs_model::scim::PatchOperation;
 use serde_json::{Map, Value};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -598,8 +598,8 @@ fn multi_filtered(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::Field;
-    use crate::scim::{ENTERPRISE_SCHEMA, NHS_SCHEMA, User};
+    use nhs_model::Field;
+    use nhs_model::scim::{ENTERPRISE_SCHEMA, NHS_SCHEMA, User};
     use serde_json::json;
 
     fn op(op: &str, path: Option<&str>, value: Option<Value>) -> PatchOperation {

@@ -10,7 +10,7 @@
 //! employee_id → the enterprise extension's `department` and `employeeNumber`, site → the
 //! NHS extension's `site`.
 
-use crate::model::Field;
+use crate::field::Field;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 

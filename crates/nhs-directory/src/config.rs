@@ -6,8 +6,8 @@
 //! Never put a token's value in an error or a log line. Relative paths are relative to
 //! the configuration file's folder.
 
-use crate::ids::OdsCode;
-use crate::model::{OrgKind, Organisation};
+use nhs_model::ids::OdsCode;
+use nhs_model::{OrgKind, Organisation};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, BTreeSet};

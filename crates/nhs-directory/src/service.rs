@@ -14,8 +14,8 @@ use super::filter::Filter;
 use super::patch;
 use super::rules::{self, Status, Step, Times, Transition};
 use super::store::{self, Account};
-use crate::ids::OdsCode;
-use crate::scim::{
+use nhs_model::ids::OdsCode;
+use nhs_model::scim::{
     ENTERPRISE_SCHEMA, Enterprise, Meta, MultiValue, NHS_SCHEMA, Name, Nhs, ORG_SCHEMA,
     OrganisationResource, PatchOperation, USER_SCHEMA, User,
 };

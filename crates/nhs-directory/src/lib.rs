@@ -2,16 +2,20 @@
 //! that enforces the NHS Directory rules — organisation registry and account caps,
 //! NHSmail address allocation, the account lifecycle, server-side sharing agreements —
 //! with rate limits, fault injection and an injectable clock for tests. It is what
-//! tests, demos and staging run the agent against (`tansync directory serve
-//! --directory-config FILE`; see `examples/directory/`).
+//! tests, demos and staging run the agent against (`nhs-directory serve
+//! --directory-config FILE`; see `examples/directory/`). It is a separate crate and
+//! binary so the production agent contains no directory server, fault injection or
+//! admin clock.
 //!
 //! Layout: `config` (two-phase TOML), `rules` and `address` (the NHS rules, pure),
-//! `filter`, `patch` and `schema` (SCIM, pure), `store` (SQLite), `service` (the
+//! `filter` and `patch` (SCIM, pure; the schema table is `nhs_model::schema`), `store` (SQLite), `service` (the
 //! operations), `http` (endpoints and the auth/rate/fault gate), `net` (TCP/TLS).
 //!
 //! It must never log or answer with a bearer token, never let a client read or change an
 //! account outside the organisations its agreement lists, and never print anything to
 //! stdout but the one `listening on URL` line.
+
+#![deny(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod address;
 pub mod clock;
@@ -22,7 +26,6 @@ pub mod http;
 pub mod net;
 pub mod patch;
 pub mod rules;
-pub mod schema;
 pub mod service;
 pub mod store;
 

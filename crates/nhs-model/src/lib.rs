@@ -1,0 +1,17 @@
+//! What the tansync agent and the reference NHS Directory both speak: identifier types,
+//! the NHS Directory model types they share (person fields, organisations, account
+//! status), the SCIM 2.0 wire types and the NHS extension schema.
+//!
+//! Plain data with parsing and display; nothing here does I/O.
+#![deny(clippy::unwrap_used, clippy::expect_used)]
+
+pub mod field;
+pub mod ids;
+pub mod org;
+pub mod schema;
+pub mod scim;
+pub mod status;
+
+pub use field::Field;
+pub use org::{OrgKind, Organisation};
+pub use status::Status;
