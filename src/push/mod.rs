@@ -317,6 +317,14 @@ pub async fn push(
         let sh = shared.clone();
         set.spawn(async move {
             let outcome = sh.run_one(&p).await;
+            // One line per finished operation (`TANSYNC_LOG=tansync::push=debug`): what
+            // tests wait on to act mid-run, and what an operator tails.
+            tracing::debug!(
+                kind = %p.op.kind(),
+                external_id = %p.op.external_id(),
+                outcome = ?outcome,
+                "operation finished"
+            );
             match &outcome {
                 Outcome::Applied { .. } => sh.note(true),
                 Outcome::Failed { .. } => sh.note(false),
