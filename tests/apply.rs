@@ -175,7 +175,9 @@ dir = "state"
     fn plan(&self) -> Value {
         let r = self.run(&["plan", "--format", "json"]);
         assert!(r.code == 0 || r.code == 2, "plan: {}", r.stderr);
-        serde_json::from_str(&r.stdout).expect("plan JSON")
+        let v = serde_json::from_str(&r.stdout).expect("plan JSON");
+        plan_schema::assert_valid_plan(&v);
+        v
     }
 
     /// The directory's accounts by userName (given.family style, from the fixture's
@@ -895,6 +897,7 @@ fn held_mass_removals_are_applied_only_with_approval_of_that_plan() {
     let pf = plan_file.to_str().expect("path");
     let r = w.run(&["plan", "--format", "json", "--out", pf]);
     let p: Value = serde_json::from_str(&r.stdout).expect("plan");
+    plan_schema::assert_valid_plan(&p);
     let held: Vec<&Value> = p["blocked"]
         .as_array()
         .expect("blocked")

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod directory;
+pub mod plan_schema;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -82,6 +83,7 @@ pub fn plan_json(config: &Path) -> (Run, serde_json::Value) {
         r.stderr
     );
     let v = serde_json::from_str(&r.stdout).expect("plan JSON");
+    plan_schema::assert_valid_plan(&v);
     (r, v)
 }
 
