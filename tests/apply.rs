@@ -572,11 +572,13 @@ fn kill_9_during_apply_then_rerun_loses_and_duplicates_nothing() {
 
 #[test]
 fn write_back_puts_the_allocated_address_into_ad() {
-    let w = World::new(
-        "e2e-wb",
-        "",
-        "rate_per_second = 50\n\n[write_back]\nattribute = \"mail\"",
+    let pw_file = env("TANSYNC_TEST_SAMBA_PASSWORD_FILE");
+    let write_back = format!(
+        "rate_per_second = 50\n\n[write_back]\nattribute = \"mail\"\nbind_dn = {}\nbind_password_file = {}",
+        toml_str(&env("TANSYNC_TEST_SAMBA_BIND_DN")),
+        toml_str(&pw_file)
     );
+    let w = World::new("e2e-wb", "", &write_back);
     ad::add_users(
         &w.sub("Main"),
         &[
@@ -605,19 +607,66 @@ fn write_back_puts_the_allocated_address_into_ad() {
         "{}",
         r.stdout
     );
-    // An address changed in AD by hand is put right.
+    // An address changed in AD by hand is put right: planned (the plan's write_back
+    // list, with the old and new value), then written by apply and journalled.
+    let mo = acc["E-mo.maple"]["emails"][0]["value"]
+        .as_str()
+        .expect("address");
     ad::replace(&w.dn("Main", "Mo Maple"), "mail", "mo@example.org");
+    let p = w.plan();
+    let wb = p["write_back"].as_array().expect("write_back list");
+    assert_eq!(wb.len(), 1, "{p:#}");
+    assert_eq!(wb[0]["dn"], w.dn("Main", "Mo Maple"), "{p:#}");
+    assert_eq!(wb[0]["attribute"], "mail");
+    assert_eq!(wb[0]["old"], "mo@example.org");
+    assert_eq!(wb[0]["new"], mo);
     let r = w.sync();
     assert!(
         r.stdout.contains("1 of 1 address(es) written"),
         "{}",
         r.stdout
     );
-    assert_eq!(
-        ad::values(&w.dn("Main", "Mo Maple"), "mail"),
-        [acc["E-mo.maple"]["emails"][0]["value"]
-            .as_str()
-            .expect("address")]
+    assert_eq!(ad::values(&w.dn("Main", "Mo Maple"), "mail"), [mo]);
+    let r = w.run(&["history", "--format", "json"]);
+    let runs: Value = serde_json::from_str(&r.stdout).expect("history JSON");
+    let last = runs[0]["id"].as_i64().expect("run id").to_string();
+    let r = w.run(&["history", "--run", &last, "--format", "json"]);
+    let journal: Value = serde_json::from_str(&r.stdout).expect("journal JSON");
+    let writes: Vec<&Value> = journal
+        .as_array()
+        .expect("entries")
+        .iter()
+        .filter(|o| o["kind"] == "write_back")
+        .collect();
+    assert_eq!(writes.len(), 1, "{journal:#}");
+    assert_eq!(writes[0]["state"], "done", "{journal:#}");
+
+    // Write-back binds with its own credential: a wrong write password fails the
+    // write-back (and the run's exit code) and names that account, while the read
+    // bind (the source's credential) still works.
+    let wrong = w.config.with_file_name("wrong-write.pw");
+    std::fs::write(&wrong, "not-the-password").expect("write file");
+    let text = std::fs::read_to_string(&w.config).expect("config");
+    let (head, tail) = text.split_at(text.find("[write_back]").expect("write_back section"));
+    std::fs::write(
+        &w.config,
+        format!(
+            "{head}{}",
+            tail.replace(&toml_str(&pw_file), &toml_str(&wrong.display().to_string()))
+        ),
+    )
+    .expect("config");
+    ad::replace(&w.dn("Main", "Mo Maple"), "mail", "mo@example.org");
+    let r = w.run(&["sync"]);
+    assert_eq!(r.code, 1, "{}\n{}", r.stdout, r.stderr);
+    assert!(
+        r.stdout.contains("0 of 1 address(es) written")
+            && r.stdout.contains(&format!(
+                "cannot connect to AD as {}",
+                env("TANSYNC_TEST_SAMBA_BIND_DN")
+            )),
+        "{}",
+        r.stdout
     );
 }
 
@@ -999,4 +1048,88 @@ fn pending_accounts_are_left_alone_until_the_directory_activates_them() {
     let wyn = &w.accounts()["E-wyn.willow"];
     assert_eq!(nhs(wyn)["status"], "active");
     assert_eq!(wyn["title"], "Charge Nurse");
+}
+
+#[test]
+fn sigterm_mid_apply_finishes_in_flight_work_and_records_the_run_interrupted() {
+    let w = World::new(
+        "e2e-term",
+        "[faults]\nlatency_ms = 150\n",
+        "rate_per_second = 20\nconcurrency = 2",
+    );
+    let names = many("Term", 30);
+    add_many(&w, "Main", &names);
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tansync"))
+        .arg("--config")
+        .arg(&w.config)
+        .arg("sync")
+        .env_remove("TANSYNC_CONFIG")
+        .env("TANSYNC_LOG", "warn,tansync::push=debug")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start sync");
+    // Act on an event, not a clock: the agent logs a line per finished operation.
+    let stderr = child.stderr.take().expect("piped stderr");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        use std::io::BufRead;
+        let mut all = String::new();
+        let mut finished = 0;
+        for line in std::io::BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            if line.contains("operation finished") {
+                finished += 1;
+                if finished == 3 {
+                    let _ = tx.send(());
+                }
+            }
+            all.push_str(&line);
+            all.push('\n');
+        }
+        all
+    });
+    rx.recv_timeout(std::time::Duration::from_secs(120))
+        .expect("three operations finished");
+    let pid = child.id().to_string();
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("send SIGTERM");
+    assert!(killed.success());
+    let out = child.wait_with_output().expect("wait for sync");
+    let stderr = reader.join().expect("stderr reader");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
+    assert!(stdout.contains("interrupted:"), "{stdout}");
+    assert!(stderr.contains("stopping: nothing new is sent"), "{stderr}");
+
+    // The run is recorded as interrupted, and nothing it journalled is left in flight
+    // except what the next run reconciles: every entry is done or was never sent.
+    let r = w.run(&["history", "--format", "json"]);
+    let runs: Value = serde_json::from_str(&r.stdout).expect("history JSON");
+    assert_eq!(runs[0]["status"], "interrupted", "{runs:#}");
+    let id = runs[0]["id"].as_i64().expect("run id").to_string();
+    let r = w.run(&["history", "--run", &id, "--format", "json"]);
+    let journal: Value = serde_json::from_str(&r.stdout).expect("journal JSON");
+    let states: Vec<&str> = journal
+        .as_array()
+        .expect("entries")
+        .iter()
+        .map(|o| o["state"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(states.len(), 30, "every operation journalled: {journal:#}");
+    assert!(
+        states.iter().all(|s| matches!(*s, "done" | "not_sent")),
+        "{journal:#}"
+    );
+    let done = states.iter().filter(|s| **s == "done").count();
+    assert!(done >= 3 && done < 30, "{done} done: {journal:#}");
+    assert_eq!(w.accounts().len(), done, "applied = journalled done");
+
+    // The next run sends the rest, once each.
+    w.sync();
+    assert_eq!(w.accounts().len(), 30);
+    let created = w.posts().iter().filter(|r| r["status"] == 201).count();
+    assert_eq!(created, 30, "nothing created twice");
 }

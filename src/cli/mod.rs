@@ -1,22 +1,22 @@
-//! Command line: `tansync plan`, `tansync check`, `tansync explain`.
-//! Exit codes (DESIGN.md): 0 no changes, 2 changes present, 1 error.
+//! Command line: parses arguments, calls the engine ([`crate::engine`]) and renders its
+//! reports ([`render`]), nothing more. Exit codes: `plan` 0 no changes, 2 changes
+//! present, 1 error; `apply`/`sync` 0 all applied, 1 otherwise (also when stopped by
+//! SIGINT/SIGTERM, which lets in-flight operations finish and records the run as
+//! interrupted).
 
-mod apply;
+mod progress;
+mod render;
 
 use crate::config::Config;
-use crate::filter::Decision;
-use crate::model::mapping::map_entry;
-use crate::pipeline::{self, Who};
-use crate::plan::render;
-use crate::source::Source;
-use crate::target::Target;
-use anyhow::{Context, Result, bail};
+use crate::engine::{self, apply::ApplyRequest};
+use anyhow::{Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 use console::style;
+use progress::Bars;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
+use tokio_util::sync::CancellationToken;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -110,7 +110,7 @@ pub enum QuarantineCommand {
 }
 
 fn parse_time(s: &str) -> Result<OffsetDateTime, String> {
-    OffsetDateTime::parse(s, &Rfc3339).map_err(|e| format!("{s:?} is not an RFC 3339 time: {e}"))
+    crate::timefmt::parse_rfc3339(s)
 }
 
 /// Entry point for the binary.
@@ -139,7 +139,9 @@ pub fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match rt.block_on(run(cli)) {
+    let shutdown = CancellationToken::new();
+    rt.spawn(on_signal(shutdown.clone()));
+    match rt.block_on(run(cli, &shutdown)) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
             eprintln!("{} {e:#}", style("error:").red().bold());
@@ -148,16 +150,35 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// SIGINT or SIGTERM: cancel the one shutdown token every stage listens to.
+async fn on_signal(shutdown: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut int), Ok(mut term)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
+        tracing::warn!("cannot listen for SIGINT/SIGTERM; a signal will stop tansync at once");
+        return;
+    };
+    tokio::select! {
+        _ = int.recv() => {}
+        _ = term.recv() => {}
+    }
+    eprintln!("tansync: stopping: nothing new is sent; finishing the requests in flight");
+    shutdown.cancel();
+}
+
 fn load(path: &Path) -> Result<Config> {
     Config::load(path).with_context(|| format!("configuration {} is not valid", path.display()))
 }
 
-async fn run(cli: Cli) -> Result<u8> {
+async fn run(cli: Cli, shutdown: &CancellationToken) -> Result<u8> {
+    let bars = Bars::new();
     match cli.command {
         Command::Plan { format, out, now } => {
             let cfg = load(&cli.config)?;
             let now = now.unwrap_or_else(OffsetDateTime::now_utc);
-            let run = pipeline::plan(&cfg, &cfg.target, now, None, true).await?;
+            let run = engine::plan::plan(&cfg, now, &bars, shutdown).await?;
             // Only the plan is needed from here: free the source and target state first.
             let plan = run.plan;
             drop(run.collected);
@@ -179,343 +200,70 @@ async fn run(cli: Cli) -> Result<u8> {
                 (Format::Human, _) => {
                     use std::io::Write;
                     let mut stdout = stdout;
-                    stdout.write_all(render::human(&plan).as_bytes())?;
+                    stdout.write_all(crate::plan::render::human(&plan).as_bytes())?;
                 }
             }
             Ok(if plan.has_changes() { 2 } else { 0 })
         }
-        Command::Check => check(&cli.config).await,
+        Command::Check => {
+            let cfg = load(&cli.config)?;
+            let today = OffsetDateTime::now_utc().date();
+            let report = engine::check::check(&cfg, today, &bars, shutdown).await?;
+            Ok(render::check(&report))
+        }
         Command::Apply {
             plan,
             approve_removals,
             now,
         } => {
             let cfg = load(&cli.config)?;
-            let now = now.unwrap_or_else(OffsetDateTime::now_utc);
-            apply::apply(&cfg, plan.as_deref(), approve_removals.as_deref(), now).await
+            let req = ApplyRequest {
+                plan_file: plan.as_deref(),
+                approve_removals: approve_removals.as_deref(),
+                now: now.unwrap_or_else(OffsetDateTime::now_utc),
+            };
+            let report = engine::apply::apply(&cfg, req, &bars, shutdown).await?;
+            Ok(render::apply(&report))
         }
         Command::Sync {
             approve_removals,
             now,
         } => {
             let cfg = load(&cli.config)?;
-            let now = now.unwrap_or_else(OffsetDateTime::now_utc);
-            apply::apply(&cfg, None, approve_removals.as_deref(), now).await
+            let req = ApplyRequest {
+                plan_file: None,
+                approve_removals: approve_removals.as_deref(),
+                now: now.unwrap_or_else(OffsetDateTime::now_utc),
+            };
+            let report = engine::apply::apply(&cfg, req, &bars, shutdown).await?;
+            Ok(render::apply(&report))
         }
         Command::History { run, limit, format } => {
             let cfg = load(&cli.config)?;
-            apply::history(&cfg, run, limit, matches!(format, Format::Json))
+            let json = matches!(format, Format::Json);
+            match run {
+                None => render::runs(&engine::history::runs(&cfg, limit)?, json),
+                Some(id) => render::journal(id, &engine::history::journal(&cfg, id)?, json),
+            }
         }
         Command::Quarantine {
             command: QuarantineCommand::Clear { external_id },
         } => {
             let cfg = load(&cli.config)?;
-            apply::clear_quarantine(&cfg, &external_id)
+            if engine::history::clear_quarantine(&cfg, &external_id)? {
+                println!("{external_id}: cleared; the next apply will try it again");
+                Ok(0)
+            } else {
+                println!("{external_id}: not quarantined");
+                Ok(1)
+            }
         }
         Command::Explain { who, now } => {
             let cfg = load(&cli.config)?;
-            explain(&cfg, &who, now.unwrap_or_else(OffsetDateTime::now_utc)).await
+            let now = now.unwrap_or_else(OffsetDateTime::now_utc);
+            let x = engine::explain::explain(&cfg, &who, now, &bars, shutdown).await?;
+            render::explain(&cfg, &x, &who)?;
+            Ok(0)
         }
     }
-}
-
-fn ok(label: &str, text: impl std::fmt::Display) {
-    println!("{} {label}: {text}", style("✓").green());
-}
-
-async fn check(path: &Path) -> Result<u8> {
-    let cfg = load(path)?;
-    ok("configuration", path.display());
-    ok(
-        "filters",
-        format!(
-            "{} rules from {}",
-            cfg.rules.rules.len(),
-            cfg.filter_files
-                .iter()
-                .map(|p| p.display().to_string())
-                .collect::<Vec<_>>()
-                .join(", ")
-        ),
-    );
-    let today = OffsetDateTime::now_utc().date();
-    let mut problems = 0;
-    match &cfg.agreements.partnering {
-        Some(p) if p.validity.covers(today) => ok(
-            "partnering agreement",
-            format!("{} valid until {}", p.reference, p.validity.until),
-        ),
-        Some(p) => {
-            problems += 1;
-            println!(
-                "{} partnering agreement {} is not valid today ({} to {})",
-                style("✗").red(),
-                p.reference,
-                p.validity.from,
-                p.validity.until
-            );
-        }
-        None => {
-            problems += 1;
-            println!(
-                "{} no partnering agreement: every operation will be blocked",
-                style("✗").red()
-            );
-        }
-    }
-    for s in cfg.agreements.sharing.values() {
-        let state = if s.validity.covers(today) {
-            style("valid").green()
-        } else {
-            problems += 1;
-            style("NOT VALID TODAY").red()
-        };
-        println!(
-            "  sharing {} with {}: {state} {} to {}; operations: {}; attributes: {}",
-            s.reference,
-            s.ods_code,
-            s.validity.from,
-            s.validity.until,
-            s.operations
-                .iter()
-                .map(|o| o.name())
-                .collect::<Vec<_>>()
-                .join(", "),
-            s.attributes
-                .iter()
-                .map(|f| f.name())
-                .collect::<Vec<_>>()
-                .join(", "),
-        );
-    }
-    if let Source::Ldap(l) = &cfg.source {
-        let info = l
-            .probe()
-            .await
-            .context("cannot connect and bind to the source")?;
-        ok(
-            "source",
-            format!(
-                "{} — bound as {} over {}; server: {}; paged results: {}; in-chain matching: {}",
-                l.url,
-                l.bind_dn,
-                info.tls,
-                info.vendor.as_deref().unwrap_or("unknown"),
-                if info.paged_results { "yes" } else { "NO" },
-                if info.in_chain { "yes" } else { "no" }
-            ),
-        );
-        if !info.paged_results {
-            problems += 1;
-        }
-    }
-    let collected = pipeline::collect(&cfg, None, true).await?;
-    ok(
-        "source read",
-        format!(
-            "{} entries: {} in scope, {} out of scope, {} rejected",
-            collected.read,
-            collected.persons.len(),
-            collected.out_of_scope.len(),
-            collected.rejected.len()
-        ),
-    );
-    let mut per_rule: std::collections::BTreeMap<&str, usize> = Default::default();
-    for p in collected.persons.values() {
-        *per_rule.entry(p.rule.as_str()).or_default() += 1;
-    }
-    for r in &cfg.rules.rules {
-        if let Some(n) = per_rule.get(r.id.as_str()) {
-            println!("  rule {}: {n} included", r.id);
-        }
-    }
-    let state = cfg.target.read_state().await?;
-    ok(
-        "target",
-        format!(
-            "{} {}: {} organisations, {} accounts",
-            cfg.target.kind(),
-            cfg.target.location(),
-            state.organisations.len(),
-            state.accounts.len()
-        ),
-    );
-    for (ods, answer) in &state.refused {
-        problems += 1;
-        println!(
-            "{} the directory refuses {ods}'s accounts although a sharing agreement lists it: {answer}",
-            style("✗").red()
-        );
-    }
-    for ods in cfg.agreements.sharing.keys() {
-        if !state.organisations.contains_key(ods) {
-            problems += 1;
-            println!(
-                "{} {ods} has a sharing agreement but is not in the directory's organisation registry",
-                style("✗").red()
-            );
-        }
-    }
-    if problems > 0 {
-        println!("{} {problems} problem(s) found", style("✗").red());
-        return Ok(1);
-    }
-    Ok(0)
-}
-
-async fn explain(cfg: &Config, who_text: &str, now: OffsetDateTime) -> Result<u8> {
-    let who = Who::parse(who_text);
-    let run = pipeline::plan(cfg, &cfg.target, now, Some(&who), true).await?;
-    let entries = &run.collected.captured;
-    let e = match entries.as_slice() {
-        [] => bail!(
-            "no source entry matches {who_text:?} (searched sAMAccountName, uid, userPrincipalName, DN and objectGUID)"
-        ),
-        [e] => e,
-        many => bail!(
-            "{} entries match {who_text:?}; use the DN or objectGUID: {}",
-            many.len(),
-            many.iter()
-                .map(|e| e.dn.as_str())
-                .collect::<Vec<_>>()
-                .join("; ")
-        ),
-    };
-    let b = |s: &str| style(s.to_string()).bold();
-    println!("{} {}", b("Source entry"), e.dn);
-    match &e.anchor {
-        Ok(x) => println!("  anchor (external id): {x}"),
-        Err(why) => println!("  anchor: {}", style(why).red()),
-    }
-    println!("  account enabled: {}", e.enabled);
-    for (k, vs) in &e.attrs {
-        for v in vs {
-            println!("  {k}: {v}");
-        }
-    }
-    println!("\n{}", b("Filter rules, in order (first match decides)"));
-    let (decision, traces) = cfg.rules.explain(e, &run.collected.groups);
-    for t in &traces {
-        let mark = if t.matched {
-            style("✓").green()
-        } else {
-            style("✗").dim()
-        };
-        println!("  {mark} rule {} ({:?}, {})", t.rule, t.action, t.file);
-        if t.conditions.is_empty() {
-            println!("      (no conditions: matches everything)");
-        }
-        for (c, held) in &t.conditions {
-            println!(
-                "      {} {c}",
-                if *held {
-                    style("✓").green()
-                } else {
-                    style("✗").red()
-                }
-            );
-        }
-    }
-    let rule = match decision {
-        Decision::Include(r) => {
-            println!("  → included by rule {}", r.id);
-            r
-        }
-        Decision::Exclude(r) => {
-            println!("  → excluded by rule {}", r.id);
-            return explain_plan(&run.plan, e, who_text);
-        }
-        Decision::NoMatch => {
-            println!("  → excluded: no rule matched (the default is exclude)");
-            return explain_plan(&run.plan, e, who_text);
-        }
-    };
-    println!("\n{}", b("Mapping to the NHS Directory model"));
-    match rule.ods_code(e) {
-        Ok(o) => println!("  ods_code: {o}"),
-        Err(why) => println!("  ods_code: {}", style(why).red()),
-    }
-    let raw = cfg.mapping.raw_values(e, rule);
-    match map_entry(e, rule, &cfg.mapping) {
-        Ok(p) => {
-            for f in crate::model::Field::ALL {
-                let src = &cfg.mapping.fields[&f];
-                match (raw.get(&f), p.get(f)) {
-                    (None, None) => println!("  {f}: (none; source {src} empty)"),
-                    (r, v) => println!(
-                        "  {f}: {:?} → {:?}{}",
-                        r.map(String::as_str).unwrap_or(""),
-                        v.unwrap_or(""),
-                        if f.is_synchronised() {
-                            ""
-                        } else {
-                            "  (used for eligibility and matching only)"
-                        }
-                    ),
-                }
-            }
-            println!("  validation: {}", style("passed").green());
-        }
-        Err(r) => {
-            for (f, v) in &raw {
-                println!("  {f}: {v:?}");
-            }
-            println!(
-                "  validation: {} {:?}: {}",
-                style("rejected").red(),
-                r.reason,
-                r.detail
-            );
-        }
-    }
-    explain_plan(&run.plan, e, who_text)
-}
-
-fn explain_plan(plan: &crate::plan::Plan, e: &crate::source::SourceEntry, who: &str) -> Result<u8> {
-    println!("\n{}", style("Gate and plan").bold());
-    let Ok(x) = &e.anchor else {
-        println!("  no anchor, so no operation can be planned");
-        return Ok(0);
-    };
-    let mut found = false;
-    for p in plan.operations.iter().filter(|p| p.op.external_id() == x) {
-        found = true;
-        println!(
-            "  planned operation:\n{}",
-            indent(&serde_json::to_string_pretty(p)?)
-        );
-    }
-    for bl in plan.blocked.iter().filter(|b| &b.external_id == x) {
-        found = true;
-        println!(
-            "  {} {} ({}): {}",
-            style("blocked").yellow(),
-            bl.kind,
-            serde_json::to_value(bl.reason)?
-                .as_str()
-                .unwrap_or_default(),
-            bl.detail
-        );
-    }
-    for r in plan
-        .rejected
-        .iter()
-        .filter(|r| r.external_id.as_ref() == Some(x))
-    {
-        found = true;
-        println!("  {} {:?}: {}", style("rejected").red(), r.reason, r.detail);
-    }
-    if !found {
-        println!(
-            "  no operation for {who}: the directory already matches (or there is nothing to do)"
-        );
-    }
-    Ok(0)
-}
-
-fn indent(s: &str) -> String {
-    s.lines()
-        .map(|l| format!("    {l}"))
-        .collect::<Vec<_>>()
-        .join("\n")
 }

@@ -10,10 +10,12 @@ use crate::gate::{Agreements, GatePolicy, agreements};
 use crate::model::Field;
 use crate::model::mapping::Mapping;
 use crate::plan::MatchKey;
+use crate::ids::NormDn;
 use crate::push::PushSettings;
+use crate::push::writeback::WriteBackSettings;
 use crate::source::ldap::{LdapSource, NestedGroups};
 use crate::source::ldif::LdifSource;
-use crate::source::{AnchorKind, Source};
+use crate::source::{AnchorKind, AnySource};
 use crate::target::AnyTarget;
 use crate::target::scim::{ScimSettings, ScimTarget};
 use crate::target::snapshot::SnapshotTarget;
@@ -44,7 +46,7 @@ pub enum LoadError {
 pub struct Config {
     pub file: PathBuf,
     pub agent_id: String,
-    pub source: Source,
+    pub source: AnySource,
     pub mapping: Mapping,
     pub rules: RuleSet,
     pub filter_files: Vec<PathBuf>,
@@ -62,9 +64,9 @@ pub struct Config {
     pub push: PushSettings,
     /// Where the journal and run history live (locked while a run writes).
     pub state_dir: PathBuf,
-    /// The AD attribute the allocated NHSmail address is written back to (opt-in; LDAP
+    /// Writing the allocated NHSmail address back to an AD attribute (opt-in; LDAP
     /// sources only).
-    pub write_back: Option<String>,
+    pub write_back: Option<WriteBackSettings>,
 }
 
 struct Ctx<'a> {
@@ -188,7 +190,7 @@ impl Config {
         let source = match raw.source {
             RawSource::Ldif(l) => {
                 let anchor = anchor_kind(&l.anchor);
-                Source::Ldif(LdifSource {
+                AnySource::Ldif(LdifSource {
                     path: cx.existing("source.path", &l.path)?,
                     anchor,
                     person_classes: l
@@ -261,7 +263,7 @@ impl Config {
                             .into());
                     }
                 };
-                Source::Ldap(LdapSource {
+                AnySource::Ldap(LdapSource {
                     ca_file: l
                         .ca_file
                         .as_deref()
@@ -433,15 +435,47 @@ impl Config {
                         )
                         .into());
                 }
-                if !matches!(source, Source::Ldap(_)) {
+                let AnySource::Ldap(ldap) = &source else {
                     return Err(cx
                         .err(
                             "write_back",
                             "needs an LDAP source (an LDIF export cannot be written to)",
                         )
                         .into());
-                }
-                Some(attr)
+                };
+                let bind_dn = match w.bind_dn.as_deref().map(str::trim) {
+                    Some(d) if !d.is_empty() => d.to_string(),
+                    _ => {
+                        return Err(cx
+                            .err(
+                                "write_back.bind_dn",
+                                "give the DN of an account allowed to write this attribute \
+                                 (write-back has its own credential so the source's bind can \
+                                 stay read-only)",
+                            )
+                            .into());
+                    }
+                };
+                let bind_password = cx.secret(
+                    "write_back.bind_password",
+                    w.bind_password_file.as_deref(),
+                    w.bind_password_env.as_deref(),
+                )?;
+                let base_dns: Vec<String> = match w.base_dns {
+                    None => ldap.base_dns.clone(),
+                    Some(b) if b.is_empty() || b.iter().any(|d| d.trim().is_empty()) => {
+                        return Err(cx
+                            .err("write_back.base_dns", "give at least one base DN, none empty")
+                            .into());
+                    }
+                    Some(b) => b,
+                };
+                Some(WriteBackSettings {
+                    attribute: attr,
+                    bind_dn,
+                    bind_password,
+                    base_dns: base_dns.iter().map(|d| NormDn::new(d)).collect(),
+                })
             }
         };
         Ok(Config {

@@ -33,6 +33,12 @@ pub(super) struct RawConfig {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawWriteBack {
     pub attribute: String,
+    /// Its own write credential, so the source's bind can stay read-only.
+    pub bind_dn: Option<String>,
+    pub bind_password_file: Option<String>,
+    pub bind_password_env: Option<String>,
+    /// Entries it may write to (default: the source's base DNs).
+    pub base_dns: Option<Vec<String>>,
 }
 
 #[derive(Deserialize)]

@@ -36,7 +36,7 @@ fn ldif_defaults_and_relative_paths() {
         "agent_id = \"a1\"\n[source]\nkind = \"ldif\"\npath = \"src.ldif\"",
     )
     .unwrap();
-    let Source::Ldif(l) = &c.source else {
+    let AnySource::Ldif(l) = &c.source else {
         panic!("ldif")
     };
     assert_eq!(l.path, d.path().join("src.ldif"));
@@ -55,7 +55,7 @@ fn ldap_settings_are_validated() {
         )
     };
     let c = load(&d, &ldap("")).unwrap();
-    let Source::Ldap(l) = &c.source else {
+    let AnySource::Ldap(l) = &c.source else {
         panic!("ldap")
     };
     assert_eq!(l.page_size, 500);
@@ -108,15 +108,27 @@ fn write_back_is_checked() {
             "agent_id = \"a1\"\n[source]\nkind = \"ldap\"\nurl = \"ldaps://dc:636\"\nbind_dn = \"CN=x\"\nbind_password_file = \"pw\"\nbase_dns = [\"DC=x\"]\n[write_back]\n{wb}"
         )
     };
-    let c = load(&d, &ldap("attribute = \"mail\"")).unwrap();
-    assert_eq!(c.write_back.as_deref(), Some("mail"));
+    let wb = "attribute = \"mail\"\nbind_dn = \"CN=writer\"\nbind_password_file = \"pw\"";
+    let c = load(&d, &ldap(wb)).unwrap();
+    let w = c.write_back.as_ref().unwrap();
+    assert_eq!(w.attribute, "mail");
+    assert_eq!(w.bind_dn, "CN=writer");
+    assert_eq!(w.base_dns, [NormDn::new("DC=x")]);
+    assert!(
+        err(&d, &ldap("attribute = \"mail\""))
+            .contains("write_back.bind_dn: give the DN of an account allowed to write")
+    );
+    assert!(
+        err(&d, &ldap(&format!("{wb}\nbase_dns = []")))
+            .contains("write_back.base_dns: give at least one base DN")
+    );
     // The source reads it, to compare before writing.
     assert!(c.read_request().attributes.contains("mail"));
     assert!(
         err(&d, &ldap("attribute = \"mail;binary\""))
             .contains("write_back.attribute: \"mail;binary\" is not an LDAP attribute name")
     );
-    assert!(err(&d, &ldap("attribute = \"mail\"\nwhen = 1")).contains("unknown field"));
+    assert!(err(&d, &ldap(&format!("{wb}\nwhen = 1"))).contains("unknown field"));
     let ldif = "agent_id = \"a1\"\n[source]\nkind = \"ldif\"\npath = \"src.ldif\"\n[write_back]\nattribute = \"mail\"";
     assert!(err(&d, ldif).contains("write_back: needs an LDAP source"));
     assert!(

@@ -3,7 +3,7 @@
 
 use super::{Action, AttrTest, Condition, OdsSource, Rule, RuleSet, Transform, TransformOp};
 use crate::ids::{NormDn, OdsCode, RuleId};
-use crate::model::Field;
+use nhs_model::Field;
 use regex::Regex;
 use serde::Deserialize;
 use std::collections::{BTreeMap, BTreeSet};
@@ -156,7 +156,7 @@ fn field(name: &str, key: &str) -> Result<Field, String> {
     Field::parse(name).ok_or_else(|| {
         format!(
             "{key}: unknown field {name:?}; expected one of {}",
-            crate::model::Field::ALL.map(|f| f.name()).join(", ")
+            Field::ALL.map(|f| f.name()).join(", ")
         )
     })
 }

@@ -10,7 +10,7 @@ mod load;
 pub use load::{FilterError, load_files, parse_rules};
 
 use crate::ids::{NormDn, OdsCode, RuleId};
-use crate::model::Field;
+use nhs_model::Field;
 use crate::source::{GroupIndex, SourceEntry};
 use regex::Regex;
 use std::collections::{BTreeMap, BTreeSet};

@@ -1,6 +1,6 @@
 //! Plan stage: the data types every stage after `diff` passes along, and the plan
-//! document (`tansync.plan/v1`, `../shared/DESIGN.md` "Plan contract") in JSON and in a
-//! human view ([`render`]).
+//! document (`tansync.plan/v1`, documented field by field in `docs/plan-format.md`, with a
+//! JSON Schema beside it) in JSON and in a human view ([`render`]).
 
 pub mod render;
 
@@ -310,6 +310,27 @@ impl Summary {
     }
 }
 
+/// An optional field dropped from an otherwise valid person (plan `warnings`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Warning {
+    pub external_id: ExternalId,
+    pub dn: String,
+    pub field: Field,
+    pub reason: crate::model::RejectReason,
+    pub detail: String,
+}
+
+/// One AD write the apply will make (plan `write_back`): the address the directory
+/// allocated, into the configured attribute of the person's entry.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WriteBack {
+    pub external_id: ExternalId,
+    pub dn: String,
+    pub attribute: String,
+    pub old: Option<String>,
+    pub new: String,
+}
+
 /// The plan document.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Plan {
@@ -322,6 +343,8 @@ pub struct Plan {
     pub operations: Vec<PlannedOp>,
     pub blocked: Vec<Blocked>,
     pub rejected: Vec<Rejection>,
+    pub warnings: Vec<Warning>,
+    pub write_back: Vec<WriteBack>,
 }
 
 /// A stable sort that moves the elements in place.
@@ -360,6 +383,7 @@ impl Plan {
         mut operations: Vec<PlannedOp>,
         mut blocked: Vec<Blocked>,
         mut rejected: Vec<Rejection>,
+        mut write_back: Vec<WriteBack>,
         unchanged: usize,
     ) -> Plan {
         sort_in_place_by(&mut operations, |a, b| {
@@ -374,6 +398,7 @@ impl Plan {
             ))
         });
         rejected.sort_by(|a, b| (&a.dn, a.reason).cmp(&(&b.dn, b.reason)));
+        write_back.sort_by(|a, b| a.external_id.cmp(&b.external_id));
         let mut summary = Summary {
             unchanged,
             blocked: blocked.len(),
@@ -400,11 +425,14 @@ impl Plan {
             operations,
             blocked,
             rejected,
+            warnings: Vec::new(),
+            write_back,
         }
     }
 
+    /// Anything to write: an operation for the directory or a write-back to AD.
     pub fn has_changes(&self) -> bool {
-        !self.operations.is_empty()
+        !self.operations.is_empty() || !self.write_back.is_empty()
     }
 
     /// Write the JSON plan (pretty, with a final newline) without building it in memory.

@@ -3,9 +3,14 @@
 //! throughput, retries with exponential backoff and jitter on 429/5xx/transport errors
 //! (honouring `Retry-After`), every operation journalled before it is sent and after.
 //!
+//! A shutdown (the run's cancellation token) stops it taking new work: operations not yet
+//! sent are journalled `not_sent`, requests on the wire are let finish and journalled, and
+//! a retry is not waited for (an attempt whose effect is unknown stays `sending`, which
+//! the next run reconciles).
+//!
 //! Never does: send a blocked operation (it only receives planned ones); re-send a create
 //! whose fate is unknown without first looking the anchor up (creates are idempotent);
-//! keep going when failures look systemic.
+//! keep going when failures look systemic; send an operation it could not journal.
 
 mod pace;
 pub mod request;
@@ -13,7 +18,8 @@ pub mod writeback;
 
 use crate::plan::{OpKind, Operation, PlannedOp};
 use crate::state::StateStore;
-use crate::target::scim::{CallError, ScimWriter};
+use crate::target::Writer;
+use crate::target::scim::CallError;
 use pace::Pacer;
 use request::Request;
 use std::collections::VecDeque;
@@ -89,6 +95,8 @@ pub struct PushReport {
     pub items: Vec<OpReport>,
     /// Set when the run stopped because failures looked systemic.
     pub stopped: Option<String>,
+    /// Set when a shutdown was requested during the push.
+    pub interrupted: bool,
 }
 
 impl PushReport {
@@ -106,8 +114,19 @@ impl PushReport {
     }
 }
 
-struct Shared {
-    writer: ScimWriter,
+/// Called as operations finish (a progress bar, say).
+pub trait PushProgress: Send + Sync {
+    fn started(&self, _total: usize) {}
+    fn finished_one(&self) {}
+    fn done(&self) {}
+}
+
+/// No progress shown.
+pub struct NoProgress;
+impl PushProgress for NoProgress {}
+
+struct Shared<W> {
+    writer: W,
     store: Arc<Mutex<StateStore>>,
     global: Pacer,
     per_org: Pacer,
@@ -115,7 +134,9 @@ struct Shared {
     agent_id: String,
     nhsmail_domain: String,
     recent: Mutex<VecDeque<bool>>,
+    /// Cancelled by a systemic stop, or (as its parent) by a shutdown.
     stop: CancellationToken,
+    shutdown: CancellationToken,
     stopped_why: Mutex<Option<String>>,
     run: i64,
 }
@@ -130,7 +151,7 @@ fn delay(s: &PushSettings, attempt: u32, retry_after: Option<Duration>) -> Durat
     crate::target::scim::backoff(s.backoff_base, s.backoff_max, attempt, retry_after)
 }
 
-impl Shared {
+impl<W: Writer> Shared<W> {
     async fn wait_turn(&self, ods: &str) {
         self.global.ready("").await;
         self.per_org.ready(ods).await;
@@ -155,6 +176,18 @@ impl Shared {
         }
     }
 
+    /// The journal cannot be written: nothing more may be sent (an unjournalled operation
+    /// could not be reconciled after a crash), so the whole run stops.
+    fn journal_failed(&self, e: crate::state::StateError) -> Outcome {
+        let error = format!("cannot journal the operation: {e}");
+        let mut why = self.stopped_why.lock().unwrap_or_else(|p| p.into_inner());
+        if why.is_none() {
+            *why = Some(format!("{error}: stopping"));
+        }
+        self.stop.cancel();
+        Outcome::Failed { error }
+    }
+
     /// After an ambiguous failure: does the directory already hold the result?
     async fn landed(&self, op: &Operation) -> Option<String> {
         match op {
@@ -177,7 +210,7 @@ impl Shared {
 
     async fn send(&self, req: &Request) -> Result<Option<String>, CallError> {
         match req {
-            Request::Create(u) => self.writer.create(u).await.map(|(u, _)| u.id),
+            Request::Create(u) => self.writer.create(u).await,
             Request::Patch {
                 target_id,
                 etag,
@@ -186,7 +219,7 @@ impl Shared {
                 .writer
                 .patch(target_id, etag.as_deref(), patch)
                 .await
-                .map(|_| Some(target_id.to_string())),
+                .map(|()| Some(target_id.to_string())),
         }
     }
 
@@ -211,11 +244,7 @@ impl Shared {
             )
         }) {
             Ok(id) => id,
-            Err(e) => {
-                return Outcome::Failed {
-                    error: e.to_string(),
-                };
-            }
+            Err(e) => return self.journal_failed(e),
         };
         let req = request::build(op, &self.agent_id, &self.nhsmail_domain);
         let mut uncertain = false;
@@ -235,9 +264,7 @@ impl Shared {
                 };
             }
             if let Err(e) = journal(&self.store, |s| s.sending(jid)) {
-                return Outcome::Failed {
-                    error: e.to_string(),
-                };
+                return self.journal_failed(e);
             }
             attempt += 1;
             match self.send(&req).await {
@@ -268,6 +295,20 @@ impl Shared {
                             _ = tokio::time::sleep(wait) => {}
                             _ = self.stop.cancelled() => {}
                         }
+                        if self.shutdown.is_cancelled() {
+                            // Not retried: an attempt that may have landed stays `sending`
+                            // for the next run to reconcile; otherwise nothing took effect.
+                            if !uncertain {
+                                let _ = journal(&self.store, |s| {
+                                    s.set_state(
+                                        jid,
+                                        crate::state::op_state::NOT_SENT,
+                                        Some("shutdown before the retry"),
+                                    )
+                                });
+                            }
+                            return Outcome::NotSent;
+                        }
                         continue;
                     }
                     let error = e.to_string();
@@ -279,38 +320,49 @@ impl Shared {
     }
 }
 
+/// What the push needs besides the operations.
+pub struct PushContext<'a> {
+    pub run: i64,
+    pub agent_id: &'a str,
+    pub nhsmail_domain: &'a str,
+    pub settings: PushSettings,
+    /// The run's shutdown: when cancelled, nothing new is sent.
+    pub shutdown: &'a CancellationToken,
+    pub progress: &'a dyn PushProgress,
+}
+
 /// Send `ops` (in plan order, up to `concurrency` at a time). Returns when every
 /// operation has an outcome or the run was stopped.
-#[allow(clippy::too_many_arguments)]
-pub async fn push(
+pub async fn push<W: Writer>(
     ops: Vec<PlannedOp>,
-    writer: ScimWriter,
+    writer: W,
     store: Arc<Mutex<StateStore>>,
-    run: i64,
-    agent_id: &str,
-    nhsmail_domain: &str,
-    settings: PushSettings,
-    progress: Option<indicatif::ProgressBar>,
+    cx: PushContext<'_>,
 ) -> PushReport {
+    let settings = cx.settings;
     let shared = Arc::new(Shared {
         writer,
         store,
         global: Pacer::new(settings.rate_per_second, settings.burst),
         per_org: Pacer::new(settings.org_rate_per_second, settings.org_burst),
-        agent_id: agent_id.to_string(),
-        nhsmail_domain: nhsmail_domain.to_string(),
+        agent_id: cx.agent_id.to_string(),
+        nhsmail_domain: cx.nhsmail_domain.to_string(),
         recent: Mutex::new(VecDeque::new()),
-        stop: CancellationToken::new(),
+        stop: cx.shutdown.child_token(),
+        shutdown: cx.shutdown.clone(),
         stopped_why: Mutex::new(None),
-        run,
+        run: cx.run,
         settings,
     });
+    let progress = cx.progress;
+    progress.started(ops.len());
     let sem = Arc::new(tokio::sync::Semaphore::new(
         shared.settings.concurrency.max(1),
     ));
     let mut set = tokio::task::JoinSet::new();
     let total = ops.len();
     for (i, p) in ops.into_iter().enumerate() {
+        // After a stop every remaining operation is still journalled (as not sent).
         let Ok(permit) = sem.clone().acquire_owned().await else {
             break;
         };
@@ -346,17 +398,13 @@ pub async fn push(
     while let Some(res) = set.join_next().await {
         match res {
             Ok(r) => {
-                if let Some(pb) = &progress {
-                    pb.inc(1);
-                }
+                progress.finished_one();
                 items.push(r);
             }
             Err(e) => tracing::error!("an apply task ended abnormally: {e}"),
         }
     }
-    if let Some(pb) = &progress {
-        pb.finish_and_clear();
-    }
+    progress.done();
     items.sort_by_key(|(i, _)| *i);
     let stopped = shared
         .stopped_why
@@ -366,6 +414,7 @@ pub async fn push(
     PushReport {
         items: items.into_iter().map(|(_, r)| r).collect(),
         stopped,
+        interrupted: cx.shutdown.is_cancelled(),
     }
 }
 

@@ -1,56 +1,81 @@
-//! Write-back (opt-in, `[write_back] attribute = "mail"`): after an apply, the NHSmail
-//! address the directory allocated is written to a configured attribute of the person's
-//! AD entry, so that AD (and whatever reads it: GAL, HR feeds) knows the address.
+//! Write-back (opt-in, `[write_back] attribute = "mail"`): the NHSmail address the
+//! directory allocated is written to a configured attribute of the person's AD entry, so
+//! that AD (and whatever reads it: GAL, HR feeds) knows the address.
 //!
-//! It works from state, not from what this run happened to create: every managed
-//! account in scope whose address differs from the AD value is written, so a run that
-//! was interrupted, or an address the directory changed, is caught up next time.
+//! It is planned like any change: [`planned`] (pure) lists, in the plan's `write_back`,
+//! every managed account in scope whose address differs from the AD value — from state,
+//! so an interrupted run, or an address the directory changed, is caught up next time —
+//! and `apply` writes exactly those (plus the addresses of accounts it has just
+//! provisioned), each journalled before and after.
 //!
-//! Never does: write to an entry that is not in scope of the rules, write anything but
-//! the configured attribute, or write an address of an account this agent does not
-//! manage.
+//! Never does: write with the source's (read) credential — it binds with its own
+//! `[write_back] bind_dn`; write to an entry outside the configured base DNs or not in
+//! scope of the rules; write anything but the configured attribute; write an address of
+//! an account this agent does not manage.
 
-use crate::ids::ExternalId;
+use crate::ids::{ExternalId, NormDn};
 use crate::model::Person;
+use crate::plan::WriteBack;
 use crate::source::SourceError;
 use crate::source::ldap::LdapSource;
 use crate::target::TargetState;
+use secrecy::SecretString;
 use std::collections::{BTreeMap, HashSet};
 
-/// One attribute value to write.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Pending {
-    pub external_id: ExternalId,
-    pub dn: String,
-    pub old: Option<String>,
-    pub email: String,
+/// `[write_back]`, validated.
+#[derive(Clone, Debug)]
+pub struct WriteBackSettings {
+    /// The AD attribute written (an attribute name, no options).
+    pub attribute: String,
+    /// The account that writes (needs write access to that attribute only).
+    pub bind_dn: String,
+    pub bind_password: SecretString,
+    /// Only entries at or below one of these are written.
+    pub base_dns: Vec<NormDn>,
 }
 
-/// What has to be written: managed accounts with an address whose person is in scope
-/// and whose AD value differs (addresses compare case-insensitively). Sorted by anchor.
-pub fn pending(
+impl WriteBackSettings {
+    pub fn covers(&self, dn: &str) -> bool {
+        let dn = NormDn::new(dn);
+        self.base_dns.iter().any(|b| dn.is_within(b))
+    }
+}
+
+/// What to write: managed accounts with an address whose person is in scope, under the
+/// configured base DNs, and whose AD value differs (addresses compare
+/// case-insensitively). `only`, when given, limits it to those anchors. Sorted by anchor.
+pub fn planned(
+    settings: &WriteBackSettings,
     persons: &BTreeMap<ExternalId, Person>,
     current: &BTreeMap<ExternalId, Option<String>>,
     state: &TargetState,
     agent_id: &str,
-) -> Vec<Pending> {
-    let mut out: Vec<Pending> = state
+    only: Option<&HashSet<ExternalId>>,
+) -> Vec<WriteBack> {
+    let mut out: Vec<WriteBack> = state
         .accounts
         .iter()
         .filter(|a| a.managed_by.as_deref() == Some(agent_id))
         .filter_map(|a| {
             let xid = a.external_id.as_ref()?;
+            if only.is_some_and(|o| !o.contains(xid)) {
+                return None;
+            }
             let email = a.email.as_deref()?;
             let person = persons.get(xid)?;
+            if !settings.covers(&person.dn) {
+                return None;
+            }
             let old = current.get(xid).cloned().flatten();
             let same = old
                 .as_deref()
                 .is_some_and(|o| o.trim().eq_ignore_ascii_case(email));
-            (!same).then(|| Pending {
+            (!same).then(|| WriteBack {
                 external_id: xid.clone(),
                 dn: person.dn.clone(),
+                attribute: settings.attribute.clone(),
                 old,
-                email: email.to_string(),
+                new: email.to_string(),
             })
         })
         .collect();
@@ -61,38 +86,48 @@ pub fn pending(
     out
 }
 
-/// The result of writing: per entry, `Ok` or the error.
-pub struct Written {
-    pub results: Vec<(Pending, Result<(), SourceError>)>,
+/// A connection for writing back: the source's server and TLS settings with the
+/// write-back credential.
+pub struct WriteBackConnection {
+    source: LdapSource,
+    ldap: ldap3::Ldap,
 }
 
-impl Written {
-    pub fn ok(&self) -> usize {
-        self.results.iter().filter(|(_, r)| r.is_ok()).count()
+impl WriteBackConnection {
+    /// Connect and bind as `[write_back] bind_dn`.
+    pub async fn open(
+        source: &LdapSource,
+        settings: &WriteBackSettings,
+    ) -> Result<Self, SourceError> {
+        let source = source.with_credentials(&settings.bind_dn, settings.bind_password.clone());
+        let ldap = source.connect().await?;
+        Ok(Self { source, ldap })
     }
-}
 
-/// Replace `attribute` with the address on each entry, over one bound connection.
-/// A failure on one entry (access denied, entry gone) is reported and the rest go on;
-/// failing to connect or bind is an error for all.
-pub async fn write(
-    source: &LdapSource,
-    attribute: &str,
-    items: Vec<Pending>,
-) -> Result<Written, SourceError> {
-    if items.is_empty() {
-        return Ok(Written { results: vec![] });
+    /// Replace the attribute with the new address on one entry (checked against the
+    /// settings once more, whatever the plan says).
+    pub async fn write(
+        &mut self,
+        settings: &WriteBackSettings,
+        w: &WriteBack,
+    ) -> Result<(), SourceError> {
+        if w.attribute != settings.attribute || !settings.covers(&w.dn) {
+            return Err(SourceError::refused(
+                &self.source.url,
+                format!(
+                    "write-back of {} to {}: only {} under the configured base DNs may be written",
+                    w.attribute, w.dn, settings.attribute
+                ),
+            ));
+        }
+        self.source
+            .replace_value(&mut self.ldap, &w.dn, &w.attribute, &w.new)
+            .await
     }
-    let mut ldap = source.connect().await?;
-    let mut results = Vec::with_capacity(items.len());
-    for p in items {
-        let r = source
-            .replace_value(&mut ldap, &p.dn, attribute, &p.email)
-            .await;
-        results.push((p, r));
+
+    pub async fn close(mut self) {
+        let _ = self.ldap.unbind().await;
     }
-    let _ = ldap.unbind().await;
-    Ok(Written { results })
 }
 
 #[cfg(test)]
@@ -130,6 +165,15 @@ mod tests {
         }
     }
 
+    fn settings(base: &str) -> WriteBackSettings {
+        WriteBackSettings {
+            attribute: "mail".into(),
+            bind_dn: "CN=writer".into(),
+            bind_password: SecretString::from("x"),
+            base_dns: vec![NormDn::new(base)],
+        }
+    }
+
     #[test]
     fn only_managed_in_scope_accounts_with_a_different_value() {
         let persons: BTreeMap<_, _> = [1, 2, 3, 4].map(|n| (xid(n), person(n))).into();
@@ -150,10 +194,18 @@ mod tests {
             ],
             ..TargetState::default()
         };
-        let got = pending(&persons, &current, &state, "me");
-        let ids: Vec<_> = got.iter().map(|p| p.email.as_str()).collect();
+        let got = planned(&settings("DC=x"), &persons, &current, &state, "me", None);
+        let ids: Vec<_> = got.iter().map(|p| p.new.as_str()).collect();
         assert_eq!(ids, ["a.one@nhs.net", "a.three@nhs.net"]);
         assert_eq!(got[1].old.as_deref(), Some("old@example.org"));
         assert_eq!(got[0].dn, "CN=P1,OU=Staff,DC=x");
+        assert_eq!(got[0].attribute, "mail");
+        // Only the anchors asked for.
+        let only: HashSet<_> = [xid(3)].into();
+        let got = planned(&settings("DC=x"), &persons, &current, &state, "me", Some(&only));
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].new, "a.three@nhs.net");
+        // Entries outside the write-back base DNs are never written.
+        assert!(planned(&settings("OU=Other,DC=x"), &persons, &current, &state, "me", None).is_empty());
     }
 }

@@ -15,6 +15,7 @@ use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio_util::sync::CancellationToken;
 
 /// AD's LDAP_MATCHING_RULE_IN_CHAIN: matches through nested group membership.
 pub const IN_CHAIN_RULE: &str = "1.2.840.113556.1.4.1941";
@@ -135,6 +136,27 @@ impl LdapSource {
         }
     }
 
+    /// The same server and settings, bound as another account (write-back's own
+    /// credential).
+    pub fn with_credentials(&self, bind_dn: &str, bind_password: SecretString) -> LdapSource {
+        LdapSource {
+            url: self.url.clone(),
+            starttls: self.starttls,
+            ca_file: self.ca_file.clone(),
+            bind_dn: bind_dn.to_string(),
+            bind_password,
+            base_dns: self.base_dns.clone(),
+            filter: self.filter.clone(),
+            group_filter: self.group_filter.clone(),
+            page_size: self.page_size,
+            connect_timeout: self.connect_timeout,
+            operation_timeout: self.operation_timeout,
+            allow_cleartext_bind: self.allow_cleartext_bind,
+            anchor: self.anchor.clone(),
+            nested_groups: self.nested_groups,
+        }
+    }
+
     /// Connect and bind. Refuses a cleartext simple bind unless allowed.
     pub async fn connect(&self) -> Result<Ldap, SourceError> {
         if self.is_cleartext() && !self.allow_cleartext_bind {
@@ -191,6 +213,7 @@ impl LdapSource {
         base: &str,
         filter: &str,
         attrs: &[String],
+        cancel: &CancellationToken,
         mut each: impl FnMut(SearchEntry) -> Result<(), SourceError>,
     ) -> Result<(), SourceError> {
         let context = format!("search under {base}");
@@ -198,13 +221,20 @@ impl LdapSource {
             Box::new(EntriesOnly::new()),
             Box::new(PagedResults::new(self.page_size)),
         ];
-        let mut stream = ldap
+        let started = ldap
             .with_timeout(self.operation_timeout)
-            .streaming_search_with(adapters, base, Scope::Subtree, filter, attrs.to_vec())
-            .await
-            .map_err(self.ldap_err(&context))?;
+            .streaming_search_with(adapters, base, Scope::Subtree, filter, attrs.to_vec());
+        let mut stream = tokio::select! {
+            s = started => s.map_err(self.ldap_err(&context))?,
+            () = cancel.cancelled() => return Err(SourceError::Cancelled),
+        };
         loop {
-            match stream.next().await {
+            let next = tokio::select! {
+                n = stream.next() => n,
+                // Dropping the stream and then the connection ends the search.
+                () = cancel.cancelled() => return Err(SourceError::Cancelled),
+            };
+            match next {
                 Ok(Some(re)) => {
                     // ldap3 panics on an entry it cannot decode; a malformed response
                     // must end the read as an error like any other.
@@ -234,6 +264,7 @@ impl LdapSource {
         &self,
         ldap: &mut Ldap,
         req: &ReadRequest,
+        cancel: &CancellationToken,
     ) -> Result<GroupIndex, SourceError> {
         let mut idx = GroupIndex::default();
         if req.nested_groups.is_empty() {
@@ -249,7 +280,7 @@ impl LdapSource {
                     );
                     let mut members = BTreeSet::new();
                     for base in &self.base_dns {
-                        self.paged_search(ldap, base, &filter, &["1.1".to_string()], |e| {
+                        self.paged_search(ldap, base, &filter, &["1.1".to_string()], cancel, |e| {
                             members.insert(NormDn::new(&e.dn));
                             Ok(())
                         })
@@ -262,7 +293,7 @@ impl LdapSource {
                 let attrs = vec!["member".to_string(), "uniqueMember".to_string()];
                 let mut groups = Vec::new();
                 for base in &self.base_dns {
-                    self.paged_search(ldap, base, &self.group_filter, &attrs, |e| {
+                    self.paged_search(ldap, base, &self.group_filter, &attrs, cancel, |e| {
                         let members = e
                             .attrs
                             .iter()
@@ -308,15 +339,19 @@ impl LdapSource {
         &self,
         req: &ReadRequest,
         sink: &mut dyn EntrySink,
+        cancel: &CancellationToken,
     ) -> Result<ReadSummary, SourceError> {
-        let mut ldap = self.connect().await?;
-        let groups = self.resolve_groups(&mut ldap, req).await?;
+        let mut ldap = tokio::select! {
+            l = self.connect() => l?,
+            () = cancel.cancelled() => return Err(SourceError::Cancelled),
+        };
+        let groups = self.resolve_groups(&mut ldap, req, cancel).await?;
         sink.groups(groups);
         let attrs = self.attributes(req);
         let mut summary = ReadSummary::default();
         let mut seen_dns: BTreeSet<NormDn> = BTreeSet::new();
         for base in &self.base_dns {
-            self.paged_search(&mut ldap, base, &self.filter, &attrs, |e| {
+            self.paged_search(&mut ldap, base, &self.filter, &attrs, cancel, |e| {
                 let entry = SourceEntry::build(e.dn, e.attrs, e.bin_attrs, &self.anchor);
                 // Overlapping base DNs must not read a person twice.
                 if self.base_dns.len() > 1 && !seen_dns.insert(entry.norm_dn.clone()) {

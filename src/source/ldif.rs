@@ -258,11 +258,15 @@ impl LdifSource {
         &self,
         req: &ReadRequest,
         sink: &mut dyn EntrySink,
+        cancel: &tokio_util::sync::CancellationToken,
     ) -> Result<ReadSummary, SourceError> {
         sink.groups(self.read_groups(req)?);
         let mut rd = self.open()?;
         let mut summary = ReadSummary::default();
         while let Some(rec) = rd.next_record().map_err(|e| self.err(e))? {
+            if cancel.is_cancelled() {
+                return Err(SourceError::Cancelled);
+            }
             let classes = rec.object_classes();
             let is_person = self.person_classes.iter().any(|c| classes.contains(c))
                 && !self.exclude_classes.iter().any(|c| classes.contains(c));

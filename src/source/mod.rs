@@ -11,6 +11,8 @@ pub mod ldif;
 use crate::ids::{ExternalId, NormDn, ObjectGuid};
 use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
+use tokio_util::sync::CancellationToken;
 
 /// AD `userAccountControl` bit meaning "account disabled" (ADS_UF_ACCOUNTDISABLE).
 const UAC_ACCOUNTDISABLE: u32 = 0x2;
@@ -51,6 +53,8 @@ pub enum SourceError {
     Tls(String),
     #[error("{0}")]
     Aborted(String),
+    #[error("the read was stopped (shutdown requested)")]
+    Cancelled,
 }
 
 impl SourceError {
@@ -276,29 +280,44 @@ pub struct ReadSummary {
     pub read: usize,
 }
 
+/// Read access to the people: a directory or an export of one.
+///
+/// `read` is complete or an error, and stops with [`SourceError::Cancelled`] soon after
+/// `cancel` fires (between entries, and while waiting on the network).
+pub trait Source {
+    /// `ldap`, `ldif`, … (plan JSON `source.kind`).
+    fn kind(&self) -> &'static str;
+    fn read(
+        &self,
+        req: &ReadRequest,
+        sink: &mut dyn EntrySink,
+        cancel: &CancellationToken,
+    ) -> impl Future<Output = Result<ReadSummary, SourceError>>;
+}
+
 /// The configured source.
-pub enum Source {
+pub enum AnySource {
     Ldap(ldap::LdapSource),
     Ldif(ldif::LdifSource),
 }
 
-impl Source {
-    pub fn kind(&self) -> &'static str {
+impl Source for AnySource {
+    fn kind(&self) -> &'static str {
         match self {
-            Source::Ldap(_) => "ldap",
-            Source::Ldif(_) => "ldif",
+            AnySource::Ldap(_) => "ldap",
+            AnySource::Ldif(_) => "ldif",
         }
     }
 
-    /// Read the whole source; complete or an error.
-    pub async fn read(
+    async fn read(
         &self,
         req: &ReadRequest,
         sink: &mut dyn EntrySink,
+        cancel: &CancellationToken,
     ) -> Result<ReadSummary, SourceError> {
         match self {
-            Source::Ldap(s) => s.read(req, sink).await,
-            Source::Ldif(s) => s.read(req, sink),
+            AnySource::Ldap(s) => s.read(req, sink, cancel).await,
+            AnySource::Ldif(s) => s.read(req, sink, cancel),
         }
     }
 }

@@ -10,7 +10,6 @@
 use rusqlite::{Connection, OptionalExtension, params};
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use time::OffsetDateTime;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
@@ -34,6 +33,8 @@ pub mod op_state {
     pub const FAILED: &str = "failed";
     /// Never sent: the run stopped first.
     pub const NOT_SENT: &str = "not_sent";
+    /// Settled by the next run: re-derived from the directory's state.
+    pub const RECONCILED: &str = "reconciled";
 }
 
 /// An operation left unfinished by an earlier run.
@@ -53,7 +54,7 @@ pub struct StateStore {
 }
 
 fn now() -> String {
-    crate::pipeline::rfc3339(OffsetDateTime::now_utc())
+    crate::timefmt::now_rfc3339()
 }
 
 impl StateStore {

@@ -1,9 +1,10 @@
 //! Target stage (read side): the NHS Directory's actual state — its organisation registry
 //! and the accounts in it — behind the [`Target`] trait.
 //!
-//! The trait is read-only on purpose: planning code holds a `Target`, never a writer, so a
-//! dry run cannot write (`../shared/DESIGN.md`, "Pipeline"). The first implementation reads
-//! a JSON snapshot ([`snapshot`]); a live SCIM implementation plugs in behind the same trait.
+//! The trait is read-only on purpose: planning code holds a `Target`, never a [`Writer`],
+//! so a dry run cannot write. Implementations: a JSON snapshot ([`snapshot`]) and a live
+//! SCIM 2.0 service ([`scim`]). The write side, [`Writer`], sends one operation's request
+//! and is held only by the push stage.
 
 pub mod scim;
 pub mod snapshot;
@@ -16,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::future::Future;
 use time::OffsetDateTime;
+use tokio_util::sync::CancellationToken;
 
 /// One account as the directory holds it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -68,14 +70,47 @@ pub enum TargetError {
     },
     #[error("{path}: {problem}")]
     Invalid { path: String, problem: String },
+    #[error("reading {path} was stopped (shutdown requested)")]
+    Cancelled { path: String },
 }
 
 /// Read access to the NHS Directory.
 pub trait Target {
     /// `snapshot`, `scim`, … (plan JSON `target.kind`).
     fn kind(&self) -> &'static str;
-    /// Read the organisations and accounts. Complete or an error.
-    fn read_state(&self) -> impl Future<Output = Result<TargetState, TargetError>> + Send;
+    /// Read the organisations and accounts. Complete or an error; stops (with
+    /// [`TargetError::Cancelled`]) when `cancel` fires, also during a retry's wait.
+    fn read_state(
+        &self,
+        cancel: &CancellationToken,
+    ) -> impl Future<Output = Result<TargetState, TargetError>> + Send;
+}
+
+/// Write access to the NHS Directory: the calls the push stage makes for one operation.
+/// Only `apply` ever holds one (see [`scim::ScimWriter`]; tests use in-memory fakes).
+pub trait Writer: Send + Sync + 'static {
+    /// Create an account; the directory's id for it when it says.
+    fn create(
+        &self,
+        user: &crate::scim::User,
+    ) -> impl Future<Output = Result<Option<String>, scim::CallError>> + Send;
+    /// Apply a PATCH, conditional on `if_match` when given.
+    fn patch(
+        &self,
+        id: &TargetId,
+        if_match: Option<&str>,
+        req: &crate::scim::PatchRequest,
+    ) -> impl Future<Output = Result<(), scim::CallError>> + Send;
+    /// The account holding this anchor, if exactly one does.
+    fn find_by_external_id(
+        &self,
+        xid: &ExternalId,
+    ) -> impl Future<Output = Result<Option<crate::scim::User>, scim::CallError>> + Send;
+    /// One account with its version tag.
+    fn get(
+        &self,
+        id: &TargetId,
+    ) -> impl Future<Output = Result<(crate::scim::User, Option<String>), scim::CallError>> + Send;
 }
 
 /// The configured target (read side).
@@ -102,10 +137,10 @@ impl Target for AnyTarget {
         }
     }
 
-    async fn read_state(&self) -> Result<TargetState, TargetError> {
+    async fn read_state(&self, cancel: &CancellationToken) -> Result<TargetState, TargetError> {
         match self {
-            AnyTarget::Snapshot(s) => s.read_state().await,
-            AnyTarget::Scim(s) => s.read_state().await,
+            AnyTarget::Snapshot(s) => s.read_state(cancel).await,
+            AnyTarget::Scim(s) => s.read_state(cancel).await,
         }
     }
 }

@@ -5,7 +5,7 @@
 //! Never does: write from a `ScimTarget` (it has no write methods — a dry run is
 //! structural); send the token anywhere but the configured directory; log the token.
 
-use super::{Account, Status, Target, TargetError, TargetState};
+use super::{Account, Status, Target, TargetError, TargetState, Writer};
 use crate::ids::{ExternalId, OdsCode, TargetId};
 use crate::model::{OrgKind, Organisation};
 use crate::scim::{self, ListResponse, OrganisationResource, PatchRequest, ScimError, User};
@@ -16,6 +16,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
+use tokio_util::sync::CancellationToken;
 
 /// Where and how to reach the directory (validated by the config stage).
 #[derive(Clone, Debug)]
@@ -45,13 +46,18 @@ pub enum CallError {
         scim: Option<ScimError>,
     },
     /// The request may or may not have reached the server (timeout, reset, refused).
-    #[error("{method} {path}: {}", chain(source))]
+    #[error("{method} {path}: {}", chain(source.as_ref()))]
     Transport {
         method: &'static str,
         path: String,
+        /// The connection was never made, so the request cannot have been applied.
+        connect: bool,
         #[source]
-        source: reqwest::Error,
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
+    /// Not sent, or its retry not waited for: a shutdown was requested.
+    #[error("{method} {path}: stopped (shutdown requested)")]
+    Cancelled { method: &'static str, path: String },
     #[error("{method} {path}: unexpected response: {problem}")]
     Decode {
         method: &'static str,
@@ -89,16 +95,17 @@ impl CallError {
         match self {
             CallError::Status { status, .. } => *status == 429 || *status >= 500,
             CallError::Transport { .. } => true,
-            CallError::Decode { .. } => false,
+            CallError::Decode { .. } | CallError::Cancelled { .. } => false,
         }
     }
 
     /// The request may have been applied although no success was seen.
     pub fn ambiguous(&self) -> bool {
         match self {
-            CallError::Transport { source, .. } => !source.is_connect(),
+            CallError::Transport { connect, .. } => !connect,
             CallError::Status { status, .. } => *status >= 500,
             CallError::Decode { .. } => true,
+            CallError::Cancelled { .. } => false,
         }
     }
 
@@ -183,11 +190,13 @@ impl Http {
             req = req.header(reqwest::header::IF_MATCH, e);
         }
         let path_s = path.to_string();
-        let resp = req.send().await.map_err(|source| CallError::Transport {
+        let transport = |source: reqwest::Error| CallError::Transport {
             method,
             path: path_s.clone(),
-            source,
-        })?;
+            connect: source.is_connect(),
+            source: Box::new(source),
+        };
+        let resp = req.send().await.map_err(transport)?;
         let status = resp.status().as_u16();
         let etag = resp
             .headers()
@@ -201,11 +210,7 @@ impl Http {
             .and_then(|v| v.trim().parse::<f64>().ok())
             .filter(|s| s.is_finite() && *s >= 0.0)
             .map(Duration::from_secs_f64);
-        let bytes = resp.bytes().await.map_err(|source| CallError::Transport {
-            method,
-            path: path_s.clone(),
-            source,
-        })?;
+        let bytes = resp.bytes().await.map_err(transport)?;
         if !(200..300).contains(&status) {
             return Err(CallError::Status {
                 method,
@@ -254,10 +259,22 @@ impl Http {
     /// A GET, retried on throttling, server errors and transport failures: reads are
     /// idempotent, and one lost page must not cost the whole plan. A read that still
     /// fails is an error (an incomplete state is never planned from).
-    async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<(T, Option<String>), CallError> {
+    async fn get<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        cancel: &CancellationToken,
+    ) -> Result<(T, Option<String>), CallError> {
         let mut attempt = 0;
+        let cancelled = || CallError::Cancelled {
+            method: "GET",
+            path: path.to_string(),
+        };
         loop {
-            match self.call("GET", path, None, None).await {
+            let call = tokio::select! {
+                r = self.call("GET", path, None, None) => r,
+                () = cancel.cancelled() => return Err(cancelled()),
+            };
+            match call {
                 Err(e)
                     if e.retryable()
                         && attempt + 1 < READ_ATTEMPTS
@@ -270,7 +287,10 @@ impl Http {
                         e.retry_after(),
                     );
                     tracing::debug!(error = %e, ?wait, "directory read failed; retrying");
-                    tokio::time::sleep(wait).await;
+                    tokio::select! {
+                        () = tokio::time::sleep(wait) => {}
+                        () = cancel.cancelled() => return Err(cancelled()),
+                    }
                     attempt += 1;
                 }
                 r => return r,
@@ -310,6 +330,7 @@ impl Reader {
         attr: &str,
         value: &str,
         page: usize,
+        cancel: &CancellationToken,
     ) -> Result<Vec<User>, CallError> {
         let mut out = Vec::new();
         let mut start = 1usize;
@@ -318,7 +339,7 @@ impl Reader {
                 "/Users?filter={}&startIndex={start}&count={page}",
                 filter_query(attr, value)
             );
-            let (list, _): (ListResponse<User>, _) = self.0.get(&path).await?;
+            let (list, _): (ListResponse<User>, _) = self.0.get(&path, cancel).await?;
             let n = list.resources.len();
             out.extend(list.resources);
             if n == 0 || out.len() >= list.total_results {
@@ -329,14 +350,21 @@ impl Reader {
         Ok(out)
     }
 
+    /// Look-ups for the push stage run to the end: they settle an operation already sent
+    /// (a shutdown lets in-flight work finish).
     async fn find_by_external_id(&self, xid: &ExternalId) -> Result<Option<User>, CallError> {
-        let mut found = self.users_where("externalId", xid.as_str(), 10).await?;
+        let mut found = self
+            .users_where("externalId", xid.as_str(), 10, &CancellationToken::new())
+            .await?;
         Ok(if found.len() == 1 { found.pop() } else { None })
     }
 
     async fn get(&self, id: &TargetId) -> Result<(User, Option<String>), CallError> {
         self.0
-            .get(&format!("/Users/{}", url_escape(id.as_str())))
+            .get(
+                &format!("/Users/{}", url_escape(id.as_str())),
+                &CancellationToken::new(),
+            )
             .await
     }
 }
@@ -413,6 +441,12 @@ impl ScimTarget {
         &self.settings.url
     }
 
+    fn cancelled(&self) -> TargetError {
+        TargetError::Cancelled {
+            path: self.settings.url.clone(),
+        }
+    }
+
     fn invalid(&self, problem: String) -> TargetError {
         TargetError::Invalid {
             path: self.settings.url.clone(),
@@ -420,7 +454,10 @@ impl ScimTarget {
         }
     }
 
-    async fn organisations(&self) -> Result<BTreeMap<OdsCode, Organisation>, TargetError> {
+    async fn organisations(
+        &self,
+        cancel: &CancellationToken,
+    ) -> Result<BTreeMap<OdsCode, Organisation>, TargetError> {
         if let Some(f) = &self.settings.organisations_file {
             let path = f.display().to_string();
             let text = tokio::fs::read_to_string(f)
@@ -439,9 +476,12 @@ impl ScimTarget {
         let (list, _): (ListResponse<OrganisationResource>, _) = self
             .reader
             .0
-            .get("/Organisations?count=1000")
+            .get("/Organisations?count=1000", cancel)
             .await
             .map_err(|e| {
+                if matches!(e, CallError::Cancelled { .. }) {
+                    return self.cancelled();
+                }
                 // /Organisations is the NHS Directory's own resource; any other SCIM
                 // server lacks it, and the registry must then come from a file.
                 let hint = if e.status() == Some(404) {
@@ -476,8 +516,8 @@ impl Target for ScimTarget {
         "scim"
     }
 
-    async fn read_state(&self) -> Result<TargetState, TargetError> {
-        let organisations = self.organisations().await?;
+    async fn read_state(&self, cancel: &CancellationToken) -> Result<TargetState, TargetError> {
+        let organisations = self.organisations(cancel).await?;
         let mut accounts = Vec::new();
         let mut refused = BTreeMap::new();
         for ods in &self.settings.organisations {
@@ -487,6 +527,7 @@ impl Target for ScimTarget {
                     &format!("{}:odsCode", scim::NHS_SCHEMA),
                     ods.as_str(),
                     self.settings.page_size,
+                    cancel,
                 )
                 .await;
             let users = match read {
@@ -498,6 +539,7 @@ impl Target for ScimTarget {
                     refused.insert(ods.clone(), e.to_string());
                     continue;
                 }
+                Err(CallError::Cancelled { .. }) => return Err(self.cancelled()),
                 Err(e) => {
                     return Err(self.invalid(format!("cannot read the accounts of {ods}: {e}")));
                 }
@@ -537,39 +579,45 @@ impl ScimWriter {
         })
     }
 
-    pub async fn create(&self, user: &User) -> Result<(User, Option<String>), CallError> {
+}
+
+impl Writer for ScimWriter {
+    async fn create(&self, user: &User) -> Result<Option<String>, CallError> {
         let body = serde_json::to_value(user).map_err(|e| CallError::Decode {
             method: "POST",
             path: "/Users".into(),
             problem: e.to_string(),
         })?;
-        self.http.call("POST", "/Users", Some(&body), None).await
+        let (created, _): (User, _) = self.http.call("POST", "/Users", Some(&body), None).await?;
+        Ok(created.id)
     }
 
-    /// The patched user when the server sends it back (it may answer 204 No Content).
-    pub async fn patch(
+    /// A server may answer 204 No Content instead of the patched user; either is success.
+    async fn patch(
         &self,
         id: &TargetId,
         if_match: Option<&str>,
         req: &PatchRequest,
-    ) -> Result<(Option<User>, Option<String>), CallError> {
+    ) -> Result<(), CallError> {
         let path = format!("/Users/{}", url_escape(id.as_str()));
         let body = serde_json::to_value(req).map_err(|e| CallError::Decode {
             method: "PATCH",
             path: path.clone(),
             problem: e.to_string(),
         })?;
-        self.http
+        let _: (Option<User>, _) = self
+            .http
             .call_maybe_empty("PATCH", &path, Some(&body), if_match)
-            .await
+            .await?;
+        Ok(())
     }
 
     /// Look an account up by anchor (before re-sending a create whose fate is unknown).
-    pub async fn find_by_external_id(&self, xid: &ExternalId) -> Result<Option<User>, CallError> {
+    async fn find_by_external_id(&self, xid: &ExternalId) -> Result<Option<User>, CallError> {
         Reader(self.http.clone()).find_by_external_id(xid).await
     }
 
-    pub async fn get(&self, id: &TargetId) -> Result<(User, Option<String>), CallError> {
+    async fn get(&self, id: &TargetId) -> Result<(User, Option<String>), CallError> {
         Reader(self.http.clone()).get(id).await
     }
 }

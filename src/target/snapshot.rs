@@ -82,7 +82,10 @@ impl Target for SnapshotTarget {
         "snapshot"
     }
 
-    async fn read_state(&self) -> Result<TargetState, TargetError> {
+    async fn read_state(
+        &self,
+        _cancel: &tokio_util::sync::CancellationToken,
+    ) -> Result<TargetState, TargetError> {
         let path = self.path.display().to_string();
         let text = tokio::fs::read_to_string(&self.path)
             .await

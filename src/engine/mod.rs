@@ -1,0 +1,100 @@
+//! The engine: whole runs as library calls that return typed reports — what every front
+//! end (the command line today, the daemon next) calls, parses nothing and prints nothing.
+//!
+//! - [`read`]: read the source through the filter and model stages ([`read::collect`]).
+//! - [`plan`]: read → decide → plan ([`plan::plan`]); [`plan::decide`] is the pure part
+//!   (diff, gate, write-back, fingerprint) over already-read state.
+//! - [`apply`]: reconcile interrupted runs, make a fresh plan, refuse a stale or changed
+//!   reviewed plan, approvals, quarantine, run records, push, write-back.
+//! - [`explain`] and [`check`]: the same stage calls as a plan, reported for one person or
+//!   for the deployment.
+//!
+//! One cancellation token (the caller's shutdown) reaches the source read, the target
+//! read and its retry waits, and the push. Planning holds no write-capable client: only
+//! [`apply`] makes a [`crate::target::Writer`].
+
+pub mod apply;
+pub mod check;
+pub mod explain;
+pub mod history;
+pub mod plan;
+pub mod read;
+
+pub use crate::push::{Outcome, PushProgress};
+use crate::source::SourceError;
+use crate::state::StateError;
+use crate::target::TargetError;
+
+/// Why a run did not happen or did not finish.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("reading the source failed, so no plan was made")]
+    Source(#[from] SourceError),
+    #[error("reading the NHS Directory state failed, so no plan was made")]
+    Target(#[from] TargetError),
+    #[error(
+        "the source returned no one in scope while the directory holds {managed} accounts this agent manages; refusing to plan their removal (set safety.allow_empty_source = true if this is really intended)"
+    )]
+    EmptySource { managed: usize },
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error(
+        "applying needs a SCIM target: set [target] kind = \"scim\" (a snapshot can only be planned from)"
+    )]
+    NotWritable,
+    #[error("SCIM client: {0}")]
+    Client(String),
+    #[error("cannot read the plan {path}: {problem}")]
+    PlanFile { path: String, problem: String },
+    #[error(
+        "the plan {path} is stale: the source or the directory has changed since it was made ({then} then, {now} now); make and review a new plan"
+    )]
+    StalePlan {
+        path: String,
+        then: String,
+        now: String,
+    },
+    #[error(
+        "the plan {path} no longer matches what the configuration decides (rules, agreements or limits changed); make and review a new plan"
+    )]
+    ChangedPlan { path: String },
+    #[error(
+        "--approve-removals names plan {named}, but this plan is {plan}: approvals hold for one plan only"
+    )]
+    ApprovalMismatch { named: String, plan: String },
+    #[error("cannot reconcile the interrupted create of {external_id}: {problem}")]
+    Reconcile {
+        external_id: String,
+        problem: String,
+    },
+    #[error("cannot connect and bind to the source")]
+    Probe(#[source] SourceError),
+    #[error("stopped before anything was sent (shutdown requested)")]
+    Cancelled,
+}
+
+impl EngineError {
+    /// A shutdown, not a failure of the source or target.
+    pub fn is_cancelled(&self) -> bool {
+        matches!(
+            self,
+            EngineError::Cancelled
+                | EngineError::Source(SourceError::Cancelled)
+                | EngineError::Target(TargetError::Cancelled { .. })
+        )
+    }
+}
+
+/// How a front end hears about a long run as it goes (a spinner, a bar). Every method
+/// has a silent default; [`Silent`] shows nothing.
+pub trait Progress: PushProgress {
+    /// Entries read so far (called every few hundred).
+    fn reading(&self, _entries: usize) {}
+    /// The read is complete.
+    fn read_done(&self) {}
+}
+
+/// No progress shown.
+pub struct Silent;
+impl PushProgress for Silent {}
+impl Progress for Silent {}

@@ -1,0 +1,175 @@
+//! read → decide → plan. [`decide`] is pure over already-read state: the diff, the gate,
+//! the write-back list and the fingerprint of the state the plan starts from.
+
+use super::read::{Collected, Who, collect};
+use super::{EngineError, Progress};
+use crate::config::Config;
+use crate::diff::{self, DiffInput};
+use crate::gate::{self, GateInput};
+use crate::ids::ExternalId;
+use crate::model::Rejection;
+use crate::plan::{Plan, SourceSummary, TargetSummary};
+use crate::push::writeback;
+use crate::source::Source;
+use crate::target::{Target, TargetState};
+use sha2::{Digest, Sha256};
+use std::collections::BTreeSet;
+use time::OffsetDateTime;
+use tokio_util::sync::CancellationToken;
+
+/// `Write` into a SHA-256 (for hashing serialised state without buffering it).
+struct HashWriter(Sha256);
+
+impl std::io::Write for HashWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.update(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Fingerprint of the source and target state a plan starts from: same inputs, same
+/// fingerprint; any change to a person in scope, the scope itself, or the directory's
+/// accounts or organisations changes it.
+pub fn fingerprint(c: &Collected, t: &TargetState) -> String {
+    let mut w = HashWriter(Sha256::new());
+    let mut rejected: Vec<&Rejection> = c.rejected.iter().collect();
+    rejected.sort_by(|a, b| (&a.dn, a.reason).cmp(&(&b.dn, b.reason)));
+    let mut accounts: Vec<_> = t.accounts.iter().collect();
+    accounts.sort_by(|a, b| a.target_id.cmp(&b.target_id));
+    // Serialising owned plain data into a hasher cannot fail.
+    let _ = serde_json::to_writer(&mut w, &(&c.persons, &c.out_of_scope, &rejected));
+    let _ = serde_json::to_writer(&mut w, &(&t.organisations, &accounts));
+    format!("sha256:{}", hex::encode(w.0.finalize()))
+}
+
+/// The result of planning, with the state it was made from (for `explain` and `apply`).
+pub struct PlanRun {
+    pub plan: Plan,
+    pub collected: Collected,
+    pub target: TargetState,
+}
+
+/// Plan from already-read state (pure: no I/O, no clock).
+pub fn decide(
+    cfg: &Config,
+    collected: &Collected,
+    target: &TargetState,
+    source_kind: &str,
+    target_kind: &str,
+    now: OffsetDateTime,
+) -> Result<Plan, EngineError> {
+    // The fingerprint (serialising every person and account into SHA-256) does not depend
+    // on the diff: hash on a second core meanwhile. Same bytes hashed, same value.
+    std::thread::scope(|scope| {
+        let fp = scope.spawn(|| fingerprint(collected, target));
+        decide_with(cfg, collected, target, source_kind, target_kind, now, || {
+            fp.join().unwrap_or_else(|_| fingerprint(collected, target))
+        })
+    })
+}
+
+fn decide_with(
+    cfg: &Config,
+    collected: &Collected,
+    target: &TargetState,
+    source_kind: &str,
+    target_kind: &str,
+    now: OffsetDateTime,
+    fingerprint: impl FnOnce() -> String,
+) -> Result<Plan, EngineError> {
+    let managed_orgs = cfg.agreements.sharing.keys().cloned().collect();
+    let rejected_ids: BTreeSet<ExternalId> = collected
+        .rejected
+        .iter()
+        .filter_map(|r| r.external_id.clone())
+        .collect();
+    let d = diff::diff(&DiffInput {
+        persons: &collected.persons,
+        out_of_scope: &collected.out_of_scope,
+        rejected: &rejected_ids,
+        target,
+        agent_id: &cfg.agent_id,
+        managed_orgs: &managed_orgs,
+        soft_match: &cfg.soft_match,
+        nhsmail_domain: &cfg.nhsmail_domain,
+        restore_window: time::Duration::days(cfg.restore_window_days),
+        now,
+    });
+    if collected.persons.is_empty() && d.managed > 0 && !cfg.allow_empty_source {
+        return Err(EngineError::EmptySource { managed: d.managed });
+    }
+    let g = gate::gate(GateInput {
+        candidates: d.operations,
+        persons: &collected.persons,
+        target,
+        agreements: &cfg.agreements,
+        policy: &cfg.policy,
+        managed: d.managed,
+        now,
+    });
+    let mut blocked = d.blocked;
+    blocked.extend(g.blocked);
+    let write_back = match &cfg.write_back {
+        Some(w) => writeback::planned(
+            w,
+            &collected.persons,
+            &collected.write_back,
+            target,
+            &cfg.agent_id,
+            None,
+        ),
+        None => Vec::new(),
+    };
+    Ok(Plan::new(
+        crate::timefmt::rfc3339(now),
+        fingerprint(),
+        SourceSummary {
+            kind: source_kind.to_string(),
+            read: collected.read,
+            in_scope: collected.persons.len(),
+            rejected: collected.rejected.len(),
+        },
+        TargetSummary {
+            kind: target_kind.to_string(),
+            read: target.accounts.len(),
+        },
+        g.operations,
+        blocked,
+        collected.rejected.clone(),
+        write_back,
+        d.unchanged + g.unchanged,
+    ))
+}
+
+/// Read `source` and `target`, then plan. `who`: capture those entries for `explain`.
+pub async fn plan_from<S: Source, T: Target>(
+    cfg: &Config,
+    source: &S,
+    target: &T,
+    now: OffsetDateTime,
+    who: Option<&Who>,
+    progress: &dyn Progress,
+    cancel: &CancellationToken,
+) -> Result<PlanRun, EngineError> {
+    let collected = collect(cfg, source, who, progress, cancel).await?;
+    let state = target.read_state(cancel).await?;
+    let plan = decide(cfg, &collected, &state, source.kind(), target.kind(), now)?;
+    Ok(PlanRun {
+        plan,
+        collected,
+        target: state,
+    })
+}
+
+/// `tansync plan`: the configured source and target.
+pub async fn plan(
+    cfg: &Config,
+    now: OffsetDateTime,
+    progress: &dyn Progress,
+    cancel: &CancellationToken,
+) -> Result<PlanRun, EngineError> {
+    plan_from(cfg, &cfg.source, &cfg.target, now, None, progress, cancel).await
+}

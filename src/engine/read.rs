@@ -1,0 +1,319 @@
+//! Read the whole source through the filter and model stages: every entry is decided by
+//! the rules ([`crate::filter`]) and, if included, mapped and validated
+//! ([`crate::model::mapping`]). Complete or an error; nothing is written.
+//!
+//! On the multi-threaded runtime the read (LDAP decoding, or LDIF parsing) and the
+//! classification (rules, mapping, phone-number validation) run on two threads, so a large
+//! read uses both cores; elsewhere they run in turn.
+
+use super::Progress;
+use crate::config::Config;
+use crate::filter::{Action, Decision, RuleTrace};
+use crate::ids::{ExternalId, NormDn, ObjectGuid, OdsCode, RuleId};
+use crate::model::mapping::map_entry_memo;
+use crate::model::validate::PhoneMemo;
+use crate::model::{Field, Person, RejectReason, Rejection};
+use crate::source::{EntrySink, GroupIndex, ReadRequest, Source, SourceEntry, SourceError};
+use std::collections::{BTreeMap, BTreeSet};
+use tokio_util::sync::CancellationToken;
+
+/// Who `tansync explain` asks about: a sAMAccountName, a DN or an objectGUID.
+#[derive(Clone, Debug)]
+pub enum Who {
+    Dn(NormDn),
+    Anchor(ExternalId),
+    Account(String),
+}
+
+/// Attributes that name an account for [`Who::Account`].
+pub const ACCOUNT_ATTRS: [&str; 3] = ["sAMAccountName", "uid", "userPrincipalName"];
+
+impl Who {
+    pub fn parse(s: &str) -> Who {
+        if let Ok(g) = ObjectGuid::parse(s) {
+            return Who::Anchor(g.into());
+        }
+        if s.contains('=') {
+            return Who::Dn(NormDn::new(s));
+        }
+        Who::Account(s.to_lowercase())
+    }
+
+    fn matches(&self, e: &SourceEntry) -> bool {
+        match self {
+            Who::Dn(d) => e.norm_dn == *d,
+            Who::Anchor(x) => e.anchor.as_ref().is_ok_and(|a| a == x),
+            Who::Account(a) => ACCOUNT_ATTRS
+                .iter()
+                .any(|attr| e.values(attr).iter().any(|v| v.to_lowercase() == *a)),
+        }
+    }
+}
+
+/// What the read made of one entry `explain` asked about: the very results the plan
+/// used, recorded as they were computed.
+#[derive(Clone, Debug)]
+pub struct Captured {
+    pub entry: SourceEntry,
+    /// Every rule with every condition evaluated, in order.
+    pub traces: Vec<RuleTrace>,
+    /// The deciding rule and its action; `None`: no rule matched (excluded).
+    pub decided_by: Option<(RuleId, Action)>,
+    /// For an included entry: the ODS code the rule assigns (or why not), the raw values
+    /// the mapping read, and the mapped person or the rejection.
+    pub ods_code: Option<Result<OdsCode, String>>,
+    pub raw: BTreeMap<Field, String>,
+    pub mapped: Option<Result<Person, Rejection>>,
+}
+
+/// What the filter and model stages made of the source.
+#[derive(Debug, Default)]
+pub struct Collected {
+    pub read: usize,
+    pub persons: BTreeMap<ExternalId, Person>,
+    pub out_of_scope: BTreeSet<ExternalId>,
+    pub rejected: Vec<Rejection>,
+    /// Every anchor seen (duplicate detection); emptied when the read is done.
+    anchors: std::collections::HashSet<ExternalId>,
+    pub groups: GroupIndex,
+    /// Entries captured for `explain`.
+    pub captured: Vec<Captured>,
+    /// With write-back configured: the write-back attribute's current value of every
+    /// person in scope.
+    pub write_back: BTreeMap<ExternalId, Option<String>>,
+}
+
+struct Collector<'a> {
+    cfg: &'a Config,
+    out: Collected,
+    who: Option<&'a Who>,
+    progress: &'a dyn Progress,
+    cancel: &'a CancellationToken,
+    phones: PhoneMemo,
+    /// One shared copy of each ODS code: a handful of codes for every person.
+    ods_codes: BTreeSet<OdsCode>,
+}
+
+impl EntrySink for Collector<'_> {
+    fn groups(&mut self, index: GroupIndex) {
+        self.out.groups = index;
+    }
+
+    fn entry(&mut self, e: SourceEntry) -> Result<(), SourceError> {
+        self.out.read += 1;
+        if self.out.read.is_multiple_of(256) {
+            if self.cancel.is_cancelled() {
+                return Err(SourceError::Cancelled);
+            }
+            self.progress.reading(self.out.read);
+        }
+        let capture = self.who.is_some_and(|w| w.matches(&e));
+        let (decision, traces) = if capture {
+            let (d, t) = self.cfg.rules.explain(&e, &self.out.groups);
+            (d, Some(t))
+        } else {
+            (self.cfg.rules.decide(&e, &self.out.groups), None)
+        };
+        let mut captured = traces.map(|traces| Captured {
+            entry: e.clone(),
+            traces,
+            decided_by: decision.rule_id().cloned().zip(match decision {
+                Decision::Include(_) => Some(Action::Include),
+                Decision::Exclude(_) => Some(Action::Exclude),
+                Decision::NoMatch => None,
+            }),
+            ods_code: None,
+            raw: BTreeMap::new(),
+            mapped: None,
+        });
+        if let Ok(x) = &e.anchor
+            && !self.out.anchors.insert(x.clone())
+        {
+            let first_dn = self
+                .out
+                .persons
+                .get(x)
+                .map(|p| p.dn.clone())
+                .unwrap_or_else(|| "an earlier entry".to_string());
+            // Two entries claim one anchor: neither can be trusted.
+            let detail = format!("anchor {x} is shared by {first_dn:?} and {:?}", e.dn);
+            if self.out.persons.remove(x).is_some() || self.out.out_of_scope.remove(x) {
+                self.out.rejected.push(Rejection {
+                    dn: first_dn,
+                    external_id: Some(x.clone()),
+                    reason: RejectReason::DuplicateAnchor,
+                    detail: detail.clone(),
+                });
+            }
+            self.out.rejected.push(Rejection {
+                dn: e.dn,
+                external_id: Some(x.clone()),
+                reason: RejectReason::DuplicateAnchor,
+                detail,
+            });
+            self.out.captured.extend(captured);
+            return Ok(());
+        }
+        match decision {
+            Decision::Include(rule) => {
+                let mapped = map_entry_memo(&e, rule, &self.cfg.mapping, &mut self.phones);
+                if let Some(c) = &mut captured {
+                    c.ods_code = Some(rule.ods_code(&e));
+                    c.raw = self.cfg.mapping.raw_values(&e, rule);
+                    c.mapped = Some(mapped.clone());
+                }
+                match mapped {
+                    Ok(mut p) => {
+                        match self.ods_codes.get(&p.ods_code) {
+                            Some(c) => p.ods_code = c.clone(),
+                            None => {
+                                self.ods_codes.insert(p.ods_code.clone());
+                            }
+                        }
+                        if let Some(w) = &self.cfg.write_back {
+                            let current = e.first(&w.attribute).map(String::from);
+                            self.out.write_back.insert(p.external_id.clone(), current);
+                        }
+                        self.out.persons.insert(p.external_id.clone(), p);
+                    }
+                    Err(r) => self.out.rejected.push(r),
+                }
+            }
+            Decision::Exclude(_) | Decision::NoMatch => {
+                if let Ok(x) = e.anchor {
+                    self.out.out_of_scope.insert(x);
+                }
+            }
+        }
+        self.out.captured.extend(captured);
+        Ok(())
+    }
+}
+
+impl Config {
+    /// What the source must read for these rules and this mapping.
+    pub fn read_request(&self) -> ReadRequest {
+        let mut attributes = self.rules.attributes();
+        attributes.extend(self.mapping.attributes().map(String::from));
+        attributes.extend(ACCOUNT_ATTRS.map(String::from));
+        attributes.extend(self.write_back.as_ref().map(|w| w.attribute.clone()));
+        ReadRequest {
+            attributes,
+            nested_groups: self.rules.nested_groups(),
+            uses_groups: self.rules.uses_groups(),
+        }
+    }
+}
+
+/// Forwards the read to the classifying thread in batches.
+struct ChannelSink {
+    tx: std::sync::mpsc::SyncSender<Batch>,
+    batch: Vec<SourceEntry>,
+}
+
+enum Batch {
+    Groups(GroupIndex),
+    Entries(Vec<SourceEntry>),
+}
+
+const BATCH: usize = 256;
+
+impl ChannelSink {
+    fn flush(&mut self) -> Result<(), SourceError> {
+        if self.batch.is_empty() {
+            return Ok(());
+        }
+        let b = std::mem::replace(&mut self.batch, Vec::with_capacity(BATCH));
+        self.tx
+            .send(Batch::Entries(b))
+            .map_err(|_| SourceError::Aborted("the classifying thread stopped".into()))
+    }
+}
+
+impl EntrySink for ChannelSink {
+    fn groups(&mut self, index: GroupIndex) {
+        // If the receiver is gone the read ends with an error at the next entry.
+        let _ = self.tx.send(Batch::Groups(index));
+    }
+
+    fn entry(&mut self, entry: SourceEntry) -> Result<(), SourceError> {
+        self.batch.push(entry);
+        if self.batch.len() >= BATCH {
+            self.flush()?;
+        }
+        Ok(())
+    }
+}
+
+/// Read and classify the whole source. Complete or an error (also
+/// [`SourceError::Cancelled`] once `cancel` fires). `who`: also capture what happened to
+/// the entries it names (for `explain`).
+pub async fn collect<S: Source>(
+    cfg: &Config,
+    source: &S,
+    who: Option<&Who>,
+    progress: &dyn Progress,
+    cancel: &CancellationToken,
+) -> Result<Collected, SourceError> {
+    let mut c = Collector {
+        cfg,
+        out: Collected::default(),
+        who,
+        progress,
+        cancel,
+        phones: PhoneMemo::default(),
+        ods_codes: BTreeSet::new(),
+    };
+    let req = cfg.read_request();
+    let handle = tokio::runtime::Handle::current();
+    let res = if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread {
+        tokio::task::block_in_place(|| {
+            std::thread::scope(|scope| {
+                let (tx, rx) = std::sync::mpsc::sync_channel::<Batch>(16);
+                let consumer = scope.spawn(move || -> Result<Collector<'_>, SourceError> {
+                    // Load the phone-number metadata (every region's patterns compiled,
+                    // ~0.3 s of CPU) while the reader is still connecting and waiting for
+                    // its first page, instead of on the first entry with a phone.
+                    crate::model::validate::load_phone_metadata();
+                    for b in rx {
+                        match b {
+                            Batch::Groups(g) => c.groups(g),
+                            Batch::Entries(es) => {
+                                for e in es {
+                                    c.entry(e)?;
+                                }
+                            }
+                        }
+                    }
+                    Ok(c)
+                });
+                let mut sink = ChannelSink {
+                    tx,
+                    batch: Vec::with_capacity(BATCH),
+                };
+                let read = handle
+                    .block_on(source.read(&req, &mut sink, cancel))
+                    .and_then(|_| sink.flush());
+                drop(sink);
+                let done = consumer.join().map_err(|_| {
+                    SourceError::Aborted("classifying the source entries failed".into())
+                });
+                match (read, done) {
+                    (Err(e), _) => Err(e),
+                    (Ok(()), Ok(r)) => r,
+                    (Ok(()), Err(e)) => Err(e),
+                }
+            })
+        })
+    } else {
+        source.read(&req, &mut c, cancel).await.map(|_| c)
+    };
+    progress.read_done();
+    let mut c = res?;
+    if cancel.is_cancelled() {
+        return Err(SourceError::Cancelled);
+    }
+    // Only needed while reading; not held through planning (the run's peak).
+    c.out.anchors = Default::default();
+    Ok(c.out)
+}
