@@ -260,6 +260,7 @@ fn main() {
         persons: &w.persons,
         out_of_scope: &empty,
         rejected: &empty,
+        unanchored_in_scope: 0,
         target: &w.target,
         agent_id: AGENT,
         managed_orgs: &w.orgs,

@@ -30,6 +30,10 @@ mod tests {
     fn round_trips_whole_seconds() {
         let t = parse_rfc3339("2026-11-22T10:00:00.75Z").unwrap();
         assert_eq!(rfc3339(t), "2026-11-22T10:00:00Z");
-        assert!(parse_rfc3339("yesterday").unwrap_err().contains("\"yesterday\""));
+        assert!(
+            parse_rfc3339("yesterday")
+                .unwrap_err()
+                .contains("\"yesterday\"")
+        );
     }
 }

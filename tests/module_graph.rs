@@ -146,7 +146,10 @@ fn find_cycle(g: &BTreeMap<String, BTreeSet<String>>) -> Option<Vec<String>> {
 fn the_module_graph_has_no_cycles() {
     let g = graph();
     for (m, deps) in &g {
-        eprintln!("{m} -> {}", deps.iter().cloned().collect::<Vec<_>>().join(", "));
+        eprintln!(
+            "{m} -> {}",
+            deps.iter().cloned().collect::<Vec<_>>().join(", ")
+        );
     }
     assert!(g.len() > 8, "found too few modules: {g:?}");
     if let Some(c) = find_cycle(&g) {
@@ -161,9 +164,14 @@ fn the_command_line_reaches_the_stages_only_through_the_engine() {
     // What a front end may use: the engine, the configuration it loads, the plan (to
     // render it), the time helper, and the model and rule types that appear in what it
     // prints.
-    let allowed: BTreeSet<&str> =
-        ["engine", "config", "plan", "timefmt", "ids", "model", "filter"].into();
-    let extra: Vec<&String> = cli.iter().filter(|m| !allowed.contains(m.as_str())).collect();
+    let allowed: BTreeSet<&str> = [
+        "engine", "config", "plan", "timefmt", "ids", "model", "filter",
+    ]
+    .into();
+    let extra: Vec<&String> = cli
+        .iter()
+        .filter(|m| !allowed.contains(m.as_str()))
+        .collect();
     assert!(
         extra.is_empty(),
         "src/cli uses {extra:?} directly: orchestration belongs in the engine"

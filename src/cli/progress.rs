@@ -37,8 +37,7 @@ impl Bars {
 
 fn styled(pb: ProgressBar, template: &str) -> ProgressBar {
     pb.set_style(
-        ProgressStyle::with_template(template)
-            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+        ProgressStyle::with_template(template).unwrap_or_else(|_| ProgressStyle::default_spinner()),
     );
     pb
 }

@@ -2,12 +2,12 @@
 //! [`crate::plan::render`]).
 
 use crate::config::Config;
+use crate::engine::Outcome;
 use crate::engine::apply::{ApplyReport, RunStatus};
 use crate::engine::check::{CheckReport, Mark};
 use crate::engine::explain::Explanation;
-use crate::filter::Action;
-use crate::engine::Outcome;
 use crate::engine::history::{JournalEntry, RunSummary};
+use crate::filter::Action;
 use anyhow::Result;
 use console::style;
 
@@ -81,11 +81,7 @@ pub fn apply(r: &ApplyReport) -> u8 {
             w.attribute
         );
         for i in &w.items {
-            let from = if i.planned {
-                "planned"
-            } else {
-                "new account"
-            };
+            let from = if i.planned { "planned" } else { "new account" };
             match &i.result {
                 Some(Ok(())) => println!(
                     "  {} {} ({from}): {} → {}",
@@ -97,7 +93,11 @@ pub fn apply(r: &ApplyReport) -> u8 {
                 Some(Err(e)) => {
                     println!("  {} {}: {e}", style("failed").red(), i.write.external_id)
                 }
-                None => println!("  {} {}", style("not written").yellow(), i.write.external_id),
+                None => println!(
+                    "  {} {}",
+                    style("not written").yellow(),
+                    i.write.external_id
+                ),
             }
         }
     }

@@ -7,10 +7,10 @@ mod raw;
 
 use crate::filter::{self, RuleSet};
 use crate::gate::{Agreements, GatePolicy, agreements};
+use crate::ids::NormDn;
 use crate::model::Field;
 use crate::model::mapping::Mapping;
 use crate::plan::MatchKey;
-use crate::ids::NormDn;
 use crate::push::PushSettings;
 use crate::push::writeback::WriteBackSettings;
 use crate::source::ldap::{LdapSource, NestedGroups};
@@ -465,7 +465,10 @@ impl Config {
                     None => ldap.base_dns.clone(),
                     Some(b) if b.is_empty() || b.iter().any(|d| d.trim().is_empty()) => {
                         return Err(cx
-                            .err("write_back.base_dns", "give at least one base DN, none empty")
+                            .err(
+                                "write_back.base_dns",
+                                "give at least one base DN, none empty",
+                            )
                             .into());
                     }
                     Some(b) => b,

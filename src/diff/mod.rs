@@ -22,6 +22,10 @@ pub struct DiffInput<'a> {
     pub out_of_scope: &'a BTreeSet<ExternalId>,
     /// Anchors of source entries that were rejected: never removed on that account.
     pub rejected: &'a BTreeSet<ExternalId>,
+    /// In-scope source entries whose anchor could not be read. Any of them could be the
+    /// person behind any account missing from the source, so while there are some, no
+    /// account is removed for `not_in_source` (held as `unverified_absence`).
+    pub unanchored_in_scope: usize,
     pub target: &'a TargetState,
     pub agent_id: &'a str,
     /// Organisations this agent synchronises with.
@@ -217,6 +221,19 @@ pub fn diff(input: &DiffInput<'_>) -> DiffOutput {
             etag: a.etag.clone(),
         };
         match a.status {
+            Status::Active | Status::Inactive
+                if reason == RemoveReason::NotInSource && input.unanchored_in_scope > 0 =>
+            {
+                out.blocked.push(Blocked::new(
+                    op,
+                    BlockReason::UnverifiedAbsence,
+                    format!(
+                        "not in the source, but {} in-scope source entr{} had no readable anchor: any of them could be this person",
+                        input.unanchored_in_scope,
+                        if input.unanchored_in_scope == 1 { "y" } else { "ies" }
+                    ),
+                ));
+            }
             Status::Active | Status::Inactive => out.operations.push(op),
             Status::Pending => out.blocked.push(pending(op, a)),
             Status::Leaver | Status::Deleted => {}

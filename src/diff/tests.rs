@@ -62,6 +62,10 @@ struct Case {
 }
 
 fn run(c: Case) -> DiffOutput {
+    run_with(c, 0)
+}
+
+fn run_with(c: Case, unanchored_in_scope: usize) -> DiffOutput {
     let persons: BTreeMap<_, _> = c
         .persons
         .into_iter()
@@ -94,6 +98,7 @@ fn run(c: Case) -> DiffOutput {
         persons: &persons,
         out_of_scope: &oos,
         rejected: &rej,
+        unanchored_in_scope,
         target: &target,
         agent_id: AGENT,
         managed_orgs: &managed,
@@ -309,4 +314,41 @@ fn two_accounts_sharing_a_present_anchor_are_not_removed() {
     });
     assert!(kinds(&out).is_empty(), "{:?}", kinds(&out));
     assert_eq!((out.unchanged, out.managed), (1, 2));
+}
+
+#[test]
+fn no_removal_for_absence_while_some_in_scope_entry_had_no_readable_anchor() {
+    let mut disabled = person(1, "RXA", &[]);
+    disabled.enabled = false;
+    let case = || Case {
+        persons: vec![disabled.clone()],
+        accounts: vec![
+            account(1, "RXA", Status::Active, &[]),
+            account(2, "RXA", Status::Active, &[]),
+            account(3, "RXA", Status::Active, &[]),
+        ],
+        out_of_scope: vec![2],
+        rejected: vec![],
+    };
+    // Evidence still removes: disabled, and out of scope.
+    let out = run_with(case(), 1);
+    let removed: Vec<String> = out
+        .operations
+        .iter()
+        .map(|o| match o {
+            Operation::Remove { target_id, .. } => target_id.to_string(),
+            other => panic!("unexpected {other:?}"),
+        })
+        .collect();
+    assert_eq!(removed, ["t1", "t2"]);
+    // Mere absence does not: it is held, saying why.
+    assert_eq!(out.blocked.len(), 1);
+    assert_eq!(out.blocked[0].reason, BlockReason::UnverifiedAbsence);
+    assert!(
+        out.blocked[0]
+            .detail
+            .contains("1 in-scope source entry had no readable anchor")
+    );
+    // Without unanchored entries the same absence is a removal.
+    assert_eq!(run_with(case(), 0).operations.len(), 3);
 }

@@ -131,11 +131,10 @@ pub async fn reconcile<W: Writer>(store: &StateStore, writer: &W) -> Result<usiz
     let left = store.unfinished()?;
     for u in &left {
         if u.kind == OpKind::Provision.name() && u.state == op_state::SENDING {
-            let xid =
-                ExternalId::parse(&u.external_id).map_err(|e| EngineError::Reconcile {
-                    external_id: u.external_id.clone(),
-                    problem: e.to_string(),
-                })?;
+            let xid = ExternalId::parse(&u.external_id).map_err(|e| EngineError::Reconcile {
+                external_id: u.external_id.clone(),
+                problem: e.to_string(),
+            })?;
             match writer.find_by_external_id(&xid).await {
                 Ok(Some(found)) => store.done(u.id, found.id.as_deref())?,
                 Ok(None) => store.set_state(
@@ -167,15 +166,17 @@ fn read_plan(path: &Path) -> Result<Plan, EngineError> {
         path: path.display().to_string(),
         problem,
     };
-    let len = std::fs::metadata(path).map_err(|e| err(e.to_string()))?.len();
+    let len = std::fs::metadata(path)
+        .map_err(|e| err(e.to_string()))?
+        .len();
     if len > MAX_PLAN_BYTES {
         return Err(err(format!(
             "it is {len} bytes, more than the {MAX_PLAN_BYTES} a plan may be"
         )));
     }
     let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
-    let saved: Plan = serde_json::from_str(&text)
-        .map_err(|e| err(format!("it is not a tansync plan: {e}")))?;
+    let saved: Plan =
+        serde_json::from_str(&text).map_err(|e| err(format!("it is not a tansync plan: {e}")))?;
     if saved.format != FORMAT {
         return Err(err(format!("format {:?} is not {FORMAT}", saved.format)));
     }

@@ -42,8 +42,16 @@ pub async fn explain(
     cancel: &CancellationToken,
 ) -> Result<Explanation, ExplainError> {
     let who = Who::parse(who_text);
-    let mut run = plan_from(cfg, &cfg.source, &cfg.target, now, Some(&who), progress, cancel)
-        .await?;
+    let mut run = plan_from(
+        cfg,
+        &cfg.source,
+        &cfg.target,
+        now,
+        Some(&who),
+        progress,
+        cancel,
+    )
+    .await?;
     let captured = match run.collected.captured.len() {
         0 => return Err(ExplainError::NotFound(who_text.to_string())),
         1 => run.collected.captured.remove(0),

@@ -65,9 +65,15 @@ pub fn decide(
     // on the diff: hash on a second core meanwhile. Same bytes hashed, same value.
     std::thread::scope(|scope| {
         let fp = scope.spawn(|| fingerprint(collected, target));
-        decide_with(cfg, collected, target, source_kind, target_kind, now, || {
-            fp.join().unwrap_or_else(|_| fingerprint(collected, target))
-        })
+        decide_with(
+            cfg,
+            collected,
+            target,
+            source_kind,
+            target_kind,
+            now,
+            || fp.join().unwrap_or_else(|_| fingerprint(collected, target)),
+        )
     })
 }
 
@@ -90,6 +96,11 @@ fn decide_with(
         persons: &collected.persons,
         out_of_scope: &collected.out_of_scope,
         rejected: &rejected_ids,
+        unanchored_in_scope: collected
+            .rejected
+            .iter()
+            .filter(|r| r.external_id.is_none())
+            .count(),
         target,
         agent_id: &cfg.agent_id,
         managed_orgs: &managed_orgs,

@@ -10,8 +10,8 @@ mod load;
 pub use load::{FilterError, load_files, parse_rules};
 
 use crate::ids::{NormDn, OdsCode, RuleId};
-use nhs_model::Field;
 use crate::source::{GroupIndex, SourceEntry};
+use nhs_model::Field;
 use regex::Regex;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;

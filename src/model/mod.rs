@@ -1,7 +1,7 @@
-//! The NHS Directory model: the person record tansync wants the directory to hold, and
-//! the organisation registry entry it is checked against (`../shared/DESIGN.md`, "NHS
-//! Directory model"). Mapping from a source entry lives in [`mapping`], the NHS rules for
-//! values in [`validate`]. Nothing here does I/O.
+//! The NHS Directory model: the person record tansync wants the directory to hold (the
+//! field and organisation types are shared with the reference directory, in `nhs-model`).
+//! Mapping from a source entry lives in [`mapping`], the NHS rules for values in
+//! [`validate`]. Nothing here does I/O.
 
 mod gbphone;
 pub mod mapping;

@@ -242,6 +242,9 @@ pub enum BlockReason {
     NotManaged,
     /// A leaver whose 30-day window has passed cannot be restored by the agent.
     RestoreWindowPassed,
+    /// A removal for `not_in_source` held because the read had in-scope entries whose
+    /// anchor could not be read (any of them could be that person).
+    UnverifiedAbsence,
 }
 
 /// An operation the gate (or diff) held back, with why.

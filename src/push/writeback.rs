@@ -202,10 +202,27 @@ mod tests {
         assert_eq!(got[0].attribute, "mail");
         // Only the anchors asked for.
         let only: HashSet<_> = [xid(3)].into();
-        let got = planned(&settings("DC=x"), &persons, &current, &state, "me", Some(&only));
+        let got = planned(
+            &settings("DC=x"),
+            &persons,
+            &current,
+            &state,
+            "me",
+            Some(&only),
+        );
         assert_eq!(got.len(), 1);
         assert_eq!(got[0].new, "a.three@nhs.net");
         // Entries outside the write-back base DNs are never written.
-        assert!(planned(&settings("OU=Other,DC=x"), &persons, &current, &state, "me", None).is_empty());
+        assert!(
+            planned(
+                &settings("OU=Other,DC=x"),
+                &persons,
+                &current,
+                &state,
+                "me",
+                None
+            )
+            .is_empty()
+        );
     }
 }

@@ -3,7 +3,7 @@
 //!
 //! A read is complete or it is an error: any failure mid-stream (a lost connection, a
 //! size or time limit, a malformed record) aborts with [`SourceError`] and the caller must
-//! not produce a plan from what was seen so far (`../shared/DESIGN.md`, "Safety rules").
+//! not produce a plan from what was seen so far (ARCHITECTURE.md, "Invariants").
 
 pub mod ldap;
 pub mod ldif;

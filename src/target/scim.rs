@@ -578,7 +578,6 @@ impl ScimWriter {
             http: Http::new(settings)?,
         })
     }
-
 }
 
 impl Writer for ScimWriter {
