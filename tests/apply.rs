@@ -1124,7 +1124,7 @@ fn sigterm_mid_apply_finishes_in_flight_work_and_records_the_run_interrupted() {
         "{journal:#}"
     );
     let done = states.iter().filter(|s| **s == "done").count();
-    assert!(done >= 3 && done < 30, "{done} done: {journal:#}");
+    assert!((3..30).contains(&done), "{done} done: {journal:#}");
     assert_eq!(w.accounts().len(), done, "applied = journalled done");
 
     // The next run sends the rest, once each.
