@@ -581,3 +581,82 @@ async fn every_operation_has_one_journal_row_with_its_final_state() {
     assert_eq!(w.users().len(), 4);
     assert_eq!(w.count_for(Method::Patch, "t-5"), 1);
 }
+
+// ---------------------------------------------------------------------------------------
+// Known bugs: these fail against the current push, so they are ignored until it is fixed
+// (`cargo test --lib -- --ignored` runs them).
+
+#[tokio::test(start_paused = true)]
+#[ignore = "BUG: run_one does not re-check the stop after wait_turn, so a request waiting for its pacing slot is sent after a shutdown"]
+async fn a_shutdown_while_waiting_for_a_pacing_slot_sends_nothing_more() {
+    // One request a second: the first goes at once, the other three wait for their
+    // slots (at 1, 2 and 3 s) when the shutdown comes at 0.5 s. None of them is on the
+    // wire, so none should be sent.
+    let j = Journal::new();
+    let w = FakeWriter::new();
+    let settings = PushSettings {
+        rate_per_second: nz(1),
+        burst: nz(1),
+        org_rate_per_second: nz(1),
+        org_burst: nz(1),
+        concurrency: 4,
+        ..fast()
+    };
+    let shutdown = CancellationToken::new();
+    let trigger = shutdown.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        trigger.cancel();
+    });
+    let ops: Vec<PlannedOp> = (1..=4).map(provision).collect();
+    let r = j.push(ops, &w, settings, &shutdown).await;
+    assert!(r.interrupted);
+    assert_eq!(
+        w.count(Method::Create),
+        1,
+        "sent after the shutdown: {:?}",
+        w.calls()
+    );
+    assert_eq!((r.applied(), r.not_sent()), (1, 3));
+    assert_eq!(j.counts(), counts(&[("done", 1), ("not_sent", 3)]));
+}
+
+#[tokio::test(start_paused = true)]
+#[ignore = "BUG: a systemic stop wakes a retry wait and run_one re-sends at once, ignoring Retry-After (and sending after the stop)"]
+async fn a_systemic_stop_does_not_cut_a_retry_after_wait_short() {
+    // Person 1 is throttled (429, Retry-After 10 s) while the others all fail and the
+    // push stops as systemic. Whatever it then does with person 1, it must not send it
+    // again before the directory's Retry-After has passed.
+    let j = Journal::new();
+    let w = FakeWriter::new();
+    w.fail_next_for(
+        Method::Create,
+        anchor(1).as_str(),
+        1,
+        Reply::Status(429, Some(Duration::from_secs(10))),
+    );
+    for n in 2..=20 {
+        w.always_fail(&anchor(n), http(400));
+    }
+    let settings = PushSettings {
+        concurrency: 2,
+        systemic_window: 10,
+        ..fast()
+    };
+    let ops: Vec<PlannedOp> = (1..=20).map(provision).collect();
+    let r = j.push(ops, &w, settings, &CancellationToken::new()).await;
+    assert!(r.stopped.is_some(), "a systemic stop");
+    let first: Vec<Instant> = w
+        .calls()
+        .iter()
+        .filter(|c| c.method == Method::Create && c.key == anchor(1).as_str())
+        .map(|c| c.at)
+        .collect();
+    if let [t0, t1, ..] = first[..] {
+        assert!(
+            t1 - t0 >= Duration::from_secs(10),
+            "re-sent {:?} after a 429 asking for 10 s",
+            t1 - t0
+        );
+    }
+}
