@@ -21,6 +21,8 @@ pub mod push;
 pub mod source;
 pub mod state;
 pub mod target;
+#[cfg(test)]
+pub mod testing;
 pub mod timefmt;
 pub mod tls;
 

@@ -98,3 +98,6 @@ pub trait Progress: PushProgress {
 pub struct Silent;
 impl PushProgress for Silent {}
 impl Progress for Silent {}
+
+#[cfg(test)]
+mod tests;

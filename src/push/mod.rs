@@ -419,16 +419,4 @@ pub async fn push<W: Writer>(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_grows_is_capped_and_honours_retry_after() {
-        let s = PushSettings::default();
-        for attempt in 0..30 {
-            assert!(delay(&s, attempt, None) <= s.backoff_max);
-        }
-        assert!(delay(&s, 0, None) <= s.backoff_base);
-        assert!(delay(&s, 2, Some(Duration::from_secs(7))) >= Duration::from_secs(7));
-    }
-}
+mod tests;

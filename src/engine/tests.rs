@@ -1,0 +1,325 @@
+//! Whole applies over in-memory fakes ([`crate::testing`]): quarantine across runs, and
+//! the reconciliation of what an interrupted run left in flight.
+
+use super::Silent;
+use super::apply::{ApplyReport, ApplyRequest, Quarantined, RunStatus, apply_with, reconcile};
+use crate::config::Config;
+use crate::engine::EngineError;
+use crate::push::Outcome;
+use crate::scim::{Nhs, User};
+use crate::source::SourceEntry;
+use crate::state::{History, StateStore, op_state};
+use crate::testing::{
+    FakeSource, FakeTarget, FakeWriter, Method, Reply, anchor, organisation, person,
+};
+use time::macros::datetime;
+use tokio_util::sync::CancellationToken;
+
+const RULES: &str = r#"[[rule]]
+id = "staff"
+action = "include"
+ods = { constant = "RXA" }
+"#;
+
+const AGREEMENTS: &str = r#"[partnering]
+reference = "PA-TEST"
+valid_from = 2026-01-01
+valid_until = 2099-12-31
+
+[[sharing]]
+ods_code = "RXA"
+reference = "SA-RXA"
+valid_from = 2026-01-01
+valid_until = 2099-12-31
+operations = ["provision", "update", "remove", "move", "restore", "join"]
+attributes = ["given_name", "family_name", "display_name", "job_title", "department", "site", "telephone", "mobile", "employee_id"]
+"#;
+
+/// A configuration in a temporary directory: every person in RXA, an agreement for it,
+/// fast pacing, two tries per operation and quarantine after two failed runs. The
+/// configured source and target are files the tests never read (they pass fakes).
+fn config(dir: &tempfile::TempDir) -> Config {
+    let d = dir.path();
+    std::fs::write(d.join("src.ldif"), "").unwrap();
+    std::fs::write(d.join("snapshot.json"), "{}").unwrap();
+    std::fs::write(d.join("rules.toml"), RULES).unwrap();
+    std::fs::write(d.join("agreements.toml"), AGREEMENTS).unwrap();
+    let text = r#"agent_id = "agent-1"
+
+[source]
+kind = "ldif"
+path = "src.ldif"
+
+[filters]
+files = ["rules.toml"]
+
+[target]
+kind = "snapshot"
+path = "snapshot.json"
+
+[agreements]
+file = "agreements.toml"
+
+[state]
+dir = "state"
+
+[push]
+rate_per_second = 1000
+backoff_base_ms = 1
+backoff_max_secs = 1
+max_attempts = 2
+quarantine_after = 2
+"#;
+    std::fs::write(d.join("tansync.toml"), text).unwrap();
+    Config::load(&d.join("tansync.toml")).unwrap()
+}
+
+/// The directory as the writer now holds it.
+fn target(w: &FakeWriter) -> FakeTarget {
+    FakeTarget::new([organisation("RXA")], w.accounts())
+}
+
+/// `sync` (plan and apply in one) of `people` against what the writer holds.
+async fn sync(cfg: &Config, people: &[SourceEntry], w: &FakeWriter) -> ApplyReport {
+    let source = FakeSource::new(people.to_vec());
+    apply_with(
+        cfg,
+        &source,
+        &target(w),
+        w.clone(),
+        None,
+        ApplyRequest {
+            plan_file: None,
+            approve_removals: None,
+            now: datetime!(2026-06-01 09:00 UTC),
+        },
+        &Silent,
+        &CancellationToken::new(),
+    )
+    .await
+    .unwrap()
+}
+
+/// The external ids the push reported on, in plan order.
+fn pushed(r: &ApplyReport) -> Vec<String> {
+    r.push.items.iter().map(|i| i.external_id.clone()).collect()
+}
+
+fn ids(ns: &[u8]) -> Vec<String> {
+    ns.iter().map(|n| anchor(*n).to_string()).collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_object_failing_run_after_run_is_quarantined_and_the_rest_go_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(&dir);
+    let (a, b, c) = (
+        person(1, "Alice", "Able"),
+        person(2, "Bob", "Baker"),
+        person(3, "Cara", "Cole"),
+    );
+    let alice = anchor(1);
+    let w = FakeWriter::new();
+    w.always_fail(&alice, Reply::Status(400, None));
+
+    // Run 1: Alice fails, Bob is provisioned.
+    let r1 = sync(&cfg, &[a.clone(), b.clone()], &w).await;
+    assert_eq!(pushed(&r1), ids(&[1, 2]));
+    assert_eq!((r1.push.applied(), r1.push.failed()), (1, 1));
+    assert_eq!(r1.status, RunStatus::Partial);
+    assert!(r1.quarantined.is_empty());
+
+    // Run 2: Alice fails again; Bob is in the directory and unchanged.
+    let r2 = sync(&cfg, &[a.clone(), b.clone()], &w).await;
+    assert_eq!(pushed(&r2), ids(&[1]));
+    assert_eq!(r2.push.failed(), 1);
+    assert!(
+        r2.quarantined.is_empty(),
+        "not yet: two failed runs is the limit"
+    );
+    assert_eq!(w.count_for(Method::Create, alice.as_str()), 2);
+
+    // Run 3: Alice is quarantined (reported, not sent); Cara, new, goes on.
+    let before = w.calls().len();
+    let r3 = sync(&cfg, &[a.clone(), b.clone(), c.clone()], &w).await;
+    let [
+        Quarantined {
+            external_id,
+            failures,
+            last_error,
+        },
+    ] = &r3.quarantined[..]
+    else {
+        panic!("one quarantined: {:?}", r3.quarantined)
+    };
+    assert_eq!((external_id.as_str(), *failures), (alice.as_str(), 2));
+    assert!(last_error.contains("HTTP 400"), "{last_error}");
+    assert_eq!(pushed(&r3), ids(&[3]));
+    assert_eq!(r3.push.items[0].outcome, applied_as(&w, 3));
+    assert!(
+        w.calls()[before..].iter().all(|c| c.key != alice.as_str()),
+        "no call for a quarantined object reaches the directory"
+    );
+    assert_eq!(r3.status, RunStatus::Ok);
+    let h = History::open(&cfg.state_dir).unwrap();
+    assert!(
+        h.journal(r3.run)
+            .unwrap()
+            .iter()
+            .all(|j| j.external_id != alice.as_str())
+    );
+
+    // Lifting the quarantine: Alice is tried again (and, healed, provisioned).
+    {
+        let store = StateStore::open(&cfg.state_dir).unwrap();
+        assert!(store.clear_failures(alice.as_str()).unwrap());
+        assert!(store.quarantined(1).unwrap().is_empty());
+    }
+    w.heal(&alice);
+    let r4 = sync(&cfg, &[a, b, c], &w).await;
+    assert!(r4.quarantined.is_empty());
+    assert_eq!(pushed(&r4), ids(&[1]));
+    assert_eq!(r4.push.applied(), 1);
+    assert_eq!(r4.status, RunStatus::Ok);
+    assert_eq!(w.count_for(Method::Create, alice.as_str()), 3);
+    assert_eq!(w.users().len(), 3);
+}
+
+/// `Applied` with the id the writer gave the account of person `n`.
+fn applied_as(w: &FakeWriter, n: u8) -> Outcome {
+    let id = w
+        .users()
+        .into_iter()
+        .find(|u| u.external_id.as_deref() == Some(anchor(n).as_str()))
+        .and_then(|u| u.id);
+    Outcome::Applied { target_id: id }
+}
+
+/// An account the directory holds for person `n`, managed by this agent.
+fn account(n: u8, given: &str, family: &str, id: &str) -> User {
+    let mut u = User {
+        id: Some(id.into()),
+        external_id: Some(anchor(n).to_string()),
+        user_name: format!("{}.{}@nhs.net", given.to_lowercase(), family.to_lowercase()),
+        active: Some(true),
+        nhs: Some(Nhs {
+            ods_code: Some("RXA".into()),
+            managed_by: Some("agent-1".into()),
+            status: Some("active".into()),
+            ..Nhs::default()
+        }),
+        ..User::default()
+    };
+    u.set_field(crate::model::Field::GivenName, Some(given.into()));
+    u.set_field(crate::model::Field::FamilyName, Some(family.into()));
+    u.set_field(
+        crate::model::Field::DisplayName,
+        Some(format!("{given} {family}")),
+    );
+    u
+}
+
+/// A store with an abandoned run: creates of persons 1 and 2 left `sending`, an update
+/// of person 3 left `pending`.
+fn interrupted_run(dir: &std::path::Path) -> (i64, [i64; 3]) {
+    let store = StateStore::open(dir).unwrap();
+    let run = store.begin_run("sync", "sha256:earlier").unwrap();
+    let p1 = store
+        .record(run, "provision", anchor(1).as_str(), "RXA", None)
+        .unwrap();
+    store.sending(p1).unwrap();
+    let p2 = store
+        .record(run, "provision", anchor(2).as_str(), "RXA", None)
+        .unwrap();
+    store.sending(p2).unwrap();
+    let u3 = store
+        .record(run, "update", anchor(3).as_str(), "RXA", Some("t-3"))
+        .unwrap();
+    (run, [p1, p2, u3])
+}
+
+#[tokio::test]
+async fn reconcile_settles_creates_left_sending_by_looking_the_anchor_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let (run, _) = interrupted_run(dir.path());
+    let w = FakeWriter::new();
+    // Person 1's create landed before the run died; person 2's never did.
+    w.seed(account(1, "Alice", "Able", "t-1"));
+    let store = StateStore::open(dir.path()).unwrap();
+    assert_eq!(reconcile(&store, &w).await.unwrap(), 3);
+    assert!(store.unfinished().unwrap().is_empty());
+    drop(store);
+
+    let h = History::open(dir.path()).unwrap();
+    let rows = h.journal(run).unwrap();
+    let states: Vec<(&str, Option<&str>)> = rows
+        .iter()
+        .map(|r| (r.state.as_str(), r.target_id.as_deref()))
+        .collect();
+    assert_eq!(
+        states,
+        [
+            (op_state::DONE, Some("t-1")),
+            (op_state::NOT_SENT, None),
+            (op_state::RECONCILED, Some("t-3")),
+        ]
+    );
+    assert_eq!(
+        rows[1].error.as_deref(),
+        Some("reconciled: not in the directory")
+    );
+    assert_eq!(h.runs(10).unwrap()[0].status, "interrupted");
+    // Only the creates are looked up; nothing is written.
+    let calls: Vec<(Method, String)> = w.calls().into_iter().map(|c| (c.method, c.key)).collect();
+    assert_eq!(
+        calls,
+        [
+            (Method::Find, anchor(1).to_string()),
+            (Method::Find, anchor(2).to_string()),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn reconcile_stops_when_the_anchor_cannot_be_looked_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, [p1, ..]) = interrupted_run(dir.path());
+    let w = FakeWriter::new();
+    w.fail_next(Method::Find, 1, Reply::Status(503, None));
+    let store = StateStore::open(dir.path()).unwrap();
+    let err = reconcile(&store, &w).await.unwrap_err();
+    assert!(
+        matches!(&err, EngineError::Reconcile { external_id, .. } if *external_id == anchor(1).to_string()),
+        "{err:?}"
+    );
+    // Its fate still unknown, the create stays in flight for the next try.
+    let left = store.unfinished().unwrap();
+    assert_eq!(left[0].id, p1);
+    assert_eq!(left[0].state, op_state::SENDING);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_apply_after_an_interrupted_run_sends_nothing_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(&dir);
+    let (earlier, _) = interrupted_run(&cfg.state_dir);
+    let w = FakeWriter::new();
+    w.seed(account(1, "Alice", "Able", "t-1"));
+    let people = [person(1, "Alice", "Able"), person(2, "Bob", "Baker")];
+    let r = sync(&cfg, &people, &w).await;
+    assert_eq!(r.reconciled, 3);
+    // Alice's create had landed: only Bob's is (re-)sent, once.
+    assert_eq!(pushed(&r), ids(&[2]));
+    assert_eq!(w.count(Method::Create), 1);
+    assert_eq!(w.count_for(Method::Create, anchor(2).as_str()), 1);
+    assert_eq!(r.status, RunStatus::Ok);
+    let h = History::open(&cfg.state_dir).unwrap();
+    let states: Vec<String> = h
+        .journal(earlier)
+        .unwrap()
+        .into_iter()
+        .map(|j| j.state)
+        .collect();
+    assert_eq!(states, ["done", "not_sent", "reconciled"]);
+    assert_eq!(h.journal(r.run).unwrap()[0].external_id, anchor(2).as_str());
+}
