@@ -250,13 +250,18 @@ impl<W: Writer> Shared<W> {
         let mut uncertain = false;
         let mut attempt = 0u32;
         loop {
+            // Waiting for a pacing slot ends with a stop too; either way, nothing is sent
+            // for the first time once the run has stopped.
+            tokio::select! {
+                () = self.wait_turn(&ods) => {}
+                () = self.stop.cancelled() => {}
+            }
             if self.stop.is_cancelled() && attempt == 0 {
                 let _ = journal(&self.store, |s| {
                     s.set_state(jid, crate::state::op_state::NOT_SENT, None)
                 });
                 return Outcome::NotSent;
             }
-            self.wait_turn(&ods).await;
             if uncertain && let Some(id) = self.landed(op).await {
                 let _ = journal(&self.store, |s| s.done(jid, Some(&id)));
                 return Outcome::Applied {
@@ -295,16 +300,18 @@ impl<W: Writer> Shared<W> {
                             _ = tokio::time::sleep(wait) => {}
                             _ = self.stop.cancelled() => {}
                         }
-                        if self.shutdown.is_cancelled() {
-                            // Not retried: an attempt that may have landed stays `sending`
-                            // for the next run to reconcile; otherwise nothing took effect.
+                        if self.stop.is_cancelled() {
+                            // Stopped (shutdown or systemic) during the wait: not retried.
+                            // An attempt that may have landed stays `sending` for the next
+                            // run to reconcile; otherwise nothing took effect.
                             if !uncertain {
+                                let why = if self.shutdown.is_cancelled() {
+                                    "shutdown before the retry"
+                                } else {
+                                    "the run stopped before the retry"
+                                };
                                 let _ = journal(&self.store, |s| {
-                                    s.set_state(
-                                        jid,
-                                        crate::state::op_state::NOT_SENT,
-                                        Some("shutdown before the retry"),
-                                    )
+                                    s.set_state(jid, crate::state::op_state::NOT_SENT, Some(why))
                                 });
                             }
                             return Outcome::NotSent;

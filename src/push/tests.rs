@@ -583,11 +583,10 @@ async fn every_operation_has_one_journal_row_with_its_final_state() {
 }
 
 // ---------------------------------------------------------------------------------------
-// Known bugs: these fail against the current push, so they are ignored until it is fixed
-// (`cargo test --lib -- --ignored` runs them).
+// Regression tests for two bugs these fakes found: a request waiting for its pacing slot
+// was sent after a stop, and a systemic stop cut a Retry-After wait short and re-sent.
 
 #[tokio::test(start_paused = true)]
-#[ignore = "BUG: run_one does not re-check the stop after wait_turn, so a request waiting for its pacing slot is sent after a shutdown"]
 async fn a_shutdown_while_waiting_for_a_pacing_slot_sends_nothing_more() {
     // One request a second: the first goes at once, the other three wait for their
     // slots (at 1, 2 and 3 s) when the shutdown comes at 0.5 s. None of them is on the
@@ -622,7 +621,6 @@ async fn a_shutdown_while_waiting_for_a_pacing_slot_sends_nothing_more() {
 }
 
 #[tokio::test(start_paused = true)]
-#[ignore = "BUG: a systemic stop wakes a retry wait and run_one re-sends at once, ignoring Retry-After (and sending after the stop)"]
 async fn a_systemic_stop_does_not_cut_a_retry_after_wait_short() {
     // Person 1 is throttled (429, Retry-After 10 s) while the others all fail and the
     // push stops as systemic. Whatever it then does with person 1, it must not send it
