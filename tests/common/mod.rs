@@ -4,6 +4,7 @@
 
 pub mod directory;
 pub mod plan_schema;
+pub mod process;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
