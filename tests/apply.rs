@@ -6,12 +6,28 @@
 mod common;
 use common::ad::{self, User};
 use common::dirsvc::{DirectoryService, OTHER_ORG, Org, nhs};
+use common::gate::Gate;
+use common::process::{Lines, wait_bounded};
 use common::*;
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::process::{Child, Stdio};
+use std::time::Duration;
 
 const AGENT: &str = "tansync-e2e";
+
+/// How long a test waits for an event (a line, the gate closing, a process ending) before
+/// it fails: a safety net against a hang, never what a test waits for.
+const SAFETY_NET: Duration = Duration::from_secs(120);
+
+/// The agent's log filter for a run a test acts on mid-way: its default, plus one
+/// `operation finished` line per finished operation (`tansync::push` at debug).
+const LOG_FINISHED: &str = "warn,ldap3=error,tansync::source::ldap=error,tansync::push=debug";
+
+fn finished(line: &str) -> bool {
+    line.contains("operation finished")
+}
 
 /// One test's world: an OU in AD with sub-OUs per organisation, a directory, a config.
 struct World {
@@ -143,6 +159,37 @@ dir = "state"
         assert!(text.contains(&token_line));
         let text = text.replace(&token_line, &format!("{token_line}\n{line}"));
         std::fs::write(&self.config, text).expect("write config");
+    }
+
+    /// Point the agent at `url` instead of the directory (a [`Gate`] in front of it), or
+    /// back at the directory.
+    fn point_target_at(&self, url: &str) {
+        let text = std::fs::read_to_string(&self.config).expect("config");
+        let target = text.find("[target]").expect("[target] section");
+        let (head, tail) = text.split_at(target);
+        let line = tail
+            .lines()
+            .find(|l| l.starts_with("url = "))
+            .expect("target url")
+            .to_string();
+        let tail = tail.replacen(&line, &format!("url = {}", toml_str(url)), 1);
+        std::fs::write(&self.config, format!("{head}{tail}")).expect("write config");
+    }
+
+    /// Start `tansync sync` with its stdout and stderr piped, logging a line per
+    /// finished operation (see [`LOG_FINISHED`]).
+    fn spawn_sync(&self) -> Child {
+        std::process::Command::new(env!("CARGO_BIN_EXE_tansync"))
+            .arg("--config")
+            .arg(&self.config)
+            .arg("sync")
+            .env_remove("TANSYNC_CONFIG")
+            .env("TANSYNC_LOG", LOG_FINISHED)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start sync")
     }
 
     fn sub(&self, sub: &str) -> String {
@@ -502,46 +549,42 @@ fn rate_limits_and_faults_still_apply_every_operation_exactly_once() {
 
 #[test]
 fn kill_9_during_apply_then_rerun_loses_and_duplicates_nothing() {
-    // Slow answers so the kill lands mid-run.
-    let w = World::new(
-        "e2e-kill",
-        "[faults]\nlatency_ms = 150\n",
-        "rate_per_second = 20\nconcurrency = 2",
-    );
+    // A gate in front of the directory lets six creates through and then holds every
+    // request: the sixth is carried out but its answer withheld. The agent is killed once
+    // it has finished the five answered ones (its `operation finished` lines), so the
+    // directory then holds exactly five accounts the agent knows of and one it cannot,
+    // and the agent has another create in flight that never arrives.
+    const LET_THROUGH: usize = 6;
+    let w = World::new("e2e-kill", "", "rate_per_second = 20\nconcurrency = 2");
     let names = many("Kill", 30);
     add_many(&w, "Main", &names);
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tansync"))
-        .arg("--config")
-        .arg(&w.config)
-        .arg("sync")
-        .env_remove("TANSYNC_CONFIG")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("start sync");
-    // Wait (bounded) until some creates have landed, then SIGKILL.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    loop {
-        let n = w.posts().len();
-        if n >= 6 {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no creates after 60 s"
+    let gate = Gate::start(&w.dir.url, LET_THROUGH, true);
+    w.point_target_at(&gate.url);
+    let mut child = w.spawn_sync();
+    let stdout = Lines::new(child.stdout.take().expect("piped stdout"));
+    let mut stderr = Lines::new(child.stderr.take().expect("piped stderr"));
+    gate.wait(SAFETY_NET, |g| g.withheld);
+    if let Err(e) = stderr.wait_for_nth(LET_THROUGH - 1, SAFETY_NET, finished) {
+        panic!(
+            "{e}\nstdout:\n{}\nstderr:\n{}",
+            stdout.text(),
+            stderr.text()
         );
-        assert!(
-            child.try_wait().expect("try_wait").is_none(),
-            "sync ended before it could be killed"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(50));
     }
+    assert!(
+        child.try_wait().expect("try_wait").is_none(),
+        "sync ended before it could be killed:\n{}",
+        stderr.text()
+    );
     child.kill().expect("kill -9");
     child.wait().expect("reap");
-    let landed = w.accounts().len();
-    assert!(
-        landed < 30,
-        "the kill came too late to test anything ({landed})"
+    // What the gate holds is discarded, never sent on; the rerun talks to the directory.
+    drop(gate);
+    w.point_target_at(&w.dir.url);
+    assert_eq!(
+        w.accounts().len(),
+        LET_THROUGH,
+        "five answered creates and the one whose answer was withheld"
     );
 
     let r = w.sync();
@@ -760,30 +803,39 @@ fn an_object_failing_run_after_run_is_quarantined_and_the_rest_go_on() {
 #[test]
 fn a_run_stops_when_failures_look_systemic() {
     // The directory goes down once the creates have begun: every later request fails,
-    // and the agent stops instead of failing all 40 one by one.
+    // and the agent stops instead of failing all 40 one by one. A gate in front of it
+    // lets the first create through and holds the second, so the directory is stopped
+    // at that exact point of the run, however fast the machine is.
     let mut w = World::new(
         "e2e-sys",
-        "[faults]\nlatency_ms = 100\n",
+        "",
         "rate_per_second = 50\nconcurrency = 1\nmax_attempts = 1",
     );
     let names = many("Sys", 40);
     add_many(&w, "Main", &names);
-    let child = std::process::Command::new(env!("CARGO_BIN_EXE_tansync"))
-        .arg("--config")
-        .arg(&w.config)
-        .arg("sync")
-        .env_remove("TANSYNC_CONFIG")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("start sync");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while w.posts().is_empty() {
-        assert!(std::time::Instant::now() < deadline, "no create after 60 s");
-        std::thread::sleep(std::time::Duration::from_millis(20));
+    let gate = Gate::start(&w.dir.url, 1, false);
+    w.point_target_at(&gate.url);
+    let mut child = w.spawn_sync();
+    let mut stdout = Lines::new(child.stdout.take().expect("piped stdout"));
+    let mut stderr = Lines::new(child.stderr.take().expect("piped stderr"));
+    gate.wait(SAFETY_NET, |g| g.held > 0);
+    if let Err(e) = stderr.wait_for_nth(1, SAFETY_NET, finished) {
+        panic!(
+            "{e}\nstdout:\n{}\nstderr:\n{}",
+            stdout.text(),
+            stderr.text()
+        );
     }
+    // The first create is done and recorded, the second waits at the gate: now the
+    // directory goes down (the gate ends its connections and cannot open new ones).
     w.dir.kill();
-    let r: Run = child.wait_with_output().expect("sync output").into();
+    let code = wait_bounded(&mut child, SAFETY_NET);
+    let r = Run {
+        code,
+        stdout: stdout.finish(SAFETY_NET),
+        stderr: stderr.finish(SAFETY_NET),
+    };
+    drop(gate);
     assert_eq!(r.code, 1, "{}\n{}", r.stdout, r.stderr);
     assert!(
         r.stdout.contains("stopping (failures look systemic)"),
@@ -801,6 +853,7 @@ fn a_run_stops_when_failures_look_systemic() {
         .collect();
     let (applied, failed, not_sent) = (counts[0], counts[1], counts[2]);
     assert_eq!(applied + failed + not_sent, 40, "{}", r.stdout);
+    assert_eq!(applied, 1, "the one create before the outage: {}", r.stdout);
     assert!(failed >= 8, "{}", r.stdout);
     assert!(not_sent > 0, "the rest was held back: {}", r.stdout);
 }

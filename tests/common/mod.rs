@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod directory;
+pub mod gate;
 pub mod plan_schema;
 pub mod process;
 
