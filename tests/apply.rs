@@ -666,11 +666,12 @@ fn write_back_puts_the_allocated_address_into_ad() {
 #[test]
 fn lost_responses_never_duplicate_a_create_or_lose_an_update() {
     // A quarter of the requests are carried out and then answered by a dropped
-    // connection, a tenth answered only after the agent's 1 s timeout: the agent cannot
-    // tell whether its write landed, so it must look before resending.
+    // connection, a tenth carried out and then not answered until long after the whole
+    // test (the hold outlasts it), so only the agent's own 1 s timeout ends them: the
+    // agent cannot tell whether its write landed, so it must look before resending.
     let w = World::new(
         "e2e-lost",
-        "[faults]\nlost_response_rate = 0.25\nstall_rate = 0.1\nstall_ms = 1500\nseed = 11\n",
+        "[faults]\nlost_response_rate = 0.25\nstall_rate = 0.1\nstall_ms = 3600000\nseed = 11\n",
         "rate_per_second = 100\nconcurrency = 4\nmax_attempts = 12\nbackoff_base_ms = 20\nbackoff_max_secs = 1",
     );
     w.target_option("timeout_secs = 1");

@@ -120,6 +120,11 @@ pub struct Api {
 
 impl Api {
     pub fn new(base: &str, token: &str) -> Api {
+        Api::with_timeout(base, token, Duration::from_secs(30))
+    }
+
+    /// As [`Api::new`], giving up on a request after `timeout` (then `try_call` is `Err`).
+    pub fn with_timeout(base: &str, token: &str, timeout: Duration) -> Api {
         // reqwest is built without a default crypto provider, so it needs a rustls
         // configuration even for plain http. Over https the harness's test CA is the
         // only root. No proxy: the directory is on loopback.
@@ -137,7 +142,7 @@ impl Api {
         };
         let http = reqwest::Client::builder()
             .no_proxy()
-            .timeout(Duration::from_secs(30))
+            .timeout(timeout)
             .tls_backend_preconfigured(tls)
             .build()
             .expect("HTTP client");

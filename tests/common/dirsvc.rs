@@ -17,6 +17,10 @@ pub const OTHER_ORG: &str = "RXN";
 /// The client the tests read back as: the agent's organisations, its own rate limit.
 pub const READER_CLIENT: &str = "test-reader";
 
+/// How long the tests wait for one answer to a read before trying again: reads are
+/// idempotent, and an injected stall holds an answer for longer than any test runs.
+const READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// An organisation of the directory's registry.
 pub struct Org<'a> {
     pub ods: &'a str,
@@ -94,7 +98,9 @@ impl DirectoryService {
         DirectoryService {
             url: process.url.clone(),
             token_file: process.dir.path().join("agent.token"),
-            reader: Api::new(&process.url, &reader_token),
+            // A read the directory holds unanswered (an injected stall) is given up on
+            // and tried again, like a dropped one.
+            reader: Api::with_timeout(&process.url, &reader_token, READ_TIMEOUT),
             admin: Api::new(&process.url, &admin_token),
             other: Api::new(&process.url, OTHER_TOKEN),
             process,
@@ -106,11 +112,12 @@ impl DirectoryService {
     }
 
     /// GET as the test reader; panics unless 200. Tests with injected faults read back
-    /// through the same faulty front door the agent uses: a dropped connection or an
-    /// injected 503 is retried at once (each request draws its faults anew), a bounded
-    /// number of times. A 429 is a failure, not a reason to wait: the reader has a rate
-    /// limit of its own, spent only by reads that get through the faults (the directory
-    /// answers injected faults before it counts a request), a page or two at a time.
+    /// through the same faulty front door the agent uses: a dropped connection, an
+    /// injected 503 or a read held past [`READ_TIMEOUT`] is retried at once (each request
+    /// draws its faults anew), a bounded number of times. A 429 is a failure, not a
+    /// reason to wait: the reader has a rate limit of its own, spent only by reads that
+    /// get through the faults (the directory answers injected faults before it counts a
+    /// request), a page or two at a time.
     pub fn get(&self, path: &str) -> Value {
         let mut last = String::new();
         for _ in 0..50 {
