@@ -3,10 +3,13 @@
 //! (server size limit, a connection cut mid-stream, a stalled server).
 
 mod common;
+use common::process::run_bounded;
 use common::*;
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::path::PathBuf;
+use std::process::Command;
+use std::sync::mpsc;
 use std::time::Duration;
 
 fn config(
@@ -133,9 +136,12 @@ fn a_server_size_limit_is_an_error_not_a_plan() {
     assert!(!out.exists(), "no plan file may be written");
 }
 
-/// A TCP proxy to slapd that forwards `limit` bytes from the server, then either cuts
-/// the connection or stalls (keeps it open and sends nothing more).
-fn proxy(limit: usize, stall: bool) -> String {
+/// A TCP proxy to slapd (on a port the OS picks) that forwards `limit` bytes from the
+/// server, then cuts the connection (`release` is `None`) or stalls: keeps it open and
+/// sends nothing more until `release` is signalled (or its sender dropped), which a test
+/// does only once the client has exited — so the client's own timeout is the only way
+/// its run can end.
+fn proxy(limit: usize, release: Option<mpsc::Receiver<()>>) -> String {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let upstream_url = env("TANSYNC_TEST_SLAPD_LDAPS_URL");
@@ -171,9 +177,9 @@ fn proxy(limit: usize, stall: bool) -> String {
                 break;
             }
         }
-        if stall {
-            // Hold the connection open, silent, for longer than the client's timeout.
-            std::thread::sleep(Duration::from_secs(8));
+        if let Some(release) = release {
+            // Hold the connection open, silent, until the test says the client is gone.
+            let _ = release.recv();
         }
         let _ = c_write.shutdown(Shutdown::Both);
         let _ = s_read.shutdown(Shutdown::Both);
@@ -185,7 +191,7 @@ fn proxy(limit: usize, stall: bool) -> String {
 fn a_connection_cut_mid_read_is_an_error_not_a_plan() {
     let dir = tempfile::tempdir().unwrap();
     // Enough bytes for TLS, bind and a couple of pages, then the line goes dead.
-    let cfg = admin(&dir, &proxy(60_000, false), "");
+    let cfg = admin(&dir, &proxy(60_000, None), "");
     let r = tansync(&cfg, &["plan", "--format", "json"]);
     assert_eq!(r.code, 1, "stdout: {}\nstderr: {}", r.stdout, r.stderr);
     assert!(r.stdout.is_empty(), "no plan: {}", r.stdout);
@@ -201,22 +207,29 @@ fn a_connection_cut_mid_read_is_an_error_not_a_plan() {
 #[test]
 fn a_stalled_server_times_out_as_an_error() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = admin(&dir, &proxy(60_000, true), "operation_timeout_secs = 2");
-    let started = std::time::Instant::now();
-    let r = tansync(&cfg, &["plan", "--format", "json"]);
-    assert_eq!(r.code, 1, "stdout: {}\nstderr: {}", r.stdout, r.stderr);
-    assert!(r.stdout.is_empty());
-    assert!(
-        r.stderr.to_lowercase().contains("timeout") || r.stderr.contains("timed out"),
-        "{}",
-        r.stderr
+    // The proxy holds the connection, silent, until `release` goes: only after the run
+    // has ended. So the run can end only through the client's own 2 s timeout; the
+    // bound on the run (killed after 120 s, code -1) is a safety net against a hang.
+    let (release, held) = mpsc::channel();
+    let cfg = admin(
+        &dir,
+        &proxy(60_000, Some(held)),
+        "operation_timeout_secs = 2",
     );
-    eprintln!("stall: {}", r.stderr);
-    // Not a timing assertion: just that it ended through the timeout, not the proxy's close.
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tansync"));
+    cmd.arg("--config")
+        .arg(&cfg)
+        .args(["plan", "--format", "json"])
+        .env_remove("TANSYNC_CONFIG");
+    let (code, stdout, stderr) = run_bounded(cmd, dir.path(), "plan", Duration::from_secs(120));
+    drop(release);
+    assert_eq!(code, 1, "stdout: {stdout}\nstderr: {stderr}");
+    assert!(stdout.is_empty());
     assert!(
-        started.elapsed() < Duration::from_secs(8),
-        "ended by the client timeout"
+        stderr.to_lowercase().contains("timeout") || stderr.contains("timed out"),
+        "{stderr}"
     );
+    eprintln!("stall: {stderr}");
 }
 
 #[test]

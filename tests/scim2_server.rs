@@ -6,17 +6,21 @@
 //! Everything is checked through scim2-server's own HTTP API, never through the agent.
 //!
 //! The executable comes from `TANSYNC_TEST_SCIM2_SERVER` (set by tests/harness)
-//! (`pip install scim2-server`). Missing, the test fails: it never skips.
+//! (`pip install scim2-server`). Missing, the test fails: it never skips. It is run
+//! through `tests/harness/scim2_server_port0.py` with the virtualenv's python, on a port
+//! the OS picks (`--port 0`), and the test waits for the `listening on URL` line that
+//! names it.
 
 mod common;
+use common::process::{KillOnDrop, Lines};
 use common::*;
 use nhs_model::schema;
 use serde_json::{Value, json};
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 use tansync::scim::{ENTERPRISE_SCHEMA, NHS_SCHEMA};
 
 const TOKEN: &str = "scim2-server-test-token";
@@ -33,69 +37,84 @@ fn scim2_server_exe() -> PathBuf {
     p
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free loopback port")
-        .port()
+/// The launcher that runs scim2-server on port 0 and prints `listening on URL`.
+fn launcher() -> PathBuf {
+    repo().join("tests/harness/scim2_server_port0.py")
 }
+
+/// The python of the virtualenv that holds scim2-server (beside its executable).
+fn venv_python() -> PathBuf {
+    let p = scim2_server_exe().with_file_name("python");
+    assert!(
+        p.exists(),
+        "{} does not exist: TANSYNC_TEST_SCIM2_SERVER should be the harness's virtualenv",
+        p.display()
+    );
+    p
+}
+
+/// How long scim2-server may take to print `listening on URL` (a safety net).
+const START_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// A running scim2-server; dropping it kills the process (by its PID) and reaps it.
 struct Server {
-    child: Child,
+    /// Declared first: the process goes before its stdout reader does.
+    _process: KillOnDrop,
+    /// Read on to the end, so the server never blocks on a full pipe.
+    stdout: Lines,
     port: u16,
     log: PathBuf,
 }
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 impl Server {
-    /// Start with the given extra arguments; return once it answers on its port.
+    /// Start with the given extra arguments on a port the OS picks; return once its
+    /// socket listens (it says so on stdout).
     fn start(dir: &Path, name: &str, args: &[&std::ffi::OsStr]) -> Server {
-        let exe = scim2_server_exe();
-        let port = free_port();
+        let python = venv_python();
         let log = dir.join(format!("{name}.log"));
-        let out = std::fs::File::create(&log).expect("server log");
-        let child = Command::new(&exe)
-            .args(["--hostname", "127.0.0.1", "--port", &port.to_string()])
+        let mut child = Command::new(&python)
+            .arg(launcher())
+            .args(["--hostname", "127.0.0.1", "--port", "0"])
             .args(["--bearer-token", TOKEN])
             .args(args)
             .stdin(Stdio::null())
-            .stdout(out.try_clone().expect("log handle"))
-            .stderr(out)
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log).expect("server log"))
             .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {}: {e}", exe.display()));
-        let mut s = Server { child, port, log };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(status) = s.child.try_wait().expect("poll scim2-server") {
-                panic!("scim2-server exited early ({status}):\n{}", s.log_text());
-            }
-            if TcpStream::connect(("127.0.0.1", s.port)).is_ok()
-                && s.get("/ServiceProviderConfig").0 == 200
-            {
-                return s;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "scim2-server did not answer within 30 s:\n{}",
-                s.log_text()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", python.display()));
+        let stdout = Lines::new(child.stdout.take().expect("piped stdout"));
+        let mut s = Server {
+            _process: KillOnDrop(child),
+            stdout,
+            port: 0,
+            log,
+        };
+        let line = s
+            .stdout
+            .wait_for(START_TIMEOUT, |l| l.starts_with("listening on "))
+            .unwrap_or_else(|e| panic!("scim2-server did not start ({e}):\n{}", s.log_text()));
+        s.port = line
+            .strip_prefix("listening on http://127.0.0.1:")
+            .and_then(|rest| rest.strip_suffix("/v2"))
+            .and_then(|port| port.parse().ok())
+            .unwrap_or_else(|| panic!("unexpected line from the launcher: {line:?}"));
+        assert_ne!(s.port, 0, "{line}");
+        let (status, body) = s.get("/ServiceProviderConfig");
+        assert_eq!(status, 200, "{body}\n{}", s.log_text());
+        s
     }
 
     fn base(&self) -> String {
         format!("http://127.0.0.1:{}/v2", self.port)
     }
 
+    /// What the server printed: stdout so far, then its log (stderr).
     fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        format!(
+            "{}{}",
+            self.stdout.text(),
+            std::fs::read_to_string(&self.log).unwrap_or_default()
+        )
     }
 
     /// GET a path under `/v2`: (status, JSON body). Plain HTTP/1.0, as the server speaks.

@@ -14,7 +14,8 @@
 //! tolerated; anything else that fails, fails the test.
 
 mod common;
-use common::directory::{DirectoryProcess, run_bounded};
+use common::directory::DirectoryProcess;
+use common::process::run_bounded;
 use std::collections::BTreeMap;
 use std::process::Command;
 use std::time::Duration;

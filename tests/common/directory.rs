@@ -6,59 +6,16 @@
 //! Every process started here is killed by its own PID when its guard drops, whether the
 //! test passed or panicked.
 
+use super::process::KillOnDrop;
 use std::fs::File;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, ChildStdout, Command, Stdio};
+use std::process::{ChildStdout, Command, Stdio};
 use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// How long the directory may take to print `listening on URL`.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// A child process that is killed (by its PID) and reaped when this drops.
-pub struct KillOnDrop(pub Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Run `cmd` with stdout and stderr captured to files in `dir`, killing it after
-/// `limit`. Returns (exit code, stdout, stderr); the code is -1 when it was killed.
-pub fn run_bounded(
-    mut cmd: Command,
-    dir: &Path,
-    name: &str,
-    limit: Duration,
-) -> (i32, String, String) {
-    let out_path = dir.join(format!("{name}.stdout"));
-    let err_path = dir.join(format!("{name}.stderr"));
-    let child = cmd
-        .stdin(Stdio::null())
-        .stdout(File::create(&out_path).expect("create stdout file"))
-        .stderr(File::create(&err_path).expect("create stderr file"))
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {:?}: {e}", cmd.get_program()));
-    let mut guard = KillOnDrop(child);
-    let deadline = Instant::now() + limit;
-    let code = loop {
-        match guard.0.try_wait().expect("wait for child") {
-            Some(status) => break status.code().unwrap_or(-1),
-            None if Instant::now() >= deadline => {
-                let _ = guard.0.kill();
-                let _ = guard.0.wait();
-                break -1;
-            }
-            None => std::thread::sleep(Duration::from_millis(50)),
-        }
-    };
-    drop(guard);
-    let read = |p: &Path| std::fs::read_to_string(p).unwrap_or_default();
-    (code, read(&out_path), read(&err_path))
-}
 
 /// A running directory.
 pub struct DirectoryProcess {
@@ -163,6 +120,11 @@ pub struct Api {
 
 impl Api {
     pub fn new(base: &str, token: &str) -> Api {
+        Api::with_timeout(base, token, Duration::from_secs(30))
+    }
+
+    /// As [`Api::new`], giving up on a request after `timeout` (then `try_call` is `Err`).
+    pub fn with_timeout(base: &str, token: &str, timeout: Duration) -> Api {
         // reqwest is built without a default crypto provider, so it needs a rustls
         // configuration even for plain http. Over https the harness's test CA is the
         // only root. No proxy: the directory is on loopback.
@@ -180,7 +142,7 @@ impl Api {
         };
         let http = reqwest::Client::builder()
             .no_proxy()
-            .timeout(Duration::from_secs(30))
+            .timeout(timeout)
             .tls_backend_preconfigured(tls)
             .build()
             .expect("HTTP client");

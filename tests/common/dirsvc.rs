@@ -1,6 +1,10 @@
 //! The reference directory set up for the end-to-end tests: one agent client with its
 //! organisations, a registry, the admin endpoints, and blocking accessors for what the
 //! tests read back (accounts, the request log) — on top of [`super::directory`].
+//!
+//! The tests read accounts back as a client of their own (`READER_CLIENT`, acting for the
+//! agent's organisations), so their reads never spend the agent's share of a directory
+//! rate limit, nor the agent theirs.
 
 use super::directory::{Api, DirectoryProcess};
 use serde_json::Value;
@@ -10,6 +14,12 @@ pub const OTHER_CLIENT: &str = "another-agent";
 pub const OTHER_TOKEN: &str = "another-agent-token";
 /// The organisation only the other client acts for (it must be in the registry).
 pub const OTHER_ORG: &str = "RXN";
+/// The client the tests read back as: the agent's organisations, its own rate limit.
+pub const READER_CLIENT: &str = "test-reader";
+
+/// How long the tests wait for one answer to a read before trying again: reads are
+/// idempotent, and an injected stall holds an answer for longer than any test runs.
+const READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// An organisation of the directory's registry.
 pub struct Org<'a> {
@@ -24,7 +34,7 @@ pub struct DirectoryService {
     pub url: String,
     /// The agent's bearer token file.
     pub token_file: PathBuf,
-    agent: Api,
+    reader: Api,
     admin: Api,
     other: Api,
     rt: tokio::runtime::Runtime,
@@ -57,6 +67,7 @@ impl DirectoryService {
         extra: &str,
     ) -> DirectoryService {
         let token = new_token();
+        let reader_token = new_token();
         let admin_token = new_token();
         let mut cfg = format!(
             "listen = \"127.0.0.1:0\"\ndatabase = \"directory.sqlite\"\n\n[admin]\ntoken_file = \"admin.token\"\n\n[[client]]\nid = {client_id:?}\ntoken_file = \"agent.token\"\norganisations = {client_orgs:?}\n"
@@ -70,12 +81,16 @@ impl DirectoryService {
         cfg.push_str(&format!(
             "\n[[client]]\nid = \"{OTHER_CLIENT}\"\ntoken_file = \"other.token\"\norganisations = [\"{OTHER_ORG}\"]\n"
         ));
+        cfg.push_str(&format!(
+            "\n[[client]]\nid = \"{READER_CLIENT}\"\ntoken_file = \"reader.token\"\norganisations = {client_orgs:?}\n"
+        ));
         cfg.push('\n');
         cfg.push_str(extra);
         let process = DirectoryProcess::start(
             &cfg,
             &[
                 ("agent.token", &token),
+                ("reader.token", &reader_token),
                 ("admin.token", &admin_token),
                 ("other.token", OTHER_TOKEN),
             ],
@@ -83,7 +98,9 @@ impl DirectoryService {
         DirectoryService {
             url: process.url.clone(),
             token_file: process.dir.path().join("agent.token"),
-            agent: Api::new(&process.url, &token),
+            // A read the directory holds unanswered (an injected stall) is given up on
+            // and tried again, like a dropped one.
+            reader: Api::with_timeout(&process.url, &reader_token, READ_TIMEOUT),
             admin: Api::new(&process.url, &admin_token),
             other: Api::new(&process.url, OTHER_TOKEN),
             process,
@@ -94,22 +111,25 @@ impl DirectoryService {
         }
     }
 
-    /// GET with the agent's token; panics unless 200. Dropped connections, 429 and 503
-    /// are retried a bounded number of times: tests with injected faults read back
-    /// through the same faulty front door the agent uses.
+    /// GET as the test reader; panics unless 200. Tests with injected faults read back
+    /// through the same faulty front door the agent uses: a dropped connection, an
+    /// injected 503 or a read held past [`READ_TIMEOUT`] is retried at once (each request
+    /// draws its faults anew), a bounded number of times. A 429 is a failure, not a
+    /// reason to wait: the reader has a rate limit of its own, spent only by reads that
+    /// get through the faults (the directory answers injected faults before it counts a
+    /// request), a page or two at a time.
     pub fn get(&self, path: &str) -> Value {
         let mut last = String::new();
         for _ in 0..50 {
             match self
                 .rt
-                .block_on(self.agent.try_call("GET", path, None, &[]))
+                .block_on(self.reader.try_call("GET", path, None, &[]))
             {
                 Ok(a) if a.status == 200 => return a.body,
-                Ok(a) if a.status == 429 || a.status == 503 => last = a.body.to_string(),
+                Ok(a) if a.status == 503 => last = a.body.to_string(),
                 Ok(a) => panic!("GET {path}: HTTP {}: {}", a.status, a.body),
                 Err(e) => last = e,
             }
-            std::thread::sleep(std::time::Duration::from_millis(100));
         }
         panic!("GET {path}: no answer after 50 tries; last: {last}");
     }

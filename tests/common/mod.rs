@@ -3,7 +3,9 @@
 #![allow(dead_code)]
 
 pub mod directory;
+pub mod gate;
 pub mod plan_schema;
+pub mod process;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
