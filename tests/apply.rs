@@ -1112,48 +1112,22 @@ fn sigterm_mid_apply_finishes_in_flight_work_and_records_the_run_interrupted() {
     );
     let names = many("Term", 30);
     add_many(&w, "Main", &names);
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tansync"))
-        .arg("--config")
-        .arg(&w.config)
-        .arg("sync")
-        .env_remove("TANSYNC_CONFIG")
-        .env("TANSYNC_LOG", "warn,tansync::push=debug")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("start sync");
+    let mut child = w.spawn_sync();
+    let mut stdout = Lines::new(child.stdout.take().expect("piped stdout"));
+    let mut stderr = Lines::new(child.stderr.take().expect("piped stderr"));
     // Act on an event, not a clock: the agent logs a line per finished operation.
-    let stderr = child.stderr.take().expect("piped stderr");
-    let (tx, rx) = std::sync::mpsc::channel();
-    let reader = std::thread::spawn(move || {
-        use std::io::BufRead;
-        let mut all = String::new();
-        let mut finished = 0;
-        for line in std::io::BufReader::new(stderr).lines() {
-            let Ok(line) = line else { break };
-            if line.contains("operation finished") {
-                finished += 1;
-                if finished == 3 {
-                    let _ = tx.send(());
-                }
-            }
-            all.push_str(&line);
-            all.push('\n');
-        }
-        all
-    });
-    rx.recv_timeout(std::time::Duration::from_secs(120))
-        .expect("three operations finished");
-    let pid = child.id().to_string();
+    if let Err(e) = stderr.wait_for_nth(3, SAFETY_NET, finished) {
+        panic!("{e}\nstderr:\n{}", stderr.text());
+    }
     let killed = std::process::Command::new("kill")
-        .args(["-TERM", &pid])
+        .args(["-TERM", &child.id().to_string()])
         .status()
         .expect("send SIGTERM");
     assert!(killed.success());
-    let out = child.wait_with_output().expect("wait for sync");
-    let stderr = reader.join().expect("stderr reader");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
+    let code = wait_bounded(&mut child, SAFETY_NET);
+    let stdout = stdout.finish(SAFETY_NET);
+    let stderr = stderr.finish(SAFETY_NET);
+    assert_eq!(code, 1, "{stdout}\n{stderr}");
     assert!(stdout.contains("interrupted:"), "{stdout}");
     assert!(stderr.contains("stopping: nothing new is sent"), "{stderr}");
 
