@@ -199,6 +199,18 @@ fn http(status: u16) -> Reply {
 // ---------------------------------------------------------------------------------------
 // Retries and backoff
 
+/// A shutdown token cancelled `after` from now on tokio's clock (paused in these tests,
+/// so "when" is exact and independent of the machine's speed).
+fn shutdown_at(after: Duration) -> CancellationToken {
+    let shutdown = CancellationToken::new();
+    let trigger = shutdown.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(after).await;
+        trigger.cancel();
+    });
+    shutdown
+}
+
 #[tokio::test]
 async fn a_create_refused_503_twice_is_applied_once_on_the_third_attempt() {
     let j = Journal::new();
@@ -451,12 +463,7 @@ async fn a_shutdown_during_the_push_lets_the_request_on_the_wire_finish() {
     let j = Journal::new();
     let w = FakeWriter::new();
     w.latency(Duration::from_millis(100));
-    let shutdown = CancellationToken::new();
-    let trigger = shutdown.clone();
-    tokio::spawn(async move {
-        tokio::time::sleep(Duration::from_millis(250)).await;
-        trigger.cancel();
-    });
+    let shutdown = shutdown_at(Duration::from_millis(250));
     let ops: Vec<PlannedOp> = (1..=6).map(provision).collect();
     let r = j.push(ops, &w, serial(), &shutdown).await;
     assert!(r.interrupted);
@@ -483,12 +490,7 @@ async fn a_shutdown_during_a_retry_wait_does_not_retry() {
         1,
         Reply::Status(429, Some(Duration::from_secs(10))),
     );
-    let shutdown = CancellationToken::new();
-    let trigger = shutdown.clone();
-    tokio::spawn(async move {
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        trigger.cancel();
-    });
+    let shutdown = shutdown_at(Duration::from_secs(1));
     let start = Instant::now();
     let r = j.push(vec![provision(1)], &w, fast(), &shutdown).await;
     assert!(
@@ -513,12 +515,7 @@ async fn a_shutdown_after_an_ambiguous_failure_leaves_it_for_reconcile() {
         1,
         Reply::Status(503, Some(Duration::from_secs(10))),
     );
-    let shutdown = CancellationToken::new();
-    let trigger = shutdown.clone();
-    tokio::spawn(async move {
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        trigger.cancel();
-    });
+    let shutdown = shutdown_at(Duration::from_secs(1));
     let r = j.push(vec![provision(1)], &w, fast(), &shutdown).await;
     assert_eq!(r.items[0].outcome, Outcome::NotSent);
     let row = j.row(&anchor(1));
@@ -601,12 +598,7 @@ async fn a_shutdown_while_waiting_for_a_pacing_slot_sends_nothing_more() {
         concurrency: 4,
         ..fast()
     };
-    let shutdown = CancellationToken::new();
-    let trigger = shutdown.clone();
-    tokio::spawn(async move {
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        trigger.cancel();
-    });
+    let shutdown = shutdown_at(Duration::from_millis(500));
     let ops: Vec<PlannedOp> = (1..=4).map(provision).collect();
     let r = j.push(ops, &w, settings, &shutdown).await;
     assert!(r.interrupted);
