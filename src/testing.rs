@@ -70,6 +70,23 @@ pub fn anchor(n: u8) -> ExternalId {
     }
 }
 
+/// The directory's account `target_id` for person `n`: in RXA, active, managed by
+/// `agent-1`, with an address and nothing else.
+pub fn managed_user(n: u8, target_id: &str) -> User {
+    User {
+        id: Some(target_id.into()),
+        external_id: Some(anchor(n).to_string()),
+        user_name: format!("given{n}.family@nhs.net"),
+        nhs: Some(crate::scim::Nhs {
+            ods_code: Some("RXA".into()),
+            managed_by: Some("agent-1".into()),
+            status: Some("active".into()),
+            ..crate::scim::Nhs::default()
+        }),
+        ..User::default()
+    }
+}
+
 /// An enabled AD person entry with objectGUID `[n; 16]`, a given and a family name.
 pub fn person(n: u8, given: &str, family: &str) -> SourceEntry {
     SourceEntry::build(

@@ -6,7 +6,7 @@ use super::apply::{ApplyReport, ApplyRequest, Quarantined, RunStatus, apply_with
 use crate::config::Config;
 use crate::engine::EngineError;
 use crate::push::Outcome;
-use crate::scim::{Nhs, User};
+use crate::scim::User;
 use crate::source::SourceEntry;
 use crate::state::{History, StateStore, op_state};
 use crate::testing::{
@@ -198,17 +198,9 @@ fn applied_as(w: &FakeWriter, n: u8) -> Outcome {
 /// An account the directory holds for person `n`, managed by this agent.
 fn account(n: u8, given: &str, family: &str, id: &str) -> User {
     let mut u = User {
-        id: Some(id.into()),
-        external_id: Some(anchor(n).to_string()),
         user_name: format!("{}.{}@nhs.net", given.to_lowercase(), family.to_lowercase()),
         active: Some(true),
-        nhs: Some(Nhs {
-            ods_code: Some("RXA".into()),
-            managed_by: Some("agent-1".into()),
-            status: Some("active".into()),
-            ..Nhs::default()
-        }),
-        ..User::default()
+        ..crate::testing::managed_user(n, id)
     };
     u.set_field(crate::model::Field::GivenName, Some(given.into()));
     u.set_field(crate::model::Field::FamilyName, Some(family.into()));

@@ -6,7 +6,7 @@ use super::*;
 use crate::ids::{ExternalId, OdsCode, RuleId, TargetId};
 use crate::model::Field;
 use crate::plan::{FieldChange, RemoveReason};
-use crate::scim::{Nhs, User};
+use crate::scim::User;
 use crate::state::{History, JournalEntry, op_state};
 use crate::testing::{FakeWriter, Method, Reply, anchor};
 use tokio::time::Instant;
@@ -102,18 +102,7 @@ fn remove(n: u8, target_id: &str) -> PlannedOp {
 
 /// An account this agent manages, for updates to act on.
 fn managed(n: u8, target_id: &str) -> User {
-    User {
-        id: Some(target_id.into()),
-        external_id: Some(anchor(n).to_string()),
-        user_name: format!("given{n}.family@nhs.net"),
-        nhs: Some(Nhs {
-            ods_code: Some("RXA".into()),
-            managed_by: Some("agent-1".into()),
-            status: Some("active".into()),
-            ..Nhs::default()
-        }),
-        ..User::default()
-    }
+    crate::testing::managed_user(n, target_id)
 }
 
 /// A state store in a temporary directory with one run begun.

@@ -30,7 +30,7 @@ pub enum NestedGroups {
 }
 
 /// Connection and search settings, validated by the config stage.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct LdapSource {
     pub url: String,
     pub starttls: bool,
@@ -140,20 +140,9 @@ impl LdapSource {
     /// credential).
     pub fn with_credentials(&self, bind_dn: &str, bind_password: SecretString) -> LdapSource {
         LdapSource {
-            url: self.url.clone(),
-            starttls: self.starttls,
-            ca_file: self.ca_file.clone(),
             bind_dn: bind_dn.to_string(),
             bind_password,
-            base_dns: self.base_dns.clone(),
-            filter: self.filter.clone(),
-            group_filter: self.group_filter.clone(),
-            page_size: self.page_size,
-            connect_timeout: self.connect_timeout,
-            operation_timeout: self.operation_timeout,
-            allow_cleartext_bind: self.allow_cleartext_bind,
-            anchor: self.anchor.clone(),
-            nested_groups: self.nested_groups,
+            ..self.clone()
         }
     }
 
