@@ -69,20 +69,6 @@ pub enum EngineError {
     },
     #[error("cannot connect and bind to the source")]
     Probe(#[source] SourceError),
-    #[error("stopped before anything was sent (shutdown requested)")]
-    Cancelled,
-}
-
-impl EngineError {
-    /// A shutdown, not a failure of the source or target.
-    pub fn is_cancelled(&self) -> bool {
-        matches!(
-            self,
-            EngineError::Cancelled
-                | EngineError::Source(SourceError::Cancelled)
-                | EngineError::Target(TargetError::Cancelled { .. })
-        )
-    }
 }
 
 /// How a front end hears about a long run as it goes (a spinner, a bar). Every method
