@@ -1160,3 +1160,191 @@ fn sigterm_mid_apply_finishes_in_flight_work_and_records_the_run_interrupted() {
     let created = w.posts().iter().filter(|r| r["status"] == 201).count();
     assert_eq!(created, 30, "nothing created twice");
 }
+
+/// The agent's `[source]` anchor, set to a text attribute.
+fn anchor_on(w: &World, attr: &str) {
+    let text = std::fs::read_to_string(&w.config).expect("config");
+    let text = text.replacen("[source]\n", &format!("[source]\nanchor = {attr:?}\n"), 1);
+    std::fs::write(&w.config, text).expect("write config");
+}
+
+/// Removals are made only on proof of absence: while an in-scope entry's anchor cannot
+/// be read, a person missing from the read might be that entry, so no account is marked
+/// leaver `not_in_source`; the hold lifts as soon as the anchor reads again.
+#[test]
+fn an_unreadable_anchor_in_scope_holds_every_not_in_source_removal() {
+    let w = World::new("e2e-anchor", "", "");
+    // A text anchor, so an administrator's tool can break it: carLicense is
+    // multi-valued in AD's schema, so a second value makes it unreadable.
+    anchor_on(&w, "carLicense");
+    ad::add_users(
+        &w.sub("Main"),
+        &[
+            user("Ann Ash", "Ann", "Ash", "Staff Nurse"),
+            user("Ben Birch", "Ben", "Birch", "Porter"),
+            user("Cai Cedar", "Cai", "Cedar", "Pharmacist"),
+        ],
+    );
+    let anchors = [
+        ("Ann Ash", "0a0a0a0a-0000-4000-8000-00000000000a"),
+        ("Ben Birch", "0b0b0b0b-0000-4000-8000-00000000000b"),
+        ("Cai Cedar", "0c0c0c0c-0000-4000-8000-00000000000c"),
+    ];
+    for (cn, a) in anchors {
+        ad::replace(&w.dn("Main", cn), "carLicense", a);
+    }
+    // Keyed by anchor: with employeeID as the anchor, no employee id is sent.
+    let by_anchor = || -> BTreeMap<String, Value> {
+        w.dir
+            .users()
+            .into_iter()
+            .map(|u| (u["externalId"].as_str().unwrap_or_default().to_string(), u))
+            .collect()
+    };
+    w.sync();
+    assert_eq!(by_anchor().len(), 3);
+
+    // Ann leaves AD; Ben's anchor cannot be read (it gained a second value).
+    ad::ldif(
+        &format!("dn: {}\nchangetype: delete\n", w.dn("Main", "Ann Ash")),
+        false,
+    );
+    let ben = w.dn("Main", "Ben Birch");
+    ad::ldif(
+        &format!("dn: {ben}\nchangetype: modify\nadd: carLicense\ncarLicense: 0b0b0b0b-0000-4000-8000-0000000000bb\n-\n"),
+        false,
+    );
+    let p = w.plan();
+    assert_eq!(count(&p, "remove"), 0, "nobody is a leaver: {p:#}");
+    let rejected = p["rejected"].as_array().expect("rejected");
+    assert_eq!(rejected.len(), 1, "{p:#}");
+    assert_eq!(rejected[0]["dn"], ben.as_str());
+    let held: Vec<&Value> = p["blocked"]
+        .as_array()
+        .expect("blocked")
+        .iter()
+        .filter(|b| b["reason"] == "unverified_absence")
+        .collect();
+    let mut held_ids: Vec<&str> = held.iter().filter_map(|b| b["external_id"].as_str()).collect();
+    held_ids.sort_unstable();
+    assert_eq!(held_ids, [anchors[0].1, anchors[1].1], "{p:#}");
+    assert!(held.iter().all(|b| b["kind"] == "remove"), "{p:#}");
+    w.sync();
+    let acc = by_anchor();
+    assert_eq!(acc.len(), 3);
+    assert!(
+        acc.values().all(|u| nhs(u)["status"] == "active"),
+        "a held removal is not applied: {acc:#?}"
+    );
+
+    // Ben's anchor reads again: Ann's absence is now proven, and she is the one leaver.
+    ad::replace(&ben, "carLicense", anchors[1].1);
+    let p = w.plan();
+    assert_eq!(count(&p, "remove"), 1, "{p:#}");
+    let op = p["operations"]
+        .as_array()
+        .expect("operations")
+        .iter()
+        .find(|o| o["kind"] == "remove")
+        .expect("the removal");
+    assert_eq!(op["external_id"], anchors[0].1);
+    assert_eq!(op["reason"], "not_in_source");
+    assert!(
+        p["blocked"]
+            .as_array()
+            .is_some_and(|b| b.iter().all(|x| x["reason"] != "unverified_absence")),
+        "{p:#}"
+    );
+}
+
+/// A list from the directory that does not add up is an error, never a state: a page
+/// short, a page repeated, an empty page before the end, a registry cut off — each would
+/// otherwise read as people absent (leavers) or as people to provision again.
+#[test]
+fn a_directory_list_that_does_not_add_up_is_an_error_never_a_plan() {
+    use common::tamper::{Rewrite, Tamper};
+    use std::sync::Arc;
+    let w = World::new("e2e-pages", "", "");
+    ad::add_users(
+        &w.sub("Main"),
+        &[
+            user("Ann Ash", "Ann", "Ash", "Staff Nurse"),
+            user("Ben Birch", "Ben", "Birch", "Porter"),
+            user("Cai Cedar", "Cai", "Cedar", "Pharmacist"),
+            user("Dee Dogwood", "Dee", "Dogwood", "Physiotherapist"),
+            user("Eve Elm", "Eve", "Elm", "Midwife"),
+        ],
+    );
+    w.sync();
+    w.target_option("page_size = 2");
+    let clean = w.plan();
+    assert_eq!(clean["operations"].as_array().map(Vec::len), Some(0), "{clean:#}");
+
+    let users_page = |path: &str, start: u32| {
+        path.starts_with("/Users?") && path.contains(&format!("startIndex={start}&"))
+    };
+    let cases: Vec<(&str, Arc<Rewrite>)> = vec![
+        ("untouched", Arc::new(|_: &str, _: &mut Value| {})),
+        (
+            "a page one short",
+            Arc::new(move |p: &str, v: &mut Value| {
+                if users_page(p, 3) {
+                    v["Resources"].as_array_mut().expect("page").pop();
+                }
+            }),
+        ),
+        (
+            "an empty page before the end",
+            Arc::new(move |p: &str, v: &mut Value| {
+                if users_page(p, 3) {
+                    v["Resources"] = Value::Array(Vec::new());
+                }
+            }),
+        ),
+        (
+            "a page repeating the ids of the one before",
+            Arc::new({
+                let first = std::sync::Mutex::new(Value::Null);
+                move |p: &str, v: &mut Value| {
+                    let mut first = first.lock().unwrap_or_else(|e| e.into_inner());
+                    if users_page(p, 1) {
+                        *first = v["Resources"].clone();
+                    } else if users_page(p, 3) {
+                        v["Resources"] = first.clone();
+                    }
+                }
+            }),
+        ),
+        (
+            "totalResults changing between pages",
+            Arc::new(move |p: &str, v: &mut Value| {
+                if users_page(p, 3) {
+                    v["totalResults"] = Value::from(4);
+                }
+            }),
+        ),
+        (
+            "a registry cut off",
+            Arc::new(|p: &str, v: &mut Value| {
+                if p.starts_with("/Organisations") {
+                    v["Resources"].as_array_mut().expect("registry").pop();
+                }
+            }),
+        ),
+    ];
+    for (what, rewrite) in cases {
+        let proxy = Tamper::start(&w.dir.url, rewrite);
+        w.point_target_at(&proxy.url);
+        let r = w.run(&["plan", "--format", "json"]);
+        if what == "untouched" {
+            assert_eq!(r.code, 0, "{what}: {}", r.stderr);
+            let p: Value = serde_json::from_str(&r.stdout).expect("plan JSON");
+            assert_eq!(p["operations"], clean["operations"], "{what}");
+            assert_eq!(p["blocked"], clean["blocked"], "{what}");
+            continue;
+        }
+        assert_eq!(r.code, 1, "{what}: a plan was made: {}", r.stdout);
+        assert!(r.stdout.trim().is_empty(), "{what}: {}", r.stdout);
+        assert!(r.stderr.contains("incomplete list"), "{what}: {}", r.stderr);
+    }
+}

@@ -332,22 +332,82 @@ impl Reader {
         page: usize,
         cancel: &CancellationToken,
     ) -> Result<Vec<User>, CallError> {
+        let base = format!("/Users?filter={}", filter_query(attr, value));
+        self.list_all(&base, page, |u: &User| u.id.clone(), cancel)
+            .await
+    }
+
+    /// Every page of a SCIM list (RFC 7644 §3.4.2.4), whole or an error: the read is a
+    /// claim about who the directory holds, and a removal or a duplicate provision can
+    /// follow from it, so a list that does not add up is not read as a state. The first
+    /// page sets the server's page size (it may serve fewer than asked); after it, every
+    /// page holds exactly that many, or what remains of `totalResults`; `totalResults`
+    /// and the echoed `startIndex` stay as asked; no resource appears twice; the pages
+    /// add up to `totalResults` exactly.
+    async fn list_all<T: DeserializeOwned>(
+        &self,
+        base: &str,
+        page: usize,
+        key: impl Fn(&T) -> Option<String>,
+        cancel: &CancellationToken,
+    ) -> Result<Vec<T>, CallError> {
+        let sep = if base.contains('?') { '&' } else { '?' };
         let mut out = Vec::new();
-        let mut start = 1usize;
+        let mut seen = std::collections::HashSet::new();
+        let mut total = None;
+        let mut page_size = None;
         loop {
-            let path = format!(
-                "/Users?filter={}&startIndex={start}&count={page}",
-                filter_query(attr, value)
-            );
-            let (list, _): (ListResponse<User>, _) = self.0.get(&path, cancel).await?;
+            let start = out.len() + 1;
+            let path = format!("{base}{sep}startIndex={start}&count={page}");
+            let (list, _): (ListResponse<T>, _) = self.0.get(&path, cancel).await?;
+            let bad = |problem: String| CallError::Decode {
+                method: "GET",
+                path: path.clone(),
+                problem: format!("incomplete list: {problem}"),
+            };
             let n = list.resources.len();
-            out.extend(list.resources);
-            if n == 0 || out.len() >= list.total_results {
-                break;
+            let expected = *total.get_or_insert(list.total_results);
+            if list.total_results != expected {
+                return Err(bad(format!(
+                    "totalResults changed from {expected} to {} between pages (the \
+                     directory changed during the read)",
+                    list.total_results
+                )));
             }
-            start += n;
+            if list.start_index.is_some_and(|s| s != start) {
+                return Err(bad(format!(
+                    "asked for startIndex {start}, the page says {}",
+                    list.start_index.unwrap_or_default()
+                )));
+            }
+            let remaining = expected.saturating_sub(out.len());
+            if n > remaining {
+                return Err(bad(format!(
+                    "the page holds {n} resources but only {remaining} of totalResults \
+                     {expected} remain"
+                )));
+            }
+            let full = *page_size.get_or_insert(n);
+            if n < remaining.min(full) || (n == 0 && remaining > 0) {
+                return Err(bad(format!(
+                    "a short page ({n} resources) at startIndex {start}, with {remaining} of \
+                     totalResults {expected} still to read"
+                )));
+            }
+            for r in &list.resources {
+                match key(r) {
+                    Some(k) if !seen.insert(k.clone()) => {
+                        return Err(bad(format!("resource {k} appears twice")));
+                    }
+                    Some(_) => {}
+                    None => return Err(bad("a resource has no id".to_string())),
+                }
+            }
+            out.extend(list.resources);
+            if out.len() == expected {
+                return Ok(out);
+            }
         }
-        Ok(out)
     }
 
     /// Look-ups for the push stage run to the end: they settle an operation already sent
@@ -473,10 +533,14 @@ impl ScimTarget {
                 })?;
             return Ok(list.into_iter().map(|o| (o.ods_code.clone(), o)).collect());
         }
-        let (list, _): (ListResponse<OrganisationResource>, _) = self
+        let list: Vec<OrganisationResource> = self
             .reader
-            .0
-            .get("/Organisations?count=1000", cancel)
+            .list_all(
+                "/Organisations",
+                self.settings.page_size,
+                |o: &OrganisationResource| Some(o.ods_code.to_ascii_uppercase()),
+                cancel,
+            )
             .await
             .map_err(|e| {
                 if matches!(e, CallError::Cancelled { .. }) {
@@ -492,8 +556,7 @@ impl ScimTarget {
                 };
                 self.invalid(format!("cannot read the organisation registry: {e}{hint}"))
             })?;
-        list.resources
-            .into_iter()
+        list.into_iter()
             .map(|o| {
                 let code = OdsCode::parse(&o.ods_code).map_err(|e| self.invalid(e.to_string()))?;
                 Ok((
