@@ -188,6 +188,16 @@ impl<W: Writer> Shared<W> {
         Outcome::Failed { error }
     }
 
+    /// Record what became of an operation already journalled. If that cannot be written
+    /// the outcome stands (the operation's row still says `sending`, which the next run
+    /// reconciles as it would after a crash) but the run stops: nothing more is sent
+    /// while the journal is failing.
+    fn settle(&self, f: impl FnOnce(&StateStore) -> Result<(), crate::state::StateError>) {
+        if let Err(e) = journal(&self.store, f) {
+            let _ = self.journal_failed(e);
+        }
+    }
+
     /// After an ambiguous failure: does the directory already hold the result?
     async fn landed(&self, op: &Operation) -> Option<String> {
         match op {
@@ -257,13 +267,13 @@ impl<W: Writer> Shared<W> {
                 () = self.stop.cancelled() => {}
             }
             if self.stop.is_cancelled() && attempt == 0 {
-                let _ = journal(&self.store, |s| {
+                self.settle(|s| {
                     s.set_state(jid, crate::state::op_state::NOT_SENT, None)
                 });
                 return Outcome::NotSent;
             }
             if uncertain && let Some(id) = self.landed(op).await {
-                let _ = journal(&self.store, |s| s.done(jid, Some(&id)));
+                self.settle(|s| s.done(jid, Some(&id)));
                 return Outcome::Applied {
                     target_id: Some(id),
                 };
@@ -274,7 +284,7 @@ impl<W: Writer> Shared<W> {
             attempt += 1;
             match self.send(&req).await {
                 Ok(id) => {
-                    let _ = journal(&self.store, |s| s.done(jid, id.as_deref()));
+                    self.settle(|s| s.done(jid, id.as_deref()));
                     return Outcome::Applied { target_id: id };
                 }
                 Err(e) => {
@@ -283,7 +293,7 @@ impl<W: Writer> Shared<W> {
                     if uncertain && matches!(e.status(), Some(409 | 412)) {
                         self.wait_turn(&ods).await;
                         if let Some(id) = self.landed(op).await {
-                            let _ = journal(&self.store, |s| s.done(jid, Some(&id)));
+                            self.settle(|s| s.done(jid, Some(&id)));
                             return Outcome::Applied {
                                 target_id: Some(id),
                             };
@@ -310,7 +320,7 @@ impl<W: Writer> Shared<W> {
                                 } else {
                                     "the run stopped before the retry"
                                 };
-                                let _ = journal(&self.store, |s| {
+                                self.settle(|s| {
                                     s.set_state(jid, crate::state::op_state::NOT_SENT, Some(why))
                                 });
                             }
@@ -319,7 +329,7 @@ impl<W: Writer> Shared<W> {
                         continue;
                     }
                     let error = e.to_string();
-                    let _ = journal(&self.store, |s| s.failed(jid, &error));
+                    self.settle(|s| s.failed(jid, &error));
                     return Outcome::Failed { error };
                 }
             }

@@ -639,3 +639,66 @@ async fn a_systemic_stop_does_not_cut_a_retry_after_wait_short() {
         );
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// A journal that cannot be written
+
+impl Journal {
+    /// Make the journal refuse writes from now on, as a full disk or a failing volume
+    /// would: a trigger on the store's own table, through a second connection.
+    fn break_journal(&self, trigger: &str) {
+        let c = rusqlite::Connection::open(self.dir.path().join("tansync.db")).unwrap();
+        c.execute_batch(trigger).unwrap();
+    }
+}
+
+#[tokio::test]
+async fn a_journal_that_cannot_record_an_operation_stops_the_run_before_it_is_sent() {
+    let j = Journal::new();
+    let w = FakeWriter::new();
+    j.break_journal(
+        "CREATE TRIGGER full BEFORE INSERT ON journal WHEN (SELECT count(*) FROM journal) >= 2
+         BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END;",
+    );
+    let settings = PushSettings {
+        concurrency: 1,
+        ..fast()
+    };
+    let ops = (1..=5).map(provision).collect();
+    let r = j.push(ops, &w, settings, &CancellationToken::new()).await;
+    // Two were journalled and sent; the third could not be journalled, so neither it
+    // nor anything after it went out.
+    assert_eq!(w.count(Method::Create), 2, "{:?}", w.calls());
+    assert_eq!(r.applied(), 2);
+    let why = r.stopped.expect("the run stopped");
+    assert!(why.contains("cannot journal"), "{why}");
+    assert_eq!(j.rows().len(), 2);
+}
+
+#[tokio::test]
+async fn a_journal_that_cannot_record_an_outcome_stops_the_run() {
+    let j = Journal::new();
+    let w = FakeWriter::new();
+    j.break_journal(
+        "CREATE TRIGGER full BEFORE UPDATE OF state ON journal WHEN NEW.state = 'done'
+         BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END;",
+    );
+    let settings = PushSettings {
+        concurrency: 1,
+        ..fast()
+    };
+    let ops = (1..=5).map(provision).collect();
+    let r = j.push(ops, &w, settings, &CancellationToken::new()).await;
+    // The first went out and landed, but that could not be recorded: nothing more is
+    // sent, and its row still says `sending` for the next run to reconcile.
+    assert_eq!(w.count(Method::Create), 1, "{:?}", w.calls());
+    assert_eq!(r.applied(), 1);
+    let why = r.stopped.expect("the run stopped");
+    assert!(why.contains("cannot journal"), "{why}");
+    assert_eq!(j.row(&anchor(1)).state, op_state::SENDING);
+    assert!(
+        j.rows().iter().skip(1).all(|r| r.state != op_state::SENDING),
+        "{:?}",
+        j.rows()
+    );
+}
