@@ -29,6 +29,20 @@ impl ObjectGuid {
             value: hex::encode(bytes),
             problem: "must be exactly 16 bytes",
         })?;
+        Self::checked(arr)
+    }
+
+    /// The nil GUID is never a real object's: AD never assigns it, and a tool that
+    /// failed to read the GUID may write it. Accepting it would anchor everyone so broken
+    /// to one account.
+    fn checked(arr: [u8; 16]) -> Result<Self, IdError> {
+        if arr == [0; 16] {
+            return Err(IdError {
+                what: "objectGUID",
+                value: hex::encode(arr),
+                problem: "is the nil GUID (all zero), which no object has",
+            });
+        }
         Ok(Self(arr))
     }
 
@@ -58,7 +72,7 @@ impl ObjectGuid {
         b[4..6].copy_from_slice(&[raw[5], raw[4]]);
         b[6..8].copy_from_slice(&[raw[7], raw[6]]);
         b[8..16].copy_from_slice(&raw[8..16]);
-        Ok(Self(b))
+        Self::checked(b)
     }
 }
 
@@ -284,6 +298,17 @@ impl NormDn {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_nil_guid_is_no_anchor() {
+        let e = ObjectGuid::from_bytes(&[0; 16]).unwrap_err();
+        assert!(e.to_string().contains("nil GUID"), "{e}");
+        assert!(ObjectGuid::parse("00000000-0000-0000-0000-000000000000").is_err());
+        assert!(ObjectGuid::from_bytes(&[0; 15]).is_err());
+        let mut one = [0; 16];
+        one[15] = 1;
+        assert!(ObjectGuid::from_bytes(&one).is_ok());
+    }
 
     #[test]
     fn guid_ad_string_form_matches_design_example() {
