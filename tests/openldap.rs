@@ -1,6 +1,7 @@
 //! Against a real OpenLDAP slapd on loopback (generic LDAP): entryUUID anchors,
-//! client-side group expansion, paging, and the rule that a read is complete or an error
-//! (server size limit, a connection cut mid-stream, a stalled server).
+//! client-side group expansion, paging, values that are not UTF-8, and the rule that a
+//! read is complete or an error (server size limit, a connection cut mid-stream, a
+//! stalled server).
 
 mod common;
 use common::process::run_bounded;
@@ -245,4 +246,143 @@ fn starttls_and_cleartext_on_generic_ldap() {
     );
     let (_, plan) = plan_json(&admin(&dir, &url, "starttls = true"));
     assert_eq!(plan["source"]["read"], 1101);
+}
+
+/// Add entries to slapd as its administrator (ldapmodify over verified LDAPS).
+fn slapd_add(text: &str) {
+    let mut child = Command::new("ldapmodify")
+        .env("LDAPTLS_CACERT", env("TANSYNC_TEST_CA"))
+        .env("LDAPTLS_REQCERT", "demand")
+        .args(["-x", "-a", "-H"])
+        .arg(env("TANSYNC_TEST_SLAPD_LDAPS_URL"))
+        .arg("-D")
+        .arg(env("TANSYNC_TEST_SLAPD_BIND_DN"))
+        .arg("-y")
+        .arg(env("TANSYNC_TEST_SLAPD_PASSWORD_FILE"))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run ldapmodify (ldap-utils)");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(text.as_bytes())
+        .expect("write LDIF");
+    let out = child.wait_with_output().expect("ldapmodify");
+    assert!(
+        out.status.success(),
+        "ldapmodify failed: {}\n{text}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A value that is not UTF-8, as a real server returns it (ldap3 hands the attribute over
+/// as binary): the plan names it — a rejection when the field is mandatory, a warning
+/// when it is optional — instead of reading the field as empty. The entry is a
+/// pilotPerson in an OU of its own, so the other tests' inetOrgPerson reads never see it.
+#[test]
+fn a_value_that_is_not_utf8_is_named_in_the_plan() {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let ou = format!("ou=utf8-{nanos},{}", env("TANSYNC_TEST_SLAPD_BASE"));
+    // audio (Audio syntax, a blob; extensibleObject allows it here) holds any bytes:
+    // here "Si\xe2n \xff".
+    slapd_add(&format!(
+        "dn: {ou}\nobjectClass: organizationalUnit\nou: utf8-{nanos}\n\n\
+         dn: cn=Sian,{ou}\nobjectClass: pilotPerson\nobjectClass: extensibleObject\n\
+         cn: Sian\nsn: Evans\naudio:: U2nibiD/\n"
+    ));
+    let plan_with = |mapping: &str| {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        std::fs::write(
+            d.join("snapshot.json"),
+            r#"{"format": "tansync.snapshot/v1", "organisations": [
+  {"ods_code": "RXA", "name": "A", "kind": "trust", "open": true, "cap": 5000}], "persons": []}"#,
+        )
+        .unwrap();
+        std::fs::write(
+            d.join("rules.toml"),
+            format!(
+                "[[rule]]\nid = \"people\"\naction = \"include\"\nods = {{ constant = \"RXA\" }}\nunder = [{}]\n",
+                toml_str(&ou)
+            ),
+        )
+        .unwrap();
+        let text = format!(
+            r#"agent_id = "tansync-test"
+
+[source]
+kind = "ldap"
+url = {url}
+ca_file = {ca}
+bind_dn = {bind}
+bind_password_file = {pw}
+base_dns = [{base}]
+filter = "(objectClass=pilotPerson)"
+anchor = "entryUUID"
+
+[mapping]
+{mapping}
+
+[filters]
+files = ["rules.toml"]
+
+[target]
+kind = "snapshot"
+path = "snapshot.json"
+
+[agreements]
+file = {agreements}
+"#,
+            url = toml_str(&env("TANSYNC_TEST_SLAPD_LDAPS_URL")),
+            ca = toml_str(&env("TANSYNC_TEST_CA")),
+            bind = toml_str(&env("TANSYNC_TEST_SLAPD_BIND_DN")),
+            pw = toml_str(&env("TANSYNC_TEST_SLAPD_PASSWORD_FILE")),
+            base = toml_str(&ou),
+            agreements = q(repo().join("tests/fixtures/ad-agreements.toml")),
+        );
+        plan_json(&write_config(d, &text)).1
+    };
+    // Optional (job title): provisioned without it, with a warning naming the attribute.
+    let plan = plan_with("given_name = \"cn\"\njob_title = \"audio\"");
+    assert_eq!(plan["source"]["read"], 1, "{plan}");
+    assert_eq!(plan["summary"]["provision"], 1, "{plan}");
+    let w = &plan["warnings"][0];
+    assert_eq!(
+        (&w["field"], &w["reason"]),
+        (
+            &serde_json::json!("job_title"),
+            &serde_json::json!("invalid_value")
+        ),
+        "{plan}"
+    );
+    assert!(
+        w["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("audio is not valid UTF-8"),
+        "{w}"
+    );
+    assert!(
+        plan["operations"][0]["attributes"]
+            .get("job_title")
+            .is_none()
+    );
+    // Mandatory (given name): rejected, saying why, not "given_name is empty".
+    let plan = plan_with("given_name = \"audio\"");
+    assert_eq!(plan["summary"]["provision"], 0, "{plan}");
+    let r = &plan["rejected"][0];
+    assert_eq!(r["reason"], "invalid_value", "{plan}");
+    assert!(
+        r["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("audio is not valid UTF-8"),
+        "{r}"
+    );
 }
