@@ -2,7 +2,7 @@
 //! An invalid entry becomes a [`Rejection`] with a reason; the run goes on.
 
 use super::{Field, Person, RejectReason, Rejection, Warning, validate};
-use crate::filter::Rule;
+use crate::filter::{OdsSource, Rule};
 use crate::source::SourceEntry;
 use std::collections::BTreeMap;
 
@@ -113,6 +113,14 @@ pub fn map_entry_memo(
         return Err(reject(
             RejectReason::InvalidValue,
             format!("userAccountControl {why}"),
+        ));
+    }
+    if let Some(OdsSource::Attribute { name, .. }) = &rule.ods
+        && let Some(why) = e.unreadable.get(&name.to_ascii_lowercase())
+    {
+        return Err(reject(
+            RejectReason::InvalidValue,
+            format!("ods_code: {name} {why}"),
         ));
     }
     let ods_code = rule.ods_code(e).map_err(|why| {

@@ -369,6 +369,21 @@ fn a_text_value_that_is_not_utf8_is_named() {
         "{}",
         r.detail
     );
+    // The ODS code read from an attribute: not "empty" either.
+    let mut r = rule();
+    r.ods = Some(OdsSource::Attribute {
+        name: "company".into(),
+        regex: None,
+    });
+    let e = entry(&NAMES, &[("company", b"RX\xff")]);
+    let rej = map_entry(&e, &r, &Mapping::default()).unwrap_err();
+    assert_eq!(
+        (rej.reason, rej.detail.as_str()),
+        (
+            RejectReason::InvalidValue,
+            "ods_code: company is not valid UTF-8"
+        )
+    );
     // Optional: dropped with a warning.
     let p = map(&NAMES, &[("title", b"Nurse \xff")]).unwrap();
     assert_eq!(p.get(Field::JobTitle), None);
