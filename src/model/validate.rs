@@ -17,7 +17,9 @@ use phonenumber::country::Id as Country;
 use unicode_general_category::{GeneralCategory, get_general_category};
 use unicode_script::{Script, UnicodeScript};
 use unicode_security::general_security_profile::IdentifierType;
-use unicode_security::{GeneralSecurityProfile, MixedScript};
+use unicode_security::{
+    GeneralSecurityProfile, MixedScript, is_potential_mixed_script_confusable_char as is_lookalike,
+};
 
 /// A value that failed a rule: the reason code and a human detail.
 pub type Invalid = (RejectReason, String);
@@ -130,14 +132,10 @@ pub fn name(field: Field, v: &str) -> Result<(), Invalid> {
             continue;
         };
         count[i] += 1;
-        // Name a look-alike letter if the script has one here, else its first letter.
-        let lookalike = unicode_security::is_potential_mixed_script_confusable_char(c);
-        if shown[i].is_none()
-            || lookalike
-                && !shown[i]
-                    .is_some_and(|s| unicode_security::is_potential_mixed_script_confusable_char(s))
-        {
-            shown[i] = Some(c);
+        // Name the script's first look-alike letter here, else its first letter.
+        match shown[i] {
+            Some(s) if is_lookalike(s) || !is_lookalike(c) => {}
+            _ => shown[i] = Some(c),
         }
     }
     let used: Vec<usize> = (0..3).filter(|&i| count[i] > 0).collect();
