@@ -13,12 +13,47 @@ use std::process::Command;
 use std::sync::mpsc;
 use std::time::Duration;
 
+/// What a configuration reads: under `base`, entries matching `filter`; the one rule
+/// includes those `under` with ODS code `ods` (TOML); `mapping` is the `[mapping]` table.
+struct Scope<'a> {
+    base: String,
+    filter: &'a str,
+    under: String,
+    ods: &'a str,
+    mapping: &'a str,
+}
+
+impl Scope<'_> {
+    /// The fixture's people: inetOrgPerson entries, ODS code from `o`.
+    fn people() -> Scope<'static> {
+        let base = env("TANSYNC_TEST_SLAPD_BASE");
+        Scope {
+            under: format!("ou=people,{base}"),
+            base,
+            filter: "(objectClass=inetOrgPerson)",
+            ods: "{ attribute = \"o\" }",
+            mapping: "employee_id = \"employeeNumber\"",
+        }
+    }
+}
+
 fn config(
     dir: &tempfile::TempDir,
     url: &str,
     bind_dn: &str,
     pw_file: &str,
     extra: &str,
+) -> PathBuf {
+    config_for(dir, url, bind_dn, pw_file, extra, &Scope::people())
+}
+
+fn config_for(
+    dir: &tempfile::TempDir,
+    url: &str,
+    bind_dn: &str,
+    pw_file: &str,
+    extra: &str,
+    scope: &Scope,
 ) -> PathBuf {
     let snapshot = dir.path().join("snapshot.json");
     std::fs::write(
@@ -32,8 +67,9 @@ fn config(
     std::fs::write(
         &rules,
         format!(
-            "[[rule]]\nid = \"people\"\naction = \"include\"\nunder = [{}]\nods = {{ attribute = \"o\" }}\n",
-            toml_str(&format!("ou=people,{}", env("TANSYNC_TEST_SLAPD_BASE")))
+            "[[rule]]\nid = \"people\"\naction = \"include\"\nunder = [{}]\nods = {}\n",
+            toml_str(&scope.under),
+            scope.ods
         ),
     )
     .unwrap();
@@ -47,14 +83,14 @@ ca_file = {ca}
 bind_dn = {bind}
 bind_password_file = {pw}
 base_dns = [{base}]
-filter = "(objectClass=inetOrgPerson)"
+filter = {filter}
 anchor = "entryUUID"
 nested_groups = "expand"
 page_size = 200
 {extra}
 
 [mapping]
-employee_id = "employeeNumber"
+{mapping}
 
 [filters]
 files = [{rules}]
@@ -70,7 +106,9 @@ file = {agreements}
         ca = toml_str(&env("TANSYNC_TEST_CA")),
         bind = toml_str(bind_dn),
         pw = toml_str(pw_file),
-        base = toml_str(&env("TANSYNC_TEST_SLAPD_BASE")),
+        base = toml_str(&scope.base),
+        filter = toml_str(scope.filter),
+        mapping = scope.mapping,
         rules = q(rules),
         snapshot = q(snapshot),
         agreements = q(repo().join("tests/fixtures/ad-agreements.toml")),
@@ -250,31 +288,12 @@ fn starttls_and_cleartext_on_generic_ldap() {
 
 /// Add entries to slapd as its administrator (ldapmodify over verified LDAPS).
 fn slapd_add(text: &str) {
-    let mut child = Command::new("ldapmodify")
-        .env("LDAPTLS_CACERT", env("TANSYNC_TEST_CA"))
-        .env("LDAPTLS_REQCERT", "demand")
-        .args(["-x", "-a", "-H"])
-        .arg(env("TANSYNC_TEST_SLAPD_LDAPS_URL"))
-        .arg("-D")
-        .arg(env("TANSYNC_TEST_SLAPD_BIND_DN"))
-        .arg("-y")
-        .arg(env("TANSYNC_TEST_SLAPD_PASSWORD_FILE"))
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("run ldapmodify (ldap-utils)");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(text.as_bytes())
-        .expect("write LDIF");
-    let out = child.wait_with_output().expect("ldapmodify");
-    assert!(
-        out.status.success(),
-        "ldapmodify failed: {}\n{text}",
-        String::from_utf8_lossy(&out.stderr)
+    ad::modify(
+        &env("TANSYNC_TEST_SLAPD_LDAPS_URL"),
+        &env("TANSYNC_TEST_SLAPD_BIND_DN"),
+        &env("TANSYNC_TEST_SLAPD_PASSWORD_FILE"),
+        text,
+        true,
     );
 }
 
@@ -298,55 +317,22 @@ fn a_value_that_is_not_utf8_is_named_in_the_plan() {
     ));
     let plan_with = |mapping: &str| {
         let dir = tempfile::tempdir().unwrap();
-        let d = dir.path();
-        std::fs::write(
-            d.join("snapshot.json"),
-            r#"{"format": "tansync.snapshot/v1", "organisations": [
-  {"ods_code": "RXA", "name": "A", "kind": "trust", "open": true, "cap": 5000}], "persons": []}"#,
-        )
-        .unwrap();
-        std::fs::write(
-            d.join("rules.toml"),
-            format!(
-                "[[rule]]\nid = \"people\"\naction = \"include\"\nods = {{ constant = \"RXA\" }}\nunder = [{}]\n",
-                toml_str(&ou)
-            ),
-        )
-        .unwrap();
-        let text = format!(
-            r#"agent_id = "tansync-test"
-
-[source]
-kind = "ldap"
-url = {url}
-ca_file = {ca}
-bind_dn = {bind}
-bind_password_file = {pw}
-base_dns = [{base}]
-filter = "(objectClass=pilotPerson)"
-anchor = "entryUUID"
-
-[mapping]
-{mapping}
-
-[filters]
-files = ["rules.toml"]
-
-[target]
-kind = "snapshot"
-path = "snapshot.json"
-
-[agreements]
-file = {agreements}
-"#,
-            url = toml_str(&env("TANSYNC_TEST_SLAPD_LDAPS_URL")),
-            ca = toml_str(&env("TANSYNC_TEST_CA")),
-            bind = toml_str(&env("TANSYNC_TEST_SLAPD_BIND_DN")),
-            pw = toml_str(&env("TANSYNC_TEST_SLAPD_PASSWORD_FILE")),
-            base = toml_str(&ou),
-            agreements = q(repo().join("tests/fixtures/ad-agreements.toml")),
+        let scope = Scope {
+            base: ou.clone(),
+            filter: "(objectClass=pilotPerson)",
+            under: ou.clone(),
+            ods: "{ constant = \"RXA\" }",
+            mapping,
+        };
+        let cfg = config_for(
+            &dir,
+            &env("TANSYNC_TEST_SLAPD_LDAPS_URL"),
+            &env("TANSYNC_TEST_SLAPD_BIND_DN"),
+            &env("TANSYNC_TEST_SLAPD_PASSWORD_FILE"),
+            "",
+            &scope,
         );
-        plan_json(&write_config(d, &text)).1
+        plan_json(&cfg).1
     };
     // Optional (job title): provisioned without it, with a warning naming the attribute.
     let plan = plan_with("given_name = \"cn\"\njob_title = \"audio\"");
