@@ -163,6 +163,7 @@ fn build(n: u64) -> World {
                 rule: rule.clone(),
                 enabled: true,
                 attributes: attrs,
+                warnings: Vec::new(),
             },
         );
     }

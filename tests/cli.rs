@@ -89,7 +89,7 @@ fn plans_are_byte_identical_and_out_file_matches() {
     assert_eq!(h.code, 2);
     assert!(
         h.stdout
-            .contains("Summary: 3 provision, 1 update, 2 remove, 1 move, 1 restore, 1 join"),
+            .contains("Summary: 4 provision, 1 update, 2 remove, 1 move, 1 restore, 1 join"),
         "{}",
         h.stdout
     );

@@ -3,7 +3,8 @@
 //! caps, closed and unknown organisations, one account per anchor, address allocation,
 //! ETag preconditions, sharing agreements, the rate limit and the account lifecycle
 //! driven by the admin clock. Each refusal must be a SCIM error (RFC 7644 §3.12) whose
-//! detail starts with the rule code the agent's plan uses.
+//! detail starts with the rule code the agent's plan uses. Also the agent's plan against
+//! it where the directory's own way of holding a value matters (phones as written).
 
 mod common;
 use common::directory::{Answer, Api, DirectoryProcess};
@@ -491,4 +492,103 @@ async fn pending_becomes_active_and_leavers_are_deleted_as_the_admin_clock_moves
     assert_eq!(now.body["active"], false);
     env.admin.post("/_admin/clock", &advance(31 * 86_400)).await;
     assert_eq!(env.agent.get(&path).await.status, 404);
+}
+
+/// Regression: an account holding its telephone and mobile in national format
+/// (`07700 900123`, as a person or another tool may have written them) is no change for
+/// a source holding the same numbers in E.164: the plan compares phones in E.164 on both
+/// sides. A different number is still an update (the comparison is live).
+#[tokio::test]
+async fn a_national_format_phone_in_the_directory_is_no_change_for_the_same_e164_number() {
+    use common::{plan_json, q, write_config};
+    let env = start("");
+    let same = "11111111-1111-1111-1111-111111111111";
+    let other = "22222222-2222-2222-2222-222222222222";
+    for (xid, given, family) in [(same, "Ann", "Lee"), (other, "Bo", "Ng")] {
+        let mut u = person("RXA", given, family, Some(xid));
+        u["displayName"] = json!(format!("{given} {family}"));
+        u["phoneNumbers"] = json!([
+            {"value": "07700 900123", "type": "mobile"},
+            {"value": "0113 496 0000", "type": "work"},
+        ]);
+        u[NHS_SCHEMA]["managedBy"] = json!("tansync-northgate");
+        let created = create(&env.agent, &u).await;
+        assert_eq!(created[NHS_SCHEMA]["status"], "active", "{created}");
+        assert_eq!(
+            created["phoneNumbers"][0]["value"], "07700 900123",
+            "the directory keeps the number as written"
+        );
+    }
+
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let person_ldif = |cn: &str, guid: &str, given: &str, family: &str, mobile: &str| {
+        format!(
+            "dn: CN={cn},OU=Staff,DC=x\nobjectClass: user\nobjectGUID:: {guid}\n\
+             givenName: {given}\nsn: {family}\nmobile: {mobile}\n\
+             telephoneNumber: +441134960000\nuserAccountControl: 512\n\n"
+        )
+    };
+    std::fs::write(
+        d.join("src.ldif"),
+        person_ldif(
+            "Ann Lee",
+            "EREREREREREREREREREREQ==",
+            "Ann",
+            "Lee",
+            "+447700900123",
+        ) + &person_ldif(
+            "Bo Ng",
+            "IiIiIiIiIiIiIiIiIiIiIg==",
+            "Bo",
+            "Ng",
+            "+447700900124",
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        d.join("rules.toml"),
+        "[[rule]]\nid = \"staff\"\naction = \"include\"\nunder = [\"OU=Staff,DC=x\"]\nods = { constant = \"RXA\" }\n",
+    )
+    .unwrap();
+    std::fs::write(
+        d.join("agreements.toml"),
+        "[partnering]\nreference = \"PA-1\"\nvalid_from = 2026-01-01\nvalid_until = 2099-12-31\n\n\
+         [[sharing]]\nods_code = \"RXA\"\nreference = \"SA-RXA\"\nvalid_from = 2026-01-01\n\
+         valid_until = 2099-12-31\noperations = [\"provision\", \"update\", \"remove\", \"move\", \"restore\", \"join\"]\n\
+         attributes = [\"given_name\", \"family_name\", \"display_name\", \"job_title\", \"department\", \"site\", \"telephone\", \"mobile\", \"employee_id\"]\n",
+    )
+    .unwrap();
+    std::fs::write(d.join("agent.token"), format!("{AGENT}\n")).unwrap();
+    let cfg = write_config(
+        d,
+        &format!(
+            "agent_id = \"tansync-northgate\"\n\n[source]\nkind = \"ldif\"\npath = \"src.ldif\"\n\n\
+             [filters]\nfiles = [\"rules.toml\"]\n\n[target]\nkind = \"scim\"\nurl = \"{}\"\n\
+             token_file = {}\n\n[agreements]\nfile = \"agreements.toml\"\n\n[state]\ndir = \"state\"\n",
+            env.dir.url,
+            q(d.join("agent.token")),
+        ),
+    );
+    let (run, plan) = plan_json(&cfg);
+    assert_eq!(plan["target"]["read"], 2, "{}", run.stdout);
+    assert_eq!(plan["summary"]["unchanged"], 1, "{}", run.stdout);
+    let ops = plan["operations"].as_array().unwrap();
+    assert_eq!(
+        ops.len(),
+        1,
+        "only Bo's mobile differs; Ann's numbers are the same in either form: {}",
+        run.stdout
+    );
+    assert_eq!(
+        (&ops[0]["kind"], &ops[0]["external_id"], &ops[0]["changes"]),
+        (
+            &json!("update"),
+            &json!(other),
+            &json!([{"field": "mobile", "old": "07700 900123", "new": "+447700900124"}])
+        ),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(run.code, 2, "{}", run.stderr);
 }

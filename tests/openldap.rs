@@ -1,6 +1,7 @@
 //! Against a real OpenLDAP slapd on loopback (generic LDAP): entryUUID anchors,
-//! client-side group expansion, paging, and the rule that a read is complete or an error
-//! (server size limit, a connection cut mid-stream, a stalled server).
+//! client-side group expansion, paging, values that are not UTF-8, and the rule that a
+//! read is complete or an error (server size limit, a connection cut mid-stream, a
+//! stalled server).
 
 mod common;
 use common::process::run_bounded;
@@ -12,12 +13,47 @@ use std::process::Command;
 use std::sync::mpsc;
 use std::time::Duration;
 
+/// What a configuration reads: under `base`, entries matching `filter`; the one rule
+/// includes those `under` with ODS code `ods` (TOML); `mapping` is the `[mapping]` table.
+struct Scope<'a> {
+    base: String,
+    filter: &'a str,
+    under: String,
+    ods: &'a str,
+    mapping: &'a str,
+}
+
+impl Scope<'_> {
+    /// The fixture's people: inetOrgPerson entries, ODS code from `o`.
+    fn people() -> Scope<'static> {
+        let base = env("TANSYNC_TEST_SLAPD_BASE");
+        Scope {
+            under: format!("ou=people,{base}"),
+            base,
+            filter: "(objectClass=inetOrgPerson)",
+            ods: "{ attribute = \"o\" }",
+            mapping: "employee_id = \"employeeNumber\"",
+        }
+    }
+}
+
 fn config(
     dir: &tempfile::TempDir,
     url: &str,
     bind_dn: &str,
     pw_file: &str,
     extra: &str,
+) -> PathBuf {
+    config_for(dir, url, bind_dn, pw_file, extra, &Scope::people())
+}
+
+fn config_for(
+    dir: &tempfile::TempDir,
+    url: &str,
+    bind_dn: &str,
+    pw_file: &str,
+    extra: &str,
+    scope: &Scope,
 ) -> PathBuf {
     let snapshot = dir.path().join("snapshot.json");
     std::fs::write(
@@ -31,8 +67,9 @@ fn config(
     std::fs::write(
         &rules,
         format!(
-            "[[rule]]\nid = \"people\"\naction = \"include\"\nunder = [{}]\nods = {{ attribute = \"o\" }}\n",
-            toml_str(&format!("ou=people,{}", env("TANSYNC_TEST_SLAPD_BASE")))
+            "[[rule]]\nid = \"people\"\naction = \"include\"\nunder = [{}]\nods = {}\n",
+            toml_str(&scope.under),
+            scope.ods
         ),
     )
     .unwrap();
@@ -46,14 +83,14 @@ ca_file = {ca}
 bind_dn = {bind}
 bind_password_file = {pw}
 base_dns = [{base}]
-filter = "(objectClass=inetOrgPerson)"
+filter = {filter}
 anchor = "entryUUID"
 nested_groups = "expand"
 page_size = 200
 {extra}
 
 [mapping]
-employee_id = "employeeNumber"
+{mapping}
 
 [filters]
 files = [{rules}]
@@ -69,7 +106,9 @@ file = {agreements}
         ca = toml_str(&env("TANSYNC_TEST_CA")),
         bind = toml_str(bind_dn),
         pw = toml_str(pw_file),
-        base = toml_str(&env("TANSYNC_TEST_SLAPD_BASE")),
+        base = toml_str(&scope.base),
+        filter = toml_str(scope.filter),
+        mapping = scope.mapping,
         rules = q(rules),
         snapshot = q(snapshot),
         agreements = q(repo().join("tests/fixtures/ad-agreements.toml")),
@@ -245,4 +284,91 @@ fn starttls_and_cleartext_on_generic_ldap() {
     );
     let (_, plan) = plan_json(&admin(&dir, &url, "starttls = true"));
     assert_eq!(plan["source"]["read"], 1101);
+}
+
+/// Add entries to slapd as its administrator (ldapmodify over verified LDAPS).
+fn slapd_add(text: &str) {
+    ad::modify(
+        &env("TANSYNC_TEST_SLAPD_LDAPS_URL"),
+        &env("TANSYNC_TEST_SLAPD_BIND_DN"),
+        &env("TANSYNC_TEST_SLAPD_PASSWORD_FILE"),
+        text,
+        true,
+    );
+}
+
+/// A value that is not UTF-8, as a real server returns it (ldap3 hands the attribute over
+/// as binary): the plan names it — a rejection when the field is mandatory, a warning
+/// when it is optional — instead of reading the field as empty. The entry is a
+/// pilotPerson in an OU of its own, so the other tests' inetOrgPerson reads never see it.
+#[test]
+fn a_value_that_is_not_utf8_is_named_in_the_plan() {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let ou = format!("ou=utf8-{nanos},{}", env("TANSYNC_TEST_SLAPD_BASE"));
+    // audio (Audio syntax, a blob; extensibleObject allows it here) holds any bytes:
+    // here "Si\xe2n \xff".
+    slapd_add(&format!(
+        "dn: {ou}\nobjectClass: organizationalUnit\nou: utf8-{nanos}\n\n\
+         dn: cn=Sian,{ou}\nobjectClass: pilotPerson\nobjectClass: extensibleObject\n\
+         cn: Sian\nsn: Evans\naudio:: U2nibiD/\n"
+    ));
+    let plan_with = |mapping: &str| {
+        let dir = tempfile::tempdir().unwrap();
+        let scope = Scope {
+            base: ou.clone(),
+            filter: "(objectClass=pilotPerson)",
+            under: ou.clone(),
+            ods: "{ constant = \"RXA\" }",
+            mapping,
+        };
+        let cfg = config_for(
+            &dir,
+            &env("TANSYNC_TEST_SLAPD_LDAPS_URL"),
+            &env("TANSYNC_TEST_SLAPD_BIND_DN"),
+            &env("TANSYNC_TEST_SLAPD_PASSWORD_FILE"),
+            "",
+            &scope,
+        );
+        plan_json(&cfg).1
+    };
+    // Optional (job title): provisioned without it, with a warning naming the attribute.
+    let plan = plan_with("given_name = \"cn\"\njob_title = \"audio\"");
+    assert_eq!(plan["source"]["read"], 1, "{plan}");
+    assert_eq!(plan["summary"]["provision"], 1, "{plan}");
+    let w = &plan["warnings"][0];
+    assert_eq!(
+        (&w["field"], &w["reason"]),
+        (
+            &serde_json::json!("job_title"),
+            &serde_json::json!("invalid_value")
+        ),
+        "{plan}"
+    );
+    assert!(
+        w["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("audio is not valid UTF-8"),
+        "{w}"
+    );
+    assert!(
+        plan["operations"][0]["attributes"]
+            .get("job_title")
+            .is_none()
+    );
+    // Mandatory (given name): rejected, saying why, not "given_name is empty".
+    let plan = plan_with("given_name = \"audio\"");
+    assert_eq!(plan["summary"]["provision"], 0, "{plan}");
+    let r = &plan["rejected"][0];
+    assert_eq!(r["reason"], "invalid_value", "{plan}");
+    assert!(
+        r["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("audio is not valid UTF-8"),
+        "{r}"
+    );
 }

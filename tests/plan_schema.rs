@@ -190,6 +190,16 @@ fn unknown_blocked_reason_is_refused() {
         |p| p["operations"][2]["reason"] = json!("because"),
         "/operations/2",
     );
+    assert_refused(
+        "warning reason",
+        |p| p["warnings"][0]["reason"] = json!("because"),
+        "/warnings/0/reason",
+    );
+    assert_refused(
+        "warning field",
+        |p| p["warnings"][0]["field"] = json!("nickname"),
+        "/warnings/0/field",
+    );
 }
 
 #[test]
@@ -332,6 +342,9 @@ fn schema_codes_match_the_rust_enums() {
     }
     for c in codes(&defs["rejected"]["properties"]["reason"]) {
         round_trips::<RejectReason>("rejected reason", &c);
+    }
+    for c in codes(&defs["warningReason"]) {
+        round_trips::<RejectReason>("warning reason", &c);
     }
     for c in codes(&defs["remove"]["properties"]["reason"]) {
         round_trips::<RemoveReason>("remove reason", &c);

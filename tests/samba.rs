@@ -127,6 +127,17 @@ fn plan_from_samba_matches_every_fixture_scenario() {
                 let want: Vec<&Value> = fields.as_array().unwrap().iter().collect();
                 assert_eq!(got, want, "{name}: changed fields (no false changes)");
             }
+            if let Some(w) = e.get("warning") {
+                let ws = find(&plan["warnings"], xid);
+                assert_eq!(ws.len(), 1, "{name}: one warning expected: {ws:?}");
+                assert_eq!(ws[0]["field"], w["field"], "{name}");
+                assert_eq!(ws[0]["reason"], w["reason"], "{name}");
+                let field = w["field"].as_str().unwrap();
+                assert!(
+                    op["attributes"].get(field).is_none(),
+                    "{name}: the dropped {field} must not be sent"
+                );
+            }
             if let Some(s) = e.get("stripped") {
                 assert_eq!(&op["stripped"], s, "{name}");
                 assert!(

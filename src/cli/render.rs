@@ -254,6 +254,15 @@ pub fn explain(cfg: &Config, x: &Explanation, who: &str) -> Result<()> {
                 }
             }
             println!("  validation: {}", style("passed").green());
+            for w in &p.warnings {
+                println!(
+                    "  {} {} {:?}: {}",
+                    style("dropped").yellow(),
+                    w.field,
+                    w.reason,
+                    w.detail
+                );
+            }
         }
         Some(Err(r)) => {
             for (f, v) in &c.raw {

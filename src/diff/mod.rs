@@ -6,7 +6,7 @@
 //! rules"). Accounts in `pending` are never edited (`target_pending`).
 
 use crate::ids::{ExternalId, OdsCode, TargetId};
-use crate::model::validate::{email_domain, same_comparable};
+use crate::model::validate::{email_domain, phone_comparable, same_comparable};
 use crate::model::{Field, Person};
 use crate::plan::{BlockReason, Blocked, FieldChange, MatchKey, Operation, RemoveReason};
 use crate::target::{Account, Status, TargetState};
@@ -56,11 +56,13 @@ pub fn is_managed(a: &Account, agent_id: &str, orgs: &BTreeSet<OdsCode>) -> bool
 }
 
 /// Attribute changes that take the account to the person, compared as the directory
-/// compares (see [`comparable`]).
+/// compares (see [`same_value`]). A field the person withholds (its source value was
+/// invalid and dropped, with a warning) is left as the account holds it: neither
+/// compared nor cleared.
 pub fn field_changes(p: &Person, a: &Account) -> Vec<FieldChange> {
     // Both maps are sorted by field: walk them together (this runs once per person, so
     // no per-call set or lowercased copies; see `same_comparable`).
-    let synced = |(f, _): &(&Field, &String)| f.is_synchronised();
+    let synced = |(f, _): &(&Field, &String)| f.is_synchronised() && !p.withholds(**f);
     let mut news = p.attributes.iter().filter(synced).peekable();
     let mut olds = a.attributes.iter().filter(synced).peekable();
     let mut out = Vec::new();
@@ -93,7 +95,7 @@ pub fn field_changes(p: &Person, a: &Account) -> Vec<FieldChange> {
         };
         let old = old.filter(|v| !is_blank(v));
         let same = match (old, new) {
-            (Some(o), Some(n)) => same_comparable(o, n),
+            (Some(o), Some(n)) => same_value(f, o, n),
             (None, None) => true,
             _ => false,
         };
@@ -106,6 +108,24 @@ pub fn field_changes(p: &Person, a: &Account) -> Vec<FieldChange> {
         }
     }
     out
+}
+
+/// Does the directory's value `old` equal the person's `new`, as the directory compares?
+/// Text case-insensitively with whitespace collapsed; telephone and mobile numbers in
+/// E.164 on both sides, so `07700 900123` held by the directory equals the source's
+/// `+447700900123`. A directory value that is not a number is compared as text.
+fn same_value(f: Field, old: &str, new: &str) -> bool {
+    if same_comparable(old, new) {
+        return true;
+    }
+    match f {
+        // Only reached when the texts differ, so at most once per changed number.
+        Field::Telephone | Field::Mobile => match phone_comparable(old) {
+            Some(o) => o == new || phone_comparable(new).is_some_and(|n| n == o),
+            None => false,
+        },
+        _ => false,
+    }
 }
 
 /// A value of only whitespace (which the directory treats as absent). Decides on the first

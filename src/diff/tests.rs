@@ -29,6 +29,7 @@ fn person(n: u32, org: &str, attrs: &[(Field, &str)]) -> Person {
         rule: RuleId::parse("r").unwrap(),
         enabled: true,
         attributes: a,
+        warnings: Vec::new(),
     }
 }
 
@@ -351,4 +352,104 @@ fn no_removal_for_absence_while_some_in_scope_entry_had_no_readable_anchor() {
     );
     // Without unanchored entries the same absence is a removal.
     assert_eq!(run_with(case(), 0).operations.len(), 3);
+}
+
+/// The changes planned for person 1 against account 1.
+fn changes_for(p: Person, a: Account) -> Vec<FieldChange> {
+    let out = run(Case {
+        persons: vec![p],
+        accounts: vec![a],
+        out_of_scope: vec![],
+        rejected: vec![],
+    });
+    match out.operations.as_slice() {
+        [] => Vec::new(),
+        [Operation::Update { changes, .. }] => changes.clone(),
+        other => panic!("expected at most an update: {other:?}"),
+    }
+}
+
+#[test]
+fn phones_compare_in_e164_on_both_sides() {
+    let mobile = |v: &str| (Field::Mobile, v.to_string());
+    let tel = |v: &str| (Field::Telephone, v.to_string());
+    // (directory holds, source has, planned change?)
+    let cases: Vec<((Field, String), &str, bool)> = vec![
+        (mobile("07700 900123"), "+447700900123", false),
+        (mobile("07700-900-123"), "+447700900123", false),
+        (mobile("+44 7700 900123"), "+447700900123", false),
+        (mobile("0044 7700 900123"), "+447700900123", false),
+        (mobile("+44 (0)7700 900123"), "+447700900123", false),
+        // A block the phonenumber metadata does not list: still the same number.
+        (mobile("07700 212345"), "+447700212345", false),
+        (tel("0113 496 0000"), "+441134960000", false),
+        (tel("(0113) 496 0000"), "+441134960000", false),
+        // The source side in national form too (E.164 is what mapping makes, but the
+        // comparison does not rely on it).
+        (tel("+441134960000"), "0113 496 0000", false),
+        // Different numbers are a change.
+        (mobile("07700 900124"), "+447700900123", true),
+        (tel("0113 496 0001"), "+441134960000", true),
+        // Not a number on the directory side: compared as text.
+        (tel("call the ward"), "+441134960000", true),
+        (tel("Ext 4411"), "ext 4411", false),
+    ];
+    for ((f, held), new, change) in cases {
+        let got = changes_for(
+            person(1, "RXA", &[(f, new)]),
+            account(1, "RXA", Status::Active, &[(f, &held)]),
+        );
+        let want = if change {
+            vec![FieldChange {
+                field: f,
+                old: Some(held.clone()),
+                new: Some(new.to_string()),
+            }]
+        } else {
+            Vec::new()
+        };
+        assert_eq!(got, want, "{f}: directory {held:?}, source {new:?}");
+    }
+}
+
+#[test]
+fn a_field_dropped_as_invalid_is_left_as_the_directory_holds_it() {
+    let held = [(Field::Mobile, "+447700900123"), (Field::JobTitle, "Nurse")];
+    // The source's mobile was invalid: dropped with a warning, so not part of what the
+    // person should look like. The directory's mobile stays; the title still updates.
+    let mut p = person(1, "RXA", &[(Field::JobTitle, "Senior Nurse")]);
+    p.warnings.push(crate::model::Warning {
+        external_id: xid(1),
+        dn: p.dn.clone(),
+        field: Field::Mobile,
+        reason: crate::model::RejectReason::InvalidMobile,
+        detail: "mobile \"07700\" is not a valid phone number".into(),
+    });
+    assert_eq!(
+        changes_for(p.clone(), account(1, "RXA", Status::Active, &held)),
+        [FieldChange {
+            field: Field::JobTitle,
+            old: Some("Nurse".into()),
+            new: Some("Senior Nurse".into()),
+        }]
+    );
+    // Only the title dropped too: nothing to do at all.
+    p.attributes.remove(&Field::JobTitle);
+    p.warnings.push(crate::model::Warning {
+        field: Field::JobTitle,
+        ..p.warnings[0].clone()
+    });
+    assert_eq!(changes_for(p, account(1, "RXA", Status::Active, &held)), []);
+    // Whereas a mobile the source no longer has at all is cleared.
+    assert_eq!(
+        changes_for(
+            person(1, "RXA", &[(Field::JobTitle, "Nurse")]),
+            account(1, "RXA", Status::Active, &held)
+        ),
+        [FieldChange {
+            field: Field::Mobile,
+            old: Some("+447700900123".into()),
+            new: None,
+        }]
+    );
 }

@@ -150,6 +150,11 @@ fn decide_with(
         g.operations,
         blocked,
         collected.rejected.clone(),
+        collected
+            .persons
+            .values()
+            .flat_map(|p| p.warnings.iter().cloned())
+            .collect(),
         write_back,
         d.unchanged + g.unchanged,
     ))

@@ -315,3 +315,185 @@ async fn an_apply_after_an_interrupted_run_sends_nothing_twice() {
     assert_eq!(states, ["done", "not_sent", "reconciled"]);
     assert_eq!(h.journal(r.run).unwrap()[0].external_id, anchor(2).as_str());
 }
+
+/// A person entry in LDIF: objectGUID `[n; 16]` (base64 `guid`), then `attrs`.
+fn ldif_person(cn: &str, guid: &str, attrs: &str) -> String {
+    format!(
+        "dn: CN={cn},OU=Staff,DC=example\nobjectClass: top\nobjectClass: person\n\
+         objectClass: organizationalPerson\nobjectClass: user\nobjectGUID:: {guid}\n{attrs}\n\n"
+    )
+}
+
+/// From an LDIF export to the plan: values that are not UTF-8 or not a number are named
+/// in rejections; invalid optional values become warnings, in a fixed order, and leave
+/// the directory's value alone; a rejected duplicate leaves no warnings behind.
+#[tokio::test]
+async fn invalid_values_reach_the_plan_as_rejections_and_warnings() {
+    use crate::model::{Field, RejectReason};
+    use crate::target::scim::account_from_user;
+    use crate::testing::managed_user;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(&dir);
+    let mut ldif = String::from("version: 1\n\n");
+    // givenName "Si\xe2n": not UTF-8.
+    ldif += &ldif_person(
+        "Sian Evans",
+        "AQEBAQEBAQEBAQEBAQEBAQ==",
+        "givenName:: U2nibg==\nsn: Evans\nuserAccountControl: 512",
+    );
+    // An account holding a mobile; the source's is malformed now.
+    ldif += &ldif_person(
+        "Ann Lee",
+        "AgICAgICAgICAgICAgICAg==",
+        "givenName: Ann\nsn: Lee\nmobile: 07700\nuserAccountControl: 512",
+    );
+    // New: a department ending in a zero-width space, a telephone that is no number.
+    ldif += &ldif_person(
+        "Bo Ng",
+        "AwMDAwMDAwMDAwMDAwMDAw==",
+        "givenName: Bo\nsn: Ng\ndepartment:: UGhhcm1hY3nigIs=\ntelephoneNumber: ext 4411\n\
+         userAccountControl: 512",
+    );
+    ldif += &ldif_person(
+        "Cy Oak",
+        "BAQEBAQEBAQEBAQEBAQEBA==",
+        "givenName: Cy\nsn: Oak\nuserAccountControl: abc",
+    );
+    // Two entries, one anchor: both rejected, and the first one's warning goes too.
+    ldif += &ldif_person(
+        "Dee One",
+        "BQUFBQUFBQUFBQUFBQUFBQ==",
+        "givenName: Dee\nsn: One\nmobile: 0770\nuserAccountControl: 512",
+    );
+    ldif += &ldif_person(
+        "Dee Two",
+        "BQUFBQUFBQUFBQUFBQUFBQ==",
+        "givenName: Dee\nsn: Two\nuserAccountControl: 512",
+    );
+    let crate::source::AnySource::Ldif(src) = &cfg.source else {
+        panic!("the test configuration reads LDIF")
+    };
+    std::fs::write(&src.path, ldif).unwrap();
+    let mut user = managed_user(2, "t2");
+    user.name = Some(crate::scim::Name {
+        given_name: Some("Ann".into()),
+        family_name: Some("Lee".into()),
+        ..Default::default()
+    });
+    user.display_name = Some("Ann Lee".into());
+    user.phone_numbers = vec![crate::scim::MultiValue {
+        value: "+447700900123".into(),
+        kind: Some("mobile".into()),
+        primary: None,
+    }];
+    let account = account_from_user(&user).unwrap();
+    assert_eq!(
+        account.attributes.get(&Field::Mobile).map(String::as_str),
+        Some("+447700900123")
+    );
+    let target = FakeTarget::new([organisation("RXA")], vec![account]);
+    let run = super::plan::plan_from(
+        &cfg,
+        &cfg.source,
+        &target,
+        datetime!(2026-06-01 09:00 UTC),
+        None,
+        &Silent,
+        &CancellationToken::new(),
+    )
+    .await
+    .unwrap();
+    let plan = run.plan;
+    let rejected: Vec<(&str, RejectReason, &str)> = plan
+        .rejected
+        .iter()
+        .map(|r| (r.dn.as_str(), r.reason, r.detail.as_str()))
+        .collect();
+    assert_eq!(rejected.len(), 4, "{rejected:#?}");
+    assert_eq!(rejected[0].0, "CN=Cy Oak,OU=Staff,DC=example");
+    assert_eq!(
+        (rejected[0].1, rejected[0].2),
+        (
+            RejectReason::InvalidValue,
+            r#"userAccountControl "abc" is not a number"#
+        )
+    );
+    assert!(
+        rejected[1..3]
+            .iter()
+            .all(|r| r.1 == RejectReason::DuplicateAnchor)
+    );
+    assert_eq!(rejected[3].0, "CN=Sian Evans,OU=Staff,DC=example");
+    assert_eq!(rejected[3].1, RejectReason::InvalidValue);
+    assert!(
+        rejected[3].2.starts_with("givenName is not valid UTF-8"),
+        "{}",
+        rejected[3].2
+    );
+
+    let warnings: Vec<(&str, Field, RejectReason)> = plan
+        .warnings
+        .iter()
+        .map(|w| (w.dn.as_str(), w.field, w.reason))
+        .collect();
+    assert_eq!(
+        warnings,
+        [
+            (
+                "CN=Ann Lee,OU=Staff,DC=example",
+                Field::Mobile,
+                RejectReason::InvalidMobile
+            ),
+            (
+                "CN=Bo Ng,OU=Staff,DC=example",
+                Field::Department,
+                RejectReason::InvalidValue
+            ),
+            (
+                "CN=Bo Ng,OU=Staff,DC=example",
+                Field::Telephone,
+                RejectReason::InvalidValue
+            ),
+        ]
+    );
+    let anchors: Vec<_> = plan
+        .warnings
+        .iter()
+        .map(|w| w.external_id.clone())
+        .collect();
+    assert_eq!(anchors, [anchor(2), anchor(3), anchor(3)]);
+    // Ann's account keeps its mobile (no update), Bo is provisioned without the two.
+    let kinds: Vec<String> = plan
+        .operations
+        .iter()
+        .map(|p| format!("{}:{}", p.op.kind(), p.op.external_id()))
+        .collect();
+    assert_eq!(kinds, [format!("provision:{}", anchor(3))]);
+    let crate::plan::Operation::Provision { attributes, .. } = &plan.operations[0].op else {
+        panic!()
+    };
+    assert!(!attributes.contains_key(&Field::Department));
+    assert!(!attributes.contains_key(&Field::Telephone));
+    assert_eq!(plan.summary.unchanged, 1);
+    // The human view lists them.
+    let human = crate::plan::render::human(&plan);
+    assert!(human.contains("Warnings"), "{human}");
+    assert!(
+        human.contains(
+            "CN=Bo Ng,OU=Staff,DC=example\n      telephone invalid_value: telephone \"ext 4411\""
+        ),
+        "{human}"
+    );
+    // The JSON carries them as the contract says.
+    let json: serde_json::Value = serde_json::from_str(&plan.to_json()).unwrap();
+    assert_eq!(
+        json["warnings"][0],
+        serde_json::json!({
+            "external_id": anchor(2).to_string(),
+            "dn": "CN=Ann Lee,OU=Staff,DC=example",
+            "field": "mobile",
+            "reason": "invalid_mobile",
+            "detail": "mobile \"07700\" is not a valid phone number; not sent, and the directory's value is left as it is"
+        })
+    );
+}

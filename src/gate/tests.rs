@@ -287,6 +287,7 @@ fn ineligible_mailbox_domain_blocks_provision() {
         rule: RuleId::parse("r").unwrap(),
         enabled: true,
         attributes: [(Field::Email, "a.b@leeds.gov.uk".to_string())].into(),
+        warnings: Vec::new(),
     };
     let persons: BTreeMap<_, _> = [(xid(1), p)].into();
     let out = run(

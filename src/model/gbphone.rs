@@ -16,6 +16,12 @@
 //! checked when the patterns are built). Everything else (Jersey, Guernsey and Isle of
 //! Man ranges, extensions, letters, other countries, invalid numbers) goes to the crate.
 //! `tests::agrees_with_the_crate` compares both on many numbers.
+//!
+//! The crate's answer is the one for telephones (any valid number). Mobiles are not
+//! left to it: its metadata lists the blocks allocated when it was made, and Ofcom goes
+//! on allocating, so a correctly formed mobile in a newer block would be refused.
+//! [`is_uk_mobile`] decides them by the numbering plan's structure instead, on the
+//! number [`plain_nsn`] (or the crate, for other ways of writing it) reads.
 
 use phonenumber::Type;
 use phonenumber::metadata::{DATABASE, Descriptor};
@@ -128,9 +134,26 @@ impl Gb {
     }
 }
 
+/// Is this national significant number a UK mobile by the structure of Ofcom's National
+/// Telephone Numbering Plan? Ten digits starting 7, in the mobile ranges 071–075 and
+/// 077–079, or 07624 (Isle of Man mobiles). Not 070 (personal numbering) nor the rest of
+/// 076 (pagers). Jersey and Guernsey mobiles lie in 077–079 and count, as +44 numbers.
+/// Whether the block is allocated today does not matter.
+pub fn is_uk_mobile(nsn: &str) -> bool {
+    let b = nsn.as_bytes();
+    b.len() == 10
+        && b.iter().all(u8::is_ascii_digit)
+        && b[0] == b'7'
+        && match b[1] {
+            b'1'..=b'5' | b'7'..=b'9' => true,
+            b'6' => nsn.starts_with("7624"),
+            _ => false,
+        }
+}
+
 /// The national significant number of a plainly written GB number: `0`, `+44` or
 /// `0044`, then digits (not starting with 0), with spaces and hyphens anywhere.
-fn plain_nsn(v: &str) -> Option<String> {
+pub fn plain_nsn(v: &str) -> Option<String> {
     let mut digits = String::with_capacity(v.len());
     let mut plus = false;
     for (i, c) in v.trim().char_indices() {

@@ -1,8 +1,8 @@
 //! Mapping a filtered source entry onto the NHS Directory [`Person`], then validating it.
 //! An invalid entry becomes a [`Rejection`] with a reason; the run goes on.
 
-use super::{Field, Person, RejectReason, Rejection, validate};
-use crate::filter::Rule;
+use super::{Field, Person, RejectReason, Rejection, Warning, validate};
+use crate::filter::{OdsSource, Rule};
 use crate::source::SourceEntry;
 use std::collections::BTreeMap;
 
@@ -49,6 +49,42 @@ impl Mapping {
     }
 }
 
+/// What an invalid value of a field does to the person.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OnInvalid {
+    /// The entry is rejected.
+    Reject,
+    /// The field is dropped with a warning; the directory's value is left as it is.
+    Drop,
+}
+
+/// Which fields reject the person when invalid, and which are dropped with a warning.
+///
+/// - `given_name`, `family_name`: mandatory to provision (DESIGN.md, "Mandatory to
+///   provision").
+/// - `email`, `employee_id`: not shown in the directory but decisive: the email decides
+///   eligibility (a publicly funded mailbox elsewhere, AUP §2.10; seed
+///   002_523999ec1e783f26.txt) and both are the first-sync match keys that join a person
+///   to the account they already have (one account per person, AUP §2.9). Dropping one
+///   could provision someone who must not be, or a second account, so they reject.
+/// - Everything else is contact detail (job title, department, site, telephone,
+///   mobile) or has a fallback (`display_name`, "given family"): dropped with a warning,
+///   so one bad value does not stop a person's whole record (AUP §3.3.1 asks that the
+///   directory's details be correct; a value that is not is better not sent).
+pub fn on_invalid(f: Field) -> OnInvalid {
+    match f {
+        Field::GivenName | Field::FamilyName | Field::Email | Field::EmployeeId => {
+            OnInvalid::Reject
+        }
+        Field::DisplayName
+        | Field::JobTitle
+        | Field::Department
+        | Field::Site
+        | Field::Telephone
+        | Field::Mobile => OnInvalid::Drop,
+    }
+}
+
 /// Map and validate one entry that `rule` included.
 pub fn map_entry(e: &SourceEntry, rule: &Rule, mapping: &Mapping) -> Result<Person, Rejection> {
     map_entry_memo(e, rule, mapping, &mut validate::PhoneMemo::default())
@@ -71,6 +107,22 @@ pub fn map_entry_memo(
         .anchor
         .clone()
         .map_err(|why| reject(RejectReason::MissingMandatory, format!("anchor: {why}")))?;
+    // Whether the account is enabled comes from this one attribute: unreadable, the
+    // person's state is unknown, so nothing is done for them (not "enabled").
+    if let Some(why) = e.unreadable.get(UAC) {
+        return Err(reject(
+            RejectReason::InvalidValue,
+            format!("userAccountControl {why}"),
+        ));
+    }
+    if let Some(OdsSource::Attribute { name, .. }) = &rule.ods
+        && let Some(why) = e.unreadable.get(&name.to_ascii_lowercase())
+    {
+        return Err(reject(
+            RejectReason::InvalidValue,
+            format!("ods_code: {name} {why}"),
+        ));
+    }
     let ods_code = rule.ods_code(e).map_err(|why| {
         let reason = if why.contains("is empty") {
             RejectReason::MissingMandatory
@@ -80,13 +132,34 @@ pub fn map_entry_memo(
         reject(reason, format!("ods_code: {why}"))
     })?;
     let mut attributes = BTreeMap::new();
+    let mut warnings = Vec::new();
+    let mut invalid = |f: Field, (reason, detail): validate::Invalid| match on_invalid(f) {
+        OnInvalid::Reject => Err(reject(reason, detail)),
+        OnInvalid::Drop => {
+            warnings.push(Warning {
+                external_id: external_id.clone(),
+                dn: e.dn.clone(),
+                field: f,
+                reason,
+                detail: format!("{detail}; {}", dropped(f)),
+            });
+            Ok(())
+        }
+    };
+    let unreadable = unreadable_fields(e, rule, mapping);
+    for (f, why) in &unreadable {
+        invalid(*f, (RejectReason::InvalidValue, why.clone()))?;
+    }
     for (f, v) in mapping.raw_values(e, rule) {
-        if v.trim().is_empty() {
+        if v.trim().is_empty() || unreadable.contains_key(&f) {
             continue;
         }
-        let clean =
-            validate::value_memo(f, &v, memo).map_err(|(reason, detail)| reject(reason, detail))?;
-        attributes.insert(f, clean);
+        match validate::value_memo(f, &v, memo) {
+            Ok(clean) => {
+                attributes.insert(f, clean);
+            }
+            Err(why) => invalid(f, why)?,
+        }
     }
     for f in [Field::GivenName, Field::FamilyName] {
         if !attributes.contains_key(&f) {
@@ -113,5 +186,37 @@ pub fn map_entry_memo(
         rule: rule.id.clone(),
         enabled: e.enabled,
         attributes,
+        warnings,
     })
+}
+
+/// `userAccountControl`, as [`SourceEntry::unreadable`] names it.
+const UAC: &str = "useraccountcontrol";
+
+/// What happens to a dropped field (the end of its warning's detail).
+fn dropped(f: Field) -> &'static str {
+    match f {
+        Field::DisplayName => {
+            "not sent: a new account gets \"given family\", an existing account keeps the directory's value"
+        }
+        _ => "not sent, and the directory's value is left as it is",
+    }
+}
+
+/// Fields whose source attribute could not be read (and that the rule does not set),
+/// with the problem in words: `givenName is not valid UTF-8`.
+fn unreadable_fields(e: &SourceEntry, rule: &Rule, mapping: &Mapping) -> BTreeMap<Field, String> {
+    if e.unreadable.is_empty() {
+        return BTreeMap::new();
+    }
+    mapping
+        .fields
+        .iter()
+        .filter(|(f, _)| !rule.set.contains_key(f))
+        .filter_map(|(f, attr)| {
+            e.unreadable
+                .get(&attr.to_ascii_lowercase())
+                .map(|why| (*f, format!("{attr} {why}")))
+        })
+        .collect()
 }

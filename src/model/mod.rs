@@ -7,6 +7,9 @@ mod gbphone;
 pub mod mapping;
 pub mod validate;
 
+#[cfg(test)]
+mod tests;
+
 pub use nhs_model::{Field, OrgKind, Organisation};
 
 use crate::ids::{ExternalId, OdsCode, RuleId};
@@ -24,11 +27,22 @@ pub struct Person {
     /// False when the account is disabled in the source (a leaver).
     pub enabled: bool,
     pub attributes: BTreeMap<Field, String>,
+    /// Optional fields whose source value was invalid and so was dropped (plan
+    /// `warnings`). The directory's value of such a field is left as it is: the source
+    /// said nothing usable about it, which is not the same as saying it is gone.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<Warning>,
 }
 
 impl Person {
     pub fn get(&self, f: Field) -> Option<&str> {
         self.attributes.get(&f).map(String::as_str)
+    }
+
+    /// Was `f` dropped as invalid (so the directory's value is neither compared nor
+    /// cleared)?
+    pub fn withholds(&self, f: Field) -> bool {
+        self.warnings.iter().any(|w| w.field == f)
     }
 
     /// The attributes the directory is asked to hold (see [`Field::is_synchronised`]).
@@ -57,6 +71,18 @@ pub struct Rejection {
     pub dn: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub external_id: Option<ExternalId>,
+    pub reason: RejectReason,
+    pub detail: String,
+}
+
+/// An optional field dropped from an otherwise valid person (plan `warnings[]`): the
+/// person is still provisioned or updated, without it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Warning {
+    pub external_id: ExternalId,
+    pub dn: String,
+    pub field: Field,
+    /// The rule the value broke (`invalid_value`, `invalid_mobile`).
     pub reason: RejectReason,
     pub detail: String,
 }

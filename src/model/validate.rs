@@ -1,20 +1,76 @@
 //! NHS Directory value rules: what a value must look like before it is sent.
 //! Mandatory fields are from DESIGN.md ("Mandatory to provision"); the mobile rule (UK
-//! only, E.164) from the same section.
+//! only, E.164) from the same section, the UK mobile ranges from Ofcom's National
+//! Telephone Numbering Plan (see [`super::gbphone::is_uk_mobile`]).
+//!
+//! Text is checked for what a reader cannot see: control, format and other invisible
+//! characters, and a combining mark with nothing to combine with. Names are also checked
+//! for Latin, Greek and Cyrillic letters mixed in one name ("Jаne" with a Cyrillic а),
+//! which look alike but are not the same name: the directory is how people find the
+//! right recipient among namesakes (AUP §3.2.5, seed 002_523999ec1e783f26.txt). The
+//! Unicode data comes from maintained crates (`unicode-general-category`,
+//! `unicode-security` for UTS #39 script sets and look-alikes, `unicode-script`,
+//! `unicode_names2` to name a character), not from tables of our own.
 
 use super::{Field, RejectReason};
 use phonenumber::country::Id as Country;
+use unicode_general_category::{GeneralCategory, get_general_category};
+use unicode_script::{Script, UnicodeScript};
+use unicode_security::general_security_profile::IdentifierType;
+use unicode_security::{
+    GeneralSecurityProfile, MixedScript, is_potential_mixed_script_confusable_char as is_lookalike,
+};
 
 /// A value that failed a rule: the reason code and a human detail.
 pub type Invalid = (RejectReason, String);
 
+/// A character as the Unicode standard names it: `U+200B ZERO WIDTH SPACE`.
+pub fn describe(c: char) -> String {
+    match unicode_names2::name(c) {
+        Some(n) => format!("U+{:04X} {n}", c as u32),
+        None => format!("U+{:04X}", c as u32),
+    }
+}
+
+/// A character that shows nothing, or changes how the text around it shows: the format
+/// characters (general category Cf: zero-width space and joiners, bidi controls, the BOM,
+/// the soft hyphen) and the other default-ignorable code points (Hangul fillers,
+/// variation selectors, the combining grapheme joiner). None of them is ASCII.
+fn is_invisible(c: char) -> bool {
+    !c.is_ascii()
+        && (get_general_category(c) == GeneralCategory::Format
+            || c.identifier_type() == Some(IdentifierType::Default_Ignorable))
+}
+
+fn is_combining_mark(c: char) -> bool {
+    matches!(
+        get_general_category(c),
+        GeneralCategory::NonspacingMark
+            | GeneralCategory::SpacingMark
+            | GeneralCategory::EnclosingMark
+    )
+}
+
 /// Collapse runs of whitespace (incl. tab/newline) to one space and trim; refuse other
-/// control characters; enforce the field's length limit. Unicode is kept as written.
+/// control characters, invisible and format characters, and a combining mark that starts
+/// the value or a word (it has no letter to sit on); enforce the field's length limit.
+/// Unicode is otherwise kept as written.
 pub fn clean_text(field: Field, raw: &str) -> Result<String, Invalid> {
     if let Some(c) = raw.chars().find(|c| c.is_control() && !c.is_whitespace()) {
         return Err((
             RejectReason::InvalidValue,
             format!("{field} contains a control character (U+{:04X})", c as u32),
+        ));
+    }
+    if !raw.is_ascii()
+        && let Some(c) = raw.chars().find(|&c| is_invisible(c))
+    {
+        return Err((
+            RejectReason::InvalidValue,
+            format!(
+                "{field} contains {}, an invisible or formatting character",
+                describe(c)
+            ),
         ));
     }
     // Most values are already clean (single spaces, no edges): copy those as they are.
@@ -29,6 +85,17 @@ pub fn clean_text(field: Field, raw: &str) -> Result<String, Invalid> {
     } else {
         raw.to_string()
     };
+    if !v.is_ascii()
+        && let Some(c) = v
+            .split(' ')
+            .filter_map(|w| w.chars().next())
+            .find(|&c| is_combining_mark(c))
+    {
+        return Err((
+            RejectReason::InvalidValue,
+            format!("{field} has {} with no letter before it", describe(c)),
+        ));
+    }
     let n = if v.is_ascii() {
         v.len()
     } else {
@@ -44,6 +111,53 @@ pub fn clean_text(field: Field, raw: &str) -> Result<String, Invalid> {
         ));
     }
     Ok(v)
+}
+
+/// The scripts whose letters imitate each other (UTS #39 "moderately restrictive" allows
+/// Latin with any one other script except these two).
+const LOOKALIKE_SCRIPTS: [Script; 3] = [Script::Latin, Script::Greek, Script::Cyrillic];
+
+/// A name must not mix Latin, Greek and Cyrillic letters: "Jаne" with a Cyrillic а looks
+/// like Jane and is not. A name wholly in one script (Дмитрий, Ελένη, 王, محمد), or in
+/// Latin with any other script but those two, is fine; so are digits, spaces,
+/// apostrophes and hyphens, which belong to every script.
+pub fn name(field: Field, v: &str) -> Result<(), Invalid> {
+    if v.is_ascii() || v.is_single_script() {
+        return Ok(());
+    }
+    let mut count = [0usize; 3];
+    let mut shown: [Option<char>; 3] = [None; 3];
+    for c in v.chars() {
+        let Some(i) = LOOKALIKE_SCRIPTS.iter().position(|s| *s == c.script()) else {
+            continue;
+        };
+        count[i] += 1;
+        // Name the script's first look-alike letter here, else its first letter.
+        match shown[i] {
+            Some(s) if is_lookalike(s) || !is_lookalike(c) => {}
+            _ => shown[i] = Some(c),
+        }
+    }
+    let used: Vec<usize> = (0..3).filter(|&i| count[i] > 0).collect();
+    if used.len() < 2 {
+        return Ok(());
+    }
+    // The script with fewest letters is the odd one out (Latin last on a tie).
+    let (Some(&odd), Some(&main)) = (
+        used.iter().min_by_key(|&&i| (count[i], i == 0)),
+        used.iter().max_by_key(|&&i| (count[i], i == 0)),
+    ) else {
+        return Ok(());
+    };
+    let c = shown[odd].map(describe).unwrap_or_default();
+    Err((
+        RejectReason::InvalidValue,
+        format!(
+            "{field} mixes {} and {} letters, which look alike: {c}",
+            LOOKALIKE_SCRIPTS[main].full_name(),
+            LOOKALIKE_SCRIPTS[odd].full_name()
+        ),
+    ))
 }
 
 /// Parse a phone number as a UK number (national or international form).
@@ -66,42 +180,77 @@ pub fn load_phone_metadata() {
     super::gbphone::load();
 }
 
-/// Mobile: must be a valid UK mobile number; stored as E.164.
+/// The national significant number of a +44 number, if it has no leading zero.
+fn uk_nsn(n: &phonenumber::PhoneNumber) -> Option<String> {
+    (n.code().value() == 44 && n.national().zeros() == 0).then(|| n.national().value().to_string())
+}
+
+/// Mobile: must be a UK mobile number; stored as E.164.
+///
+/// A UK mobile is recognised by its structure (+44 7, ten digits, in a mobile range:
+/// [`super::gbphone::is_uk_mobile`]), not by whether the phonenumber crate's metadata
+/// lists its block as allocated today: ranges are allocated faster than the metadata
+/// follows, and a correctly formed mobile must not be refused for that. The crate only
+/// parses other ways of writing a number and tells "another kind of number" from "not
+/// a number" in the error.
 pub fn mobile(v: &str) -> Result<String, Invalid> {
+    use super::gbphone;
     use phonenumber::Type;
     let bad = |why: &str| (RejectReason::InvalidMobile, format!("mobile {v:?} {why}"));
-    if let Some((t, e164)) = super::gbphone::classify(v) {
-        return match t {
-            Type::Mobile | Type::FixedLineOrMobile => Ok(e164),
-            _ => Err(bad("is not a UK mobile number")),
-        };
+    if let Some(nsn) = gbphone::plain_nsn(v) {
+        if gbphone::is_uk_mobile(&nsn) {
+            return Ok(format!("+44{nsn}"));
+        }
+        if gbphone::classify(v).is_some() {
+            return Err(bad("is not a UK mobile number"));
+        }
     }
     let n = parse_phone(v).ok_or_else(|| bad("is not a valid phone number"))?;
     if n.code().value() != 44 {
         return Err(bad("is not a UK number"));
     }
+    if let Some(nsn) = uk_nsn(&n).filter(|nsn| gbphone::is_uk_mobile(nsn)) {
+        return Ok(format!("+44{nsn}"));
+    }
     match number_type(&n) {
-        Type::Mobile | Type::FixedLineOrMobile => Ok(e164(&n)),
         Type::Unknown => Err(bad("is not a valid phone number")),
         _ => Err(bad("is not a UK mobile number")),
     }
 }
 
-/// Telephone: any valid number (UK assumed when no country code); stored as E.164.
+/// Telephone: any valid number (UK assumed when no country code), or a UK mobile by its
+/// structure (see [`mobile`]); stored as E.164.
 pub fn telephone(v: &str) -> Result<String, Invalid> {
+    use super::gbphone;
     // Only valid numbers come back from the fast path.
-    if let Some((_, e164)) = super::gbphone::classify(v) {
+    if let Some((_, e164)) = gbphone::classify(v) {
         return Ok(e164);
     }
+    if let Some(nsn) = gbphone::plain_nsn(v).filter(|nsn| gbphone::is_uk_mobile(nsn)) {
+        return Ok(format!("+44{nsn}"));
+    }
     parse_phone(v)
-        .filter(|n| number_type(n) != phonenumber::Type::Unknown)
-        .map(|n| e164(&n))
+        .and_then(|n| {
+            if number_type(&n) != phonenumber::Type::Unknown {
+                Some(e164(&n))
+            } else {
+                uk_nsn(&n)
+                    .filter(|nsn| gbphone::is_uk_mobile(nsn))
+                    .map(|nsn| format!("+44{nsn}"))
+            }
+        })
         .ok_or_else(|| {
             (
                 RejectReason::InvalidValue,
                 format!("telephone {v:?} is not a valid phone number"),
             )
         })
+}
+
+/// A phone number as the directory compares it: E.164 when it is a number (however the
+/// directory or AD wrote it, `07700 900123` or `+447700900123`), `None` when it is not.
+pub fn phone_comparable(v: &str) -> Option<String> {
+    telephone(v).ok()
 }
 
 /// Email: one `@`, a dotted domain, no spaces; lowercased (addresses compare so).
@@ -151,6 +300,7 @@ pub fn value_memo(field: Field, v: &str, memo: &mut PhoneMemo) -> Result<String,
     match field {
         Field::Mobile | Field::Telephone => memo.get(field, v),
         Field::Email => email(&v),
+        Field::GivenName | Field::FamilyName | Field::DisplayName => name(field, &v).map(|()| v),
         _ => Ok(v),
     }
 }

@@ -5,6 +5,7 @@
 pub mod render;
 
 use crate::ids::{ExternalId, OdsCode, RuleId, TargetId};
+pub use crate::model::Warning;
 use crate::model::{Field, Rejection};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -313,16 +314,6 @@ impl Summary {
     }
 }
 
-/// An optional field dropped from an otherwise valid person (plan `warnings`).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Warning {
-    pub external_id: ExternalId,
-    pub dn: String,
-    pub field: Field,
-    pub reason: crate::model::RejectReason,
-    pub detail: String,
-}
-
 /// One AD write the apply will make (plan `write_back`): the address the directory
 /// allocated, into the configured attribute of the person's entry.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -386,6 +377,7 @@ impl Plan {
         mut operations: Vec<PlannedOp>,
         mut blocked: Vec<Blocked>,
         mut rejected: Vec<Rejection>,
+        mut warnings: Vec<Warning>,
         mut write_back: Vec<WriteBack>,
         unchanged: usize,
     ) -> Plan {
@@ -401,6 +393,9 @@ impl Plan {
             ))
         });
         rejected.sort_by(|a, b| (&a.dn, a.reason).cmp(&(&b.dn, b.reason)));
+        warnings.sort_by(|a, b| {
+            (&a.dn, a.field, &a.external_id).cmp(&(&b.dn, b.field, &b.external_id))
+        });
         write_back.sort_by(|a, b| a.external_id.cmp(&b.external_id));
         let mut summary = Summary {
             unchanged,
@@ -428,7 +423,7 @@ impl Plan {
             operations,
             blocked,
             rejected,
-            warnings: Vec::new(),
+            warnings,
             write_back,
         }
     }

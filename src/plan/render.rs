@@ -254,6 +254,23 @@ pub fn human(plan: &Plan) -> String {
             );
         }
     }
+    if !plan.warnings.is_empty() {
+        heading(
+            &mut out,
+            "Warnings: values dropped, the rest of the person goes ahead",
+            plan.warnings.len(),
+        );
+        for w in &plan.warnings {
+            let _ = writeln!(
+                out,
+                "  {}\n      {} {}: {}",
+                w.dn,
+                w.field.name(),
+                style(code(&w.reason)).yellow(),
+                w.detail
+            );
+        }
+    }
     if plan.operations.is_empty() {
         let _ = writeln!(out, "\nNo changes: the NHS Directory matches the source.");
     } else {

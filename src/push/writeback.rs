@@ -148,6 +148,7 @@ mod tests {
             rule: RuleId::parse("staff").unwrap(),
             enabled: true,
             attributes: BTreeMap::new(),
+            warnings: Vec::new(),
         }
     }
 

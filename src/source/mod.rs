@@ -94,8 +94,44 @@ pub struct SourceEntry {
     pub attrs: BTreeMap<String, Vec<String>>,
     /// The anchor, or why it could not be read.
     pub anchor: Result<ExternalId, String>,
-    /// False when `userAccountControl` has the disabled bit.
+    /// False when `userAccountControl` has the disabled bit. True when the entry has no
+    /// `userAccountControl` (OpenLDAP), and also when it has one that cannot be read: such
+    /// an entry carries the problem in `unreadable`, and mapping rejects it.
     pub enabled: bool,
+    /// Attributes (lowercased names) whose values could not be read, with why, worded to
+    /// follow the attribute's name: `is not valid UTF-8` (the values are not kept in
+    /// `attrs`), or for `useraccountcontrol`, `"abc" is not a number`. Mapping turns these
+    /// into rejections or warnings ([`crate::model::mapping`]); rules see the entry
+    /// without the values.
+    pub unreadable: BTreeMap<String, String>,
+}
+
+/// What an unreadable value of a text attribute says (after the attribute's name).
+pub const NOT_UTF8: &str = "is not valid UTF-8";
+
+/// The `userAccountControl` value, if it has one: a single 32-bit integer (AD writes it
+/// signed, so negative values are its high bit). Anything else is an error, worded to
+/// follow the attribute's name.
+fn account_control(values: &[String]) -> Result<Option<u32>, String> {
+    match values {
+        [] => Ok(None),
+        [one] => one
+            .trim()
+            .parse::<i64>()
+            .ok()
+            .filter(|v| (i64::from(i32::MIN)..=i64::from(u32::MAX)).contains(v))
+            // In range, so the low 32 bits are the value (two's complement if negative).
+            .map(|v| Some(v as u32))
+            .ok_or_else(|| format!("{one:?} is not a number")),
+        many => Err(format!(
+            "has {} values ({}); one is expected",
+            many.len(),
+            many.iter()
+                .map(|v| format!("{v:?}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )),
+    }
 }
 
 impl SourceEntry {
@@ -181,17 +217,33 @@ impl SourceEntry {
         };
         // The anchor is not kept as an attribute: it is carried typed in `anchor`.
         attrs.remove(&anchor_attr);
-        let enabled = attrs
-            .get("useraccountcontrol")
-            .and_then(|v| v.first())
-            .and_then(|v| v.trim().parse::<u32>().ok())
-            .is_none_or(|uac| uac & UAC_ACCOUNTDISABLE == 0);
+        // Any other binary value is a text value that is not UTF-8: mapping must say so,
+        // not see an empty field.
+        let mut unreadable: BTreeMap<String, String> = bin
+            .into_keys()
+            .filter(|k| *k != anchor_attr)
+            .map(|k| (k, NOT_UTF8.to_string()))
+            .collect();
+        let uac = account_control(
+            attrs
+                .get("useraccountcontrol")
+                .map(Vec::as_slice)
+                .unwrap_or(&[]),
+        );
+        let enabled = match uac {
+            Ok(uac) => uac.is_none_or(|uac| uac & UAC_ACCOUNTDISABLE == 0),
+            Err(why) => {
+                unreadable.insert("useraccountcontrol".to_string(), why);
+                true
+            }
+        };
         SourceEntry {
             norm_dn: NormDn::new(&dn),
             dn,
             attrs,
             anchor,
             enabled,
+            unreadable,
         }
     }
 }
@@ -382,6 +434,73 @@ mod tests {
         assert!(mk("512"));
         assert!(!mk("514"));
         assert!(!mk("546"));
+        assert!(!mk(" 66050 "));
+        // AD's signed form of a value with the high bit set.
+        assert!(!mk("-2147483646"));
+    }
+
+    #[test]
+    fn an_unreadable_account_control_is_carried_not_read_as_enabled() {
+        let mk = |uac: &[&str]| {
+            let e = SourceEntry::build(
+                "CN=a".into(),
+                [(
+                    "userAccountControl".to_string(),
+                    uac.iter().map(|s| s.to_string()).collect(),
+                )],
+                Vec::<(String, Vec<Vec<u8>>)>::new(),
+                &AnchorKind::Text("entryUUID".into()),
+            );
+            e.unreadable.get("useraccountcontrol").cloned()
+        };
+        for (uac, want) in [
+            (&["abc"][..], Some(r#""abc" is not a number"#)),
+            (&[""], Some(r#""" is not a number"#)),
+            (&["0x2"], Some(r#""0x2" is not a number"#)),
+            (&["512.0"], Some(r#""512.0" is not a number"#)),
+            (&["99999999999"], Some(r#""99999999999" is not a number"#)),
+            (
+                &["512", "514"],
+                Some(r#"has 2 values ("512", "514"); one is expected"#),
+            ),
+            (&["512"], None),
+            (&[], None),
+        ] {
+            assert_eq!(mk(uac).as_deref(), want, "{uac:?}");
+        }
+        // Not UTF-8 at all: the binary value is named as such.
+        let e = SourceEntry::build(
+            "CN=a".into(),
+            Vec::<(String, Vec<String>)>::new(),
+            [("userAccountControl".to_string(), vec![vec![0xff, 0x35]])],
+            &AnchorKind::Text("entryUUID".into()),
+        );
+        assert_eq!(
+            e.unreadable.get("useraccountcontrol").map(String::as_str),
+            Some(NOT_UTF8)
+        );
+    }
+
+    #[test]
+    fn values_that_are_not_utf8_are_named_not_dropped_silently() {
+        // As ldap3 delivers them (the whole attribute in `bin_attrs`) and as the LDIF
+        // reader does (each value sorted by whether it decodes).
+        let e = SourceEntry::build(
+            "CN=a".into(),
+            [("sn".to_string(), vec!["Evans".to_string()])],
+            [
+                ("givenName".to_string(), vec![b"Si\xe2n".to_vec()]),
+                ("objectGUID".to_string(), vec![vec![7u8; 16]]),
+            ],
+            &AnchorKind::ObjectGuid,
+        );
+        assert!(e.anchor.is_ok());
+        assert_eq!(
+            e.unreadable.keys().map(String::as_str).collect::<Vec<_>>(),
+            ["givenname"]
+        );
+        assert_eq!(e.first("givenName"), None);
+        assert_eq!(e.first("sn"), Some("Evans"));
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! Changes to the Samba AD DC under test, made the way an administrator's tools make
-//! them: LDIF through `ldapmodify` over verified LDAPS as the domain administrator.
+//! them: LDIF through `ldapmodify` over verified LDAPS as the domain administrator
+//! ([`modify`] does the same for slapd).
 
 use super::env;
 use std::io::Write;
@@ -7,15 +8,22 @@ use std::process::{Command, Stdio};
 
 /// Apply an LDIF change set (`changetype:` records, or plain entries with `add = true`).
 pub fn ldif(text: &str, add: bool) {
+    modify(
+        &env("TANSYNC_TEST_SAMBA_LDAPS_URL"),
+        &env("TANSYNC_TEST_SAMBA_BIND_DN"),
+        &env("TANSYNC_TEST_SAMBA_PASSWORD_FILE"),
+        text,
+        add,
+    );
+}
+
+/// `ldapmodify` an LDIF change set into the server at `url` (verified LDAPS, the test
+/// CA), bound as `bind_dn`: Samba's or slapd's administrator.
+pub fn modify(url: &str, bind_dn: &str, password_file: &str, text: &str, add: bool) {
     let mut cmd = Command::new("ldapmodify");
     cmd.env("LDAPTLS_CACERT", env("TANSYNC_TEST_CA"))
         .env("LDAPTLS_REQCERT", "demand")
-        .args(["-x", "-H"])
-        .arg(env("TANSYNC_TEST_SAMBA_LDAPS_URL"))
-        .arg("-D")
-        .arg(env("TANSYNC_TEST_SAMBA_BIND_DN"))
-        .arg("-y")
-        .arg(env("TANSYNC_TEST_SAMBA_PASSWORD_FILE"));
+        .args(["-x", "-H", url, "-D", bind_dn, "-y", password_file]);
     if add {
         cmd.arg("-a");
     }
