@@ -1211,7 +1211,9 @@ fn an_unreadable_anchor_in_scope_holds_every_not_in_source_removal() {
     );
     let ben = w.dn("Main", "Ben Birch");
     ad::ldif(
-        &format!("dn: {ben}\nchangetype: modify\nadd: carLicense\ncarLicense: 0b0b0b0b-0000-4000-8000-0000000000bb\n-\n"),
+        &format!(
+            "dn: {ben}\nchangetype: modify\nadd: carLicense\ncarLicense: 0b0b0b0b-0000-4000-8000-0000000000bb\n-\n"
+        ),
         false,
     );
     let p = w.plan();
@@ -1225,7 +1227,10 @@ fn an_unreadable_anchor_in_scope_holds_every_not_in_source_removal() {
         .iter()
         .filter(|b| b["reason"] == "unverified_absence")
         .collect();
-    let mut held_ids: Vec<&str> = held.iter().filter_map(|b| b["external_id"].as_str()).collect();
+    let mut held_ids: Vec<&str> = held
+        .iter()
+        .filter_map(|b| b["external_id"].as_str())
+        .collect();
     held_ids.sort_unstable();
     assert_eq!(held_ids, [anchors[0].1, anchors[1].1], "{p:#}");
     assert!(held.iter().all(|b| b["kind"] == "remove"), "{p:#}");
@@ -1278,7 +1283,11 @@ fn a_directory_list_that_does_not_add_up_is_an_error_never_a_plan() {
     w.sync();
     w.target_option("page_size = 2");
     let clean = w.plan();
-    assert_eq!(clean["operations"].as_array().map(Vec::len), Some(0), "{clean:#}");
+    assert_eq!(
+        clean["operations"].as_array().map(Vec::len),
+        Some(0),
+        "{clean:#}"
+    );
 
     let users_page = |path: &str, start: u32| {
         path.starts_with("/Users?") && path.contains(&format!("startIndex={start}&"))

@@ -204,19 +204,28 @@ fn dropped(f: Field) -> &'static str {
 }
 
 /// Fields whose source attribute could not be read (and that the rule does not set),
-/// with the problem in words: `givenName is not valid UTF-8`.
+/// with the problem in words: `givenName is not valid UTF-8`, or `givenName has 2
+/// values; one is expected` — every field is single-valued in the directory, and
+/// picking one of several values would be a guess that can change from read to read.
 fn unreadable_fields(e: &SourceEntry, rule: &Rule, mapping: &Mapping) -> BTreeMap<Field, String> {
-    if e.unreadable.is_empty() {
-        return BTreeMap::new();
-    }
     mapping
         .fields
         .iter()
         .filter(|(f, _)| !rule.set.contains_key(f))
         .filter_map(|(f, attr)| {
-            e.unreadable
-                .get(&attr.to_ascii_lowercase())
-                .map(|why| (*f, format!("{attr} {why}")))
+            if let Some(why) = (!e.unreadable.is_empty())
+                .then(|| e.unreadable.get(&attr.to_ascii_lowercase()))
+                .flatten()
+            {
+                return Some((*f, format!("{attr} {why}")));
+            }
+            match e.values(attr) {
+                [] | [_] => None,
+                many => Some((
+                    *f,
+                    format!("{attr} has {} values; one is expected", many.len()),
+                )),
+            }
         })
         .collect()
 }

@@ -162,7 +162,36 @@ pub fn name(field: Field, v: &str) -> Result<(), Invalid> {
 
 /// Parse a phone number as a UK number (national or international form).
 fn parse_phone(v: &str) -> Option<phonenumber::PhoneNumber> {
+    if !written_as_a_number(v) {
+        return None;
+    }
     phonenumber::parse(Some(Country::GB), v).ok()
+}
+
+/// Is `v` written the way people write a number: digits with spaces, hyphens, dots,
+/// slashes or parentheses between them, one `+` at the very start, and at most an
+/// extension at the end (`ext 1234`, `x1234`, `#1234`)? The phonenumber crate is more
+/// forgiving: it reads letters as a keypad does (`07700 9OO123` becomes +447700966123,
+/// someone else's number) and skips a doubled `+`; a value that needs such guessing is
+/// not taken as a number.
+fn written_as_a_number(v: &str) -> bool {
+    let t = v.trim();
+    let lower = t.to_ascii_lowercase();
+    // Split off an extension: a marker, then digits to the end.
+    let body = ["extension", "extn", "ext.", "ext", "x", "#"]
+        .iter()
+        .find_map(|m| {
+            let i = lower.rfind(m)?;
+            let digits = lower[i + m.len()..].trim_start_matches([' ', '.', ':']);
+            (!digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()))
+                .then(|| t[..i].trim_end())
+        })
+        .unwrap_or(t);
+    let number = body.strip_prefix('+').unwrap_or(body);
+    number.bytes().any(|b| b.is_ascii_digit())
+        && number
+            .bytes()
+            .all(|b| b.is_ascii_digit() || matches!(b, b' ' | b'-' | b'.' | b'(' | b')' | b'/'))
 }
 
 /// The number's type; `Unknown` means not a valid number. (Computed once: validity
@@ -378,6 +407,32 @@ pub fn same_comparable(a: &str, b: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_phone_that_needs_guessing_is_not_a_number() {
+        for bad in [
+            "07700 9OO123",
+            "++447700900123",
+            "+44 +7700 900123",
+            "07700 900123 call after 5",
+            "tel: 07700 900123",
+            "07700 900123 ext",
+        ] {
+            assert!(mobile(bad).is_err(), "{bad}");
+            assert!(telephone(bad).is_err(), "{bad}");
+        }
+        for good in [
+            "(07700) 900123",
+            "07700.900.123",
+            "+44 (0) 7700 900123",
+            "0113 496 0101 ext 1234",
+            "0113 496 0101 x1234",
+            "0113 496 0101 #12",
+        ] {
+            assert!(telephone(good).is_ok(), "{good}");
+        }
+        assert_eq!(mobile("(07700) 900123").as_deref(), Ok("+447700900123"));
+    }
 
     #[test]
     fn text_rules() {

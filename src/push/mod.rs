@@ -267,9 +267,7 @@ impl<W: Writer> Shared<W> {
                 () = self.stop.cancelled() => {}
             }
             if self.stop.is_cancelled() && attempt == 0 {
-                self.settle(|s| {
-                    s.set_state(jid, crate::state::op_state::NOT_SENT, None)
-                });
+                self.settle(|s| s.set_state(jid, crate::state::op_state::NOT_SENT, None));
                 return Outcome::NotSent;
             }
             if uncertain && let Some(id) = self.landed(op).await {

@@ -697,7 +697,10 @@ async fn a_journal_that_cannot_record_an_outcome_stops_the_run() {
     assert!(why.contains("cannot journal"), "{why}");
     assert_eq!(j.row(&anchor(1)).state, op_state::SENDING);
     assert!(
-        j.rows().iter().skip(1).all(|r| r.state != op_state::SENDING),
+        j.rows()
+            .iter()
+            .skip(1)
+            .all(|r| r.state != op_state::SENDING),
         "{:?}",
         j.rows()
     );
