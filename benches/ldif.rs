@@ -11,7 +11,7 @@
 use std::hint::black_box;
 use std::io::Write;
 use std::time::{Duration, Instant};
-use tansync::source::ldif::LdifSource;
+use tansync::source::ldif::{LdifLimits, LdifSource};
 use tansync::source::{AnchorKind, EntrySink, GroupIndex, ReadRequest, SourceEntry, SourceError};
 use tokio_util::sync::CancellationToken;
 
@@ -148,6 +148,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         anchor: AnchorKind::ObjectGuid,
         person_classes: vec!["user".into()],
         exclude_classes: vec!["computer".into()],
+        limits: LdifLimits::default(),
     };
     let req = ReadRequest::default();
     let cancel = CancellationToken::new();

@@ -109,7 +109,7 @@ fn plans_are_byte_identical_and_out_file_matches() {
 fn mini(dir: &Path, snapshot_persons: &str, extra: &str) -> std::path::PathBuf {
     std::fs::write(
         dir.join("src.ldif"),
-        "dn: CN=Ann Lee,OU=Staff,DC=x\nobjectClass: user\nobjectGUID:: dqxArwESBUKD+6FwcQnotA==\ngivenName: Ann\nsn: Lee\n",
+        "dn: CN=Ann Lee,OU=Staff,DC=x\nobjectClass: user\nobjectGUID:: dqxArwESBUKD+6FwcQnotA==\ngivenName: Ann\nsn: Lee\n\n",
     )
     .unwrap();
     std::fs::write(
