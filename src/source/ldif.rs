@@ -1008,6 +1008,26 @@ mod tests {
         assert!(whole >= 4, "{whole}");
     }
 
+    /// With ldapsearch's header and trailer even a cut on a record's end shows: every
+    /// cut but the whole file is an error.
+    #[test]
+    fn every_cut_of_an_ldapsearch_l_export_is_an_error() {
+        for text in [SEARCH_L, SEARCH_L_PAGED, SEARCH_EXTENDED] {
+            let bytes = text.as_bytes();
+            for cut in 0..bytes.len() {
+                if let Ok(r) = records_with(&bytes[..cut], DEFAULT_MAX_VALUE_BYTES) {
+                    // Only a file cut before the header's promise, and so of no records
+                    // (which planning refuses as an empty source).
+                    assert!(
+                        r.is_empty() && !text[..cut].contains("# base <"),
+                        "cut at {cut} of {text:?} read as whole"
+                    );
+                }
+            }
+            assert_eq!(records(text).unwrap().len(), 4);
+        }
+    }
+
     #[test]
     fn arbitrary_bytes_never_panic() {
         // A cheap stand-in for fuzzing: deterministic pseudo-random inputs built from
