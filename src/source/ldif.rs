@@ -8,8 +8,9 @@
 //!
 //! A read is whole or an error, and the format itself is the proof. Every line ends with
 //! LF or CRLF; every record ends with an empty line (RFC 2849 separates records with one,
-//! and the exporters above end the last record with one too); a record has a DN and at
-//! least one attribute and only one DN; a line holding only whitespace is not a separator.
+//! and `ldapsearch` and `slapcat` end the last record with one too); a record has a DN
+//! and at least one attribute and only one DN; a line holding only whitespace is not a
+//! separator.
 //! So a file cut at any byte is an error unless the cut falls exactly after the empty
 //! line that ends a record, where the file is a whole, shorter export. Where the export
 //! carries `ldapsearch -L`'s trailer (`# numEntries: N`), N must be the number of records
@@ -91,8 +92,8 @@ pub type LdifError = (usize, String);
 ///
 /// ldapsearch with no `-L` or one opens with `# base <…> with scope …` (again for every
 /// page) and, after the entries of every page, writes `# numResponses: R` and, unless no
-/// entry came back, `# numEntries: N` on the next line. N counts every entry the search returned, so it is
-/// compared with every record read, whatever the rules later make of them.
+/// entry came back, `# numEntries: N` on the next line. N counts every entry the search
+/// returned, so it is compared with every record read, whatever the rules make of them.
 #[derive(Debug, Default)]
 struct Trailer {
     /// The line of a header that promises a trailer at the end.
@@ -213,7 +214,12 @@ fn physical_line<R: BufRead>(
         }
     }
     // RFC 2849's SAFE-CHAR excludes CR and NUL: a value holding them must be base64.
-    if let Some(&b) = buf.iter().find(|&&b| b == b'\r' || b == 0) {
+    // (A CR last on a line cut before its LF is the cut, reported below.)
+    let body = match buf.split_last() {
+        Some((b'\r', rest)) if !ended => rest,
+        _ => &buf[..],
+    };
+    if let Some(&b) = body.iter().find(|&&b| b == b'\r' || b == 0) {
         return Err((
             no,
             if b == b'\r' {
@@ -757,7 +763,7 @@ mod tests {
             4,
             "ends inside this line",
         );
-        fails("dn: a\nsn: x\n\r", 3, "carriage return");
+        fails("dn: a\r\nsn: x\r\n\r", 3, "ends inside this line");
     }
 
     #[test]
@@ -1016,8 +1022,8 @@ mod tests {
             let bytes = text.as_bytes();
             for cut in 0..bytes.len() {
                 if let Ok(r) = records_with(&bytes[..cut], DEFAULT_MAX_VALUE_BYTES) {
-                    // Only a file cut before the header's promise, and so of no records
-                    // (which planning refuses as an empty source).
+                    // Only a file cut before the header's promise, and so of no one
+                    // (which planning refuses while the directory holds accounts).
                     assert!(
                         r.is_empty() && !text[..cut].contains("# base <"),
                         "cut at {cut} of {text:?} read as whole"
