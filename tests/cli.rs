@@ -109,7 +109,7 @@ fn plans_are_byte_identical_and_out_file_matches() {
 fn mini(dir: &Path, snapshot_persons: &str, extra: &str) -> std::path::PathBuf {
     std::fs::write(
         dir.join("src.ldif"),
-        "dn: CN=Ann Lee,OU=Staff,DC=x\nobjectClass: user\nobjectGUID:: dqxArwESBUKD+6FwcQnotA==\ngivenName: Ann\nsn: Lee\n",
+        "dn: CN=Ann Lee,OU=Staff,DC=x\nobjectClass: user\nobjectGUID:: dqxArwESBUKD+6FwcQnotA==\ngivenName: Ann\nsn: Lee\n\n",
     )
     .unwrap();
     std::fs::write(
@@ -164,6 +164,64 @@ fn empty_source_with_managed_accounts_is_refused() {
     let (run, plan) = plan_json(&cfg);
     assert_eq!(run.code, 2);
     assert_eq!(plan["operations"][0]["reason"], "not_in_source");
+}
+
+#[test]
+fn a_source_whose_every_entry_in_scope_is_rejected_is_refused_naming_the_reasons() {
+    let dir = tempfile::tempdir().unwrap();
+    let acct = r#"{"target_id":"t1","external_id":"00000000-0000-0000-0000-000000000001","ods_code":"RXA","status":"active","managed_by":"a1"}"#;
+    let cfg = mini(dir.path(), acct, "");
+    // Ann is in scope, but without a family name.
+    let ldif = std::fs::read_to_string(dir.path().join("src.ldif")).unwrap();
+    std::fs::write(dir.path().join("src.ldif"), ldif.replace("sn: Lee\n", "")).unwrap();
+    let r = tansync(&cfg, &["plan"]);
+    assert_eq!(r.code, 1, "{}", r.stdout);
+    assert!(r.stdout.is_empty(), "{}", r.stdout);
+    assert!(
+        r.stderr.contains(
+            "every entry in scope was rejected (1 rejected: missing_mandatory: 1), so no one is left in scope while the directory holds 1 accounts this agent manages; refusing to plan their removal"
+        ),
+        "{}",
+        r.stderr
+    );
+}
+
+#[test]
+fn a_cut_export_exits_1_naming_the_line_and_prints_no_plan() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = mini(dir.path(), "", "");
+    let whole = std::fs::read_to_string(dir.path().join("src.ldif")).unwrap();
+    assert_eq!(tansync(&cfg, &["plan"]).code, 2, "the whole export plans");
+    let out = dir.path().join("plan.json");
+    // Lines: 1 dn, 2 objectClass, 3 objectGUID, 4 givenName, 5 sn, 6 the empty line.
+    for (cut, line, problem) in [
+        (
+            whole.len() - 1,
+            5,
+            "ends inside the record that starts on line 1",
+        ),
+        (whole.len() - 4, 5, "ends inside this line"),
+        (whole.find("sn:").unwrap(), 4, "ends inside the record"),
+        (whole.find("\n").unwrap() + 1, 1, "ends inside the record"),
+    ] {
+        std::fs::write(dir.path().join("src.ldif"), &whole[..cut]).unwrap();
+        for format in ["human", "json"] {
+            let r = tansync(
+                &cfg,
+                &["plan", "--format", format, "--out", out.to_str().unwrap()],
+            );
+            assert_eq!(r.code, 1, "cut at {cut}: {}", r.stdout);
+            assert!(r.stdout.is_empty(), "cut at {cut}: {}", r.stdout);
+            assert!(!out.exists(), "cut at {cut}: a plan file was written");
+            assert!(
+                r.stderr.contains(&format!("src.ldif, line {line}: "))
+                    && r.stderr.contains(problem)
+                    && r.stderr.contains("no plan was made"),
+                "cut at {cut}: {}",
+                r.stderr
+            );
+        }
+    }
 }
 
 fn config_error(cfg_text_extra: &str, rules: Option<&str>) -> String {

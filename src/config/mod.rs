@@ -14,7 +14,7 @@ use crate::plan::MatchKey;
 use crate::push::PushSettings;
 use crate::push::writeback::WriteBackSettings;
 use crate::source::ldap::{LdapSource, NestedGroups};
-use crate::source::ldif::LdifSource;
+use crate::source::ldif::{LdifLimits, LdifSource};
 use crate::source::{AnchorKind, AnySource};
 use crate::target::AnyTarget;
 use crate::target::scim::{ScimSettings, ScimTarget};
@@ -68,6 +68,9 @@ pub struct Config {
     /// sources only).
     pub write_back: Option<WriteBackSettings>,
 }
+
+/// The largest `source.ldif_max_value_bytes` accepted: 1 GiB.
+const MAX_LDIF_VALUE: usize = 1 << 30;
 
 struct Ctx<'a> {
     file: &'a str,
@@ -190,7 +193,20 @@ impl Config {
         let source = match raw.source {
             RawSource::Ldif(l) => {
                 let anchor = anchor_kind(&l.anchor);
+                // At least a DN's worth; at most 1 GiB, so a line's length always fits.
+                let max_value_bytes = match usize::try_from(l.ldif_max_value_bytes) {
+                    Ok(n @ 1024..=MAX_LDIF_VALUE) => n,
+                    _ => {
+                        return Err(cx
+                            .err(
+                                "source.ldif_max_value_bytes",
+                                format!("must be 1024 to {MAX_LDIF_VALUE} (bytes)"),
+                            )
+                            .into());
+                    }
+                };
                 AnySource::Ldif(LdifSource {
+                    limits: LdifLimits { max_value_bytes },
                     path: cx.existing("source.path", &l.path)?,
                     anchor,
                     person_classes: l

@@ -106,6 +106,14 @@ pub(super) struct RawLdif {
     pub person_classes: Vec<String>,
     #[serde(default = "default_exclude_classes")]
     pub exclude_classes: Vec<String>,
+    /// Signed, as TOML integers are: a negative value is then reported by the
+    /// validation, which names the key (serde's error inside the tagged enum does not).
+    #[serde(default = "default_ldif_max_value")]
+    pub ldif_max_value_bytes: i64,
+}
+
+fn default_ldif_max_value() -> i64 {
+    crate::source::ldif::DEFAULT_MAX_VALUE_BYTES as i64
 }
 
 fn default_person_classes() -> Vec<String> {

@@ -44,6 +44,29 @@ fn ldif_defaults_and_relative_paths() {
     assert_eq!(c.policy.default_cap, 50);
     assert_eq!(c.soft_match, vec![MatchKey::EmployeeId, MatchKey::Email]);
     assert_eq!(c.mapping.fields[&Field::Site], "physicalDeliveryOfficeName");
+    assert_eq!(l.limits.max_value_bytes, 4 << 20);
+}
+
+#[test]
+fn ldif_max_value_bytes_is_validated() {
+    let d = dir_with_files();
+    let head = |v: &str| {
+        format!(
+            "agent_id = \"a1\"\n[source]\nkind = \"ldif\"\npath = \"src.ldif\"\nldif_max_value_bytes = {v}"
+        )
+    };
+    let c = load(&d, &head("65536")).unwrap();
+    let AnySource::Ldif(l) = &c.source else {
+        panic!("ldif")
+    };
+    assert_eq!(l.limits.max_value_bytes, 65536);
+    for bad in ["0", "1023", "1073741825", "-1"] {
+        assert_eq!(
+            err(&d, &head(bad)),
+            "t.toml: source.ldif_max_value_bytes: must be 1024 to 1073741824 (bytes)",
+            "{bad}"
+        );
+    }
 }
 
 #[test]

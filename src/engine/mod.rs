@@ -32,10 +32,21 @@ pub enum EngineError {
     Source(#[from] SourceError),
     #[error("reading the NHS Directory state failed, so no plan was made")]
     Target(#[from] TargetError),
+    /// Nothing in scope: no entries, or none the rules include.
     #[error(
-        "the source returned no one in scope while the directory holds {managed} accounts this agent manages; refusing to plan their removal (set safety.allow_empty_source = true if this is really intended)"
+        "the source returned no one in scope ({read} entries read, none of them included by the rules) while the directory holds {managed} accounts this agent manages; refusing to plan their removal (set safety.allow_empty_source = true if this is really intended)"
     )]
-    EmptySource { managed: usize },
+    EmptySource { managed: usize, read: usize },
+    /// Entries were in scope, but every one was rejected (`reasons`: each reason code
+    /// with its count, e.g. `missing_mandatory: 3, invalid_mobile: 1`).
+    #[error(
+        "every entry in scope was rejected ({rejected} rejected: {reasons}), so no one is left in scope while the directory holds {managed} accounts this agent manages; refusing to plan their removal (`tansync explain` shows why an entry was rejected; set safety.allow_empty_source = true if this is really intended)"
+    )]
+    AllRejected {
+        managed: usize,
+        rejected: usize,
+        reasons: String,
+    },
     #[error(transparent)]
     State(#[from] StateError),
     #[error(
@@ -85,5 +96,7 @@ pub struct Silent;
 impl PushProgress for Silent {}
 impl Progress for Silent {}
 
+#[cfg(test)]
+mod source_tests;
 #[cfg(test)]
 mod tests;

@@ -7,13 +7,13 @@ use crate::config::Config;
 use crate::diff::{self, DiffInput};
 use crate::gate::{self, GateInput};
 use crate::ids::ExternalId;
-use crate::model::Rejection;
+use crate::model::{RejectReason, Rejection};
 use crate::plan::{Plan, SourceSummary, TargetSummary};
 use crate::push::writeback;
 use crate::source::Source;
 use crate::target::{Target, TargetState};
 use sha2::{Digest, Sha256};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use time::OffsetDateTime;
 use tokio_util::sync::CancellationToken;
 
@@ -110,7 +110,7 @@ fn decide_with(
         now,
     });
     if collected.persons.is_empty() && d.managed > 0 && !cfg.allow_empty_source {
-        return Err(EngineError::EmptySource { managed: d.managed });
+        return Err(empty_source(collected, d.managed));
     }
     let g = gate::gate(GateInput {
         candidates: d.operations,
@@ -158,6 +158,38 @@ fn decide_with(
         write_back,
         d.unchanged + g.unchanged,
     ))
+}
+
+/// Why a read with no one left in scope is refused: nothing was in scope, or everything
+/// in scope was rejected (reason codes counted; no entry's values, which are personal
+/// data, are repeated here).
+fn empty_source(collected: &Collected, managed: usize) -> EngineError {
+    if collected.rejected.is_empty() {
+        return EngineError::EmptySource {
+            managed,
+            read: collected.read,
+        };
+    }
+    let mut counts: BTreeMap<RejectReason, usize> = BTreeMap::new();
+    for r in &collected.rejected {
+        *counts.entry(r.reason).or_default() += 1;
+    }
+    let reasons = counts
+        .iter()
+        .map(|(reason, n)| {
+            let code = serde_json::to_value(reason)
+                .ok()
+                .and_then(|v| v.as_str().map(String::from))
+                .unwrap_or_else(|| format!("{reason:?}"));
+            format!("{code}: {n}")
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    EngineError::AllRejected {
+        managed,
+        rejected: collected.rejected.len(),
+        reasons,
+    }
 }
 
 /// Read `source` and `target`, then plan. `who`: capture those entries for `explain`.
