@@ -332,7 +332,7 @@ fn explain_shows_nested_group_rule_and_plan() {
     let r = tansync(&cfg, &["explain", &guid, "--now", NOW]);
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert!(
-        r.stdout.contains("InvalidMobile") && r.stdout.contains("is not a UK number"),
+        r.stdout.contains("invalid_mobile") && r.stdout.contains("is not a UK number"),
         "{}",
         r.stdout
     );

@@ -12,6 +12,7 @@ use crate::engine::{self, apply::ApplyRequest};
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 use console::style;
+use nhs_model::escape::Escaped;
 use progress::Bars;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -116,8 +117,22 @@ fn parse_time(s: &str) -> Result<OffsetDateTime, String> {
 /// Entry point for the binary.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    use tracing_subscriber::field::MakeExt;
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        // Log fields carry DNs and the directory's answers: escaped like any other
+        // value that reaches the terminal.
+        .fmt_fields(
+            tracing_subscriber::fmt::format::debug_fn(|w, field, value| {
+                let v = format!("{value:?}");
+                if field.name() == "message" {
+                    write!(w, "{}", Escaped(&v))
+                } else {
+                    write!(w, "{field}={}", Escaped(&v))
+                }
+            })
+            .delimited(" "),
+        )
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("TANSYNC_LOG").unwrap_or_else(|_| {
@@ -144,7 +159,12 @@ pub fn main() -> ExitCode {
     match rt.block_on(run(cli, &shutdown)) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
-            eprintln!("{} {e:#}", style("error:").red().bold());
+            // Error chains quote DNs, values and the directory's answers: escaped whole.
+            eprintln!(
+                "{} {}",
+                style("error:").red().bold(),
+                Escaped(&format!("{e:#}"))
+            );
             ExitCode::from(1)
         }
     }
@@ -179,7 +199,12 @@ async fn run(cli: Cli, shutdown: &CancellationToken) -> Result<u8> {
             let cfg = load(&cli.config)?;
             let now = now.unwrap_or_else(OffsetDateTime::now_utc);
             let run = engine::plan::plan(&cfg, now, &bars, shutdown).await?;
-            // Only the plan is needed from here: free the source and target state first.
+            // Only the plan and the names it shows are needed from here: free the source
+            // and target state first.
+            let people = match format {
+                Format::Human => run.people(),
+                Format::Json => Default::default(),
+            };
             let plan = run.plan;
             drop(run.collected);
             drop(run.target);
@@ -200,7 +225,7 @@ async fn run(cli: Cli, shutdown: &CancellationToken) -> Result<u8> {
                 (Format::Human, _) => {
                     use std::io::Write;
                     let mut stdout = stdout;
-                    stdout.write_all(crate::plan::render::human(&plan).as_bytes())?;
+                    stdout.write_all(crate::plan::render::human(&plan, &people).as_bytes())?;
                 }
             }
             Ok(if plan.has_changes() { 2 } else { 0 })
@@ -209,7 +234,7 @@ async fn run(cli: Cli, shutdown: &CancellationToken) -> Result<u8> {
             let cfg = load(&cli.config)?;
             let today = OffsetDateTime::now_utc().date();
             let report = engine::check::check(&cfg, today, &bars, shutdown).await?;
-            Ok(render::check(&report))
+            render::check(&report, &mut std::io::stdout().lock())
         }
         Command::Apply {
             plan,
@@ -223,7 +248,11 @@ async fn run(cli: Cli, shutdown: &CancellationToken) -> Result<u8> {
                 now: now.unwrap_or_else(OffsetDateTime::now_utc),
             };
             let report = engine::apply::apply(&cfg, req, &bars, shutdown).await?;
-            Ok(render::apply(&report))
+            render::apply(
+                &report,
+                &mut std::io::stdout().lock(),
+                &mut std::io::stderr().lock(),
+            )
         }
         Command::Sync {
             approve_removals,
@@ -236,25 +265,39 @@ async fn run(cli: Cli, shutdown: &CancellationToken) -> Result<u8> {
                 now: now.unwrap_or_else(OffsetDateTime::now_utc),
             };
             let report = engine::apply::apply(&cfg, req, &bars, shutdown).await?;
-            Ok(render::apply(&report))
+            render::apply(
+                &report,
+                &mut std::io::stdout().lock(),
+                &mut std::io::stderr().lock(),
+            )
         }
         Command::History { run, limit, format } => {
             let cfg = load(&cli.config)?;
             let json = matches!(format, Format::Json);
             match run {
-                None => render::runs(&engine::history::runs(&cfg, limit)?, json),
-                Some(id) => render::journal(id, &engine::history::journal(&cfg, id)?, json),
+                None => render::runs(
+                    &engine::history::runs(&cfg, limit)?,
+                    json,
+                    &mut std::io::stdout().lock(),
+                ),
+                Some(id) => render::journal(
+                    id,
+                    &engine::history::journal(&cfg, id)?,
+                    json,
+                    &mut std::io::stdout().lock(),
+                ),
             }
         }
         Command::Quarantine {
             command: QuarantineCommand::Clear { external_id },
         } => {
             let cfg = load(&cli.config)?;
+            let shown = Escaped(&external_id);
             if engine::history::clear_quarantine(&cfg, &external_id)? {
-                println!("{external_id}: cleared; the next apply will try it again");
+                println!("{shown}: cleared; the next apply will try it again");
                 Ok(0)
             } else {
-                println!("{external_id}: not quarantined");
+                println!("{shown}: not quarantined");
                 Ok(1)
             }
         }
@@ -262,7 +305,7 @@ async fn run(cli: Cli, shutdown: &CancellationToken) -> Result<u8> {
             let cfg = load(&cli.config)?;
             let now = now.unwrap_or_else(OffsetDateTime::now_utc);
             let x = engine::explain::explain(&cfg, &who, now, &bars, shutdown).await?;
-            render::explain(&cfg, &x, &who)?;
+            render::explain(&cfg, &x, &who, &mut std::io::stdout().lock())?;
             Ok(0)
         }
     }
