@@ -279,7 +279,19 @@ fn explain_in_the_quickstart() {
         "{}",
         r.stdout
     );
-    assert!(r.stdout.contains("InvalidMobile"), "{}", r.stdout);
+    // The contract's codes, not Rust's names for them.
+    assert!(
+        r.stdout
+            .contains("rejected invalid_mobile: mobile \"+1 415 555 0100\" is not a UK number"),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        r.stdout.contains("rule westfield-community (include,"),
+        "{}",
+        r.stdout
+    );
+    assert!(!r.stdout.contains("InvalidMobile") && !r.stdout.contains("Include"));
     let r = tansync(&quickstart(), &["explain", "nobody.here"]);
     assert_eq!(r.code, 1);
     assert!(
@@ -329,4 +341,197 @@ fn apply_needs_a_scim_target() {
         "{}",
         r.stderr
     );
+}
+
+#[test]
+fn blocked_and_rejected_lines_name_the_person() {
+    let h = tansync(&quickstart(), &["plan", "--now", NOW]);
+    assert_eq!(h.code, 2, "{}", h.stderr);
+    let line = |needle: &str| {
+        h.stdout
+            .lines()
+            .find(|l| l.contains(needle))
+            .unwrap_or_else(|| panic!("no line with {needle}: {}", h.stdout))
+            .to_string()
+    };
+    let blocked = line("ebb0342b-d756-568c-bd93-4274eddfe5fb");
+    assert!(
+        blocked.contains(
+            "Colin Green (CN=Colin Green,OU=Northgate General,OU=Staff,DC=northgate,DC=example)"
+        ),
+        "{blocked}"
+    );
+    let rejected = line("85f2914d-03c3-5535-b31d-20b9e6a00fc1");
+    assert!(
+        rejected.starts_with("  Ffion Jones (CN=Ffion Jones,OU=Westfield Community,"),
+        "{rejected}"
+    );
+    // A removal names the person from the directory side when the source has them.
+    assert!(line("nhsd-7f3a13").contains("Olumide Okafor (CN=Olumide Okafor,"));
+    // The plan JSON is unchanged by it: no names beside the contract's fields.
+    let (_, plan) = plan_json(&quickstart());
+    let b = &plan["blocked"][0];
+    let mut keys: Vec<&str> = b.as_object().unwrap().keys().map(String::as_str).collect();
+    keys.sort();
+    assert_eq!(
+        keys,
+        [
+            "detail",
+            "external_id",
+            "kind",
+            "ods_code",
+            "operation",
+            "reason"
+        ]
+    );
+}
+
+/// What an AD or directory value could do to a terminal: an ANSI colour, a carriage
+/// return, a bell, a right-to-left override and NEL (a C1 control).
+const HOSTILE: &str = "\u{1b}[31m\r\u{7}\u{202e}\u{85}";
+
+/// Fails if `text` holds any control, bidi or other format character raw (newlines
+/// between lines aside), or none of the hostile value in its escaped form.
+fn assert_escaped(what: &str, text: &str) {
+    for c in text.chars() {
+        assert!(
+            c == '\n' || !nhs_model::escape::is_unsafe(c),
+            "{what} printed {c:?} raw: {text:?}"
+        );
+    }
+    assert!(
+        text.contains(r"\u{1b}[31m\r\u{7}\u{202e}\u{85}"),
+        "{what} does not show the value escaped: {text}"
+    );
+}
+
+/// An LDIF export and a directory snapshot whose names, DNs and ids carry [`HOSTILE`]:
+/// Ann (hostile DN; her account's display name and id in the directory are hostile too),
+/// Bob (hostile given name: rejected), Cat (hostile DN, a gov.uk mailbox: blocked) and an
+/// account with a hostile name that is gone from the source (removed).
+fn hostile(dir: &Path) -> std::path::PathBuf {
+    use base64::Engine;
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    let ldif = format!(
+        "dn:: {}\nobjectClass: user\nobjectGUID:: dqxArwESBUKD+6FwcQnotA==\nsAMAccountName: ann\ngivenName: Ann\nsn: Lee\ndisplayName: Ann Lee\n\n\
+         dn:: {}\nobjectClass: user\nobjectGUID:: AAAAAAAAAAAAAAAAAAAAAg==\nsAMAccountName: bob\ngivenName:: {}\nsn: Ray\n\n\
+         dn:: {}\nobjectClass: user\nobjectGUID:: AAAAAAAAAAAAAAAAAAAAAw==\nsAMAccountName: cat\ngivenName: Cat\nsn: Ng\nmail: cat@leeds.gov.uk\n",
+        b64(&format!("CN=Ann {HOSTILE}Lee,OU=Staff,DC=x")),
+        b64(&format!("CN=Bob {HOSTILE}Ray,OU=Staff,DC=x")),
+        b64(&format!("Bob{HOSTILE}")),
+        b64(&format!("CN=Cat {HOSTILE}Ng,OU=Staff,DC=x")),
+    );
+    std::fs::write(dir.join("src.ldif"), ldif).unwrap();
+    std::fs::write(
+        dir.join("rules.toml"),
+        "[[rule]]\nid = \"staff\"\naction = \"include\"\nunder = [\"OU=Staff,DC=x\"]\nods = { constant = \"RXA\" }\n",
+    )
+    .unwrap();
+    let snapshot = serde_json::json!({
+        "format": "tansync.snapshot/v1",
+        "organisations": [{"ods_code": "RXA", "kind": "trust", "open": true}],
+        "persons": [
+            {"target_id": format!("t{HOSTILE}1"), "external_id": "af40ac76-1201-4205-83fb-a1707109e8b4",
+             "ods_code": "RXA", "status": "active", "managed_by": "a1",
+             "attributes": {"given_name": "Ann", "family_name": "Lee",
+                            "display_name": format!("Ann {HOSTILE}Lee")}},
+            {"target_id": "t9", "external_id": "00000000-0000-0000-0000-000000000009",
+             "ods_code": "RXA", "status": "active", "managed_by": "a1",
+             "attributes": {"given_name": "Dan", "family_name": "Old",
+                            "display_name": format!("Dan {HOSTILE}Old")}}
+        ]
+    });
+    std::fs::write(dir.join("snap.json"), snapshot.to_string()).unwrap();
+    std::fs::copy(
+        repo().join("tests/fixtures/ad-agreements.toml"),
+        dir.join("agreements.toml"),
+    )
+    .unwrap();
+    write_config(
+        dir,
+        "agent_id = \"a1\"\n[source]\nkind = \"ldif\"\npath = \"src.ldif\"\n[filters]\nfiles = [\"rules.toml\"]\n[target]\nkind = \"snapshot\"\npath = \"snap.json\"\n[agreements]\nfile = \"agreements.toml\"\n[state]\ndir = \"state\"\n",
+    )
+}
+
+#[test]
+fn values_from_ad_and_the_directory_never_reach_the_terminal_raw() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = hostile(dir.path());
+
+    let r = tansync(&cfg, &["plan", "--now", NOW]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert_escaped("plan", &r.stdout);
+    assert!(r.stdout.contains(r"account t\u{1b}[31m"), "{}", r.stdout);
+    for who in ["Ann", "Bob", "Cat", "Dan"] {
+        assert!(r.stdout.contains(who), "{who} is named: {}", r.stdout);
+    }
+    // The JSON plan is the contract, unchanged: it carries the values exactly.
+    let (_, plan) = plan_json(&cfg);
+    let rejected = &plan["rejected"][0];
+    assert_eq!(
+        rejected["dn"].as_str(),
+        Some(format!("CN=Bob {HOSTILE}Ray,OU=Staff,DC=x").as_str())
+    );
+
+    for who in ["ann", "bob", "cat"] {
+        let r = tansync(&cfg, &["explain", who, "--now", NOW]);
+        assert_eq!(r.code, 0, "{}", r.stderr);
+        assert_escaped(&format!("explain {who}"), &r.stdout);
+    }
+
+    let r = tansync(&cfg, &["check"]);
+    assert!(r.stdout.contains("source read: 3 entries"), "{}", r.stdout);
+    for c in r.stdout.chars().chain(r.stderr.chars()) {
+        assert!(
+            c == '\n' || !nhs_model::escape::is_unsafe(c),
+            "check: {c:?}"
+        );
+    }
+
+    // The run history shows what the directory answered, as journalled.
+    {
+        let store = tansync::state::StateStore::open(&dir.path().join("state")).unwrap();
+        let run = store.begin_run("apply", "sha256:00").unwrap();
+        let id = store
+            .record(
+                run,
+                "update",
+                "af40ac76-1201-4205-83fb-a1707109e8b4",
+                "RXA",
+                Some(&format!("t{HOSTILE}1")),
+            )
+            .unwrap();
+        store.sending(id).unwrap();
+        store
+            .failed(id, &format!("HTTP 400: displayName {HOSTILE} refused"))
+            .unwrap();
+        store.finish_run(run, "partial").unwrap();
+    }
+    let r = tansync(&cfg, &["history", "--run", "1"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_escaped("history --run", &r.stdout);
+    let r = tansync(&cfg, &["history"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stdout.contains("run    1"), "{}", r.stdout);
+}
+
+#[test]
+fn errors_quoting_a_directory_value_are_escaped() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = hostile(dir.path());
+    let snapshot = std::fs::read_to_string(dir.path().join("snap.json")).unwrap();
+    // serde's error names the unknown status as it was written.
+    let bad = snapshot.replace(
+        "\"status\":\"active\"",
+        &format!(
+            "\"status\":{}",
+            serde_json::to_string(&format!("act{HOSTILE}ive")).unwrap()
+        ),
+    );
+    assert_ne!(bad, snapshot);
+    std::fs::write(dir.path().join("snap.json"), bad).unwrap();
+    let r = tansync(&cfg, &["plan"]);
+    assert_eq!(r.code, 1);
+    assert!(r.stderr.contains("unknown variant"), "{}", r.stderr);
+    assert_escaped("the error", &r.stderr);
 }
