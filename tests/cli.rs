@@ -535,3 +535,174 @@ fn errors_quoting_a_directory_value_are_escaped() {
     assert!(r.stderr.contains("unknown variant"), "{}", r.stderr);
     assert_escaped("the error", &r.stderr);
 }
+
+/// `cfg` (from [`mini`]) with a SCIM target at `url` instead of the snapshot, as
+/// `scim.toml` beside it, with the token `t0ken-not-to-send` (mode 0600).
+fn with_scim_target(cfg: &Path, url: &str) -> std::path::PathBuf {
+    let dir = cfg.parent().unwrap();
+    write_secret(&dir.join("agent.token"), "t0ken-not-to-send\n");
+    let text = std::fs::read_to_string(cfg).unwrap().replace(
+        "[target]\nkind = \"snapshot\"\npath = \"snap.json\"\n",
+        &format!("[target]\nkind = \"scim\"\nurl = {url:?}\ntoken_file = \"agent.token\"\n"),
+    );
+    assert!(text.contains("kind = \"scim\""));
+    let p = dir.join("scim.toml");
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+/// Nothing connected to `listener` (non-blocking): a connection the agent had made would
+/// wait in its backlog, whether or not the agent still holds it.
+fn assert_no_connection(listener: &std::net::TcpListener, what: &str) {
+    match listener.accept() {
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+        other => panic!("{what}: the agent connected: {other:?}"),
+    }
+}
+
+#[test]
+fn a_token_url_that_is_not_https_or_plain_loopback_is_refused_before_any_request() {
+    // A listener of the test's own: had the agent connected (the old prefix check read
+    // `http://127.0.0.1@localhost:PORT` as loopback-to-127.0.0.1 and sent the token to
+    // whatever `localhost:PORT` is), the connection would wait in its backlog.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = mini(dir.path(), "", "");
+    for url in [
+        format!("http://127.0.0.1@localhost:{port}"),
+        format!("http://user:pass@127.0.0.1:{port}"),
+        format!("http://127.1:{port}"),
+        format!("http://0x7f000001:{port}"),
+    ] {
+        let cfg2 = with_scim_target(&cfg, &url);
+        for cmd in [&["plan"][..], &["check"], &["apply"]] {
+            let r = tansync(&cfg2, cmd);
+            assert_eq!(r.code, 1, "{url} {cmd:?}: {}", r.stdout);
+            assert!(
+                r.stderr.contains("scim.toml: target.url: "),
+                "{url}: {}",
+                r.stderr
+            );
+            assert!(!r.stderr.contains("t0ken-not-to-send"));
+            assert_no_connection(&listener, &format!("{url} {cmd:?}"));
+        }
+    }
+}
+
+#[test]
+fn secret_files_group_or_others_may_read_are_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let base = "agent_id = \"a1\"\n[filters]\nfiles = [\"r.toml\"]\n[target]\nkind = \"snapshot\"\npath = \"s.json\"\n[agreements]\nfile = \"a.toml\"\n[source]\nkind = \"ldap\"\nurl = \"ldaps://127.0.0.1:1\"\nbind_dn = \"CN=x\"\nbase_dns = [\"DC=x\"]\nbind_password_file = \"bind.pw\"\n";
+    for f in ["r.toml", "s.json", "a.toml"] {
+        std::fs::write(dir.path().join(f), "").unwrap();
+    }
+    let pw = dir.path().join("bind.pw");
+    std::fs::write(&pw, "hunter2\n").unwrap();
+    std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let cfg = write_config(dir.path(), base);
+    let r = tansync(&cfg, &["check"]);
+    assert_eq!(r.code, 1);
+    assert!(
+        r.stderr.contains(&format!(
+            "source.bind_password_file: {} has mode 0644: group or others may read this secret; make it readable by tansync's user only (chmod 600 {})",
+            pw.display(),
+            pw.display()
+        )) && r.stderr.contains("allow_insecure_secret_files = true"),
+        "{}",
+        r.stderr
+    );
+    assert!(!r.stderr.contains("hunter2"));
+    // 0600 passes (and the run goes on to connect, to a port nothing listens on).
+    std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let r = tansync(&cfg, &["check"]);
+    assert_eq!(r.code, 1);
+    assert!(
+        r.stderr.contains("cannot connect and bind to the source"),
+        "{}",
+        r.stderr
+    );
+}
+
+#[test]
+fn a_toml_syntax_error_never_echoes_the_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(
+        dir.path(),
+        "agent_id = \"a1\"\n[source]\nkind = \"ldap\"\nbind_password = \"hunter2\n",
+    );
+    let r = tansync(&cfg, &["plan"]);
+    assert_eq!(r.code, 1);
+    assert!(
+        r.stderr
+            .contains("tansync.toml: line 4, column 25: invalid basic string"),
+        "{}",
+        r.stderr
+    );
+    assert!(!r.stderr.contains("hunter2"), "{}", r.stderr);
+    assert_eq!(r.stderr.lines().count(), 1, "{}", r.stderr);
+}
+
+#[test]
+fn a_plan_file_over_the_cap_or_not_a_file_is_refused_before_it_is_read() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = with_scim_target(
+        &mini(dir.path(), "", ""),
+        &format!("http://127.0.0.1:{port}"),
+    );
+    // A sparse file one byte over the cap: refused on its size, not read.
+    let big = dir.path().join("big.json");
+    std::fs::File::create(&big)
+        .unwrap()
+        .set_len(512 * 1024 * 1024 + 1)
+        .unwrap();
+    let r = tansync(&cfg, &["apply", "--plan", big.to_str().unwrap()]);
+    assert_eq!(r.code, 1, "{}", r.stdout);
+    assert!(
+        r.stderr.contains(&format!(
+            "cannot read the plan {}: it is 536870913 bytes or more, more than the 536870912 a plan may be",
+            big.display()
+        )),
+        "{}",
+        r.stderr
+    );
+    assert_no_connection(&listener, "a plan over the cap");
+    // A FIFO is not opened (opening it would wait for a writer for ever); the bound is
+    // only a safety net for the test.
+    let fifo = dir.path().join("plan.fifo");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_tansync"));
+    cmd.arg("--config")
+        .arg(&cfg)
+        .args(["apply", "--plan"])
+        .arg(&fifo);
+    let (code, _, stderr) = common::process::run_bounded(
+        cmd,
+        dir.path(),
+        "apply-fifo",
+        std::time::Duration::from_secs(120),
+    );
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("it is not a regular file"), "{stderr}");
+    assert_no_connection(&listener, "a FIFO plan");
+    // A file that is not a plan: named as such, nothing sent either.
+    let junk = dir.path().join("junk.json");
+    std::fs::write(&junk, "{\"format\": 1}").unwrap();
+    let r = tansync(&cfg, &["apply", "--plan", junk.to_str().unwrap()]);
+    assert_eq!(r.code, 1);
+    assert!(
+        r.stderr.contains("it is not a tansync plan"),
+        "{}",
+        r.stderr
+    );
+    assert_no_connection(&listener, "a file that is not a plan");
+}

@@ -274,7 +274,7 @@ fn cleartext_simple_bind_is_refused() {
 fn wrong_password_is_a_clear_error_without_the_password() {
     let dir = tempfile::tempdir().unwrap();
     let pw = dir.path().join("pw");
-    std::fs::write(&pw, "Not-The-Password-42\n").unwrap();
+    write_secret(&pw, "Not-The-Password-42\n");
     let cfg = config(
         &dir,
         Opts {
