@@ -706,3 +706,20 @@ fn a_plan_file_over_the_cap_or_not_a_file_is_refused_before_it_is_read() {
     );
     assert_no_connection(&listener, "a file that is not a plan");
 }
+
+#[test]
+fn apply_and_sync_document_now() {
+    for cmd in ["apply", "sync"] {
+        let r = tansync(Path::new("unused.toml"), &[cmd, "--help"]);
+        assert_eq!(r.code, 0, "{}", r.stderr);
+        assert!(r.stdout.contains("--now <NOW>"), "{cmd}: {}", r.stdout);
+        assert!(r.stdout.contains("RFC 3339"), "{cmd}: {}", r.stdout);
+    }
+    let r = tansync(Path::new("unused.toml"), &["apply", "--help"]);
+    assert!(
+        r.stdout
+            .contains("A plan made with `plan --now` needs the same --now here"),
+        "{}",
+        r.stdout
+    );
+}

@@ -68,14 +68,20 @@ pub enum Command {
         /// Also apply the removals the mass-change guard held, for this plan only.
         #[arg(long, value_name = "PLAN_FINGERPRINT")]
         approve_removals: Option<String>,
-        #[arg(long, value_parser = parse_time, hide = true)]
+        /// Decide as of this time (RFC 3339) instead of now. A plan made with `plan --now`
+        /// needs the same --now here: apply plans again and refuses the saved plan if the
+        /// decisions differ (agreement windows, restore windows and leaver ages depend on
+        /// the time).
+        #[arg(long, value_parser = parse_time)]
         now: Option<OffsetDateTime>,
     },
     /// Plan and apply in one step (for scripts).
     Sync {
+        /// Also apply the removals the mass-change guard held, for this plan only.
         #[arg(long, value_name = "PLAN_FINGERPRINT")]
         approve_removals: Option<String>,
-        #[arg(long, value_parser = parse_time, hide = true)]
+        /// Decide as of this time (RFC 3339) instead of now.
+        #[arg(long, value_parser = parse_time)]
         now: Option<OffsetDateTime>,
     },
     /// Past apply/sync runs (newest first), or one run's operations.
