@@ -178,26 +178,6 @@ fn read_secret_file(path: &Path, allow_insecure: bool) -> Result<String, String>
     Ok(text)
 }
 
-/// Where a TOML error is, and what it is, without the source line it is on (the line
-/// could hold anything, and the error is printed).
-fn toml_problem(text: &str, e: &toml::de::Error) -> String {
-    let message = e.message().trim_end();
-    match e.span() {
-        Some(span) => {
-            let before = &text[..span.start.min(text.len())];
-            let line = before.matches('\n').count() + 1;
-            let column = before
-                .rfind('\n')
-                .map_or(before, |i| &before[i + 1..])
-                .chars()
-                .count()
-                + 1;
-            format!("line {line}, column {column}: {message}")
-        }
-        None => message.to_string(),
-    }
-}
-
 /// The directory's base URL, parsed: `https` to any host, or plain `http` only to a
 /// loopback address written as `127.0.0.1`, `[::1]` or `localhost` (the bearer token
 /// goes in every request, so it must never cross a network in clear); never a user name
@@ -292,7 +272,7 @@ impl Config {
         let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError {
             file: file.to_string(),
             key: String::new(),
-            problem: toml_problem(text, &e),
+            problem: crate::toml_error::describe(text, &e),
         })?;
         let cx = Ctx {
             file,
