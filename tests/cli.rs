@@ -212,13 +212,20 @@ fn configuration_errors_name_file_key_and_problem() {
     );
 }
 
+/// A config with an LDAP source (at a port nothing listens on) and empty rule, snapshot
+/// and agreement files beside it in `dir`; the `[source]` section comes last, open for
+/// more keys.
+fn ldap_base(dir: &Path) -> &'static str {
+    for f in ["r.toml", "s.json", "a.toml"] {
+        std::fs::write(dir.join(f), "").unwrap();
+    }
+    "agent_id = \"a1\"\n[filters]\nfiles = [\"r.toml\"]\n[target]\nkind = \"snapshot\"\npath = \"s.json\"\n[agreements]\nfile = \"a.toml\"\n[source]\nkind = \"ldap\"\nurl = \"ldaps://127.0.0.1:1\"\nbind_dn = \"CN=x\"\nbase_dns = [\"DC=x\"]\n"
+}
+
 #[test]
 fn ldap_secrets_are_never_inline_and_never_printed() {
     let dir = tempfile::tempdir().unwrap();
-    let base = "agent_id = \"a1\"\n[filters]\nfiles = [\"r.toml\"]\n[target]\nkind = \"snapshot\"\npath = \"s.json\"\n[agreements]\nfile = \"a.toml\"\n[source]\nkind = \"ldap\"\nurl = \"ldaps://127.0.0.1:1\"\nbind_dn = \"CN=x\"\nbase_dns = [\"DC=x\"]\n";
-    for f in ["r.toml", "s.json", "a.toml"] {
-        std::fs::write(dir.path().join(f), "").unwrap();
-    }
+    let base = ldap_base(dir.path());
     let cfg = write_config(dir.path(), &format!("{base}bind_password = \"hunter2\"\n"));
     let r = tansync(&cfg, &["check"]);
     assert_eq!(r.code, 1);
@@ -595,14 +602,14 @@ fn a_token_url_that_is_not_https_or_plain_loopback_is_refused_before_any_request
 fn secret_files_group_or_others_may_read_are_refused() {
     use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::tempdir().unwrap();
-    let base = "agent_id = \"a1\"\n[filters]\nfiles = [\"r.toml\"]\n[target]\nkind = \"snapshot\"\npath = \"s.json\"\n[agreements]\nfile = \"a.toml\"\n[source]\nkind = \"ldap\"\nurl = \"ldaps://127.0.0.1:1\"\nbind_dn = \"CN=x\"\nbase_dns = [\"DC=x\"]\nbind_password_file = \"bind.pw\"\n";
-    for f in ["r.toml", "s.json", "a.toml"] {
-        std::fs::write(dir.path().join(f), "").unwrap();
-    }
+    let base = format!(
+        "{}bind_password_file = \"bind.pw\"\n",
+        ldap_base(dir.path())
+    );
     let pw = dir.path().join("bind.pw");
     std::fs::write(&pw, "hunter2\n").unwrap();
     std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o644)).unwrap();
-    let cfg = write_config(dir.path(), base);
+    let cfg = write_config(dir.path(), &base);
     let r = tansync(&cfg, &["check"]);
     assert_eq!(r.code, 1);
     assert!(
