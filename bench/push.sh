@@ -68,6 +68,8 @@ for limit in $LIMITS; do
     python3 "$BENCH_DIR/gen_users.py" ldif --count "$count" --out "$run/users.ldif" --entry-uuid
     head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$run/agent.token"
     head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$run/admin.token"
+    # tansync refuses a token file that group or others may read.
+    chmod 600 "$run/agent.token" "$run/admin.token"
     {
         echo 'listen = "127.0.0.1:0"'
         echo 'database = "directory.sqlite"'

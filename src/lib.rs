@@ -25,6 +25,7 @@ pub mod target;
 pub mod testing;
 pub mod timefmt;
 pub mod tls;
+pub mod toml_error;
 
 /// Identifier newtypes and SCIM wire types, shared with the reference directory.
 pub use nhs_model::{ids, scim};

@@ -687,7 +687,7 @@ fn write_back_puts_the_allocated_address_into_ad() {
     // write-back (and the run's exit code) and names that account, while the read
     // bind (the source's credential) still works.
     let wrong = w.config.with_file_name("wrong-write.pw");
-    std::fs::write(&wrong, "not-the-password").expect("write file");
+    write_secret(&wrong, "not-the-password");
     let text = std::fs::read_to_string(&w.config).expect("config");
     let (head, tail) = text.split_at(text.find("[write_back]").expect("write_back section"));
     std::fs::write(

@@ -270,13 +270,20 @@ fn configuration_errors_name_file_key_and_problem() {
     );
 }
 
+/// A config with an LDAP source (at a port nothing listens on) and empty rule, snapshot
+/// and agreement files beside it in `dir`; the `[source]` section comes last, open for
+/// more keys.
+fn ldap_base(dir: &Path) -> &'static str {
+    for f in ["r.toml", "s.json", "a.toml"] {
+        std::fs::write(dir.join(f), "").unwrap();
+    }
+    "agent_id = \"a1\"\n[filters]\nfiles = [\"r.toml\"]\n[target]\nkind = \"snapshot\"\npath = \"s.json\"\n[agreements]\nfile = \"a.toml\"\n[source]\nkind = \"ldap\"\nurl = \"ldaps://127.0.0.1:1\"\nbind_dn = \"CN=x\"\nbase_dns = [\"DC=x\"]\n"
+}
+
 #[test]
 fn ldap_secrets_are_never_inline_and_never_printed() {
     let dir = tempfile::tempdir().unwrap();
-    let base = "agent_id = \"a1\"\n[filters]\nfiles = [\"r.toml\"]\n[target]\nkind = \"snapshot\"\npath = \"s.json\"\n[agreements]\nfile = \"a.toml\"\n[source]\nkind = \"ldap\"\nurl = \"ldaps://127.0.0.1:1\"\nbind_dn = \"CN=x\"\nbase_dns = [\"DC=x\"]\n";
-    for f in ["r.toml", "s.json", "a.toml"] {
-        std::fs::write(dir.path().join(f), "").unwrap();
-    }
+    let base = ldap_base(dir.path());
     let cfg = write_config(dir.path(), &format!("{base}bind_password = \"hunter2\"\n"));
     let r = tansync(&cfg, &["check"]);
     assert_eq!(r.code, 1);
@@ -337,7 +344,19 @@ fn explain_in_the_quickstart() {
         "{}",
         r.stdout
     );
-    assert!(r.stdout.contains("InvalidMobile"), "{}", r.stdout);
+    // The contract's codes, not Rust's names for them.
+    assert!(
+        r.stdout
+            .contains("rejected invalid_mobile: mobile \"+1 415 555 0100\" is not a UK number"),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        r.stdout.contains("rule westfield-community (include,"),
+        "{}",
+        r.stdout
+    );
+    assert!(!r.stdout.contains("InvalidMobile") && !r.stdout.contains("Include"));
     let r = tansync(&quickstart(), &["explain", "nobody.here"]);
     assert_eq!(r.code, 1);
     assert!(
@@ -386,5 +405,386 @@ fn apply_needs_a_scim_target() {
         r.stderr.contains("applying needs a SCIM target"),
         "{}",
         r.stderr
+    );
+}
+
+#[test]
+fn blocked_and_rejected_lines_name_the_person() {
+    let h = tansync(&quickstart(), &["plan", "--now", NOW]);
+    assert_eq!(h.code, 2, "{}", h.stderr);
+    let line = |needle: &str| {
+        h.stdout
+            .lines()
+            .find(|l| l.contains(needle))
+            .unwrap_or_else(|| panic!("no line with {needle}: {}", h.stdout))
+            .to_string()
+    };
+    let blocked = line("ebb0342b-d756-568c-bd93-4274eddfe5fb");
+    assert!(
+        blocked.contains(
+            "Colin Green (CN=Colin Green,OU=Northgate General,OU=Staff,DC=northgate,DC=example)"
+        ),
+        "{blocked}"
+    );
+    let rejected = line("85f2914d-03c3-5535-b31d-20b9e6a00fc1");
+    assert!(
+        rejected.starts_with("  Ffion Jones (CN=Ffion Jones,OU=Westfield Community,"),
+        "{rejected}"
+    );
+    // A removal names the person from the directory side when the source has them.
+    assert!(line("nhsd-7f3a13").contains("Olumide Okafor (CN=Olumide Okafor,"));
+    // The plan JSON is unchanged by it: no names beside the contract's fields.
+    let (_, plan) = plan_json(&quickstart());
+    let b = &plan["blocked"][0];
+    let mut keys: Vec<&str> = b.as_object().unwrap().keys().map(String::as_str).collect();
+    keys.sort();
+    assert_eq!(
+        keys,
+        [
+            "detail",
+            "external_id",
+            "kind",
+            "ods_code",
+            "operation",
+            "reason"
+        ]
+    );
+}
+
+/// What an AD or directory value could do to a terminal: an ANSI colour, a carriage
+/// return, a bell, a right-to-left override and NEL (a C1 control).
+const HOSTILE: &str = "\u{1b}[31m\r\u{7}\u{202e}\u{85}";
+
+/// Fails if `text` holds any control, bidi or other format character raw (newlines
+/// between lines aside), or none of the hostile value in its escaped form.
+fn assert_escaped(what: &str, text: &str) {
+    for c in text.chars() {
+        assert!(
+            c == '\n' || !nhs_model::escape::is_unsafe(c),
+            "{what} printed {c:?} raw: {text:?}"
+        );
+    }
+    assert!(
+        text.contains(r"\u{1b}[31m\r\u{7}\u{202e}\u{85}"),
+        "{what} does not show the value escaped: {text}"
+    );
+}
+
+/// An LDIF export and a directory snapshot whose names, DNs and ids carry [`HOSTILE`]:
+/// Ann (hostile DN; her account's display name and id in the directory are hostile too),
+/// Bob (hostile given name: rejected), Cat (hostile DN, a gov.uk mailbox: blocked) and an
+/// account with a hostile name that is gone from the source (removed).
+fn hostile(dir: &Path) -> std::path::PathBuf {
+    use base64::Engine;
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    let ldif = format!(
+        "dn:: {}\nobjectClass: user\nobjectGUID:: dqxArwESBUKD+6FwcQnotA==\nsAMAccountName: ann\ngivenName: Ann\nsn: Lee\ndisplayName: Ann Lee\n\n\
+         dn:: {}\nobjectClass: user\nobjectGUID:: AAAAAAAAAAAAAAAAAAAAAg==\nsAMAccountName: bob\ngivenName:: {}\nsn: Ray\n\n\
+         dn:: {}\nobjectClass: user\nobjectGUID:: AAAAAAAAAAAAAAAAAAAAAw==\nsAMAccountName: cat\ngivenName: Cat\nsn: Ng\nmail: cat@leeds.gov.uk\n",
+        b64(&format!("CN=Ann {HOSTILE}Lee,OU=Staff,DC=x")),
+        b64(&format!("CN=Bob {HOSTILE}Ray,OU=Staff,DC=x")),
+        b64(&format!("Bob{HOSTILE}")),
+        b64(&format!("CN=Cat {HOSTILE}Ng,OU=Staff,DC=x")),
+    );
+    std::fs::write(dir.join("src.ldif"), ldif).unwrap();
+    std::fs::write(
+        dir.join("rules.toml"),
+        "[[rule]]\nid = \"staff\"\naction = \"include\"\nunder = [\"OU=Staff,DC=x\"]\nods = { constant = \"RXA\" }\n",
+    )
+    .unwrap();
+    let snapshot = serde_json::json!({
+        "format": "tansync.snapshot/v1",
+        "organisations": [{"ods_code": "RXA", "kind": "trust", "open": true}],
+        "persons": [
+            {"target_id": format!("t{HOSTILE}1"), "external_id": "af40ac76-1201-4205-83fb-a1707109e8b4",
+             "ods_code": "RXA", "status": "active", "managed_by": "a1",
+             "attributes": {"given_name": "Ann", "family_name": "Lee",
+                            "display_name": format!("Ann {HOSTILE}Lee")}},
+            {"target_id": "t9", "external_id": "00000000-0000-0000-0000-000000000009",
+             "ods_code": "RXA", "status": "active", "managed_by": "a1",
+             "attributes": {"given_name": "Dan", "family_name": "Old",
+                            "display_name": format!("Dan {HOSTILE}Old")}}
+        ]
+    });
+    std::fs::write(dir.join("snap.json"), snapshot.to_string()).unwrap();
+    std::fs::copy(
+        repo().join("tests/fixtures/ad-agreements.toml"),
+        dir.join("agreements.toml"),
+    )
+    .unwrap();
+    write_config(
+        dir,
+        "agent_id = \"a1\"\n[source]\nkind = \"ldif\"\npath = \"src.ldif\"\n[filters]\nfiles = [\"rules.toml\"]\n[target]\nkind = \"snapshot\"\npath = \"snap.json\"\n[agreements]\nfile = \"agreements.toml\"\n[state]\ndir = \"state\"\n",
+    )
+}
+
+#[test]
+fn values_from_ad_and_the_directory_never_reach_the_terminal_raw() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = hostile(dir.path());
+
+    let r = tansync(&cfg, &["plan", "--now", NOW]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert_escaped("plan", &r.stdout);
+    assert!(r.stdout.contains(r"account t\u{1b}[31m"), "{}", r.stdout);
+    for who in ["Ann", "Bob", "Cat", "Dan"] {
+        assert!(r.stdout.contains(who), "{who} is named: {}", r.stdout);
+    }
+    // The JSON plan is the contract, unchanged: it carries the values exactly.
+    let (_, plan) = plan_json(&cfg);
+    let rejected = &plan["rejected"][0];
+    assert_eq!(
+        rejected["dn"].as_str(),
+        Some(format!("CN=Bob {HOSTILE}Ray,OU=Staff,DC=x").as_str())
+    );
+
+    for who in ["ann", "bob", "cat"] {
+        let r = tansync(&cfg, &["explain", who, "--now", NOW]);
+        assert_eq!(r.code, 0, "{}", r.stderr);
+        assert_escaped(&format!("explain {who}"), &r.stdout);
+    }
+
+    let r = tansync(&cfg, &["check"]);
+    assert!(r.stdout.contains("source read: 3 entries"), "{}", r.stdout);
+    for c in r.stdout.chars().chain(r.stderr.chars()) {
+        assert!(
+            c == '\n' || !nhs_model::escape::is_unsafe(c),
+            "check: {c:?}"
+        );
+    }
+
+    // The run history shows what the directory answered, as journalled.
+    {
+        let store = tansync::state::StateStore::open(&dir.path().join("state")).unwrap();
+        let run = store.begin_run("apply", "sha256:00").unwrap();
+        let id = store
+            .record(
+                run,
+                "update",
+                "af40ac76-1201-4205-83fb-a1707109e8b4",
+                "RXA",
+                Some(&format!("t{HOSTILE}1")),
+            )
+            .unwrap();
+        store.sending(id).unwrap();
+        store
+            .failed(id, &format!("HTTP 400: displayName {HOSTILE} refused"))
+            .unwrap();
+        store.finish_run(run, "partial").unwrap();
+    }
+    let r = tansync(&cfg, &["history", "--run", "1"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_escaped("history --run", &r.stdout);
+    let r = tansync(&cfg, &["history"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stdout.contains("run    1"), "{}", r.stdout);
+}
+
+#[test]
+fn errors_quoting_a_directory_value_are_escaped() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = hostile(dir.path());
+    let snapshot = std::fs::read_to_string(dir.path().join("snap.json")).unwrap();
+    // serde's error names the unknown status as it was written.
+    let bad = snapshot.replace(
+        "\"status\":\"active\"",
+        &format!(
+            "\"status\":{}",
+            serde_json::to_string(&format!("act{HOSTILE}ive")).unwrap()
+        ),
+    );
+    assert_ne!(bad, snapshot);
+    std::fs::write(dir.path().join("snap.json"), bad).unwrap();
+    let r = tansync(&cfg, &["plan"]);
+    assert_eq!(r.code, 1);
+    assert!(r.stderr.contains("unknown variant"), "{}", r.stderr);
+    assert_escaped("the error", &r.stderr);
+}
+
+/// `cfg` (from [`mini`]) with a SCIM target at `url` instead of the snapshot, as
+/// `scim.toml` beside it, with the token `t0ken-not-to-send` (mode 0600).
+fn with_scim_target(cfg: &Path, url: &str) -> std::path::PathBuf {
+    let dir = cfg.parent().unwrap();
+    write_secret(&dir.join("agent.token"), "t0ken-not-to-send\n");
+    let text = std::fs::read_to_string(cfg).unwrap().replace(
+        "[target]\nkind = \"snapshot\"\npath = \"snap.json\"\n",
+        &format!("[target]\nkind = \"scim\"\nurl = {url:?}\ntoken_file = \"agent.token\"\n"),
+    );
+    assert!(text.contains("kind = \"scim\""));
+    let p = dir.join("scim.toml");
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+/// Nothing connected to `listener` (non-blocking): a connection the agent had made would
+/// wait in its backlog, whether or not the agent still holds it.
+fn assert_no_connection(listener: &std::net::TcpListener, what: &str) {
+    match listener.accept() {
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+        other => panic!("{what}: the agent connected: {other:?}"),
+    }
+}
+
+#[test]
+fn a_token_url_that_is_not_https_or_plain_loopback_is_refused_before_any_request() {
+    // A listener of the test's own: had the agent connected (the old prefix check read
+    // `http://127.0.0.1@localhost:PORT` as loopback-to-127.0.0.1 and sent the token to
+    // whatever `localhost:PORT` is), the connection would wait in its backlog.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = mini(dir.path(), "", "");
+    for url in [
+        format!("http://127.0.0.1@localhost:{port}"),
+        format!("http://user:pass@127.0.0.1:{port}"),
+        format!("http://127.1:{port}"),
+        format!("http://0x7f000001:{port}"),
+    ] {
+        let cfg2 = with_scim_target(&cfg, &url);
+        for cmd in [&["plan"][..], &["check"], &["apply"]] {
+            let r = tansync(&cfg2, cmd);
+            assert_eq!(r.code, 1, "{url} {cmd:?}: {}", r.stdout);
+            assert!(
+                r.stderr.contains("scim.toml: target.url: "),
+                "{url}: {}",
+                r.stderr
+            );
+            assert!(!r.stderr.contains("t0ken-not-to-send"));
+            assert_no_connection(&listener, &format!("{url} {cmd:?}"));
+        }
+    }
+}
+
+#[test]
+fn secret_files_group_or_others_may_read_are_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let base = format!(
+        "{}bind_password_file = \"bind.pw\"\n",
+        ldap_base(dir.path())
+    );
+    let pw = dir.path().join("bind.pw");
+    std::fs::write(&pw, "hunter2\n").unwrap();
+    std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let cfg = write_config(dir.path(), &base);
+    let r = tansync(&cfg, &["check"]);
+    assert_eq!(r.code, 1);
+    assert!(
+        r.stderr.contains(&format!(
+            "source.bind_password_file: {} has mode 0644: group or others may read this secret; make it readable by tansync's user only (chmod 600 {})",
+            pw.display(),
+            pw.display()
+        )) && r.stderr.contains("allow_insecure_secret_files = true"),
+        "{}",
+        r.stderr
+    );
+    assert!(!r.stderr.contains("hunter2"));
+    // 0600 passes (and the run goes on to connect, to a port nothing listens on).
+    std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let r = tansync(&cfg, &["check"]);
+    assert_eq!(r.code, 1);
+    assert!(
+        r.stderr.contains("cannot connect and bind to the source"),
+        "{}",
+        r.stderr
+    );
+}
+
+#[test]
+fn a_toml_syntax_error_never_echoes_the_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(
+        dir.path(),
+        "agent_id = \"a1\"\n[source]\nkind = \"ldap\"\nbind_password = \"hunter2\n",
+    );
+    let r = tansync(&cfg, &["plan"]);
+    assert_eq!(r.code, 1);
+    assert!(
+        r.stderr
+            .contains("tansync.toml: line 4, column 25: invalid basic string"),
+        "{}",
+        r.stderr
+    );
+    assert!(!r.stderr.contains("hunter2"), "{}", r.stderr);
+    assert_eq!(r.stderr.lines().count(), 1, "{}", r.stderr);
+}
+
+#[test]
+fn a_plan_file_over_the_cap_or_not_a_file_is_refused_before_it_is_read() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = with_scim_target(
+        &mini(dir.path(), "", ""),
+        &format!("http://127.0.0.1:{port}"),
+    );
+    // A sparse file one byte over the cap: refused on its size, not read.
+    let big = dir.path().join("big.json");
+    std::fs::File::create(&big)
+        .unwrap()
+        .set_len(512 * 1024 * 1024 + 1)
+        .unwrap();
+    let r = tansync(&cfg, &["apply", "--plan", big.to_str().unwrap()]);
+    assert_eq!(r.code, 1, "{}", r.stdout);
+    assert!(
+        r.stderr.contains(&format!(
+            "cannot read the plan {}: it is 536870913 bytes or more, more than the 536870912 a plan may be",
+            big.display()
+        )),
+        "{}",
+        r.stderr
+    );
+    assert_no_connection(&listener, "a plan over the cap");
+    // A FIFO is not opened (opening it would wait for a writer for ever); the bound is
+    // only a safety net for the test.
+    let fifo = dir.path().join("plan.fifo");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_tansync"));
+    cmd.arg("--config")
+        .arg(&cfg)
+        .args(["apply", "--plan"])
+        .arg(&fifo);
+    let (code, _, stderr) = common::process::run_bounded(
+        cmd,
+        dir.path(),
+        "apply-fifo",
+        std::time::Duration::from_secs(120),
+    );
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("it is not a regular file"), "{stderr}");
+    assert_no_connection(&listener, "a FIFO plan");
+    // A file that is not a plan: named as such, nothing sent either.
+    let junk = dir.path().join("junk.json");
+    std::fs::write(&junk, "{\"format\": 1}").unwrap();
+    let r = tansync(&cfg, &["apply", "--plan", junk.to_str().unwrap()]);
+    assert_eq!(r.code, 1);
+    assert!(
+        r.stderr.contains("it is not a tansync plan"),
+        "{}",
+        r.stderr
+    );
+    assert_no_connection(&listener, "a file that is not a plan");
+}
+
+#[test]
+fn apply_and_sync_document_now() {
+    for cmd in ["apply", "sync"] {
+        let r = tansync(Path::new("unused.toml"), &[cmd, "--help"]);
+        assert_eq!(r.code, 0, "{}", r.stderr);
+        assert!(r.stdout.contains("--now <NOW>"), "{cmd}: {}", r.stdout);
+        assert!(r.stdout.contains("RFC 3339"), "{cmd}: {}", r.stdout);
+    }
+    let r = tansync(Path::new("unused.toml"), &["apply", "--help"]);
+    assert!(
+        r.stdout
+            .contains("A plan made with `plan --now` needs the same --now here"),
+        "{}",
+        r.stdout
     );
 }

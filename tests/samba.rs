@@ -285,7 +285,7 @@ fn cleartext_simple_bind_is_refused() {
 fn wrong_password_is_a_clear_error_without_the_password() {
     let dir = tempfile::tempdir().unwrap();
     let pw = dir.path().join("pw");
-    std::fs::write(&pw, "Not-The-Password-42\n").unwrap();
+    write_secret(&pw, "Not-The-Password-42\n");
     let cfg = config(
         &dir,
         Opts {
@@ -343,7 +343,7 @@ fn explain_shows_nested_group_rule_and_plan() {
     let r = tansync(&cfg, &["explain", &guid, "--now", NOW]);
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert!(
-        r.stdout.contains("InvalidMobile") && r.stdout.contains("is not a UK number"),
+        r.stdout.contains("invalid_mobile") && r.stdout.contains("is not a UK number"),
         "{}",
         r.stdout
     );

@@ -280,7 +280,7 @@ fn ldif(second: bool) -> String {
 
 fn agent_config(dir: &Path, server: &Server) -> PathBuf {
     let token = dir.join("token");
-    std::fs::write(&token, format!("{TOKEN}\n")).unwrap();
+    write_secret(&token, &format!("{TOKEN}\n"));
     // scim2-server has no /Organisations: the registry comes from a file.
     let orgs = dir.join("organisations.json");
     std::fs::write(

@@ -12,6 +12,7 @@ use crate::engine::{self, apply::ApplyRequest};
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 use console::style;
+use nhs_model::escape::Escaped;
 use progress::Bars;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -67,14 +68,20 @@ pub enum Command {
         /// Also apply the removals the mass-change guard held, for this plan only.
         #[arg(long, value_name = "PLAN_FINGERPRINT")]
         approve_removals: Option<String>,
-        #[arg(long, value_parser = parse_time, hide = true)]
+        /// Decide as of this time (RFC 3339) instead of now. A plan made with `plan --now`
+        /// needs the same --now here: apply plans again and refuses the saved plan if the
+        /// decisions differ (agreement windows, restore windows and leaver ages depend on
+        /// the time).
+        #[arg(long, value_parser = parse_time)]
         now: Option<OffsetDateTime>,
     },
     /// Plan and apply in one step (for scripts).
     Sync {
+        /// Also apply the removals the mass-change guard held, for this plan only.
         #[arg(long, value_name = "PLAN_FINGERPRINT")]
         approve_removals: Option<String>,
-        #[arg(long, value_parser = parse_time, hide = true)]
+        /// Decide as of this time (RFC 3339) instead of now.
+        #[arg(long, value_parser = parse_time)]
         now: Option<OffsetDateTime>,
     },
     /// Past apply/sync runs (newest first), or one run's operations.
@@ -118,6 +125,7 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .fmt_fields(escaped_fields())
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("TANSYNC_LOG").unwrap_or_else(|_| {
@@ -144,10 +152,30 @@ pub fn main() -> ExitCode {
     match rt.block_on(run(cli, &shutdown)) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
-            eprintln!("{} {e:#}", style("error:").red().bold());
+            // Error chains quote DNs, values and the directory's answers: escaped whole.
+            eprintln!(
+                "{} {}",
+                style("error:").red().bold(),
+                Escaped(&format!("{e:#}"))
+            );
             ExitCode::from(1)
         }
     }
+}
+
+/// How log fields are written: escaped like any other value that reaches the terminal
+/// (they carry DNs and the directory's answers), space-separated, the message bare.
+fn escaped_fields() -> impl for<'w> tracing_subscriber::fmt::FormatFields<'w> + 'static {
+    use tracing_subscriber::field::MakeExt;
+    tracing_subscriber::fmt::format::debug_fn(|w, field, value| {
+        let v = format!("{value:?}");
+        if field.name() == "message" {
+            write!(w, "{}", Escaped(&v))
+        } else {
+            write!(w, "{field}={}", Escaped(&v))
+        }
+    })
+    .delimited(" ")
 }
 
 /// SIGINT or SIGTERM: cancel the one shutdown token every stage listens to.
@@ -179,7 +207,12 @@ async fn run(cli: Cli, shutdown: &CancellationToken) -> Result<u8> {
             let cfg = load(&cli.config)?;
             let now = now.unwrap_or_else(OffsetDateTime::now_utc);
             let run = engine::plan::plan(&cfg, now, &bars, shutdown).await?;
-            // Only the plan is needed from here: free the source and target state first.
+            // Only the plan and the names it shows are needed from here: free the source
+            // and target state first.
+            let people = match format {
+                Format::Human => run.people(),
+                Format::Json => Default::default(),
+            };
             let plan = run.plan;
             drop(run.collected);
             drop(run.target);
@@ -200,7 +233,7 @@ async fn run(cli: Cli, shutdown: &CancellationToken) -> Result<u8> {
                 (Format::Human, _) => {
                     use std::io::Write;
                     let mut stdout = stdout;
-                    stdout.write_all(crate::plan::render::human(&plan).as_bytes())?;
+                    stdout.write_all(crate::plan::render::human(&plan, &people).as_bytes())?;
                 }
             }
             Ok(if plan.has_changes() { 2 } else { 0 })
@@ -209,7 +242,7 @@ async fn run(cli: Cli, shutdown: &CancellationToken) -> Result<u8> {
             let cfg = load(&cli.config)?;
             let today = OffsetDateTime::now_utc().date();
             let report = engine::check::check(&cfg, today, &bars, shutdown).await?;
-            Ok(render::check(&report))
+            render::check(&report, &mut std::io::stdout().lock())
         }
         Command::Apply {
             plan,
@@ -223,7 +256,11 @@ async fn run(cli: Cli, shutdown: &CancellationToken) -> Result<u8> {
                 now: now.unwrap_or_else(OffsetDateTime::now_utc),
             };
             let report = engine::apply::apply(&cfg, req, &bars, shutdown).await?;
-            Ok(render::apply(&report))
+            render::apply(
+                &report,
+                &mut std::io::stdout().lock(),
+                &mut std::io::stderr().lock(),
+            )
         }
         Command::Sync {
             approve_removals,
@@ -236,25 +273,39 @@ async fn run(cli: Cli, shutdown: &CancellationToken) -> Result<u8> {
                 now: now.unwrap_or_else(OffsetDateTime::now_utc),
             };
             let report = engine::apply::apply(&cfg, req, &bars, shutdown).await?;
-            Ok(render::apply(&report))
+            render::apply(
+                &report,
+                &mut std::io::stdout().lock(),
+                &mut std::io::stderr().lock(),
+            )
         }
         Command::History { run, limit, format } => {
             let cfg = load(&cli.config)?;
             let json = matches!(format, Format::Json);
             match run {
-                None => render::runs(&engine::history::runs(&cfg, limit)?, json),
-                Some(id) => render::journal(id, &engine::history::journal(&cfg, id)?, json),
+                None => render::runs(
+                    &engine::history::runs(&cfg, limit)?,
+                    json,
+                    &mut std::io::stdout().lock(),
+                ),
+                Some(id) => render::journal(
+                    id,
+                    &engine::history::journal(&cfg, id)?,
+                    json,
+                    &mut std::io::stdout().lock(),
+                ),
             }
         }
         Command::Quarantine {
             command: QuarantineCommand::Clear { external_id },
         } => {
             let cfg = load(&cli.config)?;
+            let shown = Escaped(&external_id);
             if engine::history::clear_quarantine(&cfg, &external_id)? {
-                println!("{external_id}: cleared; the next apply will try it again");
+                println!("{shown}: cleared; the next apply will try it again");
                 Ok(0)
             } else {
-                println!("{external_id}: not quarantined");
+                println!("{shown}: not quarantined");
                 Ok(1)
             }
         }
@@ -262,8 +313,51 @@ async fn run(cli: Cli, shutdown: &CancellationToken) -> Result<u8> {
             let cfg = load(&cli.config)?;
             let now = now.unwrap_or_else(OffsetDateTime::now_utc);
             let x = engine::explain::explain(&cfg, &who, now, &bars, shutdown).await?;
-            render::explain(&cfg, &x, &who)?;
+            render::explain(&cfg, &x, &who, &mut std::io::stdout().lock())?;
             Ok(0)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    /// A log sink the test reads back.
+    #[derive(Clone, Default)]
+    struct Sink(Arc<Mutex<Vec<u8>>>);
+    impl std::io::Write for Sink {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn log_fields_and_messages_are_escaped() {
+        let sink = Sink::default();
+        let out = sink.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || out.clone())
+            .with_ansi(false)
+            .fmt_fields(super::escaped_fields())
+            .finish();
+        let evil = "CN=x\u{1b}[31m\r\u{7}\u{202e}\u{85}\ny";
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::warn!(ods = "RXA", error = %evil, "refused {evil}");
+        });
+        let text = String::from_utf8(sink.0.lock().unwrap().clone()).unwrap();
+        let line = text.trim_end_matches('\n');
+        assert!(
+            line.chars().all(|c| !nhs_model::escape::is_unsafe(c)),
+            "{line:?}"
+        );
+        let shown = r"CN=x\u{1b}[31m\r\u{7}\u{202e}\u{85}\ny";
+        assert!(line.contains(&format!("refused {shown} ")), "{line}");
+        assert!(line.contains(&format!("error={shown}")), "{line}");
+        assert!(line.contains("ods=\"RXA\""), "{line}");
     }
 }

@@ -1,5 +1,12 @@
 //! What the command line prints for each engine report (the plan's own human view is
-//! [`crate::plan::render`]).
+//! [`crate::plan::render`]). Each renderer writes to the streams it is given, so what a
+//! person sees can be tested byte for byte.
+//!
+//! Every value that came from AD or the directory — DNs, names, attribute values, ids,
+//! error text the directory or the source sent — goes through [`Escaped`]/[`Quoted`]:
+//! no control, escape sequence or bidi character reaches the terminal raw. Codes are
+//! printed as the plan contract spells them (`missing_mandatory`), never as Rust names.
+//! JSON output (`--format json`) is serde's, unescaped beyond JSON.
 
 use crate::config::Config;
 use crate::engine::Outcome;
@@ -10,325 +17,375 @@ use crate::engine::history::{JournalEntry, RunSummary};
 use crate::filter::Action;
 use anyhow::Result;
 use console::style;
+use nhs_model::escape::{Escaped, Quoted};
+use std::io::Write;
 
-/// `apply`/`sync`: the report on stderr (notes) and stdout (the outcome); the exit code.
-pub fn apply(r: &ApplyReport) -> u8 {
+/// The snake_case code a serde enum serialises to (reason codes), as in the plan JSON.
+fn code<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_value(v)
+        .ok()
+        .and_then(|v| v.as_str().map(String::from))
+        .unwrap_or_default()
+}
+
+fn action(a: Action) -> &'static str {
+    match a {
+        Action::Include => "include",
+        Action::Exclude => "exclude",
+    }
+}
+
+/// `apply`/`sync`: the report on `err` (notes) and `out` (the outcome); the exit code.
+pub fn apply(r: &ApplyReport, out: &mut dyn Write, err: &mut dyn Write) -> Result<u8> {
     if r.reconciled > 0 {
-        eprintln!(
+        writeln!(
+            err,
             "reconciled {} operation(s) left unfinished by an interrupted run",
             r.reconciled
-        );
+        )?;
     }
+    let fp = Escaped(&r.fingerprint);
     if r.mass_held > 0 {
         if r.mass_approved {
-            eprintln!(
-                "applying {} removal(s) held by the mass-change guard, as approved for {}",
-                r.mass_held, r.fingerprint
-            );
+            writeln!(
+                err,
+                "applying {} removal(s) held by the mass-change guard, as approved for {fp}",
+                r.mass_held
+            )?;
         } else {
-            eprintln!(
-                "{} removal(s) held by the mass-change guard are not applied; review them and pass --approve-removals {}",
-                r.mass_held, r.fingerprint
-            );
+            writeln!(
+                err,
+                "{} removal(s) held by the mass-change guard are not applied; review them and pass --approve-removals {fp}",
+                r.mass_held
+            )?;
         }
     }
     for q in &r.quarantined {
-        eprintln!(
-            "{} {}: quarantined after {} failed runs (last: {}); fix it and clear it with `tansync quarantine clear {}`",
+        let x = Escaped(&q.external_id);
+        writeln!(
+            err,
+            "{} {x}: quarantined after {} failed runs (last: {}); fix it and clear it with `tansync quarantine clear {x}`",
             style("skipped").yellow(),
-            q.external_id,
             q.failures,
-            q.last_error,
-            q.external_id
-        );
+            Escaped(&q.last_error),
+        )?;
     }
     let p = &r.push;
-    println!(
-        "{} {} applied, {} failed, {} not sent (plan {})",
+    writeln!(
+        out,
+        "{} {} applied, {} failed, {} not sent (plan {fp})",
         style("apply:").bold(),
         p.applied(),
         p.failed(),
         p.not_sent(),
-        r.fingerprint
-    );
+    )?;
     for i in &p.items {
         if let Outcome::Failed { error } = &i.outcome {
-            println!(
-                "  {} {} {} {}: {error}",
+            writeln!(
+                out,
+                "  {} {} {} {}: {}",
                 style("failed").red(),
                 i.kind,
-                i.ods_code,
-                i.external_id
-            );
+                Escaped(&i.ods_code),
+                Escaped(&i.external_id),
+                Escaped(error)
+            )?;
         }
     }
     if let Some(why) = &p.stopped {
-        println!("{} {why}", style("stopped:").red().bold());
+        writeln!(out, "{} {}", style("stopped:").red().bold(), Escaped(why))?;
     }
     if r.status == RunStatus::Interrupted {
-        println!(
+        writeln!(
+            out,
             "{} shutdown requested: operations not yet sent were not sent; run {} is recorded as interrupted",
             style("interrupted:").red().bold(),
             r.run
-        );
+        )?;
     }
     if let Some(w) = &r.write_back {
-        println!(
+        writeln!(
+            out,
             "{} {} of {} address(es) written to AD attribute {}",
             style("write-back:").bold(),
             w.written(),
             w.items.len(),
-            w.attribute
-        );
+            Escaped(&w.attribute)
+        )?;
         for i in &w.items {
             let from = if i.planned { "planned" } else { "new account" };
+            let x = Escaped(i.write.external_id.as_str());
             match &i.result {
-                Some(Ok(())) => println!(
+                Some(Ok(())) => writeln!(
+                    out,
                     "  {} {} ({from}): {} → {}",
                     style("wrote").green(),
-                    i.write.dn,
-                    i.write.old.as_deref().unwrap_or("(none)"),
-                    i.write.new
-                ),
-                Some(Err(e)) => {
-                    println!("  {} {}: {e}", style("failed").red(), i.write.external_id)
-                }
-                None => println!(
-                    "  {} {}",
-                    style("not written").yellow(),
-                    i.write.external_id
-                ),
+                    Escaped(&i.write.dn),
+                    Escaped(i.write.old.as_deref().unwrap_or("(none)")),
+                    Escaped(&i.write.new)
+                )?,
+                Some(Err(e)) => writeln!(out, "  {} {x}: {}", style("failed").red(), Escaped(e))?,
+                None => writeln!(out, "  {} {x}", style("not written").yellow())?,
             }
         }
     }
-    if r.succeeded() { 0 } else { 1 }
+    Ok(if r.succeeded() { 0 } else { 1 })
 }
 
 /// `check`: one line per finding; exit 1 if any is a problem.
-pub fn check(r: &CheckReport) -> u8 {
+pub fn check(r: &CheckReport, out: &mut dyn Write) -> Result<u8> {
     for f in &r.findings {
+        let text = Escaped(&f.text);
         match f.mark {
-            Mark::Ok => println!("{} {}: {}", style("✓").green(), f.label, f.text),
-            Mark::Problem => println!("{} {}", style("✗").red(), f.text),
-            Mark::Detail => println!("  {}", f.text),
+            Mark::Ok => writeln!(out, "{} {}: {text}", style("✓").green(), Escaped(&f.label))?,
+            Mark::Problem => writeln!(out, "{} {text}", style("✗").red())?,
+            Mark::Detail => writeln!(out, "  {text}")?,
         }
     }
     let n = r.problems();
     if n > 0 {
-        println!("{} {n} problem(s) found", style("✗").red());
-        return 1;
+        writeln!(out, "{} {n} problem(s) found", style("✗").red())?;
+        return Ok(1);
     }
-    0
+    Ok(0)
 }
 
 /// `history`: the runs, newest first.
-pub fn runs(runs: &[RunSummary], json: bool) -> Result<u8> {
+pub fn runs(runs: &[RunSummary], json: bool, out: &mut dyn Write) -> Result<u8> {
     if json {
-        println!("{}", serde_json::to_string_pretty(runs)?);
+        writeln!(out, "{}", serde_json::to_string_pretty(runs)?)?;
         return Ok(0);
     }
     for r in runs {
         let ops = r
             .operations
             .iter()
-            .map(|(state, n)| format!("{n} {state}"))
+            .map(|(state, n)| format!("{n} {}", Escaped(state)))
             .collect::<Vec<_>>()
             .join(", ");
-        println!(
+        writeln!(
+            out,
             "run {:>4}  {}  {:<5} {:<11} {}  {}",
             r.id,
-            r.started_at,
-            r.mode,
-            r.status,
-            r.fingerprint,
+            Escaped(&r.started_at),
+            Escaped(&r.mode),
+            Escaped(&r.status),
+            Escaped(&r.fingerprint),
             if ops.is_empty() {
                 "no operations".into()
             } else {
                 ops
             }
-        );
+        )?;
     }
     if runs.is_empty() {
-        println!("no runs yet");
+        writeln!(out, "no runs yet")?;
     }
     Ok(0)
 }
 
 /// `history --run N`: one run's journalled operations.
-pub fn journal(id: i64, ops: &[JournalEntry], json: bool) -> Result<u8> {
+pub fn journal(id: i64, ops: &[JournalEntry], json: bool, out: &mut dyn Write) -> Result<u8> {
     if json {
-        println!("{}", serde_json::to_string_pretty(ops)?);
+        writeln!(out, "{}", serde_json::to_string_pretty(ops)?)?;
         return Ok(0);
     }
     for o in ops {
-        println!(
+        writeln!(
+            out,
             "{:<9} {:<6} {} {:<9} tries {}{}",
-            o.kind,
-            o.ods_code,
-            o.external_id,
-            o.state,
+            Escaped(&o.kind),
+            Escaped(&o.ods_code),
+            Escaped(&o.external_id),
+            Escaped(&o.state),
             o.attempts,
             o.error
                 .as_deref()
-                .map(|e| format!("  {e}"))
+                .map(|e| format!("  {}", Escaped(e)))
                 .unwrap_or_default()
-        );
+        )?;
     }
     if ops.is_empty() {
-        println!("run {id}: no operations recorded");
+        writeln!(out, "run {id}: no operations recorded")?;
     }
     Ok(0)
 }
 
 /// `explain`: the entry, every rule, the mapping, and the plan's entries for the person.
-pub fn explain(cfg: &Config, x: &Explanation, who: &str) -> Result<()> {
+pub fn explain(cfg: &Config, x: &Explanation, who: &str, out: &mut dyn Write) -> Result<()> {
     let c = &x.captured;
     let e = &c.entry;
     let b = |s: &str| style(s.to_string()).bold();
-    println!("{} {}", b("Source entry"), e.dn);
+    writeln!(out, "{} {}", b("Source entry"), Escaped(&e.dn))?;
     match &e.anchor {
-        Ok(x) => println!("  anchor (external id): {x}"),
-        Err(why) => println!("  anchor: {}", style(why).red()),
+        Ok(x) => writeln!(out, "  anchor (external id): {}", Escaped(x.as_str()))?,
+        Err(why) => writeln!(out, "  anchor: {}", style(Escaped(why)).red())?,
     }
-    println!("  account enabled: {}", e.enabled);
+    writeln!(out, "  account enabled: {}", e.enabled)?;
     for (k, vs) in &e.attrs {
         for v in vs {
-            println!("  {k}: {v}");
+            writeln!(out, "  {}: {}", Escaped(k), Escaped(v))?;
         }
     }
-    println!("\n{}", b("Filter rules, in order (first match decides)"));
+    writeln!(
+        out,
+        "\n{}",
+        b("Filter rules, in order (first match decides)")
+    )?;
     for t in &c.traces {
         let mark = if t.matched {
             style("✓").green()
         } else {
             style("✗").dim()
         };
-        println!("  {mark} rule {} ({:?}, {})", t.rule, t.action, t.file);
+        writeln!(
+            out,
+            "  {mark} rule {} ({}, {})",
+            Escaped(t.rule.as_str()),
+            action(t.action),
+            Escaped(&t.file)
+        )?;
         if t.conditions.is_empty() {
-            println!("      (no conditions: matches everything)");
+            writeln!(out, "      (no conditions: matches everything)")?;
         }
         for (cond, held) in &t.conditions {
-            println!(
-                "      {} {cond}",
+            writeln!(
+                out,
+                "      {} {}",
                 if *held {
                     style("✓").green()
                 } else {
                     style("✗").red()
-                }
-            );
+                },
+                Escaped(cond)
+            )?;
         }
     }
     match &c.decided_by {
-        Some((rule, Action::Include)) => println!("  → included by rule {rule}"),
+        Some((rule, Action::Include)) => {
+            writeln!(out, "  → included by rule {}", Escaped(rule.as_str()))?
+        }
         Some((rule, Action::Exclude)) => {
-            println!("  → excluded by rule {rule}");
-            return explain_plan(x, who);
+            writeln!(out, "  → excluded by rule {}", Escaped(rule.as_str()))?;
+            return explain_plan(x, who, out);
         }
         None => {
-            println!("  → excluded: no rule matched (the default is exclude)");
-            return explain_plan(x, who);
+            writeln!(
+                out,
+                "  → excluded: no rule matched (the default is exclude)"
+            )?;
+            return explain_plan(x, who, out);
         }
     }
-    println!("\n{}", b("Mapping to the NHS Directory model"));
+    writeln!(out, "\n{}", b("Mapping to the NHS Directory model"))?;
     match &c.ods_code {
-        Some(Ok(o)) => println!("  ods_code: {o}"),
-        Some(Err(why)) => println!("  ods_code: {}", style(why).red()),
+        Some(Ok(o)) => writeln!(out, "  ods_code: {}", Escaped(o.as_str()))?,
+        Some(Err(why)) => writeln!(out, "  ods_code: {}", style(Escaped(why)).red())?,
         None => {}
     }
     match &c.mapped {
         Some(Ok(p)) => {
             for f in crate::model::Field::ALL {
-                let src = &cfg.mapping.fields[&f];
+                let src = cfg.mapping.fields.get(&f).map(String::as_str).unwrap_or("");
                 match (c.raw.get(&f), p.get(f)) {
-                    (None, None) => println!("  {f}: (none; source {src} empty)"),
-                    (r, v) => println!(
-                        "  {f}: {:?} → {:?}{}",
-                        r.map(String::as_str).unwrap_or(""),
-                        v.unwrap_or(""),
+                    (None, None) => writeln!(out, "  {f}: (none; source {} empty)", Escaped(src))?,
+                    (r, v) => writeln!(
+                        out,
+                        "  {f}: {} → {}{}",
+                        Quoted(r.map(String::as_str).unwrap_or("")),
+                        Quoted(v.unwrap_or("")),
                         if f.is_synchronised() {
                             ""
                         } else {
                             "  (used for eligibility and matching only)"
                         }
-                    ),
+                    )?,
                 }
             }
-            println!("  validation: {}", style("passed").green());
+            writeln!(out, "  validation: {}", style("passed").green())?;
             for w in &p.warnings {
-                println!(
-                    "  {} {} {:?}: {}",
+                writeln!(
+                    out,
+                    "  {} {} {}: {}",
                     style("dropped").yellow(),
                     w.field,
-                    w.reason,
-                    w.detail
-                );
+                    code(&w.reason),
+                    Escaped(&w.detail)
+                )?;
             }
         }
         Some(Err(r)) => {
             for (f, v) in &c.raw {
-                println!("  {f}: {v:?}");
+                writeln!(out, "  {f}: {}", Quoted(v))?;
             }
-            println!(
-                "  validation: {} {:?}: {}",
+            writeln!(
+                out,
+                "  validation: {} {}: {}",
                 style("rejected").red(),
-                r.reason,
-                r.detail
-            );
+                code(&r.reason),
+                Escaped(&r.detail)
+            )?;
         }
         None => {}
     }
-    explain_plan(x, who)
+    explain_plan(x, who, out)
 }
 
-fn explain_plan(x: &Explanation, who: &str) -> Result<()> {
-    println!("\n{}", style("Gate and plan").bold());
+fn explain_plan(x: &Explanation, who: &str, out: &mut dyn Write) -> Result<()> {
+    writeln!(out, "\n{}", style("Gate and plan").bold())?;
     if x.captured.entry.anchor.is_err() {
-        println!("  no anchor, so no operation can be planned");
+        writeln!(out, "  no anchor, so no operation can be planned")?;
         return Ok(());
     }
     for p in &x.operations {
-        println!(
-            "  planned operation:\n{}",
-            indent(&serde_json::to_string_pretty(p)?)
-        );
+        // serde's JSON escapes only C0 controls; this is a person's view, so each line
+        // (JSON strings hold no raw newline) is escaped as any other value.
+        writeln!(out, "  planned operation:")?;
+        for l in serde_json::to_string_pretty(p)?.lines() {
+            writeln!(out, "    {}", Escaped(l))?;
+        }
     }
     for bl in &x.blocked {
-        println!(
+        writeln!(
+            out,
             "  {} {} ({}): {}",
             style("blocked").yellow(),
             bl.kind,
-            serde_json::to_value(bl.reason)?
-                .as_str()
-                .unwrap_or_default(),
-            bl.detail
-        );
+            code(&bl.reason),
+            Escaped(&bl.detail)
+        )?;
     }
     for r in &x.rejected {
-        println!("  {} {:?}: {}", style("rejected").red(), r.reason, r.detail);
+        writeln!(
+            out,
+            "  {} {}: {}",
+            style("rejected").red(),
+            code(&r.reason),
+            Escaped(&r.detail)
+        )?;
     }
     for w in &x.write_back {
-        println!(
+        writeln!(
+            out,
             "  write-back: {} := {} (now {})",
-            w.attribute,
-            w.new,
-            w.old.as_deref().unwrap_or("empty")
-        );
+            Escaped(&w.attribute),
+            Escaped(&w.new),
+            Escaped(w.old.as_deref().unwrap_or("empty"))
+        )?;
     }
     if x.operations.is_empty()
         && x.blocked.is_empty()
         && x.rejected.is_empty()
         && x.write_back.is_empty()
     {
-        println!(
-            "  no operation for {who}: the directory already matches (or there is nothing to do)"
-        );
+        writeln!(
+            out,
+            "  no operation for {}: the directory already matches (or there is nothing to do)",
+            Escaped(who)
+        )?;
     }
     Ok(())
 }
 
-fn indent(s: &str) -> String {
-    s.lines()
-        .map(|l| format!("    {l}"))
-        .collect::<Vec<_>>()
-        .join("\n")
-}
+#[cfg(test)]
+mod tests;

@@ -75,6 +75,9 @@ const MAX_LDIF_VALUE: usize = 1 << 30;
 struct Ctx<'a> {
     file: &'a str,
     dir: &'a Path,
+    /// `[safety] allow_insecure_secret_files`: read secret files that group or others
+    /// may read too.
+    allow_insecure_secret_files: bool,
 }
 
 impl Ctx<'_> {
@@ -115,13 +118,13 @@ impl Ctx<'_> {
     ) -> Result<SecretString, ConfigError> {
         match (file, env) {
             (Some(f), None) => {
+                let key = format!("{key}_file");
                 let path = self.path(f);
-                let text = std::fs::read_to_string(&path).map_err(|e| {
-                    self.err(&format!("{key}_file"), format!("cannot read {}: {e}", path.display()))
-                })?;
+                let text = read_secret_file(&path, self.allow_insecure_secret_files)
+                    .map_err(|problem| self.err(&key, problem))?;
                 let v = text.trim_end_matches(['\r', '\n']);
                 if v.is_empty() {
-                    return Err(self.err(&format!("{key}_file"), format!("{} is empty", path.display())));
+                    return Err(self.err(&key, format!("{} is empty", path.display())));
                 }
                 Ok(SecretString::from(v.to_string()))
             }
@@ -141,6 +144,119 @@ impl Ctx<'_> {
     }
 }
 
+/// The most a secret file may hold: a password or a token, not a file read by mistake.
+const MAX_SECRET_BYTES: u64 = 64 * 1024;
+
+/// Read a secret file, refusing one that group or others may read (as ssh refuses such
+/// a private key) unless `allow_insecure`, or one that is not a regular file. The mode is
+/// checked on the file opened, so it is the file read.
+fn read_secret_file(path: &Path, allow_insecure: bool) -> Result<String, String> {
+    use std::io::Read;
+    use std::os::unix::fs::PermissionsExt;
+    let shown = path.display();
+    let f = std::fs::File::open(path).map_err(|e| format!("cannot read {shown}: {e}"))?;
+    let meta = f
+        .metadata()
+        .map_err(|e| format!("cannot read {shown}: {e}"))?;
+    if !meta.is_file() {
+        return Err(format!("{shown} is not a regular file"));
+    }
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 && !allow_insecure {
+        return Err(format!(
+            "{shown} has mode {mode:04o}: group or others may read this secret; \
+             make it readable by tansync's user only (chmod 600 {shown}), \
+             or set [safety] allow_insecure_secret_files = true"
+        ));
+    }
+    let mut text = String::new();
+    f.take(MAX_SECRET_BYTES + 1)
+        .read_to_string(&mut text)
+        .map_err(|e| format!("cannot read {shown}: {e}"))?;
+    if text.len() as u64 > MAX_SECRET_BYTES {
+        return Err(format!(
+            "{shown} is larger than {MAX_SECRET_BYTES} bytes: not a password or token"
+        ));
+    }
+    Ok(text)
+}
+
+/// The directory's base URL, parsed: `https` to any host, or plain `http` only to a
+/// loopback address written as `127.0.0.1`, `[::1]` or `localhost` (the bearer token
+/// goes in every request, so it must never cross a network in clear); never a user name
+/// or password in the URL (the token is sent on its own), nor a query or fragment.
+fn target_url(raw: &str) -> Result<url::Url, String> {
+    let raw = raw.trim();
+    let u = url::Url::parse(raw).map_err(|e| format!("{raw:?} is not a URL: {e}"))?;
+    if !u.username().is_empty() || u.password().is_some() {
+        return Err(
+            "must not hold a user name or password (user:pass@host): the bearer token is \
+             sent on its own, from target.token_file or target.token_env"
+                .into(),
+        );
+    }
+    if u.query().is_some() || u.fragment().is_some() {
+        return Err("must not have a ?query or #fragment: give the SCIM base URL".into());
+    }
+    match u.scheme() {
+        "https" => Ok(u),
+        "http" => {
+            // The host as written: the URL parser reads `127.1` or `0x7f000001` as
+            // 127.0.0.1 too, but only the plain forms are accepted, so what the reader
+            // of the configuration sees is where the token goes.
+            let written = host_as_written(raw);
+            let loopback = matches!(
+                u.host(),
+                Some(url::Host::Ipv4(a)) if a == std::net::Ipv4Addr::LOCALHOST
+            ) || matches!(
+                u.host(),
+                Some(url::Host::Ipv6(a)) if a == std::net::Ipv6Addr::LOCALHOST
+            ) || matches!(u.host(), Some(url::Host::Domain(d)) if d == "localhost");
+            let plain = u
+                .host_str()
+                .is_some_and(|h| written.is_some_and(|w| w.eq_ignore_ascii_case(h)));
+            if loopback && plain {
+                Ok(u)
+            } else {
+                Err(format!(
+                    "plain http:// is allowed only to a loopback address written as \
+                     127.0.0.1, [::1] or localhost (not {}); use https:// for any other host",
+                    written.unwrap_or("")
+                ))
+            }
+        }
+        other => Err(format!("must be https:// (not {other}://)")),
+    }
+}
+
+/// An LDAP URL names a server and nothing else: the bind DN and password are configured
+/// on their own (a password in the URL would be an inline secret).
+fn ldap_url(raw: &str) -> Result<(), String> {
+    let u = url::Url::parse(raw).map_err(|e| format!("{raw:?} is not a URL: {e}"))?;
+    if !u.username().is_empty() || u.password().is_some() {
+        return Err(
+            "must not hold a user name or password (user:pass@host): set source.bind_dn \
+             and source.bind_password_file or source.bind_password_env"
+                .into(),
+        );
+    }
+    if u.host_str().is_none_or(str::is_empty) {
+        return Err(format!("{raw:?} names no server"));
+    }
+    Ok(())
+}
+
+/// The host part of `scheme://[userinfo@]host[:port]/…` as written.
+fn host_as_written(raw: &str) -> Option<&str> {
+    let rest = &raw[raw.find("://")? + 3..];
+    let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    if host_port.starts_with('[') {
+        return host_port.find(']').map(|i| &host_port[..=i]);
+    }
+    Some(host_port.split_once(':').map_or(host_port, |(h, _)| h))
+}
+
 impl Config {
     /// Read and validate a configuration file.
     pub fn load(path: &Path) -> Result<Config, LoadError> {
@@ -156,9 +272,16 @@ impl Config {
 
     /// Validate configuration text; relative paths resolve against `dir`.
     pub fn from_str(text: &str, file: &str, dir: &Path) -> Result<Config, LoadError> {
-        let cx = Ctx { file, dir };
-        let raw: RawConfig =
-            toml::from_str(text).map_err(|e| cx.err("", e.to_string().trim_end().to_string()))?;
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError {
+            file: file.to_string(),
+            key: String::new(),
+            problem: crate::toml_error::describe(text, &e),
+        })?;
+        let cx = Ctx {
+            file,
+            dir,
+            allow_insecure_secret_files: raw.safety.allow_insecure_secret_files,
+        };
 
         let agent_id = raw.agent_id.trim().to_string();
         if agent_id.is_empty()
@@ -229,6 +352,7 @@ impl Config {
                         .err("source.url", "must start with ldaps:// or ldap://")
                         .into());
                 }
+                ldap_url(&url).map_err(|p| cx.err("source.url", p))?;
                 if lower.starts_with("ldaps://") && l.starttls {
                     return Err(cx
                         .err(
@@ -339,16 +463,11 @@ impl Config {
                 None,
             ),
             RawTarget::Scim(t) => {
-                let url = t.url.trim().trim_end_matches('/').to_string();
-                let lower = url.to_ascii_lowercase();
-                let loopback = ["http://127.0.0.1", "http://localhost", "http://[::1]"]
-                    .iter()
-                    .any(|p| lower.starts_with(p));
-                if !(lower.starts_with("https://") || loopback) {
-                    return Err(cx
-                        .err("target.url", "must be https:// (plain http:// only to a loopback address, for tests)")
-                        .into());
-                }
+                let url = target_url(&t.url)
+                    .map_err(|p| cx.err("target.url", p))?
+                    .as_str()
+                    .trim_end_matches('/')
+                    .to_string();
                 if !(1..=1000).contains(&t.page_size) {
                     return Err(cx.err("target.page_size", "must be 1 to 1000").into());
                 }

@@ -268,6 +268,9 @@ pub(super) struct RawSafety {
     pub default_account_cap: u32,
     #[serde(default = "d_window")]
     pub restore_window_days: i64,
+    /// Read secret files that group or others may read too (refused by default).
+    #[serde(default)]
+    pub allow_insecure_secret_files: bool,
 }
 
 fn d_max_removals() -> usize {
@@ -295,6 +298,7 @@ impl Default for RawSafety {
             allow_empty_source: false,
             default_account_cap: d_cap(),
             restore_window_days: d_window(),
+            allow_insecure_secret_files: false,
         }
     }
 }

@@ -11,8 +11,15 @@ fn dir_with_files() -> tempfile::TempDir {
     .unwrap();
     std::fs::write(d.path().join("s.json"), "{}").unwrap();
     std::fs::write(d.path().join("a.toml"), "").unwrap();
-    std::fs::write(d.path().join("pw"), "s3cret\n").unwrap();
+    secret(&d.path().join("pw"), "s3cret\n", 0o600);
     d
+}
+
+/// Write a secret file with this mode.
+fn secret(path: &Path, text: &str, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, text).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
 }
 
 const TAIL: &str = "[filters]\nfiles = [\"r.toml\"]\n[target]\nkind = \"snapshot\"\npath = \"s.json\"\n[agreements]\nfile = \"a.toml\"\n";
@@ -163,4 +170,176 @@ fn write_back_is_checked() {
         .write_back
         .is_none()
     );
+}
+
+/// A config with a SCIM target at `url` (token in `tok`, mode 0600).
+fn scim(d: &tempfile::TempDir, url: &str, extra: &str) -> Result<Config, LoadError> {
+    secret(&d.path().join("tok"), "t0ken\n", 0o600);
+    let text = format!(
+        "agent_id = \"a1\"\n{extra}\n[source]\nkind = \"ldif\"\npath = \"src.ldif\"\n[filters]\nfiles = [\"r.toml\"]\n[target]\nkind = \"scim\"\nurl = {url:?}\ntoken_file = \"tok\"\n[agreements]\nfile = \"a.toml\"\n"
+    );
+    Config::from_str(&text, "t.toml", d.path())
+}
+
+#[test]
+fn target_urls_are_parsed_not_prefix_matched() {
+    let ok = [
+        (
+            "https://directory.nhs.example/scim/v2",
+            "https://directory.nhs.example/scim/v2",
+        ),
+        (
+            "HTTPS://Directory.NHS.example/",
+            "https://directory.nhs.example",
+        ),
+        ("http://127.0.0.1:8080", "http://127.0.0.1:8080"),
+        ("http://localhost:8080/scim/", "http://localhost:8080/scim"),
+        ("HTTP://LOCALHOST", "http://localhost"),
+        ("http://[::1]:80", "http://[::1]"),
+        ("http://[::1]:8443/v2", "http://[::1]:8443/v2"),
+    ];
+    let d = dir_with_files();
+    for (url, want) in ok {
+        let c = scim(&d, url, "").unwrap_or_else(|e| panic!("{url}: {e}"));
+        assert_eq!(c.scim.as_ref().unwrap().url, want, "{url}");
+    }
+    let refused = [
+        // The bearer token would go to 10.9.9.9, in clear.
+        ("http://127.0.0.1@10.9.9.9:8080", "user name or password"),
+        ("http://user:pw@127.0.0.1:8080", "user name or password"),
+        (
+            "https://user:pw@directory.nhs.example",
+            "user name or password",
+        ),
+        (
+            "https://token@directory.nhs.example",
+            "user name or password",
+        ),
+        ("http://localhost.evil.com", "only to a loopback address"),
+        ("http://127.0.0.1.nip.io", "only to a loopback address"),
+        ("http://localhost.", "only to a loopback address"),
+        ("http://10.0.0.1:8080", "only to a loopback address"),
+        ("HTTP://10.0.0.1", "only to a loopback address"),
+        // The URL parser reads these as 127.0.0.1; only the plain forms are accepted.
+        ("http://0x7f000001", "only to a loopback address"),
+        ("http://2130706433", "only to a loopback address"),
+        ("http://127.1", "only to a loopback address"),
+        ("http://127.000.000.001", "only to a loopback address"),
+        ("http://%31%32%37.0.0.1", "only to a loopback address"),
+        ("http://127.0.0.2", "only to a loopback address"),
+        ("http://[::ffff:127.0.0.1]", "only to a loopback address"),
+        ("http://127.0.0.1\\@10.9.9.9", "only to a loopback address"),
+        ("ftp://directory.nhs.example", "must be https://"),
+        ("directory.nhs.example", "is not a URL"),
+        ("https://directory.nhs.example/scim?x=1", "?query"),
+        ("https://directory.nhs.example/#top", "#fragment"),
+    ];
+    for (url, why) in refused {
+        let e = match scim(&d, url, "") {
+            Ok(_) => panic!("{url} was accepted"),
+            Err(e) => e.to_string(),
+        };
+        assert!(e.starts_with("t.toml: target.url: "), "{url}: {e}");
+        assert!(e.contains(why), "{url}: {e}");
+        assert!(!e.contains("t0ken"), "{e}");
+    }
+}
+
+#[test]
+fn ldap_urls_hold_no_credentials() {
+    let d = dir_with_files();
+    let ldap = |url: &str| {
+        format!(
+            "agent_id = \"a1\"\n[source]\nkind = \"ldap\"\nurl = {url:?}\nbind_dn = \"CN=x\"\nbind_password_file = \"pw\"\nbase_dns = [\"DC=x\"]\n"
+        )
+    };
+    assert!(load(&d, &ldap("ldaps://dc.example:636")).is_ok());
+    assert!(load(&d, &ldap("LDAP://dc.example")).is_ok());
+    let e = err(&d, &ldap("ldaps://admin:hunter2@dc.example"));
+    assert!(
+        e.contains("source.url: must not hold a user name or password"),
+        "{e}"
+    );
+    assert!(!e.contains("hunter2"), "{e}");
+    assert!(err(&d, &ldap("ldaps://")).contains("source.url"));
+    assert!(err(&d, &ldap("https://dc.example")).contains("must start with ldaps://"));
+}
+
+#[test]
+fn secret_files_others_may_read_are_refused() {
+    let d = dir_with_files();
+    let ldap = |extra: &str| {
+        format!(
+            "agent_id = \"a1\"\n{extra}\n[source]\nkind = \"ldap\"\nurl = \"ldaps://dc:636\"\nbind_dn = \"CN=x\"\nbind_password_file = \"pw\"\nbase_dns = [\"DC=x\"]\n"
+        )
+    };
+    let pw = d.path().join("pw");
+    for mode in [0o644, 0o640, 0o604, 0o660, 0o666] {
+        secret(&pw, "s3cret\n", mode);
+        let e = err(&d, &ldap(""));
+        let want = format!(
+            "t.toml: source.bind_password_file: {} has mode {mode:04o}: group or others may read this secret; make it readable by tansync's user only (chmod 600 {})",
+            pw.display(),
+            pw.display()
+        );
+        assert!(e.starts_with(&want), "{mode:o}: {e}");
+        assert!(e.contains("allow_insecure_secret_files"), "{e}");
+        assert!(!e.contains("s3cret"));
+        // The operator who knows why may allow it.
+        let c = load(&d, &ldap("[safety]\nallow_insecure_secret_files = true")).unwrap();
+        let AnySource::Ldap(l) = &c.source else {
+            panic!("ldap")
+        };
+        use secrecy::ExposeSecret;
+        assert_eq!(l.bind_password.expose_secret(), "s3cret");
+    }
+    for mode in [0o600, 0o400] {
+        secret(&pw, "s3cret\n", mode);
+        assert!(load(&d, &ldap("")).is_ok(), "{mode:o}");
+    }
+    // The token file and the write-back password file are held to the same rule.
+    secret(&d.path().join("tok"), "t0ken\n", 0o644);
+    let text = "agent_id = \"a1\"\n[source]\nkind = \"ldif\"\npath = \"src.ldif\"\n[filters]\nfiles = [\"r.toml\"]\n[target]\nkind = \"scim\"\nurl = \"https://d.example\"\ntoken_file = \"tok\"\n[agreements]\nfile = \"a.toml\"\n";
+    let e = match Config::from_str(text, "t.toml", d.path()) {
+        Ok(_) => panic!("a 0644 token file was accepted"),
+        Err(e) => e.to_string(),
+    };
+    assert!(
+        e.contains("target.token_file: ") && e.contains("has mode 0644"),
+        "{e}"
+    );
+    secret(&pw, "s3cret\n", 0o600);
+    secret(&d.path().join("wpw"), "w\n", 0o644);
+    let wb = format!(
+        "{}[write_back]\nattribute = \"mail\"\nbind_dn = \"CN=w\"\nbind_password_file = \"wpw\"\n",
+        ldap("")
+    );
+    assert!(err(&d, &wb).contains("write_back.bind_password_file: "));
+    // Not a regular file.
+    std::fs::create_dir(d.path().join("pwdir")).unwrap();
+    let e = err(&d, &ldap("").replace("\"pw\"", "\"pwdir\""));
+    assert!(e.contains("is not a regular file"), "{e}");
+}
+
+#[test]
+fn toml_errors_name_line_and_column_but_never_echo_the_line() {
+    let d = dir_with_files();
+    // A syntax error on a line holding something secret-looking.
+    let e = err(
+        &d,
+        "agent_id = \"a1\"\n[source]\nkind = \"ldap\"\nbind_password = \"hunter2\n",
+    );
+    assert!(
+        e.starts_with("t.toml: line 4, column 25: invalid basic string"),
+        "{e}"
+    );
+    assert!(!e.contains("hunter2") && !e.contains('\n'), "{e}");
+    // An unknown key (an inline secret is one): named, the line not shown.
+    let e = err(
+        &d,
+        "agent_id = \"a1\"\n[source]\nkind = \"ldif\"\npath = \"src.ldif\"\ntoken = \"hunter2\"",
+    );
+    assert!(e.contains("unknown field `token`"), "{e}");
+    assert!(e.contains("line 2, column 1"), "{e}");
+    assert!(!e.contains("hunter2") && !e.contains('\n'), "{e}");
 }

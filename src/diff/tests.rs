@@ -453,3 +453,73 @@ fn a_field_dropped_as_invalid_is_left_as_the_directory_holds_it() {
         }]
     );
 }
+
+/// What README.md promises for disabled accounts without any rule about them: never
+/// provisioned or joined; an existing active or inactive account is marked leaver
+/// `disabled`; a pending one is held; a leaver stays as it is.
+#[test]
+fn disabled_people_are_never_provisioned_and_their_accounts_become_leavers() {
+    let disabled = |n: u32, attrs: &[(Field, &str)]| {
+        let mut p = person(n, "RXA", attrs);
+        p.enabled = false;
+        p
+    };
+    // Unanchored accounts a first sync would join on employee id or email.
+    let mut by_employee = account(12, "RXA", Status::Active, &[(Field::EmployeeId, "E12")]);
+    by_employee.external_id = None;
+    let mut by_email = account(13, "RXA", Status::Active, &[]);
+    by_email.external_id = None;
+    by_email.email = Some("p13@nhs.net".into());
+    let out = run(Case {
+        persons: vec![
+            disabled(1, &[]),
+            disabled(2, &[]),
+            disabled(3, &[]),
+            disabled(4, &[]),
+            disabled(11, &[]),
+            disabled(12, &[(Field::EmployeeId, "E12")]),
+            disabled(13, &[(Field::Email, "p13@nhs.net")]),
+        ],
+        accounts: vec![
+            account(1, "RXA", Status::Active, &[]),
+            account(2, "RXA", Status::Inactive, &[]),
+            account(3, "RXA", Status::Pending, &[]),
+            account(4, "RXA", Status::Leaver, &[]),
+            by_employee,
+            by_email,
+        ],
+        out_of_scope: vec![],
+        rejected: vec![],
+    });
+    let ops: Vec<(crate::plan::OpKind, String)> = out
+        .operations
+        .iter()
+        .map(|o| match o {
+            Operation::Remove {
+                target_id, reason, ..
+            } => {
+                assert_eq!(*reason, RemoveReason::Disabled);
+                (o.kind(), target_id.to_string())
+            }
+            other => panic!("a disabled person got {other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        ops,
+        [
+            (crate::plan::OpKind::Remove, "t1".into()),
+            (crate::plan::OpKind::Remove, "t2".into())
+        ]
+    );
+    let blocked: Vec<(BlockReason, &str)> = out
+        .blocked
+        .iter()
+        .map(|b| (b.reason, b.external_id.as_str()))
+        .collect();
+    assert_eq!(
+        blocked,
+        [(BlockReason::TargetPending, xid(3).as_str())],
+        "{:?}",
+        out.blocked
+    );
+}

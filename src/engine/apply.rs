@@ -161,34 +161,55 @@ pub async fn reconcile<W: Writer>(store: &StateStore, writer: &W) -> Result<usiz
 }
 
 /// Read a reviewed plan file, refusing one that is not a tansync plan or is too large.
+/// The size is checked before the file is read, and the read itself stops past the cap
+/// (the file could be growing); anything but a regular file (a FIFO, a device) is
+/// refused before it is opened, as opening one could wait for ever.
 fn read_plan(path: &Path) -> Result<Plan, EngineError> {
+    use std::io::Read;
     let err = |problem: String| EngineError::PlanFile {
         path: path.display().to_string(),
         problem,
     };
-    let len = std::fs::metadata(path)
-        .map_err(|e| err(e.to_string()))?
-        .len();
-    if len > MAX_PLAN_BYTES {
-        return Err(err(format!(
-            "it is {len} bytes, more than the {MAX_PLAN_BYTES} a plan may be"
-        )));
+    let too_large = |len: u64| {
+        err(format!(
+            "it is {len} bytes or more, more than the {MAX_PLAN_BYTES} a plan may be"
+        ))
+    };
+    let regular = |m: &std::fs::Metadata| {
+        if m.is_file() {
+            Ok(())
+        } else {
+            Err(err("it is not a regular file".into()))
+        }
+    };
+    regular(&std::fs::metadata(path).map_err(|e| err(e.to_string()))?)?;
+    let f = std::fs::File::open(path).map_err(|e| err(e.to_string()))?;
+    let meta = f.metadata().map_err(|e| err(e.to_string()))?;
+    regular(&meta)?;
+    if meta.len() > MAX_PLAN_BYTES {
+        return Err(too_large(meta.len()));
     }
-    let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
-    let saved: Plan =
-        serde_json::from_str(&text).map_err(|e| err(format!("it is not a tansync plan: {e}")))?;
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    f.take(MAX_PLAN_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| err(e.to_string()))?;
+    if bytes.len() as u64 > MAX_PLAN_BYTES {
+        return Err(too_large(bytes.len() as u64));
+    }
+    let saved: Plan = serde_json::from_slice(&bytes)
+        .map_err(|e| err(format!("it is not a tansync plan: {e}")))?;
     if saved.format != FORMAT {
         return Err(err(format!("format {:?} is not {FORMAT}", saved.format)));
     }
     Ok(saved)
 }
 
-/// The plan to apply: the fresh one, or the reviewed one if it still holds.
-fn chosen_plan(fresh: Plan, plan_file: Option<&Path>) -> Result<Plan, EngineError> {
-    let Some(path) = plan_file else {
+/// The plan to apply: the fresh one, or the reviewed one (`saved`, read from `path`) if
+/// it still holds.
+fn chosen_plan(fresh: Plan, saved: Option<(&Path, Plan)>) -> Result<Plan, EngineError> {
+    let Some((path, saved)) = saved else {
         return Ok(fresh);
     };
-    let saved = read_plan(path)?;
     if saved.fingerprint != fresh.fingerprint {
         return Err(EngineError::StalePlan {
             path: path.display().to_string(),
@@ -247,6 +268,11 @@ pub async fn apply_with<S: Source, T: Target, W: Writer>(
     progress: &dyn Progress,
     cancel: &CancellationToken,
 ) -> Result<ApplyReport, EngineError> {
+    // A plan file that is not a plan is refused before anything is read or settled.
+    let saved = match req.plan_file {
+        Some(path) => Some((path, read_plan(path)?)),
+        None => None,
+    };
     let store = StateStore::open(&cfg.state_dir)?;
     let reconciled = reconcile(&store, &writer).await?;
     let PlanRun {
@@ -254,7 +280,7 @@ pub async fn apply_with<S: Source, T: Target, W: Writer>(
         collected,
         target: _,
     } = plan_from(cfg, source, target, req.now, None, progress, cancel).await?;
-    let plan = chosen_plan(fresh, req.plan_file)?;
+    let plan = chosen_plan(fresh, saved)?;
 
     let mut ops: Vec<PlannedOp> = plan.operations.clone();
     let mass: Vec<PlannedOp> = plan

@@ -7,13 +7,14 @@ use crate::config::Config;
 use crate::diff::{self, DiffInput};
 use crate::gate::{self, GateInput};
 use crate::ids::ExternalId;
-use crate::model::{RejectReason, Rejection};
+use crate::model::{Field, RejectReason, Rejection};
+use crate::plan::render::{Known, People};
 use crate::plan::{Plan, SourceSummary, TargetSummary};
 use crate::push::writeback;
 use crate::source::Source;
 use crate::target::{Target, TargetState};
 use sha2::{Digest, Sha256};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use time::OffsetDateTime;
 use tokio_util::sync::CancellationToken;
 
@@ -50,6 +51,43 @@ pub struct PlanRun {
     pub plan: Plan,
     pub collected: Collected,
     pub target: TargetState,
+}
+
+impl PlanRun {
+    /// The display names and DNs of the people the plan mentions, for its human view:
+    /// from the source where the person is in scope, else from their directory account.
+    pub fn people(&self) -> People {
+        let mut want: HashSet<&ExternalId> = HashSet::new();
+        want.extend(self.plan.operations.iter().map(|p| p.op.external_id()));
+        want.extend(self.plan.blocked.iter().map(|b| &b.external_id));
+        let mut people = People::default();
+        for a in &self.target.accounts {
+            if let Some(x) = a.external_id.as_ref().filter(|x| want.contains(x)) {
+                people.insert(
+                    x.clone(),
+                    Known {
+                        display_name: a.attributes.get(&Field::DisplayName).cloned(),
+                        dn: None,
+                    },
+                );
+            }
+        }
+        for x in want {
+            if let Some(p) = self.collected.persons.get(x) {
+                people.insert(
+                    x.clone(),
+                    Known {
+                        display_name: p.get(Field::DisplayName).map(String::from),
+                        dn: Some(p.dn.clone()),
+                    },
+                );
+            }
+        }
+        for (dn, name) in &self.collected.rejected_names {
+            people.insert_rejected(dn.clone(), name.clone());
+        }
+        people
+    }
 }
 
 /// Plan from already-read state (pure: no I/O, no clock).

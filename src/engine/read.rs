@@ -73,6 +73,9 @@ pub struct Collected {
     pub persons: BTreeMap<ExternalId, Person>,
     pub out_of_scope: BTreeSet<ExternalId>,
     pub rejected: Vec<Rejection>,
+    /// The source's display name of each rejected entry that has one, by DN (the human
+    /// plan names the person; the plan JSON does not carry it).
+    pub rejected_names: BTreeMap<String, String>,
     /// Every anchor seen (duplicate detection); emptied when the read is done.
     anchors: std::collections::HashSet<ExternalId>,
     pub groups: GroupIndex,
@@ -92,6 +95,22 @@ struct Collector<'a> {
     phones: PhoneMemo,
     /// One shared copy of each ODS code: a handful of codes for every person.
     ods_codes: BTreeSet<OdsCode>,
+}
+
+impl Collector<'_> {
+    fn note_rejected_name(&mut self, e: &SourceEntry) {
+        let name = self
+            .cfg
+            .mapping
+            .fields
+            .get(&Field::DisplayName)
+            .and_then(|attr| e.first(attr));
+        if let Some(name) = name {
+            self.out
+                .rejected_names
+                .insert(e.dn.clone(), name.to_string());
+        }
+    }
 }
 
 impl EntrySink for Collector<'_> {
@@ -129,12 +148,15 @@ impl EntrySink for Collector<'_> {
         if let Ok(x) = &e.anchor
             && !self.out.anchors.insert(x.clone())
         {
-            let first_dn = self
-                .out
-                .persons
-                .get(x)
+            let first = self.out.persons.get(x);
+            if let Some(name) = first.and_then(|p| p.get(Field::DisplayName)) {
+                let dn = first.map(|p| p.dn.clone()).unwrap_or_default();
+                self.out.rejected_names.insert(dn, name.to_string());
+            }
+            let first_dn = first
                 .map(|p| p.dn.clone())
                 .unwrap_or_else(|| "an earlier entry".to_string());
+            self.note_rejected_name(&e);
             // Two entries claim one anchor: neither can be trusted.
             let detail = format!("anchor {x} is shared by {first_dn:?} and {:?}", e.dn);
             if self.out.persons.remove(x).is_some() || self.out.out_of_scope.remove(x) {
@@ -176,7 +198,10 @@ impl EntrySink for Collector<'_> {
                         }
                         self.out.persons.insert(p.external_id.clone(), p);
                     }
-                    Err(r) => self.out.rejected.push(r),
+                    Err(r) => {
+                        self.note_rejected_name(&e);
+                        self.out.rejected.push(r);
+                    }
                 }
             }
             Decision::Exclude(_) | Decision::NoMatch => {

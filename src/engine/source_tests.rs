@@ -60,24 +60,23 @@ async fn plan_people(people: Vec<SourceEntry>) -> Result<crate::plan::Plan, Engi
 
 #[tokio::test]
 async fn a_read_whose_every_entry_in_scope_is_rejected_says_so() {
-    let mut bad_mobile = person(4, "Dee", "Dunn");
-    bad_mobile
-        .attrs
-        .insert("mobile".into(), vec!["+1 415 555 0100".into()]);
-    let people = vec![person(2, "Bea", ""), person(3, "Cy", ""), bad_mobile];
+    // A name with an invisible character in it: rejected (a bad mobile would only be
+    // dropped with a warning).
+    let bad_name = person(4, "De\u{200b}415", "Dunn");
+    let people = vec![person(2, "Bea", ""), person(3, "Cy", ""), bad_name];
     let e = plan_people(people).await.err().unwrap();
     assert!(
         matches!(
             &e,
             EngineError::AllRejected { managed: 1, rejected: 3, reasons }
-                if reasons == "missing_mandatory: 2, invalid_mobile: 1"
+                if reasons == "missing_mandatory: 2, invalid_value: 1"
         ),
         "{e:?}"
     );
     let text = e.to_string();
     assert!(
         text.starts_with(
-            "every entry in scope was rejected (3 rejected: missing_mandatory: 2, invalid_mobile: 1), so no one is left in scope while the directory holds 1 accounts this agent manages; refusing to plan their removal"
+            "every entry in scope was rejected (3 rejected: missing_mandatory: 2, invalid_value: 1), so no one is left in scope while the directory holds 1 accounts this agent manages; refusing to plan their removal"
         ),
         "{text}"
     );

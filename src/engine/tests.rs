@@ -403,6 +403,7 @@ async fn invalid_values_reach_the_plan_as_rejections_and_warnings() {
     )
     .await
     .unwrap();
+    let people = run.people();
     let plan = run.plan;
     let rejected: Vec<(&str, RejectReason, &str)> = plan
         .rejected
@@ -476,12 +477,13 @@ async fn invalid_values_reach_the_plan_as_rejections_and_warnings() {
     assert!(!attributes.contains_key(&Field::Telephone));
     assert_eq!(plan.summary.unchanged, 1);
     // The human view lists them.
-    let human = crate::plan::render::human(&plan);
+    let human = crate::plan::render::human(&plan, &people);
     assert!(human.contains("Warnings"), "{human}");
     assert!(
-        human.contains(
-            "CN=Bo Ng,OU=Staff,DC=example\n      telephone invalid_value: telephone \"ext 4411\""
-        ),
+        human.contains(&format!(
+            "(CN=Bo Ng,OU=Staff,DC=example)  {}\n      telephone invalid_value: telephone \"ext 4411\"",
+            anchor(3)
+        )),
         "{human}"
     );
     // The JSON carries them as the contract says.

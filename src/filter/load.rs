@@ -128,7 +128,7 @@ pub fn parse_rules(file: &str, text: &str) -> Result<RuleSet, FilterError> {
     let raw: RawFile = toml::from_str(text).map_err(|e| FilterError {
         file: file.to_string(),
         place: String::new(),
-        problem: e.to_string().trim_end().to_string(),
+        problem: crate::toml_error::describe(text, &e),
     })?;
     let mut rules = Vec::with_capacity(raw.rule.len());
     for (i, v) in raw.rule.into_iter().enumerate() {

@@ -97,7 +97,7 @@ fn validity(
 
 /// Parse an agreements file. Errors are `key: problem`; the caller adds the file name.
 pub fn parse(text: &str) -> Result<Agreements, String> {
-    let raw: RawFile = toml::from_str(text).map_err(|e| e.to_string().trim_end().to_string())?;
+    let raw: RawFile = toml::from_str(text).map_err(|e| crate::toml_error::describe(text, &e))?;
     let partnering = raw
         .partnering
         .map(|p| -> Result<Partnering, String> {

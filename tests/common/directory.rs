@@ -29,12 +29,13 @@ pub struct DirectoryProcess {
 }
 
 impl DirectoryProcess {
-    /// Write `files` (name, contents) and `config` (as `directory.toml`) into a fresh
-    /// temp folder, start the directory and wait for its `listening on URL` line.
+    /// Write `files` (name, contents: tokens and the like, so readable by the owner only)
+    /// and `config` (as `directory.toml`) into a fresh temp folder, start the directory
+    /// and wait for its `listening on URL` line.
     pub fn start(config: &str, files: &[(&str, &str)]) -> DirectoryProcess {
         let dir = tempfile::tempdir().expect("temp dir");
         for (name, text) in files {
-            std::fs::write(dir.path().join(name), text).expect("write file");
+            super::write_secret(&dir.path().join(name), text);
         }
         let cfg = dir.path().join("directory.toml");
         std::fs::write(&cfg, config).expect("write directory config");

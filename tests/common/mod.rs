@@ -97,6 +97,25 @@ pub fn write_config(dir: &Path, text: &str) -> PathBuf {
     p
 }
 
+/// Write a secret (a token or password file) readable by its owner only: tansync refuses
+/// secret files that group or others may read.
+pub fn write_secret(path: &Path, text: &str) {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .expect("create secret file");
+    // `mode` applies only when the file is created: an existing one is narrowed too.
+    use std::os::unix::fs::PermissionsExt;
+    f.set_permissions(std::fs::Permissions::from_mode(0o600))
+        .expect("chmod secret file");
+    f.write_all(text.as_bytes()).expect("write secret file");
+}
+
 /// A TOML string literal for a path.
 pub fn q(p: impl AsRef<Path>) -> String {
     toml_str(&p.as_ref().display().to_string())

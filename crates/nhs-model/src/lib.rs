@@ -2,9 +2,11 @@
 //! the NHS Directory model types they share (person fields, organisations, account
 //! status), the SCIM 2.0 wire types and the NHS extension schema.
 //!
-//! Plain data with parsing and display; nothing here does I/O.
+//! Plain data with parsing and display (and [`escape`], the one way a value reaches a
+//! terminal); nothing here does I/O.
 #![deny(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod escape;
 pub mod field;
 pub mod ids;
 pub mod org;
