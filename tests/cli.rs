@@ -346,8 +346,9 @@ fn explain_in_the_quickstart() {
     );
     // The contract's codes, not Rust's names for them.
     assert!(
-        r.stdout
-            .contains("rejected invalid_mobile: mobile \"+1 415 555 0100\" is not a UK number"),
+        r.stdout.contains(
+            "dropped mobile invalid_mobile: mobile \"+1 415 555 0100\" is not a UK number"
+        ),
         "{}",
         r.stdout
     );
@@ -426,10 +427,17 @@ fn blocked_and_rejected_lines_name_the_person() {
         ),
         "{blocked}"
     );
-    let rejected = line("85f2914d-03c3-5535-b31d-20b9e6a00fc1");
+    let rejected = line("eb9777e9-55f3-5e5e-924f-d8a1958df2de");
     assert!(
-        rejected.starts_with("  Ffion Jones (CN=Ffion Jones,OU=Westfield Community,"),
+        rejected.starts_with("  Priya (CN=Priya,OU=Northgate General,"),
         "{rejected}"
+    );
+    let warnings = &h.stdout[h.stdout.find("Warnings:").expect("a warnings section")..];
+    assert!(
+        warnings.lines().nth(1).is_some_and(|l| l
+            .starts_with("  Ffion Jones (CN=Ffion Jones,OU=Westfield Community,")
+            && l.ends_with("85f2914d-03c3-5535-b31d-20b9e6a00fc1")),
+        "{warnings}"
     );
     // A removal names the person from the directory side when the source has them.
     assert!(line("nhsd-7f3a13").contains("Olumide Okafor (CN=Olumide Okafor,"));
@@ -480,7 +488,7 @@ fn hostile(dir: &Path) -> std::path::PathBuf {
     let ldif = format!(
         "dn:: {}\nobjectClass: user\nobjectGUID:: dqxArwESBUKD+6FwcQnotA==\nsAMAccountName: ann\ngivenName: Ann\nsn: Lee\ndisplayName: Ann Lee\n\n\
          dn:: {}\nobjectClass: user\nobjectGUID:: AAAAAAAAAAAAAAAAAAAAAg==\nsAMAccountName: bob\ngivenName:: {}\nsn: Ray\n\n\
-         dn:: {}\nobjectClass: user\nobjectGUID:: AAAAAAAAAAAAAAAAAAAAAw==\nsAMAccountName: cat\ngivenName: Cat\nsn: Ng\nmail: cat@leeds.gov.uk\n",
+         dn:: {}\nobjectClass: user\nobjectGUID:: AAAAAAAAAAAAAAAAAAAAAw==\nsAMAccountName: cat\ngivenName: Cat\nsn: Ng\nmail: cat@leeds.gov.uk\n\n",
         b64(&format!("CN=Ann {HOSTILE}Lee,OU=Staff,DC=x")),
         b64(&format!("CN=Bob {HOSTILE}Ray,OU=Staff,DC=x")),
         b64(&format!("Bob{HOSTILE}")),
