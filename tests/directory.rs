@@ -559,7 +559,7 @@ async fn a_national_format_phone_in_the_directory_is_no_change_for_the_same_e164
          attributes = [\"given_name\", \"family_name\", \"display_name\", \"job_title\", \"department\", \"site\", \"telephone\", \"mobile\", \"employee_id\"]\n",
     )
     .unwrap();
-    std::fs::write(d.join("agent.token"), format!("{AGENT}\n")).unwrap();
+    common::write_secret(&d.join("agent.token"), &format!("{AGENT}\n"));
     let cfg = write_config(
         d,
         &format!(
