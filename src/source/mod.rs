@@ -5,6 +5,7 @@
 //! size or time limit, a malformed record) aborts with [`SourceError`] and the caller must
 //! not produce a plan from what was seen so far (ARCHITECTURE.md, "Invariants").
 
+pub mod delta;
 pub mod ldap;
 pub mod ldif;
 
@@ -345,6 +346,33 @@ pub trait Source {
         sink: &mut dyn EntrySink,
         cancel: &CancellationToken,
     ) -> impl Future<Output = Result<ReadSummary, SourceError>>;
+
+    /// Where the source stands now, taken *before* a full read so that changes made
+    /// during it are picked up by the next delta. `None`: this source has no deltas
+    /// (every cycle is full).
+    fn watermark(
+        &self,
+        _cancel: &CancellationToken,
+    ) -> impl Future<Output = Result<Option<delta::Watermark>, SourceError>> {
+        async { Ok(None) }
+    }
+
+    /// The entries changed since `since` (to `sink`, like [`Source::read`]) and the
+    /// objects deleted since, or [`delta::Delta::Full`] when `since` cannot be used.
+    /// Complete or an error, like a full read.
+    fn read_delta(
+        &self,
+        _req: &ReadRequest,
+        _since: &delta::Watermark,
+        _sink: &mut dyn EntrySink,
+        _cancel: &CancellationToken,
+    ) -> impl Future<Output = Result<delta::Delta, SourceError>> {
+        async {
+            Ok(delta::Delta::Full {
+                why: format!("a {} source has no delta reads", self.kind()),
+            })
+        }
+    }
 }
 
 /// The configured source.
