@@ -7,7 +7,8 @@
 //! binary so the production agent contains no directory server, fault injection or
 //! admin clock.
 //!
-//! Layout: `config` (two-phase TOML), `rules` and `address` (the NHS rules, pure),
+//! Layout: `config` (two-phase TOML), `rules`, `address` and `text` (the NHS rules and
+//! what a stored value may hold, pure),
 //! `filter` and `patch` (SCIM, pure; the schema table is `nhs_model::schema`), `store` (SQLite), `service` (the
 //! operations), `http` (endpoints and the auth/rate/fault gate), `net` (TCP/TLS).
 //!
@@ -28,6 +29,7 @@ pub mod patch;
 pub mod rules;
 pub mod service;
 pub mod store;
+pub mod text;
 
 use anyhow::Context;
 use clock::{Clock, OffsetClock, SystemClock};

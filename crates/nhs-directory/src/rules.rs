@@ -10,9 +10,10 @@
 
 use super::config::{Lifecycle, OrgEntry};
 use super::error::ApiError;
+use super::text;
 use nhs_model::Field;
 use nhs_model::ids::OdsCode;
-use nhs_model::scim::User;
+use nhs_model::scim::{ENTERPRISE_SCHEMA, NHS_SCHEMA, User};
 use std::collections::BTreeSet;
 use std::time::Duration;
 use time::OffsetDateTime;
@@ -240,8 +241,65 @@ pub fn parse_ods(s: &str) -> Result<OdsCode, ApiError> {
     OdsCode::parse(s).map_err(|e| ApiError::invalid_value(format!("invalid_value: {e}")))
 }
 
-/// The mandatory names (DESIGN.md "Mandatory to provision") and the directory's length
-/// limits ([`Field::max_len`]).
+/// Every text value of a User's client-writable content, with its SCIM path.
+fn texts(u: &User) -> Vec<(String, &str)> {
+    let name = u.name.as_ref();
+    let ent = u.enterprise.as_ref();
+    let nhs = u.nhs.as_ref();
+    let mut out: Vec<(String, Option<&String>)> = vec![
+        (
+            "name.givenName".into(),
+            name.and_then(|n| n.given_name.as_ref()),
+        ),
+        (
+            "name.familyName".into(),
+            name.and_then(|n| n.family_name.as_ref()),
+        ),
+        (
+            "name.formatted".into(),
+            name.and_then(|n| n.formatted.as_ref()),
+        ),
+        ("displayName".into(), u.display_name.as_ref()),
+        ("title".into(), u.title.as_ref()),
+        (
+            format!("{ENTERPRISE_SCHEMA}:employeeNumber"),
+            ent.and_then(|e| e.employee_number.as_ref()),
+        ),
+        (
+            format!("{ENTERPRISE_SCHEMA}:department"),
+            ent.and_then(|e| e.department.as_ref()),
+        ),
+        (
+            format!("{NHS_SCHEMA}:site"),
+            nhs.and_then(|n| n.site.as_ref()),
+        ),
+        (
+            format!("{NHS_SCHEMA}:managedBy"),
+            nhs.and_then(|n| n.managed_by.as_ref()),
+        ),
+    ];
+    for (i, p) in u.phone_numbers.iter().enumerate() {
+        out.push((format!("phoneNumbers[{i}].value"), Some(&p.value)));
+        out.push((format!("phoneNumbers[{i}].type"), p.kind.as_ref()));
+    }
+    out.into_iter()
+        .filter_map(|(path, v)| v.map(|v| (path, v.as_str())))
+        .collect()
+}
+
+/// Refuse a User whose client-writable text holds a control or invisible character
+/// (`text`), naming the attribute and the code point. Run on what the client sent as
+/// well as on what is stored, so that a value of only such characters is refused, not
+/// dropped as blank.
+pub fn check_texts(u: &User) -> Result<(), ApiError> {
+    for (path, v) in texts(u) {
+        text::check(&path, v)?;
+    }
+    Ok(())
+}
+
+/// The mandatory names (DESIGN.md "Mandatory to provision"), the characters a stored
+/// value may hold (`text`) and the directory's length limits ([`Field::max_len`]).
 pub fn check_content(u: &User) -> Result<(), ApiError> {
     let name = u.name.clone().unwrap_or_default();
     for (what, v) in [
@@ -254,6 +312,7 @@ pub fn check_content(u: &User) -> Result<(), ApiError> {
             )));
         }
     }
+    check_texts(u)?;
     for (f, v) in u.fields() {
         if v.chars().count() > f.max_len() {
             return Err(ApiError::invalid_value(format!(
@@ -276,6 +335,7 @@ pub fn check_content(u: &User) -> Result<(), ApiError> {
 /// The uniqueness key of an externalId (anchors compare ignoring case, as
 /// [`nhs_model::ids::ExternalId`] does), or why it is not one.
 pub fn anchor_key(external_id: &str) -> Result<String, ApiError> {
+    text::check("externalId", external_id)?;
     nhs_model::ids::ExternalId::parse(external_id)
         .map(|e| e.as_str().to_string())
         .map_err(|e| ApiError::invalid_value(format!("invalid_value: {e}")))
@@ -440,5 +500,52 @@ mod tests {
         );
         assert_eq!(anchor_key(" AF40AC76-1201 ").unwrap(), "af40ac76-1201");
         assert!(anchor_key("  ").is_err());
+        let e = anchor_key("af40ac76\u{200B}").unwrap_err();
+        assert!(e.detail.contains("externalId holds U+200B"), "{e}");
+    }
+
+    #[test]
+    fn every_stored_text_is_checked_for_control_and_invisible_characters() {
+        let mut ok = User::default();
+        ok.set_field(Field::GivenName, Some("Siân".into()));
+        ok.set_field(Field::FamilyName, Some("Evans".into()));
+        assert!(check_content(&ok).is_ok());
+        let nhs_site = format!("{NHS_SCHEMA}:site");
+        let department = format!("{ENTERPRISE_SCHEMA}:department");
+        for (f, path) in [
+            (Field::GivenName, "name.givenName"),
+            (Field::FamilyName, "name.familyName"),
+            (Field::DisplayName, "displayName"),
+            (Field::JobTitle, "title"),
+            (Field::Department, department.as_str()),
+            (Field::Site, nhs_site.as_str()),
+            (Field::Telephone, "phoneNumbers[0].value"),
+        ] {
+            let mut u = ok.clone();
+            u.set_field(f, Some("A\u{202E}B".into()));
+            let e = check_content(&u).unwrap_err();
+            assert_eq!(e.scim_type, Some("invalidValue"), "{path}");
+            assert!(
+                e.detail
+                    .starts_with(&format!("invalid_value: {path} holds U+202E")),
+                "{path}: {e}"
+            );
+        }
+        let mut u = ok.clone();
+        u.nhs.get_or_insert_with(Default::default).managed_by = Some("agent\n1".into());
+        assert!(
+            check_content(&u)
+                .unwrap_err()
+                .detail
+                .contains("managedBy holds U+000A")
+        );
+        let mut u = ok;
+        u.name.get_or_insert_with(Default::default).formatted = Some("\u{3164}".into());
+        assert!(
+            check_content(&u)
+                .unwrap_err()
+                .detail
+                .contains("name.formatted holds U+3164")
+        );
     }
 }

@@ -265,6 +265,7 @@ impl Directory {
                     })?,
                 };
                 rules::agreement(&client.id, &client.organisations, &ods)?;
+                rules::check_texts(&body)?;
                 let content = content_of(&body);
                 rules::check_content(&content)?;
                 let external_id = text(&body.external_id).map(|e| e.trim().to_string());
@@ -532,6 +533,7 @@ fn update(
         let held = store::held(conn, target_ods.as_str(), Some(&a.id))?;
         rules::admit(&target_ods, cfg.organisation(&target_ods), held)?;
     }
+    rules::check_texts(&desired)?;
     let content = content_of(&desired);
     rules::check_content(&content)?;
     let external_id = text(&desired.external_id).map(|e| e.trim().to_string());
