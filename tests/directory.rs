@@ -2,8 +2,10 @@
 //! (`nhs-directory serve`, one process per test on a port the OS picks): account
 //! caps, closed and unknown organisations, one account per anchor, address allocation,
 //! ETag preconditions, sharing agreements, the rate limit and the account lifecycle
-//! driven by the admin clock. Each refusal must be a SCIM error (RFC 7644 §3.12) whose
-//! detail starts with the rule code the agent's plan uses.
+//! driven by the admin clock; bounded filters, refused control and invisible
+//! characters, read-only attributes. Each refusal must be a SCIM error (RFC 7644 §3.12)
+//! whose detail starts with the rule code the agent's plan uses, or names the
+//! attribute it refuses.
 
 mod common;
 use common::directory::{Answer, Api, DirectoryProcess};
@@ -18,6 +20,11 @@ const ADMIN: &str = "admin-token-4be0";
 /// agent's agreement also names ZZZ99, which the registry does not hold. The other
 /// client may act for RXA only. `extra` goes in at the top (keys or tables).
 fn config(extra: &str) -> String {
+    config_with(extra, "")
+}
+
+/// As [`config`], with `admin` added to the `[admin]` table.
+fn config_with(extra: &str, admin: &str) -> String {
     format!(
         r#"listen = "127.0.0.1:0"
 database = ":memory:"
@@ -25,6 +32,7 @@ database = ":memory:"
 
 [admin]
 token_file = "admin.token"
+{admin}
 
 [[client]]
 id = "tansync-northgate"
@@ -67,8 +75,12 @@ struct Env {
 }
 
 fn start(extra: &str) -> Env {
+    start_config(&config(extra))
+}
+
+fn start_config(config: &str) -> Env {
     let dir = DirectoryProcess::start(
-        &config(extra),
+        config,
         &[
             ("agent.token", AGENT),
             ("other.token", OTHER),
@@ -240,7 +252,7 @@ async fn addresses_are_given_dot_family_at_nhs_net_numbered_on_clash() {
         ("Aoife", "O'Brien-Ngũgĩ", "aoife.obrien-ngugi@nhs.net"),
     ] {
         let mut body = person("RXA80", given, family, None);
-        // A userName from the client is ignored: the directory allocates it.
+        // A userName from the client is not used: the directory allocates the address.
         body["userName"] = json!("chosen.by.client@example.org");
         let u = create(&env.agent, &body).await;
         assert_eq!(u["userName"], want, "{given} {family}");
@@ -491,4 +503,406 @@ async fn pending_becomes_active_and_leavers_are_deleted_as_the_admin_clock_moves
     assert_eq!(now.body["active"], false);
     env.admin.post("/_admin/clock", &advance(31 * 86_400)).await;
     assert_eq!(env.agent.get(&path).await.status, 404);
+}
+
+/// Percent-encode a query value.
+fn pct(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+/// A SCIM error with this status and scimType whose detail contains `needle`.
+#[track_caller]
+fn assert_scim_error(a: &Answer, status: u16, scim_type: &str, needle: &str) {
+    assert_eq!(a.status, status, "{a:?}");
+    assert_eq!(a.body["schemas"], json!([ERROR]), "{a:?}");
+    assert_eq!(a.body["scimType"], scim_type, "{a:?}");
+    let detail = a.body["detail"].as_str().unwrap_or_default();
+    assert!(
+        detail.contains(needle),
+        "detail {detail:?} lacks {needle:?}"
+    );
+}
+
+#[tokio::test]
+async fn deep_filters_are_refused_and_the_directory_keeps_answering() {
+    let env = start("");
+    let u = create(&env.agent, &person("RXA", "Ivy", "Deep", None)).await;
+    let path = format!("/Users/{}", id(&u));
+    let nest = |n: usize, open: &str| format!("{}userName pr{}", open.repeat(n), ")".repeat(n));
+    let search = |filter: String| {
+        json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:SearchRequest"],
+               "filter": filter})
+    };
+
+    // 2,000 levels, in the query of a GET and in a search body, by parentheses and not.
+    for open in ["(", "not ("] {
+        let a = env
+            .agent
+            .get(&format!("/Users?filter={}", pct(&nest(2_000, open))))
+            .await;
+        assert_scim_error(&a, 400, "invalidFilter", "nests deeper than 64 levels");
+        let a = env
+            .agent
+            .post("/Users/.search", &search(nest(2_000, open)))
+            .await;
+        assert_scim_error(&a, 400, "invalidFilter", "nests deeper than 64 levels");
+    }
+    // 100,000 levels: refused by its length before it is parsed.
+    let a = env
+        .agent
+        .post("/Users/.search", &search(nest(100_000, "(")))
+        .await;
+    assert_scim_error(&a, 400, "invalidFilter", "at most 16384");
+    // 64 levels are still a filter.
+    let a = env
+        .agent
+        .get(&format!("/Users?filter={}", pct(&nest(64, "("))))
+        .await;
+    assert_eq!(a.status, 200, "{a:?}");
+    assert_eq!(a.body["totalResults"], 1);
+
+    // A PATCH path's filter is bounded the same way (RFC 7644 §3.12: invalidFilter for
+    // a path filter), and an over-long path is invalidPath.
+    let deep_path = |n: usize| {
+        format!(
+            "phoneNumbers[{}type eq \"work\"{}].value",
+            "(".repeat(n),
+            ")".repeat(n)
+        )
+    };
+    let a = env
+        .agent
+        .call(
+            "PATCH",
+            &path,
+            Some(&patch(
+                json!([{"op": "replace", "path": deep_path(2_000), "value": "01632 960001"}]),
+            )),
+            &[],
+        )
+        .await;
+    assert_scim_error(&a, 400, "invalidFilter", "nests deeper than 64 levels");
+    let a = env
+        .agent
+        .call(
+            "PATCH",
+            &path,
+            Some(&patch(
+                json!([{"op": "replace", "path": deep_path(100_000), "value": "1"}]),
+            )),
+            &[],
+        )
+        .await;
+    assert_scim_error(&a, 400, "invalidPath", "at most 16384");
+
+    // The directory is still there, and the account unchanged.
+    let now = env.agent.get(&path).await;
+    assert_eq!(now.status, 200, "{now:?}");
+    assert!(now.body.get("phoneNumbers").is_none(), "{now:?}");
+    let a = env
+        .agent
+        .get(&format!(
+            "/Users?filter={}",
+            pct("(name.familyName eq \"Deep\")")
+        ))
+        .await;
+    assert_eq!(a.body["totalResults"], 1, "{a:?}");
+}
+
+#[tokio::test]
+async fn control_and_invisible_characters_are_refused_in_stored_values() {
+    let env = start("");
+    let ext = |attr: &str| format!("{NHS_SCHEMA}:{attr}");
+    for (given, family, attr, cp) in [
+        ("Jo\u{200B}hn", "Smith", "name.givenName", "U+200B"),
+        ("John", "Smith\u{202E}", "name.familyName", "U+202E"),
+        ("\u{3164}", "Smith", "name.givenName", "U+3164"),
+        ("John", "Smith\nJones", "name.familyName", "U+000A"),
+        ("\u{FEFF}John", "Smith", "name.givenName", "U+FEFF"),
+    ] {
+        let a = env
+            .agent
+            .post("/Users", &person("RXA", given, family, None))
+            .await;
+        assert_scim_error(&a, 400, "invalidValue", &format!("{attr} holds {cp}"));
+    }
+    let mut u = person("RXA", "Kai", "Visible", None);
+    u["title"] = json!("Nurse\u{0085}");
+    let a = env.agent.post("/Users", &u).await;
+    assert_scim_error(&a, 400, "invalidValue", "title holds U+0085");
+    let mut u = person("RXA", "Kai", "Visible", Some("af40ac76\u{200D}"));
+    u[NHS_SCHEMA]["site"] = json!("Ward 7");
+    let a = env.agent.post("/Users", &u).await;
+    assert_scim_error(&a, 400, "invalidValue", "externalId holds U+200D");
+
+    // Names in any script are kept as written, joiners inside a Persian name included.
+    let persian = "علی\u{200C}زاده";
+    let u = create(&env.agent, &person("RXA", "Жанна", persian, None)).await;
+    assert_eq!(u["name"]["familyName"], persian);
+    let path = format!("/Users/{}", id(&u));
+
+    // PATCH and PUT are held to the same rule, and change nothing when refused.
+    for (p, value, attr) in [
+        ("title", "Senior\u{2028}Nurse", "title"),
+        (&ext("site"), "Ward\u{7F}7", &ext("site")),
+        (
+            "phoneNumbers[type eq \"work\"].value",
+            "01632\u{2066}960001",
+            "phoneNumbers[0].value",
+        ),
+        ("name.givenName", "\u{115F}", "name.givenName"),
+    ] {
+        let a = env
+            .agent
+            .call(
+                "PATCH",
+                &path,
+                Some(&patch(
+                    json!([{"op": "replace", "path": p, "value": value}]),
+                )),
+                &[],
+            )
+            .await;
+        assert_scim_error(&a, 400, "invalidValue", &format!("{attr} holds U+"));
+    }
+    let mut put = person("RXA", "Жанна", persian, None);
+    put["displayName"] = json!("Zhanna\t");
+    let a = env.agent.call("PUT", &path, Some(&put), &[]).await;
+    assert_scim_error(&a, 400, "invalidValue", "displayName holds U+0009");
+    let now = env.agent.get(&path).await;
+    assert_eq!(now.body["meta"]["version"], "W/\"1\"", "{now:?}");
+}
+
+#[tokio::test]
+async fn read_only_attributes_are_refused_not_ignored() {
+    let env = start("");
+    // The case the directory used to get wrong: a create asking for a leaver with its
+    // leaverSince made an active account.
+    let mut u = person("RXA", "Lee", "Leaver", None);
+    u[NHS_SCHEMA]["status"] = json!("leaver");
+    u[NHS_SCHEMA]["leaverSince"] = json!("2026-11-01T00:00:00Z");
+    let a = env.agent.post("/Users", &u).await;
+    assert_scim_error(
+        &a,
+        400,
+        "mutability",
+        &format!("{NHS_SCHEMA}:leaverSince is read-only"),
+    );
+    for (key, value) in [
+        ("id", json!("chosen-id")),
+        ("meta", json!({"created": "2026-01-01T00:00:00Z"})),
+        (
+            "emails",
+            json!([{"value": "lee.leaver@nhs.net", "type": "work"}]),
+        ),
+    ] {
+        let mut u = person("RXA", "Lee", "Leaver", None);
+        u[key] = value;
+        let a = env.agent.post("/Users", &u).await;
+        assert_scim_error(&a, 400, "mutability", &format!("{key} is read-only"));
+    }
+    assert_eq!(env.agent.get("/Users").await.body["totalResults"], 0);
+
+    // The status the client writes is honoured: leaver makes a leaver, dated now.
+    let mut u = person("RXA", "Lee", "Leaver", None);
+    u[NHS_SCHEMA]["status"] = json!("leaver");
+    let leaver = create(&env.agent, &u).await;
+    assert_eq!(leaver[NHS_SCHEMA]["status"], "leaver");
+    assert_eq!(leaver["active"], false);
+    assert!(leaver[NHS_SCHEMA]["leaverSince"].is_string(), "{leaver}");
+    let mut u = person("RXA", "Lee", "Deleted", None);
+    u[NHS_SCHEMA]["status"] = json!("deleted");
+    let a = env.agent.post("/Users", &u).await;
+    assert_refused(&a, 400, "status_not_writable");
+    // What the agent sends on create (userName, status active, active true, managedBy)
+    // is accepted: the address is allocated, the account starts as a new one.
+    let mut u = person(
+        "RXA",
+        "Mo",
+        "Agent",
+        Some("0f8c3710-c3f7-5d07-8a5b-12f5516a43bc"),
+    );
+    u["userName"] = json!("mo.agent@nhs.net");
+    u["active"] = json!(true);
+    u[NHS_SCHEMA]["status"] = json!("active");
+    u[NHS_SCHEMA]["managedBy"] = json!("tansync-northgate");
+    let agent = create(&env.agent, &u).await;
+    assert_eq!(agent[NHS_SCHEMA]["status"], "active");
+    assert_eq!(agent["userName"], "mo.agent@nhs.net");
+
+    // PUT: what was read may be sent back; a changed read-only value is refused.
+    let path = format!("/Users/{}", id(&agent));
+    let read = env.agent.get(&path).await.body;
+    let mut back = read.clone();
+    back["title"] = json!("Porter");
+    let a = env.agent.call("PUT", &path, Some(&back), &[]).await;
+    assert_eq!(a.status, 200, "{a:?}");
+    assert_eq!(a.body["title"], "Porter");
+    let read = a.body;
+    for (edit, what) in [
+        (json!({"userName": "someone.else@nhs.net"}), "userName"),
+        (json!({"id": "another-id"}), "id"),
+        (json!({"meta": {"created": "2020-01-01T00:00:00Z"}}), "meta"),
+        (
+            json!({"emails": [{"value": "someone.else@nhs.net"}]}),
+            "emails",
+        ),
+    ] {
+        let mut body = read.clone();
+        for (k, v) in edit.as_object().expect("object") {
+            body[k] = v.clone();
+        }
+        let a = env.agent.call("PUT", &path, Some(&body), &[]).await;
+        assert_scim_error(&a, 400, "mutability", &format!("{what} is read-only"));
+    }
+    let mut body = read.clone();
+    body[NHS_SCHEMA]["leaverSince"] = json!("2026-11-01T00:00:00Z");
+    let a = env.agent.call("PUT", &path, Some(&body), &[]).await;
+    assert_scim_error(&a, 400, "mutability", "leaverSince is read-only");
+
+    // PATCH: the same attributes, by path and in a path-less value.
+    for (p, value) in [
+        ("id", json!("x")),
+        ("meta.lastModified", json!("2020-01-01T00:00:00Z")),
+        ("userName", json!("x@nhs.net")),
+        (
+            &*format!("{NHS_SCHEMA}:leaverSince"),
+            json!("2026-11-01T00:00:00Z"),
+        ),
+    ] {
+        let a = env
+            .agent
+            .call(
+                "PATCH",
+                &path,
+                Some(&patch(
+                    json!([{"op": "replace", "path": p, "value": value}]),
+                )),
+                &[],
+            )
+            .await;
+        assert_eq!(a.status, 400, "{p}: {a:?}");
+        assert_eq!(a.body["scimType"], "mutability", "{p}: {a:?}");
+    }
+    let a = env
+        .agent
+        .call(
+            "PATCH",
+            &path,
+            Some(&patch(
+                json!([{"op": "add", "value": {"meta": {"version": "W/\"9\""}}}]),
+            )),
+            &[],
+        )
+        .await;
+    assert_scim_error(&a, 400, "mutability", "meta is read-only");
+    assert_eq!(env.agent.get(&path).await.body["title"], "Porter");
+}
+
+#[tokio::test]
+async fn the_request_log_keeps_authenticated_requests_only_and_stops_when_full() {
+    let env = start_config(&config_with("", "request_log_max_entries = 3"));
+    let log = || async {
+        let a = env.admin.get("/_admin/requests").await;
+        assert_eq!(a.status, 200, "{a:?}");
+        let dropped: u64 = a
+            .header("x-request-log-dropped")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no x-request-log-dropped: {a:?}"));
+        (a.body.as_array().cloned().unwrap_or_default(), dropped)
+    };
+
+    // Requests without a valid token, however many, leave nothing behind.
+    let stranger = Api::new(&env.dir.url, "not-a-token");
+    for n in 0..20 {
+        let a = stranger
+            .post("/Users", &person("RXA", "Eve", &format!("Filler{n}"), None))
+            .await;
+        assert_eq!(a.status, 401, "{a:?}");
+    }
+    assert_eq!(log().await, (vec![], 0));
+
+    // Authenticated requests are logged, the parts a client chooses clipped.
+    let long = "x".repeat(5_000);
+    assert_eq!(env.agent.get("/Users").await.status, 200);
+    let a = env
+        .agent
+        .get(&format!(
+            "/Users?filter={}",
+            pct(&format!("userName eq \"{long}\""))
+        ))
+        .await;
+    assert_eq!(a.status, 200, "{a:?}");
+    assert_eq!(env.other.get("/Users").await.status, 200);
+    let (entries, dropped) = log().await;
+    assert_eq!(dropped, 0);
+    let clients: Vec<&str> = entries
+        .iter()
+        .filter_map(|e| e["client"].as_str())
+        .collect();
+    assert_eq!(
+        clients,
+        ["tansync-northgate", "tansync-northgate", "tansync-other"]
+    );
+    let query = entries[1]["query"].as_str().unwrap_or_default();
+    assert!(
+        query.chars().count() < 600,
+        "{} characters kept",
+        query.len()
+    );
+    assert!(query.ends_with("characters in all)"), "{query}");
+
+    // Full at 3: more requests are answered, counted, and not logged.
+    for _ in 0..2 {
+        assert_eq!(env.agent.get("/Users").await.status, 200);
+    }
+    let (entries, dropped) = log().await;
+    assert_eq!((entries.len(), dropped), (3, 2));
+    assert!(
+        env.dir.log().contains("the request log is full"),
+        "{}",
+        env.dir.log()
+    );
+    // Emptied, it records again.
+    let a = env
+        .admin
+        .call("DELETE", "/_admin/requests", None, &[])
+        .await;
+    assert_eq!(a.status, 204, "{a:?}");
+    assert_eq!(env.other.get("/Users").await.status, 200);
+    let (entries, dropped) = log().await;
+    assert_eq!((entries.len(), dropped), (1, 0));
+    assert_eq!(entries[0]["client"], "tansync-other");
+}
+
+#[tokio::test]
+async fn without_the_admin_endpoints_no_request_log_is_kept() {
+    let config = config("")
+        .replace("database = \":memory:\"", "database = \"directory.sqlite\"")
+        .replace("[admin]\ntoken_file = \"admin.token\"\n", "");
+    assert!(!config.contains("[admin]"), "{config}");
+    let mut env = start_config(&config);
+    let stranger = Api::new(&env.dir.url, "not-a-token");
+    assert_eq!(stranger.get("/Users").await.status, 401);
+    create(&env.agent, &person("RXA", "Nia", "Unlogged", None)).await;
+    assert_eq!(env.admin.get("/_admin/requests").await.status, 404);
+    env.dir.kill();
+    let db = rusqlite::Connection::open(env.dir.dir.path().join("directory.sqlite"))
+        .expect("open the directory's database");
+    let (requests, accounts): (i64, i64) = db
+        .query_row(
+            "SELECT (SELECT COUNT(*) FROM requests), (SELECT COUNT(*) FROM accounts)",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .expect("count rows");
+    assert_eq!((requests, accounts), (0, 1));
 }

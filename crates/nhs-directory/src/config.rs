@@ -160,7 +160,12 @@ struct RawFaults {
 #[serde(deny_unknown_fields)]
 struct RawAdmin {
     token_file: PathBuf,
+    #[serde(default)]
+    request_log_max_entries: Option<u64>,
 }
+
+/// Entries the request log holds by default before it stops (see [`Config::request_log`]).
+pub const DEFAULT_REQUEST_LOG_ENTRIES: u64 = 100_000;
 
 /// Where the accounts live.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -252,6 +257,10 @@ pub struct Config {
     pub faults: Faults,
     /// SHA-256 of the admin token; `None`: no admin endpoints.
     pub admin_token_digest: Option<[u8; 32]>,
+    /// The request log (`GET /_admin/requests`): kept only with the admin endpoints that
+    /// read it, and only up to this many entries (`[admin] request_log_max_entries`,
+    /// default [`DEFAULT_REQUEST_LOG_ENTRIES`]; 0 turns it off). `None`: no log.
+    pub request_log: Option<u64>,
 }
 
 impl std::fmt::Debug for Config {
@@ -513,6 +522,14 @@ impl Builder<'_> {
             }
         };
 
+        let request_log = raw
+            .admin
+            .as_ref()
+            .map(|a| {
+                a.request_log_max_entries
+                    .unwrap_or(DEFAULT_REQUEST_LOG_ENTRIES)
+            })
+            .filter(|n| *n > 0);
         let admin_token_digest = match &raw.admin {
             None => None,
             Some(a) => {
@@ -541,6 +558,7 @@ impl Builder<'_> {
             rate_limit,
             faults,
             admin_token_digest,
+            request_log,
         })
     }
 
@@ -682,6 +700,38 @@ open = true
         assert_eq!(cfg.database, Database::Memory);
         assert!(!cfg.faults.any());
         assert!(cfg.rate_limit.is_none() && cfg.admin_token_digest.is_none());
+        // No admin endpoints, no request log.
+        assert_eq!(cfg.request_log, None);
+    }
+
+    #[test]
+    fn the_request_log_comes_with_the_admin_endpoints_and_is_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "a.token", "secret-a");
+        write(dir.path(), "admin.token", "secret-admin");
+        let load = |admin: &str| {
+            let file = write(
+                dir.path(),
+                "d.toml",
+                &format!(
+                    "listen = \"127.0.0.1:0\"\ndatabase = \":memory:\"\n{admin}\n[[client]]\nid = \"a\"\ntoken_file = \"a.token\"\n"
+                ),
+            );
+            Config::load(&file).unwrap().request_log
+        };
+        assert_eq!(load(""), None);
+        assert_eq!(
+            load("[admin]\ntoken_file = \"admin.token\""),
+            Some(DEFAULT_REQUEST_LOG_ENTRIES)
+        );
+        assert_eq!(
+            load("[admin]\ntoken_file = \"admin.token\"\nrequest_log_max_entries = 5"),
+            Some(5)
+        );
+        assert_eq!(
+            load("[admin]\ntoken_file = \"admin.token\"\nrequest_log_max_entries = 0"),
+            None
+        );
     }
 
     #[test]

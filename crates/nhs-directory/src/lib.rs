@@ -9,7 +9,8 @@
 //!
 //! Layout: `config` (two-phase TOML), `rules`, `address` and `text` (the NHS rules and
 //! what a stored value may hold, pure),
-//! `filter` and `patch` (SCIM, pure; the schema table is `nhs_model::schema`), `store` (SQLite), `service` (the
+//! `filter`, `patch` and `mutability` (SCIM, pure; the schema table is
+//! `nhs_model::schema`), `store` (SQLite), `service` (the
 //! operations), `http` (endpoints and the auth/rate/fault gate), `net` (TCP/TLS).
 //!
 //! It must never log or answer with a bearer token, never let a client read or change an
@@ -24,6 +25,7 @@ pub mod config;
 pub mod error;
 pub mod filter;
 pub mod http;
+pub mod mutability;
 pub mod net;
 pub mod patch;
 pub mod rules;
@@ -61,7 +63,17 @@ pub async fn serve(config: &Path) -> anyhow::Result<()> {
         "{}://{local}",
         if cfg.tls.is_some() { "https" } else { "http" }
     );
-    let app = Arc::new(http::App::new(cfg, store, clock, admin_clock, url.clone()));
+    let logged = store
+        .run(|conn| store::request_count(conn).map_err(Into::into))
+        .await?;
+    let app = Arc::new(http::App::new(
+        cfg,
+        store,
+        clock,
+        admin_clock,
+        url.clone(),
+        logged,
+    ));
     let router = http::router(app);
 
     {

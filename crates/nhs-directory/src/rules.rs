@@ -87,6 +87,34 @@ pub fn initial_status(life: &Lifecycle) -> Status {
     }
 }
 
+/// The status a create starts an account in, from the NHS status and the core `active`
+/// flag the client sent (the status wins, as on a change): `active` (or nothing) is a
+/// new account, which starts pending or active ([`initial_status`]); `leaver` (or
+/// `active: false` without a status) creates a leaver. The directory's own statuses
+/// (pending, inactive, deleted) are refused, as on a change.
+pub fn create_status(
+    asked: Option<Status>,
+    active: Option<bool>,
+    life: &Lifecycle,
+) -> Result<Status, ApiError> {
+    match (asked, active) {
+        (Some(Status::Active), _) | (None, Some(true) | None) => Ok(initial_status(life)),
+        (Some(Status::Leaver), _) | (None, Some(false)) => Ok(Status::Leaver),
+        (Some(other), _) => Err(status_not_writable(other)),
+    }
+}
+
+fn status_not_writable(target: Status) -> ApiError {
+    ApiError::new(
+        400,
+        Some("invalidValue"),
+        format!(
+            "status_not_writable: the directory sets {} itself; clients may write active or leaver",
+            target.as_str()
+        ),
+    )
+}
+
 /// What a change of status and/or organisation amounts to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Transition {
@@ -138,14 +166,7 @@ pub fn transition(
         ));
     }
     if target != current && matches!(target, Pending | Inactive | Deleted) {
-        return Err(ApiError::new(
-            400,
-            Some("invalidValue"),
-            format!(
-                "status_not_writable: the directory sets {} itself; clients may write active or leaver",
-                target.as_str()
-            ),
-        ));
+        return Err(status_not_writable(target));
     }
     let leaver_move = || {
         ApiError::new(
@@ -418,6 +439,35 @@ mod tests {
             None
         );
         assert_eq!(initial_status(&l), Status::Pending);
+    }
+
+    #[test]
+    fn a_create_starts_new_or_leaver_as_asked() {
+        use Status::*;
+        let l = life();
+        for (asked, active, want) in [
+            (None, None, Pending),
+            (Some(Active), Some(true), Pending),
+            // The status wins over the flag.
+            (Some(Active), Some(false), Pending),
+            (Some(Leaver), Some(true), Leaver),
+            (None, Some(false), Leaver),
+        ] {
+            assert_eq!(
+                create_status(asked, active, &l).unwrap(),
+                want,
+                "{asked:?} {active:?}"
+            );
+        }
+        let at_once = Lifecycle {
+            pending: Duration::ZERO,
+            ..l
+        };
+        assert_eq!(create_status(None, None, &at_once).unwrap(), Active);
+        for s in [Pending, Inactive, Deleted] {
+            let e = create_status(Some(s), None, &l).unwrap_err();
+            assert!(e.detail.starts_with("status_not_writable"), "{e}");
+        }
     }
 
     #[test]

@@ -66,7 +66,7 @@ pub struct Account {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct LogEntry {
     pub at_ms: i64,
-    /// The client id, or "-" when the request carried no valid token.
+    /// The client id (only requests with a valid client token are logged).
     pub client: String,
     pub method: String,
     pub path: String,
@@ -350,6 +350,12 @@ pub fn requests(conn: &Connection) -> Result<Vec<LogEntry>, StoreError> {
     Ok(rows.collect::<Result<Vec<_>, _>>()?)
 }
 
+/// How many entries the request log holds.
+pub fn request_count(conn: &Connection) -> Result<u64, StoreError> {
+    let n: i64 = conn.query_row("SELECT COUNT(*) FROM requests", [], |r| r.get(0))?;
+    Ok(u64::try_from(n).unwrap_or(0))
+}
+
 pub fn clear_requests(conn: &Connection) -> Result<usize, StoreError> {
     Ok(conn.execute("DELETE FROM requests", [])?)
 }
@@ -424,6 +430,8 @@ mod tests {
         }
         let log = requests(&conn).unwrap();
         assert_eq!(log.iter().map(|e| e.status).collect::<Vec<_>>(), [201, 403]);
+        assert_eq!(request_count(&conn).unwrap(), 2);
         assert_eq!(clear_requests(&conn).unwrap(), 2);
+        assert_eq!(request_count(&conn).unwrap(), 0);
     }
 }
