@@ -906,3 +906,266 @@ async fn without_the_admin_endpoints_no_request_log_is_kept() {
         .expect("count rows");
     assert_eq!((requests, accounts), (0, 1));
 }
+
+/// `nhs-directory export --directory-config FILE`: its stdout, failing the test unless
+/// it exits 0.
+fn export(config: &std::path::Path) -> String {
+    let out = std::process::Command::new(common::directory_bin())
+        .args(["export", "--directory-config"])
+        .arg(config)
+        .env_remove("NHS_DIRECTORY_LOG")
+        .output()
+        .expect("run nhs-directory export");
+    assert!(
+        out.status.success(),
+        "export failed ({}): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("UTF-8 export")
+}
+
+/// A directory for the quickstart's agent, seeded from `seed`, its database at `db`.
+fn seeded_config(seed: &std::path::Path, db: &std::path::Path) -> String {
+    format!(
+        r#"listen = "127.0.0.1:0"
+database = {db:?}
+seed = {seed:?}
+
+[lifecycle]
+# Seeded accounts are created at the seeding: the pending one stays pending.
+pending_seconds = 86400
+
+[[client]]
+id = "tansync-northgate"
+token_file = "agent.token"
+organisations = ["RXA", "RXA80"]
+
+# The same as in the snapshot: the registry is both together.
+[[organisation]]
+ods_code = "RXA"
+name = "Northgate Healthcare NHS Trust"
+kind = "trust"
+open = true
+cap = 50
+"#
+    )
+}
+
+/// The quickstart agent (its AD export, filters and agreements) against `target`.
+fn agent_config(dir: &std::path::Path, name: &str, target: &str) -> std::path::PathBuf {
+    let q = common::repo().join("examples/quickstart");
+    let text = format!(
+        "agent_id = \"tansync-northgate\"\n\n[source]\nkind = \"ldif\"\npath = {}\n\n\
+         [filters]\nfiles = [{}]\n\n[target]\n{target}\n\n[agreements]\nfile = {}\n",
+        common::q(q.join("northgate-export.ldif")),
+        common::q(common::repo().join("filters/single-trust.toml")),
+        common::q(q.join("agreements.toml")),
+    );
+    let sub = dir.join(name);
+    std::fs::create_dir_all(&sub).expect("agent dir");
+    common::write_config(&sub, &text)
+}
+
+/// A plan without what names the target it was read from.
+fn comparable(mut plan: Value) -> Value {
+    let o = plan.as_object_mut().expect("plan object");
+    o.remove("generated_at");
+    o["target"]
+        .as_object_mut()
+        .expect("plan target")
+        .remove("kind");
+    plan
+}
+
+#[tokio::test]
+async fn a_seeded_directory_plans_like_its_snapshot_and_exports_it_back() {
+    let work = tempfile::tempdir().expect("temp dir");
+    // The quickstart's snapshot, with one account of each kind: active (anchored and
+    // managed), pending, leaver (dated within its 30 days by the directory's clock),
+    // unanchored; and versions, as a directory gives them.
+    let mut snap: Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            common::repo().join("examples/quickstart/nhs-directory-snapshot.json"),
+        )
+        .expect("quickstart snapshot"),
+    )
+    .expect("snapshot JSON");
+    let two_days_ago = time::OffsetDateTime::now_utc()
+        .replace_nanosecond(0)
+        .expect("whole seconds")
+        - time::Duration::days(2);
+    for (n, p) in snap["persons"]
+        .as_array_mut()
+        .expect("persons")
+        .iter_mut()
+        .enumerate()
+    {
+        p["etag"] = json!(format!("W/\"{}\"", n % 3 + 1));
+        match p["target_id"].as_str() {
+            // Zoë has a change coming from AD: a pending account is not edited.
+            Some("nhsd-7f3a11") => p["status"] = json!("pending"),
+            Some("nhsd-7f3a15") => {
+                p["leaver_since"] = json!(
+                    two_days_ago
+                        .format(&time::format_description::well_known::Rfc3339)
+                        .expect("RFC 3339")
+                )
+            }
+            _ => {}
+        }
+    }
+    let kinds = |p: &Value| {
+        (
+            p["status"].as_str().unwrap_or_default().to_string(),
+            p.get("external_id").is_some(),
+            p.get("leaver_since").is_some(),
+        )
+    };
+    let persons = snap["persons"].as_array().expect("persons");
+    for want in [
+        ("active", true, false),
+        ("pending", true, false),
+        ("leaver", true, true),
+        ("active", false, false),
+    ] {
+        assert!(
+            persons
+                .iter()
+                .any(|p| kinds(p) == (want.0.to_string(), want.1, want.2)),
+            "the snapshot has no {want:?} account"
+        );
+    }
+    let seed_file = work.path().join("snapshot.json");
+    std::fs::write(
+        &seed_file,
+        serde_json::to_string_pretty(&snap).expect("JSON"),
+    )
+    .expect("write");
+
+    let db1 = work.path().join("one.sqlite");
+    let token = "agent-token-seeded-51aa";
+    let dir1 = DirectoryProcess::start(&seeded_config(&seed_file, &db1), &[("agent.token", token)]);
+    let token_file = dir1.dir.path().join("agent.token");
+
+    // The plan against the live service is the plan against the snapshot.
+    let live = agent_config(
+        work.path(),
+        "live",
+        &format!(
+            "kind = \"scim\"\nurl = {}\ntoken_file = {}",
+            common::toml_str(&dir1.url),
+            common::q(&token_file)
+        ),
+    );
+    let file = agent_config(
+        work.path(),
+        "file",
+        &format!("kind = \"snapshot\"\npath = {}", common::q(&seed_file)),
+    );
+    let (_, live_plan) = common::plan_json(&live);
+    let (_, file_plan) = common::plan_json(&file);
+    assert_eq!(live_plan["target"]["kind"], "scim");
+    assert_eq!(file_plan["target"]["kind"], "snapshot");
+    assert_eq!(live_plan["target"]["read"], 8, "{live_plan:#}");
+    let blocked: Vec<&str> = file_plan["blocked"]
+        .as_array()
+        .expect("blocked")
+        .iter()
+        .filter_map(|b| b["reason"].as_str())
+        .collect();
+    assert!(blocked.contains(&"target_pending"), "{blocked:?}");
+    assert_eq!(comparable(live_plan), comparable(file_plan.clone()));
+
+    // Exported, it is the snapshot it was seeded from (in the export's order), and a
+    // plan against the export is the same plan again.
+    let cfg1 = dir1.dir.path().join("directory.toml");
+    let exported = export(&cfg1);
+    let parse = |t: &str| nhs_model::snapshot::Snapshot::parse(t).expect("a snapshot");
+    let (seeded, back) = (
+        parse(&serde_json::to_string(&snap).expect("JSON")),
+        parse(&exported),
+    );
+    let mut want = seeded.persons.clone();
+    want.sort_by(|a, b| a.target_id.cmp(&b.target_id));
+    assert_eq!(back.persons, want);
+    assert_eq!(back.organisations, seeded.organisations);
+    assert_eq!(back.taken_at, None);
+    let export_file = work.path().join("export.json");
+    std::fs::write(&export_file, &exported).expect("write export");
+    let from_export = agent_config(
+        work.path(),
+        "export",
+        &format!("kind = \"snapshot\"\npath = {}", common::q(&export_file)),
+    );
+    assert_eq!(
+        comparable(common::plan_json(&from_export).1),
+        comparable(file_plan)
+    );
+
+    // Seeded from its own export, a directory exports the same bytes.
+    let db2 = work.path().join("two.sqlite");
+    let dir2 = DirectoryProcess::start(
+        &seeded_config(&export_file, &db2),
+        &[("agent.token", token)],
+    );
+    assert_eq!(export(&dir2.dir.path().join("directory.toml")), exported);
+    drop(dir2);
+
+    // A database that has held accounts is not seeded again: restarted, the directory
+    // keeps what it holds (here one account more) and says so.
+    let agent = Api::new(&dir1.url, token);
+    create(&agent, &person("RXA", "Nell", "After", None)).await;
+    drop(dir1);
+    let again =
+        DirectoryProcess::start(&seeded_config(&seed_file, &db1), &[("agent.token", token)]);
+    let agent = Api::new(&again.url, token);
+    let list = agent.get("/Users?count=100").await;
+    assert_eq!(list.body["totalResults"], 9, "{list:?}");
+    assert!(
+        again.log().contains("the seed's accounts are not stored"),
+        "{}",
+        again.log()
+    );
+}
+
+#[test]
+fn a_snapshot_that_breaks_the_directorys_rules_stops_it_naming_the_record() {
+    let work = tempfile::tempdir().expect("temp dir");
+    let mut snap: Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            common::repo().join("examples/quickstart/nhs-directory-snapshot.json"),
+        )
+        .expect("quickstart snapshot"),
+    )
+    .expect("snapshot JSON");
+    snap["persons"][2]["email"] = snap["persons"][0]["email"].clone();
+    let seed_file = work.path().join("snapshot.json");
+    std::fs::write(&seed_file, snap.to_string()).expect("write");
+    let cfg = work.path().join("directory.toml");
+    std::fs::write(
+        &cfg,
+        seeded_config(&seed_file, &work.path().join("d.sqlite")),
+    )
+    .expect("write");
+    std::fs::write(work.path().join("agent.token"), "tok").expect("write");
+    let mut cmd = std::process::Command::new(common::directory_bin());
+    cmd.args(["serve", "--directory-config"])
+        .arg(&cfg)
+        .env_remove("NHS_DIRECTORY_LOG");
+    // A directory that took the snapshot would serve on; the bound ends it (code -1).
+    let (code, stdout, stderr) = common::process::run_bounded(
+        cmd,
+        work.path(),
+        "serve",
+        std::time::Duration::from_secs(30),
+    );
+    assert_eq!(code, 1, "{stdout}{stderr}");
+    assert!(stdout.is_empty(), "it must not have listened: {stdout}");
+    assert!(
+        stderr.contains(
+            "persons[2] (target_id nhsd-7f3a12): email sian.evans@nhs.net is persons[0]'s too"
+        ),
+        "{stderr}"
+    );
+}
