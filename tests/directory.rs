@@ -1169,3 +1169,22 @@ fn a_snapshot_that_breaks_the_directorys_rules_stops_it_naming_the_record() {
         "{stderr}"
     );
 }
+
+#[tokio::test]
+async fn addresses_are_transliterated_from_any_script() {
+    let env = start("");
+    for (given, family, want) in [
+        // One Cyrillic letter (а, U+0430) among Latin ones.
+        ("J\u{0430}ne", "Kelly", "jane.kelly@nhs.net"),
+        ("Jane", "Kelly", "jane.kelly1@nhs.net"),
+        ("Жанна", "Kelly", "zhanna.kelly@nhs.net"),
+        ("小龙", "李", "xiaolong.li@nhs.net"),
+        ("Νίκος", "Παπαδόπουλος", "nikos.papadopoulos@nhs.net"),
+        ("Siân", "Ŵyn", "sian.wyn@nhs.net"),
+    ] {
+        let u = create(&env.agent, &person("RXA80", given, family, None)).await;
+        assert_eq!(u["userName"], want, "{given} {family}");
+        // The names themselves are kept as written.
+        assert_eq!(u["name"]["givenName"], given);
+    }
+}
