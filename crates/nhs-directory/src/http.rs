@@ -6,7 +6,8 @@
 //!
 //! The request log is for tests: it is kept only with the admin endpoints that read it
 //! (`[admin]`), records only requests that carried a valid client token, clips the
-//! client-chosen parts of an entry (path, query, error detail) to [`LOG_FIELD_CHARS`],
+//! client-chosen parts of an entry (method, path, query, error detail) to
+//! [`LOG_FIELD_CHARS`],
 //! and stops at `[admin] request_log_max_entries`: later requests are counted, not
 //! logged (one warning in the server's log; `GET /_admin/requests` says how many in
 //! `x-request-log-dropped`), until `DELETE /_admin/requests` empties it. Nobody without
@@ -200,6 +201,7 @@ impl App {
             return;
         }
         let entry = LogEntry {
+            method: clip(entry.method),
             path: clip(entry.path),
             query: entry.query.map(clip),
             detail: entry.detail.map(clip),
