@@ -556,17 +556,18 @@ async fn deep_filters_are_refused_and_the_directory_keeps_answering() {
         assert_scim_error(&a, 400, "invalidFilter", "nests deeper than 64 levels");
     }
     // 100,000 levels: refused by its length before it is parsed. In a GET query it is
-    // past the HTTP layer's limit on a request head, which answers 431 itself.
+    // past the HTTP layer's limit on a request head, which answers 431 and closes the
+    // connection, perhaps before the client has sent it all (then the client sees the
+    // connection go); the directory answers on either way.
     let a = env
         .agent
         .post("/Users/.search", &search(nest(100_000, "(")))
         .await;
     assert_scim_error(&a, 400, "invalidFilter", "at most 16384");
-    let a = env
-        .agent
-        .get(&format!("/Users?filter={}", pct(&nest(100_000, "("))))
-        .await;
-    assert!((400..500).contains(&a.status), "{:?}", a.status);
+    let huge = format!("/Users?filter={}", pct(&nest(100_000, "(")));
+    if let Ok(a) = env.agent.try_call("GET", &huge, None, &[]).await {
+        assert_eq!(a.status, 431, "{a:?}");
+    }
     // 64 levels are still a filter.
     let a = env
         .agent
