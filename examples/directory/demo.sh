@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# plan → apply → plan against the reference NHS Directory, with the quickstart's AD
+# plan → apply → plan → export against the reference NHS Directory, with the quickstart's AD
 # export. No servers to install: the directory is this workspace's other binary,
 # nhs-directory.
 #
@@ -68,3 +68,6 @@ step "tansync apply --plan plan.json"
 "$bin" --config "$work/tansync.toml" apply --plan "$work/plan.json"
 step "tansync plan   (the directory now matches: exit 0)"
 "$bin" --config "$work/tansync.toml" plan
+step "nhs-directory export   (the directory's state as a target snapshot)"
+"$directory" export --directory-config "$work/directory.toml" >"$work/export.json"
+echo "wrote $work/export.json: plan against it with [target] kind = \"snapshot\", or start a directory from it with seed = \"export.json\"" >&2

@@ -12,41 +12,14 @@ pub mod snapshot;
 pub use nhs_model::Status;
 
 use crate::ids::{ExternalId, OdsCode, TargetId};
-use crate::model::{Field, Organisation};
-use serde::{Deserialize, Serialize};
+use crate::model::Organisation;
 use std::collections::BTreeMap;
 use std::future::Future;
-use time::OffsetDateTime;
 use tokio_util::sync::CancellationToken;
 
-/// One account as the directory holds it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Account {
-    pub target_id: TargetId,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub external_id: Option<ExternalId>,
-    pub ods_code: OdsCode,
-    pub status: Status,
-    /// The agent that manages the account (its `agent_id`), if any.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub managed_by: Option<String>,
-    /// The NHSmail address allocated by the directory.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub email: Option<String>,
-    /// When the account was marked leaver (RFC 3339).
-    #[serde(
-        default,
-        with = "time::serde::rfc3339::option",
-        skip_serializing_if = "Option::is_none"
-    )]
-    pub leaver_since: Option<OffsetDateTime>,
-    #[serde(default)]
-    pub attributes: BTreeMap<Field, String>,
-    /// Version tag for optimistic concurrency (SCIM ETag), where the target has one.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub etag: Option<String>,
-}
+/// One account as the directory holds it (the snapshot format's record, shared with the
+/// reference directory).
+pub use nhs_model::snapshot::Account;
 
 /// The directory's state a plan starts from.
 #[derive(Clone, Debug, Default)]

@@ -1,4 +1,6 @@
-//! A JSON snapshot of the NHS Directory (`tansync.snapshot/v1`), documented in README.md:
+//! A JSON snapshot of the NHS Directory (`tansync.snapshot/v1`), documented in README.md
+//! and defined in [`nhs_model::snapshot`] (the reference directory seeds from and
+//! exports the same format):
 //!
 //! ```json
 //! {"format": "tansync.snapshot/v1", "taken_at": "2026-11-22T09:00:00Z",
@@ -8,25 +10,12 @@
 //!               "leaver_since": "2026-11-12T09:00:00Z", "attributes": {"given_name": "…"}}]}
 //! ```
 
-use super::{Account, Target, TargetError, TargetState};
-use crate::model::Organisation;
-use serde::Deserialize;
-use std::collections::{BTreeMap, BTreeSet};
+use super::{Target, TargetError, TargetState};
+use nhs_model::snapshot::Snapshot;
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-pub const FORMAT: &str = "tansync.snapshot/v1";
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawSnapshot {
-    format: String,
-    #[serde(default)]
-    #[allow(dead_code)]
-    taken_at: Option<String>,
-    organisations: Vec<Organisation>,
-    #[serde(default)]
-    persons: Vec<Account>,
-}
+pub use nhs_model::snapshot::FORMAT;
 
 /// Reads the directory state from a snapshot file.
 #[derive(Clone, Debug)]
@@ -40,35 +29,12 @@ impl SnapshotTarget {
             path: path.to_string(),
             problem,
         };
-        let raw: RawSnapshot = serde_json::from_str(text).map_err(|e| invalid(e.to_string()))?;
-        if raw.format != FORMAT {
-            return Err(invalid(format!(
-                "format is {:?}; expected {FORMAT:?}",
-                raw.format
-            )));
-        }
-        let mut organisations = BTreeMap::new();
-        for o in raw.organisations {
-            let code = o.ods_code.clone();
-            if organisations.insert(code.clone(), o).is_some() {
-                return Err(invalid(format!("organisation {code} is listed twice")));
-            }
-        }
-        let mut ids = BTreeSet::new();
-        let mut anchors = BTreeSet::new();
-        for a in &raw.persons {
-            if !ids.insert(a.target_id.clone()) {
-                return Err(invalid(format!(
-                    "target_id {} is listed twice",
-                    a.target_id
-                )));
-            }
-            if let Some(x) = &a.external_id
-                && !anchors.insert(x.clone())
-            {
-                return Err(invalid(format!("external_id {x} belongs to two accounts")));
-            }
-        }
+        let raw = Snapshot::parse(text).map_err(|e| invalid(e.to_string()))?;
+        let organisations = raw
+            .organisations
+            .into_iter()
+            .map(|o| (o.ods_code.clone(), o))
+            .collect();
         Ok(TargetState {
             organisations,
             accounts: raw.persons,

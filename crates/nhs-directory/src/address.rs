@@ -1,6 +1,8 @@
-//! NHSmail address allocation: `given.family@nhs.net`, lowercase, letters folded to
-//! ASCII (Siân → sian, O'Brien-Ngũgĩ → obrien-ngugi), numbered on a clash
-//! (sian.evans1@nhs.net, sian.evans2@nhs.net, …).
+//! NHSmail address allocation: `given.family@nhs.net`, lowercase ASCII, numbered on a
+//! clash (sian.evans1@nhs.net, sian.evans2@nhs.net, …). Letters of any script are
+//! transliterated with `deunicode` (a maintained Unidecode port): Siân → sian,
+//! O'Brien-Ngũgĩ → obrien-ngugi, Жанна → zhanna, 小龙 → xiaolong, Νίκος → nikos; a name
+//! with nothing to transliterate falls back to `nhs.user`.
 //!
 //! Pure functions: whether an address is taken is asked of the caller. An address is
 //! never built from anything but the names, so it carries no other personal data.
@@ -8,50 +10,31 @@
 /// Longest local part allocated (RFC 5321 allows 64; room is left for a clash number).
 const MAX_LOCAL: usize = 60;
 
-/// Accented Latin letters and the ASCII they fold to (Latin-1 Supplement, Latin
-/// Extended-A, and the Welsh and Vietnamese letters of Latin Extended Additional).
-const FOLDS: &[(&str, &str)] = &[
-    ("a", "àáâãäåāăąǎǻạảấầẩẫậắằẳẵặ"),
-    ("c", "çćĉċč"),
-    ("d", "ďđð"),
-    ("e", "èéêëēĕėęěẹẻẽếềểễệ"),
-    ("g", "ĝğġģ"),
-    ("h", "ĥħ"),
-    ("i", "ìíîïĩīĭįıǐỉị"),
-    ("j", "ĵ"),
-    ("k", "ķ"),
-    ("l", "ĺļľŀł"),
-    ("n", "ñńņňŉ"),
-    ("o", "òóôõöøōŏőǒǿọỏốồổỗộớờởỡợơ"),
-    ("r", "ŕŗř"),
-    ("s", "śŝşšș"),
-    ("t", "ţťŧț"),
-    ("u", "ùúûüũūŭůűųǔưụủứừửữự"),
-    ("w", "ŵẁẃẅ"),
-    ("y", "ýÿŷỳỵỷỹ"),
-    ("z", "źżž"),
-    ("ss", "ß"),
-    ("ae", "æǽ"),
-    ("oe", "œ"),
-    ("th", "þ"),
-];
-
 /// One name folded to what may stand in an address: lowercase ASCII letters, digits and
-/// single inner hyphens. Apostrophes and other marks vanish (O'Brien → obrien); spaces
-/// and hyphens become one hyphen (Mary Ann → mary-ann).
+/// single inner hyphens. Letters and digits of other scripts are transliterated, one
+/// character at a time and without the spaces a transliteration puts between
+/// syllables (李小龙 → lixiaolong); apostrophes, other marks and symbols vanish
+/// (O'Brien → obrien); spaces, hyphens, dots and underscores become one hyphen
+/// (Mary Ann → mary-ann).
 pub fn fold_name(name: &str) -> String {
     let mut out = String::with_capacity(name.len());
-    for c in name.chars().flat_map(char::to_lowercase) {
+    for c in name.chars() {
         if c.is_ascii_alphanumeric() {
-            out.push(c);
+            out.push(c.to_ascii_lowercase());
         } else if c == '-' || c.is_whitespace() || c == '_' || c == '.' {
             if !out.is_empty() && !out.ends_with('-') {
                 out.push('-');
             }
-        } else if let Some((ascii, _)) = FOLDS.iter().find(|(_, from)| from.contains(c)) {
-            out.push_str(ascii);
+        } else if c.is_alphanumeric() {
+            let ascii = deunicode::deunicode_char(c).unwrap_or("");
+            out.extend(
+                ascii
+                    .chars()
+                    .filter(char::is_ascii_alphanumeric)
+                    .map(|a| a.to_ascii_lowercase()),
+            );
         }
-        // Anything else (apostrophes, other scripts, symbols) is dropped.
+        // Anything else (apostrophes, combining marks, symbols, emoji) is dropped.
     }
     while out.ends_with('-') {
         out.pop();
@@ -115,9 +98,24 @@ mod tests {
             ("Ffion", "Ŵyn", "ffion.wyn"),
             ("Søren", "Straße", "soren.strasse"),
             ("Zoë", "D’Arcy", "zoe.darcy"),
-            ("李", "Chen", "chen"),
             ("", "", "nhs.user"),
             ("  -Ann- ", "Lee", "ann.lee"),
+            // Folded Latin letters, as before the transliteration crate.
+            ("Ðóra", "Þórsdóttir", "dora.thorsdottir"),
+            ("Łukasz", "Żółć", "lukasz.zolc"),
+            ("Æsa", "Œuvre", "aesa.oeuvre"),
+            // Decomposed: the combining circumflex goes, the letter stays.
+            ("Sia\u{0302}n", "Evans", "sian.evans"),
+            // One Cyrillic letter among Latin ones (а, U+0430) is a letter, not a gap.
+            ("J\u{0430}ne", "Kelly", "jane.kelly"),
+            ("Жанна", "Kelly", "zhanna.kelly"),
+            ("Юлия", "Щербакова", "iuliia.shcherbakova"),
+            // Chinese names are their pinyin, syllables together; never nhs.user.
+            ("小龙", "李", "xiaolong.li"),
+            ("李", "Chen", "li.chen"),
+            ("Νίκος", "Παπαδόπουλος", "nikos.papadopoulos"),
+            ("Ana", "O\u{2019}Neill 🏥", "ana.oneill"),
+            ("🏥", "☀", "nhs.user"),
         ] {
             assert_eq!(base_local_part(given, family), want, "{given} {family}");
         }

@@ -7,6 +7,7 @@
 //! the configuration file's folder.
 
 use nhs_model::ids::OdsCode;
+use nhs_model::snapshot::Snapshot;
 use nhs_model::{OrgKind, Organisation};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
@@ -84,6 +85,8 @@ struct RawConfig {
     faults: Option<RawFaults>,
     #[serde(default)]
     admin: Option<RawAdmin>,
+    #[serde(default)]
+    seed: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -160,6 +163,20 @@ struct RawFaults {
 #[serde(deny_unknown_fields)]
 struct RawAdmin {
     token_file: PathBuf,
+    #[serde(default)]
+    request_log_max_entries: Option<u64>,
+}
+
+/// Entries the request log holds by default before it stops (see [`Config::request_log`]).
+pub const DEFAULT_REQUEST_LOG_ENTRIES: u64 = 100_000;
+
+/// The snapshot the directory starts from (`seed = "SNAPSHOT.json"`): its organisations
+/// are part of the registry on every start, its accounts are stored when the database
+/// is new (see `seed`).
+#[derive(Clone, Debug)]
+pub struct Seed {
+    pub path: PathBuf,
+    pub snapshot: Snapshot,
 }
 
 /// Where the accounts live.
@@ -252,6 +269,11 @@ pub struct Config {
     pub faults: Faults,
     /// SHA-256 of the admin token; `None`: no admin endpoints.
     pub admin_token_digest: Option<[u8; 32]>,
+    /// The request log (`GET /_admin/requests`): kept only with the admin endpoints that
+    /// read it, and only up to this many entries (`[admin] request_log_max_entries`,
+    /// default [`DEFAULT_REQUEST_LOG_ENTRIES`]; 0 turns it off). `None`: no log.
+    pub request_log: Option<u64>,
+    pub seed: Option<Seed>,
 }
 
 impl std::fmt::Debug for Config {
@@ -375,7 +397,19 @@ impl Builder<'_> {
             return Err(self.err("mail_domain", format!("{mail_domain:?} is not a domain")));
         }
 
-        let registry = self.registry(&raw)?;
+        let seed = match &raw.seed {
+            None => None,
+            Some(p) => {
+                let path = self.path(p);
+                let text = std::fs::read_to_string(&path).map_err(|e| {
+                    self.err("seed", format!("cannot read {}: {e}", path.display()))
+                })?;
+                let snapshot = Snapshot::parse(&text)
+                    .map_err(|e| self.err("seed", format!("{}: {e}", path.display())))?;
+                Some(Seed { path, snapshot })
+            }
+        };
+        let registry = self.registry(&raw, seed.as_ref())?;
         let default_organisation = match &raw.default_organisation {
             None => None,
             Some(s) => {
@@ -513,6 +547,14 @@ impl Builder<'_> {
             }
         };
 
+        let request_log = raw
+            .admin
+            .as_ref()
+            .map(|a| {
+                a.request_log_max_entries
+                    .unwrap_or(DEFAULT_REQUEST_LOG_ENTRIES)
+            })
+            .filter(|n| *n > 0);
         let admin_token_digest = match &raw.admin {
             None => None,
             Some(a) => {
@@ -541,10 +583,18 @@ impl Builder<'_> {
             rate_limit,
             faults,
             admin_token_digest,
+            request_log,
+            seed,
         })
     }
 
-    fn registry(&self, raw: &RawConfig) -> Result<BTreeMap<OdsCode, OrgEntry>, ConfigError> {
+    /// The registry: the configuration's organisations, then the seed snapshot's. An
+    /// organisation both list must be the same in both (its cap resolved first).
+    fn registry(
+        &self,
+        raw: &RawConfig,
+        seed: Option<&Seed>,
+    ) -> Result<BTreeMap<OdsCode, OrgEntry>, ConfigError> {
         let mut all: Vec<(String, Organisation)> = raw
             .organisations
             .iter()
@@ -570,27 +620,7 @@ impl Builder<'_> {
         }
         let mut registry = BTreeMap::new();
         for (key, o) in all {
-            let cap = match (o.kind, o.cap) {
-                (OrgKind::Hosted, Some(c)) if c == 0 || c > HOSTED_MAX_CAP => {
-                    return Err(self.err(
-                        format!("{key}.cap"),
-                        format!(
-                            "a hosted organisation holds 1 to {HOSTED_MAX_CAP} accounts (Access Policy v4)"
-                        ),
-                    ));
-                }
-                (_, Some(c)) => c,
-                (OrgKind::Hosted, None) => HOSTED_MAX_CAP,
-                (OrgKind::CareProvider, None) => CARE_PROVIDER_CAP,
-                (_, None) => DEFAULT_CAP,
-            };
-            let entry = OrgEntry {
-                ods_code: o.ods_code.clone(),
-                name: o.name.clone(),
-                kind: o.kind,
-                open: o.open,
-                cap,
-            };
+            let entry = self.org_entry(&key, &o)?;
             if registry.insert(o.ods_code.clone(), entry).is_some() {
                 return Err(self.err(
                     format!("{key}.ods_code"),
@@ -598,7 +628,55 @@ impl Builder<'_> {
                 ));
             }
         }
+        if let Some(seed) = seed {
+            for (i, o) in seed.snapshot.organisations.iter().enumerate() {
+                let key = format!("seed {}: organisations[{i}]", seed.path.display());
+                let entry = self.org_entry(&key, o)?;
+                match registry.get(&o.ods_code) {
+                    None => {
+                        registry.insert(o.ods_code.clone(), entry);
+                    }
+                    Some(configured) if configured == &entry => {}
+                    Some(configured) => {
+                        return Err(self.err(
+                            key,
+                            format!(
+                                "{} is not the configuration's [[organisation]] {}: {}",
+                                o.ods_code,
+                                o.ods_code,
+                                differences(configured, &entry)
+                            ),
+                        ));
+                    }
+                }
+            }
+        }
         Ok(registry)
+    }
+
+    /// An organisation with its cap resolved (Access Policy defaults by kind).
+    fn org_entry(&self, key: &str, o: &Organisation) -> Result<OrgEntry, ConfigError> {
+        let cap = match (o.kind, o.cap) {
+            (OrgKind::Hosted, Some(c)) if c == 0 || c > HOSTED_MAX_CAP => {
+                return Err(self.err(
+                    format!("{key}.cap"),
+                    format!(
+                        "a hosted organisation holds 1 to {HOSTED_MAX_CAP} accounts (Access Policy v4)"
+                    ),
+                ));
+            }
+            (_, Some(c)) => c,
+            (OrgKind::Hosted, None) => HOSTED_MAX_CAP,
+            (OrgKind::CareProvider, None) => CARE_PROVIDER_CAP,
+            (_, None) => DEFAULT_CAP,
+        };
+        Ok(OrgEntry {
+            ods_code: o.ods_code.clone(),
+            name: o.name.clone(),
+            kind: o.kind,
+            open: o.open,
+            cap,
+        })
     }
 
     fn tls(&self, t: &RawTls) -> Result<rustls::ServerConfig, ConfigError> {
@@ -627,6 +705,36 @@ impl Builder<'_> {
         cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
         Ok(cfg)
     }
+}
+
+/// How two entries for one organisation differ.
+fn differences(configured: &OrgEntry, seeded: &OrgEntry) -> String {
+    let mut out = Vec::new();
+    if configured.name != seeded.name {
+        out.push(format!(
+            "name {:?} in the configuration, {:?} in the snapshot",
+            configured.name, seeded.name
+        ));
+    }
+    if configured.kind != seeded.kind {
+        out.push(format!(
+            "kind {:?} in the configuration, {:?} in the snapshot",
+            configured.kind, seeded.kind
+        ));
+    }
+    if configured.open != seeded.open {
+        out.push(format!(
+            "open {} in the configuration, {} in the snapshot",
+            configured.open, seeded.open
+        ));
+    }
+    if configured.cap != seeded.cap {
+        out.push(format!(
+            "cap {} in the configuration, {} in the snapshot",
+            configured.cap, seeded.cap
+        ));
+    }
+    out.join("; ")
 }
 
 fn days(n: u32) -> Duration {
@@ -682,6 +790,38 @@ open = true
         assert_eq!(cfg.database, Database::Memory);
         assert!(!cfg.faults.any());
         assert!(cfg.rate_limit.is_none() && cfg.admin_token_digest.is_none());
+        // No admin endpoints, no request log.
+        assert_eq!(cfg.request_log, None);
+    }
+
+    #[test]
+    fn the_request_log_comes_with_the_admin_endpoints_and_is_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "a.token", "secret-a");
+        write(dir.path(), "admin.token", "secret-admin");
+        let load = |admin: &str| {
+            let file = write(
+                dir.path(),
+                "d.toml",
+                &format!(
+                    "listen = \"127.0.0.1:0\"\ndatabase = \":memory:\"\n{admin}\n[[client]]\nid = \"a\"\ntoken_file = \"a.token\"\n"
+                ),
+            );
+            Config::load(&file).unwrap().request_log
+        };
+        assert_eq!(load(""), None);
+        assert_eq!(
+            load("[admin]\ntoken_file = \"admin.token\""),
+            Some(DEFAULT_REQUEST_LOG_ENTRIES)
+        );
+        assert_eq!(
+            load("[admin]\ntoken_file = \"admin.token\"\nrequest_log_max_entries = 5"),
+            Some(5)
+        );
+        assert_eq!(
+            load("[admin]\ntoken_file = \"admin.token\"\nrequest_log_max_entries = 0"),
+            None
+        );
     }
 
     #[test]

@@ -6,6 +6,13 @@
 //! (`meta.lastModified gt "2026-01-01T00:00:00Z"`). An attribute the resource lacks
 //! matches nothing (and `ne`/`not` are true for it).
 //!
+//! Bounded, because any client can send one: a filter is at most [`MAX_FILTER_LEN`]
+//! bytes and nests at most [`MAX_DEPTH`] levels (parentheses, `not (…)` and a value
+//! path's brackets all count); a value path cannot hold another (RFC 7644 §3.4.2.2,
+//! `valFilter`). `and`/`or` chains are kept flat, so no part of the parser, the
+//! evaluation or the tree's drop recurses deeper than the nesting. Anything beyond is
+//! `invalidFilter`, never a stack overflow.
+//!
 //! Pure: no I/O, no clock.
 
 use super::error::ApiError;
@@ -14,6 +21,12 @@ use serde_json::Value;
 use std::cmp::Ordering;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
+
+/// Deepest nesting a filter may have: parentheses, `not (…)` and value-path brackets.
+pub const MAX_DEPTH: usize = 64;
+/// Longest filter accepted, in bytes (a SCIM filter is a short expression; this leaves
+/// room for a few hundred `or`ed terms).
+pub const MAX_FILTER_LEN: usize = 16 * 1024;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Op {
@@ -74,8 +87,10 @@ impl AttrPath {
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum Filter {
-    And(Box<Filter>, Box<Filter>),
-    Or(Box<Filter>, Box<Filter>),
+    /// Every term matches (two or more, in order).
+    And(Vec<Filter>),
+    /// Some term matches (two or more, in order).
+    Or(Vec<Filter>),
     Not(Box<Filter>),
     Present(AttrPath),
     Compare(AttrPath, Op, Value),
@@ -159,6 +174,10 @@ fn tokenize(s: &str) -> Result<Vec<Token>, ApiError> {
 struct Parser {
     tokens: Vec<Token>,
     pos: usize,
+    /// Nesting at the current position.
+    depth: usize,
+    /// Inside a value path's brackets (where another value path may not start).
+    in_value_path: bool,
 }
 
 impl Parser {
@@ -184,36 +203,55 @@ impl Parser {
     }
 
     fn or(&mut self) -> Result<Filter, ApiError> {
-        let mut left = self.and()?;
+        let mut terms = vec![self.and()?];
         while self.keyword("or") {
             self.pos += 1;
-            let right = self.and()?;
-            left = Filter::Or(Box::new(left), Box::new(right));
+            terms.push(self.and()?);
         }
-        Ok(left)
+        Ok(if terms.len() == 1 {
+            terms.remove(0)
+        } else {
+            Filter::Or(terms)
+        })
     }
 
     fn and(&mut self) -> Result<Filter, ApiError> {
-        let mut left = self.unary()?;
+        let mut terms = vec![self.unary()?];
         while self.keyword("and") {
             self.pos += 1;
-            let right = self.unary()?;
-            left = Filter::And(Box::new(left), Box::new(right));
+            terms.push(self.unary()?);
         }
-        Ok(left)
+        Ok(if terms.len() == 1 {
+            terms.remove(0)
+        } else {
+            Filter::And(terms)
+        })
+    }
+
+    /// Parse `or` one level deeper, refusing to go past [`MAX_DEPTH`].
+    fn nested(&mut self) -> Result<Filter, ApiError> {
+        if self.depth >= MAX_DEPTH {
+            return Err(ApiError::invalid_filter(format!(
+                "the filter nests deeper than {MAX_DEPTH} levels (parentheses, not (…) and value paths)"
+            )));
+        }
+        self.depth += 1;
+        let inner = self.or();
+        self.depth -= 1;
+        inner
     }
 
     fn unary(&mut self) -> Result<Filter, ApiError> {
         if self.keyword("not") {
             self.pos += 1;
             self.expect(Token::Open, "'(' after not")?;
-            let inner = self.or()?;
+            let inner = self.nested()?;
             self.expect(Token::Close, "')'")?;
             return Ok(Filter::Not(Box::new(inner)));
         }
         match self.next() {
             Some(Token::Open) => {
-                let inner = self.or()?;
+                let inner = self.nested()?;
                 self.expect(Token::Close, "')'")?;
                 Ok(inner)
             }
@@ -228,8 +266,16 @@ impl Parser {
     fn attr_expr(&mut self, word: &str) -> Result<Filter, ApiError> {
         let path = AttrPath::parse(word)?;
         if self.peek() == Some(&Token::OpenBracket) {
+            if self.in_value_path {
+                return Err(ApiError::invalid_filter(format!(
+                    "{word}[…] inside a value path: a value path's filter cannot hold another"
+                )));
+            }
             self.pos += 1;
-            let inner = self.or()?;
+            self.in_value_path = true;
+            let inner = self.nested();
+            self.in_value_path = false;
+            let inner = inner?;
             self.expect(Token::CloseBracket, "']'")?;
             return Ok(Filter::ValuePath(path, Box::new(inner)));
         }
@@ -286,9 +332,27 @@ impl Parser {
 
 impl Filter {
     pub fn parse(s: &str) -> Result<Filter, ApiError> {
+        Self::parse_value_filter(s, false)
+    }
+
+    /// Parse the filter inside a value path's brackets (`emails[…]` in a PATCH path):
+    /// the brackets count as one level of nesting, and no value path may start inside.
+    pub fn parse_in_value_path(s: &str) -> Result<Filter, ApiError> {
+        Self::parse_value_filter(s, true)
+    }
+
+    fn parse_value_filter(s: &str, in_value_path: bool) -> Result<Filter, ApiError> {
+        if s.len() > MAX_FILTER_LEN {
+            return Err(ApiError::invalid_filter(format!(
+                "the filter is {} bytes long; at most {MAX_FILTER_LEN} are accepted",
+                s.len()
+            )));
+        }
         let mut p = Parser {
             tokens: tokenize(s)?,
             pos: 0,
+            depth: usize::from(in_value_path),
+            in_value_path,
         };
         let f = p.or()?;
         if p.pos != p.tokens.len() {
@@ -303,8 +367,8 @@ impl Filter {
     /// Does the resource (or multi-valued element) `root` match?
     pub fn matches(&self, root: &Value) -> bool {
         match self {
-            Filter::And(a, b) => a.matches(root) && b.matches(root),
-            Filter::Or(a, b) => a.matches(root) || b.matches(root),
+            Filter::And(terms) => terms.iter().all(|f| f.matches(root)),
+            Filter::Or(terms) => terms.iter().any(|f| f.matches(root)),
             Filter::Not(f) => !f.matches(root),
             Filter::Present(p) => values(root, p).iter().any(|v| present(v)),
             Filter::Compare(p, Op::Ne, v) => !values(root, p).iter().any(|a| compare(a, Op::Eq, v)),
@@ -330,11 +394,7 @@ impl Filter {
     /// multi-valued element from `phoneNumbers[type eq "work"]`.
     pub fn required_equalities(&self) -> Vec<(&AttrPath, &Value)> {
         match self {
-            Filter::And(a, b) => {
-                let mut v = a.required_equalities();
-                v.extend(b.required_equalities());
-                v
-            }
+            Filter::And(terms) => terms.iter().flat_map(Filter::required_equalities).collect(),
             Filter::Compare(p, Op::Eq, v) => vec![(p, v)],
             _ => Vec::new(),
         }
@@ -503,6 +563,61 @@ mod tests {
             let e = Filter::parse(f).unwrap_err();
             assert_eq!(e.scim_type, Some("invalidFilter"), "{f}");
         }
+    }
+
+    /// `n` levels of `open … close` around one comparison.
+    fn nest(n: usize, open: &str, close: &str) -> String {
+        format!("{}userName pr{}", open.repeat(n), close.repeat(n))
+    }
+
+    #[test]
+    fn nesting_is_bounded_for_every_kind_of_nesting() {
+        let u = user();
+        for (open, close) in [("(", ")"), ("not (", ")"), ("not(", ")"), ("(not (", "))")] {
+            // `(not (` nests twice per repetition.
+            let per = open.matches('(').count();
+            let ok = nest(MAX_DEPTH / per, open, close);
+            let f = Filter::parse(&ok).unwrap_or_else(|e| panic!("{open}: {e}"));
+            let _ = f.matches(&u);
+            for n in [MAX_DEPTH / per + 1, 2_000] {
+                let e = Filter::parse(&nest(n, open, close)).unwrap_err();
+                assert_eq!(e.scim_type, Some("invalidFilter"), "{open} x{n}");
+                assert!(e.detail.contains("nests deeper than 64"), "{e}");
+            }
+        }
+        // Parentheses inside a value path count with its brackets.
+        let inner = nest(MAX_DEPTH - 1, "(", ")").replace("userName", "value");
+        assert!(Filter::parse(&format!("emails[{inner}]")).is_ok());
+        let inner = nest(MAX_DEPTH, "(", ")").replace("userName", "value");
+        let e = Filter::parse(&format!("emails[{inner}]")).unwrap_err();
+        assert_eq!(e.scim_type, Some("invalidFilter"));
+        // A value path holds no other (RFC 7644 valFilter), however deep it would go.
+        for f in [
+            "emails[value[type pr]]".to_string(),
+            format!("{}type pr{}", "emails[".repeat(2_000), "]".repeat(2_000)),
+        ] {
+            let e = Filter::parse(&f).unwrap_err();
+            assert_eq!(e.scim_type, Some("invalidFilter"), "{e}");
+        }
+    }
+
+    #[test]
+    fn long_filters_are_refused_and_long_chains_stay_flat() {
+        let e = Filter::parse(&nest(100_000, "(", ")")).unwrap_err();
+        assert_eq!(e.scim_type, Some("invalidFilter"));
+        assert!(e.detail.contains("at most 16384"), "{e}");
+        // As many `or`ed terms as fit: one flat list, evaluated without recursion.
+        let term = r#"userName eq "x" or "#;
+        let chain = format!(
+            "{}userName ew \"nhs.net\"",
+            term.repeat((MAX_FILTER_LEN - 64) / term.len())
+        );
+        let f = Filter::parse(&chain).unwrap();
+        let Filter::Or(terms) = &f else {
+            panic!("not an or: {f:?}")
+        };
+        assert!(terms.len() > 800, "{}", terms.len());
+        assert!(f.matches(&user()));
     }
 
     #[test]

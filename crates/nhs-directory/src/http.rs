@@ -4,6 +4,15 @@
 //! faults, authenticates the bearer token, applies the per-client rate limit and
 //! writes the request log.
 //!
+//! The request log is for tests: it is kept only with the admin endpoints that read it
+//! (`[admin]`), records only requests that carried a valid client token, clips the
+//! client-chosen parts of an entry (method, path, query, error detail) to
+//! [`LOG_FIELD_CHARS`],
+//! and stops at `[admin] request_log_max_entries`: later requests are counted, not
+//! logged (one warning in the server's log; `GET /_admin/requests` says how many in
+//! `x-request-log-dropped`), until `DELETE /_admin/requests` empties it. Nobody without
+//! a token can make it grow.
+//!
 //! Handlers only translate between HTTP and [`Directory`] operations. Tokens are
 //! compared as SHA-256 digests and are never logged or echoed.
 
@@ -24,10 +33,11 @@ use axum::{Extension, Json, Router};
 use governor::clock::Clock as _;
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use nhs_model::schema;
-use nhs_model::scim::{LIST_RESPONSE, ListResponse, MEDIA_TYPE, PatchOperation, ScimError, User};
+use nhs_model::scim::{LIST_RESPONSE, ListResponse, MEDIA_TYPE, PatchOperation, ScimError};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -70,6 +80,47 @@ fn scim_json<T: serde::Serialize + ?Sized>(status: StatusCode, body: &T) -> Resp
     }
 }
 
+/// Longest path, query or detail a request log entry keeps, in characters.
+pub const LOG_FIELD_CHARS: usize = 512;
+
+/// The header of `GET /_admin/requests` counting requests not logged since the log
+/// filled up.
+pub const DROPPED_HEADER: &str = "x-request-log-dropped";
+
+/// The request log's bound and fill.
+struct RequestLog {
+    max_entries: u64,
+    entries: AtomicU64,
+    dropped: AtomicU64,
+}
+
+impl RequestLog {
+    /// Take a place in the log; false (and one more dropped) when it is full.
+    fn reserve(&self) -> bool {
+        let taken = self
+            .entries
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                (n < self.max_entries).then_some(n + 1)
+            })
+            .is_ok();
+        if !taken && self.dropped.fetch_add(1, Ordering::SeqCst) == 0 {
+            tracing::warn!(
+                max_entries = self.max_entries,
+                "the request log is full: further requests are not logged until DELETE /_admin/requests"
+            );
+        }
+        taken
+    }
+}
+
+/// `s` cut to [`LOG_FIELD_CHARS`] characters, marked when cut.
+fn clip(s: String) -> String {
+    match s.char_indices().nth(LOG_FIELD_CHARS) {
+        None => s,
+        Some((at, _)) => format!("{}… ({} characters in all)", &s[..at], s.chars().count()),
+    }
+}
+
 /// Shared state of the HTTP layer.
 pub struct App {
     pub dir: Directory,
@@ -81,15 +132,20 @@ pub struct App {
     /// SplitMix64 state: faults are drawn from a seeded sequence, so a test run is
     /// reproducible.
     rng: Mutex<u64>,
+    /// `None`: no request log.
+    request_log: Option<RequestLog>,
 }
 
 impl App {
+    /// `logged`: the entries the request log already holds (a database file keeps them
+    /// across restarts).
     pub fn new(
         cfg: Config,
         store: store::Store,
         clock: Arc<dyn super::clock::Clock>,
         admin_clock: Option<Arc<OffsetClock>>,
         base_url: String,
+        logged: u64,
     ) -> App {
         let limiter = cfg.rate_limit.map(|r| {
             let period =
@@ -106,6 +162,11 @@ impl App {
             limiter,
             faults: cfg.faults,
             rng: Mutex::new(cfg.faults.seed),
+            request_log: cfg.request_log.map(|max_entries| RequestLog {
+                max_entries,
+                entries: AtomicU64::new(logged),
+                dropped: AtomicU64::new(0),
+            }),
             dir: Directory {
                 cfg: Arc::new(cfg),
                 store,
@@ -134,7 +195,18 @@ impl App {
         (z >> 11) as f64 / (1u64 << 53) as f64
     }
 
+    /// Write one entry of an authenticated request, if the log is kept and has room.
     async fn log(&self, entry: LogEntry) {
+        if !self.request_log.as_ref().is_some_and(RequestLog::reserve) {
+            return;
+        }
+        let entry = LogEntry {
+            method: clip(entry.method),
+            path: clip(entry.path),
+            query: entry.query.map(clip),
+            detail: entry.detail.map(clip),
+            ..entry
+        };
         let r = self
             .dir
             .store
@@ -208,7 +280,10 @@ async fn gate(State(app): State<Arc<App>>, mut req: Request, next: Next) -> Resp
         detail,
     };
     let client = bearer(req.headers()).and_then(|t| app.client_for(t));
-    let who = client.as_ref().map_or("-", |c| c.id.as_str()).to_string();
+    let who = client.as_ref().map(|c| c.id.clone());
+    // Only requests with a valid client token are logged.
+    let log_as =
+        |status: u16, detail: String| who.as_ref().map(|who| entry(who, status, Some(detail)));
 
     let mut lose_response = false;
     let mut stall = false;
@@ -226,8 +301,9 @@ async fn gate(State(app): State<Arc<App>>, mut req: Request, next: Next) -> Resp
             {
                 conn.drop_connection();
             }
-            let e = entry(&who, 0, Some("fault_injected: connection dropped".into()));
-            app.log(e).await;
+            if let Some(e) = log_as(0, "fault_injected: connection dropped".into()) {
+                app.log(e).await;
+            }
             return ApiError::new(503, None, "fault_injected: connection dropped").into_response();
         }
         if error_roll < app.faults.error_rate {
@@ -236,15 +312,16 @@ async fn gate(State(app): State<Arc<App>>, mut req: Request, next: Next) -> Resp
                 None,
                 "fault_injected: the directory is unavailable (configured test fault)",
             );
-            app.log(entry(&who, 503, Some(err.detail.clone()))).await;
+            if let Some(e) = log_as(503, err.detail.clone()) {
+                app.log(e).await;
+            }
             return err.into_response();
         }
     }
 
     let Some(client) = client else {
-        let err = ApiError::new(401, None, "unauthorized: a valid bearer token is required");
-        app.log(entry(&who, 401, Some(err.detail.clone()))).await;
-        return err.into_response();
+        return ApiError::new(401, None, "unauthorized: a valid bearer token is required")
+            .into_response();
     };
 
     if let Some((limiter, rps)) = &app.limiter
@@ -261,11 +338,12 @@ async fn gate(State(app): State<Arc<App>>, mut req: Request, next: Next) -> Resp
             ),
         );
         err.retry_after = Some(secs);
-        app.log(entry(&who, 429, Some(err.detail.clone()))).await;
+        app.log(entry(&client.id, 429, Some(err.detail.clone())))
+            .await;
         return err.into_response();
     }
 
-    let logged = entry(&who, 0, None);
+    let logged = entry(&client.id, 0, None);
     let conn = req.extensions().get::<ConnectInfo<ConnInfo>>().cloned();
     req.extensions_mut().insert(client);
     let resp = next.run(req).await;
@@ -394,7 +472,7 @@ async fn create_user(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let user: User = parse_body(&headers, &body)?;
+    let user: Value = parse_body(&headers, &body)?;
     let a = app.dir.create(client, user).await?;
     Ok(user_response(&app, StatusCode::CREATED, &a, &params))
 }
@@ -430,7 +508,7 @@ async fn replace_user(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let user: User = parse_body(&headers, &body)?;
+    let user: Value = parse_body(&headers, &body)?;
     let a = app
         .dir
         .replace(client, id, if_match(&headers), user)
@@ -697,19 +775,60 @@ async fn admin_clock(
     .into_response())
 }
 
+fn request_log(app: &App) -> Result<&RequestLog, ApiError> {
+    app.request_log
+        .as_ref()
+        .ok_or_else(|| ApiError::not_found("no request log ([admin] request_log_max_entries = 0)"))
+}
+
 async fn admin_requests(State(app): State<Arc<App>>) -> Result<Response, ApiError> {
+    let dropped = request_log(&app)?.dropped.load(Ordering::SeqCst);
     let log = app
         .dir
         .store
         .run(|conn| store::requests(conn).map_err(ApiError::from))
         .await?;
-    Ok(Json(log).into_response())
+    let mut resp = Json(log).into_response();
+    resp.headers_mut()
+        .insert(DROPPED_HEADER, HeaderValue::from(dropped));
+    Ok(resp)
 }
 
 async fn admin_clear_requests(State(app): State<Arc<App>>) -> Result<Response, ApiError> {
+    let log = request_log(&app)?;
     app.dir
         .store
         .run(|conn| store::clear_requests(conn).map_err(ApiError::from))
         .await?;
+    log.entries.store(0, Ordering::SeqCst);
+    log.dropped.store(0, Ordering::SeqCst);
     Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_fields_are_clipped_on_a_character_boundary() {
+        assert_eq!(clip("short".into()), "short");
+        let long = "é".repeat(LOG_FIELD_CHARS + 10);
+        let c = clip(long);
+        assert!(c.starts_with(&"é".repeat(LOG_FIELD_CHARS)), "{c}");
+        assert!(c.ends_with(&format!("… ({} characters in all)", LOG_FIELD_CHARS + 10)));
+    }
+
+    #[test]
+    fn a_full_log_counts_what_it_drops() {
+        let log = RequestLog {
+            max_entries: 2,
+            entries: AtomicU64::new(1),
+            dropped: AtomicU64::new(0),
+        };
+        assert!(log.reserve());
+        assert!(!log.reserve());
+        assert!(!log.reserve());
+        assert_eq!(log.entries.load(Ordering::SeqCst), 2);
+        assert_eq!(log.dropped.load(Ordering::SeqCst), 2);
+    }
 }

@@ -3,13 +3,17 @@
 //! NHSmail address allocation, the account lifecycle, server-side sharing agreements —
 //! with rate limits, fault injection and an injectable clock for tests. It is what
 //! tests, demos and staging run the agent against (`nhs-directory serve
-//! --directory-config FILE`; see `examples/directory/`). It is a separate crate and
+//! --directory-config FILE`; see `examples/directory/`). It can start from a target
+//! snapshot (`seed`) and write its state as one (`nhs-directory export`). It is a separate crate and
 //! binary so the production agent contains no directory server, fault injection or
 //! admin clock.
 //!
-//! Layout: `config` (two-phase TOML), `rules` and `address` (the NHS rules, pure),
-//! `filter` and `patch` (SCIM, pure; the schema table is `nhs_model::schema`), `store` (SQLite), `service` (the
-//! operations), `http` (endpoints and the auth/rate/fault gate), `net` (TCP/TLS).
+//! Layout: `config` (two-phase TOML), `rules`, `address` and `text` (the NHS rules and
+//! what a stored value may hold, pure),
+//! `filter`, `patch` and `mutability` (SCIM, pure; the schema table is
+//! `nhs_model::schema`), `store` (SQLite), `service` (the
+//! operations), `http` (endpoints and the auth/rate/fault gate), `net` (TCP/TLS),
+//! `seed` (snapshot in and out).
 //!
 //! It must never log or answer with a bearer token, never let a client read or change an
 //! account outside the organisations its agreement lists, and never print anything to
@@ -23,11 +27,14 @@ pub mod config;
 pub mod error;
 pub mod filter;
 pub mod http;
+pub mod mutability;
 pub mod net;
 pub mod patch;
 pub mod rules;
+pub mod seed;
 pub mod service;
 pub mod store;
+pub mod text;
 
 use anyhow::Context;
 use clock::{Clock, OffsetClock, SystemClock};
@@ -51,6 +58,9 @@ pub async fn serve(config: &Path) -> anyhow::Result<()> {
         Some(c) => c.clone(),
         None => Arc::new(SystemClock),
     };
+    seed::seed(&cfg, &store, clock.now())
+        .await
+        .with_context(|| format!("directory config {}", config.display()))?;
     let incoming = net::bind(cfg.listen, cfg.tls.clone())
         .await
         .with_context(|| format!("cannot listen on {}", cfg.listen))?;
@@ -59,7 +69,17 @@ pub async fn serve(config: &Path) -> anyhow::Result<()> {
         "{}://{local}",
         if cfg.tls.is_some() { "https" } else { "http" }
     );
-    let app = Arc::new(http::App::new(cfg, store, clock, admin_clock, url.clone()));
+    let logged = store
+        .run(|conn| store::request_count(conn).map_err(Into::into))
+        .await?;
+    let app = Arc::new(http::App::new(
+        cfg,
+        store,
+        clock,
+        admin_clock,
+        url.clone(),
+        logged,
+    ));
     let router = http::router(app);
 
     {

@@ -1,7 +1,10 @@
 //! The `nhs-directory` binary: `nhs-directory serve --directory-config FILE` runs the
-//! reference NHS Directory until SIGINT/SIGTERM (see [`nhs_directory::serve`]).
+//! reference NHS Directory until SIGINT/SIGTERM (see [`nhs_directory::serve`]);
+//! `nhs-directory export --directory-config FILE` prints the state of its database as a
+//! target snapshot (see [`nhs_directory::seed`]).
 
 use clap::{Parser, Subcommand};
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -20,6 +23,14 @@ struct Cli {
 enum Command {
     /// Serve the directory; prints `listening on URL` on stdout once ready.
     Serve {
+        /// The directory's configuration file.
+        #[arg(long = "directory-config")]
+        directory_config: PathBuf,
+    },
+    /// Print the directory's state (its database file) as a target snapshot
+    /// (tansync.snapshot/v1), the format `seed` and `[target] kind = "snapshot"` read.
+    /// Only reads; may run beside `serve`.
+    Export {
         /// The directory's configuration file.
         #[arg(long = "directory-config")]
         directory_config: PathBuf,
@@ -49,6 +60,13 @@ fn main() -> ExitCode {
     };
     let result = match cli.command {
         Command::Serve { directory_config } => rt.block_on(nhs_directory::serve(&directory_config)),
+        Command::Export { directory_config } => nhs_directory::seed::export(&directory_config)
+            .and_then(|json| {
+                let mut out = std::io::stdout().lock();
+                out.write_all(json.as_bytes())?;
+                out.flush()?;
+                Ok(())
+            }),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

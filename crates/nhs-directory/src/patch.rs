@@ -5,7 +5,10 @@
 //!
 //! Paths are resolved against the schema table: an unknown attribute is `invalidPath`,
 //! a readOnly one (userName, emails, id, meta, leaverSince) or the removal of a
-//! required one is `mutability`. A value-path `add`/`replace` that matches no element
+//! required one is `mutability`. A value path's filter is parsed like a search filter
+//! (bounded in length and nesting, see `filter`) and refused as `invalidFilter`, as
+//! RFC 7644 §3.12 lists it for "PATCH (Path Filter)"; a malformed path around it is
+//! `invalidPath`. A value-path `add`/`replace` that matches no element
 //! adds one built from the filter's `eq` terms, so `phoneNumbers[type eq "work"].value`
 //! sets the telephone whether or not there was one.
 //!
@@ -13,7 +16,7 @@
 //! agreements) is decided afterwards by `rules`.
 
 use super::error::ApiError;
-use super::filter::Filter;
+use super::filter::{Filter, MAX_FILTER_LEN};
 use nhs_model::schema::{Attr, Mutability, SchemaDef, Type, locate, split_urn, sub_attr};
 use nhs_model::scim::PatchOperation;
 use serde_json::{Map, Value};
@@ -36,13 +39,22 @@ struct PatchPath {
 
 impl PatchPath {
     fn parse(text: &str) -> Result<PatchPath, ApiError> {
+        if text.len() > MAX_FILTER_LEN {
+            return Err(ApiError::invalid_path(format!(
+                "the path is {} bytes long; at most {MAX_FILTER_LEN} are accepted",
+                text.len()
+            )));
+        }
         let (schema, rest) = split_urn(text.trim());
         let bad = || ApiError::invalid_path(format!("{text:?} is not an attribute path"));
         if let Some(open) = rest.find('[') {
             let attr = &rest[..open];
             let close = closing_bracket(rest, open).ok_or_else(bad)?;
-            let filter = Filter::parse(&rest[open + 1..close])
-                .map_err(|e| ApiError::invalid_path(format!("{text:?}: {}", e.detail)))?;
+            // The filter of a path is refused as a filter (RFC 7644 §3.12, invalidFilter:
+            // "PATCH (Path Filter)"), with the same nesting bound as a search's.
+            let filter = Filter::parse_in_value_path(&rest[open + 1..close]).map_err(|e| {
+                ApiError::invalid_filter(format!("the filter of path {attr}[…]: {}", e.detail))
+            })?;
             let after = &rest[close + 1..];
             let sub = match after {
                 "" => None,
@@ -738,11 +750,74 @@ mod tests {
                 op("replace", Some("phoneNumbers.value"), Some(json!("1"))),
                 "invalidPath",
             ),
+            (op("replace", Some("id"), Some(json!("x"))), "mutability"),
+            (
+                op("replace", Some("meta.lastModified"), Some(json!("x"))),
+                "mutability",
+            ),
+            (
+                op("add", None, Some(json!({"meta": {"version": "W/\"9\""}}))),
+                "mutability",
+            ),
+            (
+                op(
+                    "replace",
+                    Some(NHS_SCHEMA),
+                    Some(json!({"leaverSince": "2026-01-01T00:00:00Z"})),
+                ),
+                "mutability",
+            ),
+            (
+                op("remove", Some("phoneNumbers[value[type pr]]"), None),
+                "invalidFilter",
+            ),
+            (
+                op("remove", Some("phoneNumbers[type eq \"work\""), None),
+                "invalidPath",
+            ),
         ] {
             let mut doc = base();
             let e = apply(&mut doc, std::slice::from_ref(&o)).unwrap_err();
             assert_eq!(e.scim_type, Some(want), "{o:?}: {e}");
         }
+    }
+
+    #[test]
+    fn path_filters_are_bounded_like_search_filters() {
+        let deep = |n: usize| {
+            format!(
+                "phoneNumbers[{}type eq \"work\"{}].value",
+                "(".repeat(n),
+                ")".repeat(n)
+            )
+        };
+        // The brackets are one level: 63 parentheses more fit, 64 do not.
+        let mut doc = base();
+        apply(
+            &mut doc,
+            &[op("replace", Some(&deep(63)), Some(json!("1")))],
+        )
+        .unwrap();
+        assert_eq!(doc["phoneNumbers"][0]["value"], "1");
+        for n in [64, 2_000] {
+            let e = apply(
+                &mut base(),
+                &[op("replace", Some(&deep(n)), Some(json!("1")))],
+            )
+            .unwrap_err();
+            assert_eq!(e.scim_type, Some("invalidFilter"), "{n}: {e}");
+            assert!(e.detail.contains("nests deeper than 64"), "{e}");
+        }
+        let e = apply(
+            &mut base(),
+            &[op("replace", Some(&deep(100_000)), Some(json!("1")))],
+        )
+        .unwrap_err();
+        assert_eq!(e.scim_type, Some("invalidPath"), "{e}");
+        assert!(e.detail.contains("at most 16384"), "{e}");
+        let nested = format!("{}type pr{}", "phoneNumbers[".repeat(500), "]".repeat(500));
+        let e = apply(&mut base(), &[op("remove", Some(&nested), None)]).unwrap_err();
+        assert_eq!(e.scim_type, Some("invalidFilter"), "{e}");
     }
 
     #[test]

@@ -10,9 +10,10 @@
 
 use super::config::{Lifecycle, OrgEntry};
 use super::error::ApiError;
+use super::text;
 use nhs_model::Field;
 use nhs_model::ids::OdsCode;
-use nhs_model::scim::User;
+use nhs_model::scim::{ENTERPRISE_SCHEMA, NHS_SCHEMA, User};
 use std::collections::BTreeSet;
 use std::time::Duration;
 use time::OffsetDateTime;
@@ -86,6 +87,34 @@ pub fn initial_status(life: &Lifecycle) -> Status {
     }
 }
 
+/// The status a create starts an account in, from the NHS status and the core `active`
+/// flag the client sent (the status wins, as on a change): `active` (or nothing) is a
+/// new account, which starts pending or active ([`initial_status`]); `leaver` (or
+/// `active: false` without a status) creates a leaver. The directory's own statuses
+/// (pending, inactive, deleted) are refused, as on a change.
+pub fn create_status(
+    asked: Option<Status>,
+    active: Option<bool>,
+    life: &Lifecycle,
+) -> Result<Status, ApiError> {
+    match (asked, active) {
+        (Some(Status::Active), _) | (None, Some(true) | None) => Ok(initial_status(life)),
+        (Some(Status::Leaver), _) | (None, Some(false)) => Ok(Status::Leaver),
+        (Some(other), _) => Err(status_not_writable(other)),
+    }
+}
+
+fn status_not_writable(target: Status) -> ApiError {
+    ApiError::new(
+        400,
+        Some("invalidValue"),
+        format!(
+            "status_not_writable: the directory sets {} itself; clients may write active or leaver",
+            target.as_str()
+        ),
+    )
+}
+
 /// What a change of status and/or organisation amounts to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Transition {
@@ -137,14 +166,7 @@ pub fn transition(
         ));
     }
     if target != current && matches!(target, Pending | Inactive | Deleted) {
-        return Err(ApiError::new(
-            400,
-            Some("invalidValue"),
-            format!(
-                "status_not_writable: the directory sets {} itself; clients may write active or leaver",
-                target.as_str()
-            ),
-        ));
+        return Err(status_not_writable(target));
     }
     let leaver_move = || {
         ApiError::new(
@@ -240,8 +262,65 @@ pub fn parse_ods(s: &str) -> Result<OdsCode, ApiError> {
     OdsCode::parse(s).map_err(|e| ApiError::invalid_value(format!("invalid_value: {e}")))
 }
 
-/// The mandatory names (DESIGN.md "Mandatory to provision") and the directory's length
-/// limits ([`Field::max_len`]).
+/// Every text value of a User's client-writable content, with its SCIM path.
+fn texts(u: &User) -> Vec<(String, &str)> {
+    let name = u.name.as_ref();
+    let ent = u.enterprise.as_ref();
+    let nhs = u.nhs.as_ref();
+    let mut out: Vec<(String, Option<&String>)> = vec![
+        (
+            "name.givenName".into(),
+            name.and_then(|n| n.given_name.as_ref()),
+        ),
+        (
+            "name.familyName".into(),
+            name.and_then(|n| n.family_name.as_ref()),
+        ),
+        (
+            "name.formatted".into(),
+            name.and_then(|n| n.formatted.as_ref()),
+        ),
+        ("displayName".into(), u.display_name.as_ref()),
+        ("title".into(), u.title.as_ref()),
+        (
+            format!("{ENTERPRISE_SCHEMA}:employeeNumber"),
+            ent.and_then(|e| e.employee_number.as_ref()),
+        ),
+        (
+            format!("{ENTERPRISE_SCHEMA}:department"),
+            ent.and_then(|e| e.department.as_ref()),
+        ),
+        (
+            format!("{NHS_SCHEMA}:site"),
+            nhs.and_then(|n| n.site.as_ref()),
+        ),
+        (
+            format!("{NHS_SCHEMA}:managedBy"),
+            nhs.and_then(|n| n.managed_by.as_ref()),
+        ),
+    ];
+    for (i, p) in u.phone_numbers.iter().enumerate() {
+        out.push((format!("phoneNumbers[{i}].value"), Some(&p.value)));
+        out.push((format!("phoneNumbers[{i}].type"), p.kind.as_ref()));
+    }
+    out.into_iter()
+        .filter_map(|(path, v)| v.map(|v| (path, v.as_str())))
+        .collect()
+}
+
+/// Refuse a User whose client-writable text holds a control or invisible character
+/// (`text`), naming the attribute and the code point. Run on what the client sent as
+/// well as on what is stored, so that a value of only such characters is refused, not
+/// dropped as blank.
+pub fn check_texts(u: &User) -> Result<(), ApiError> {
+    for (path, v) in texts(u) {
+        text::check(&path, v)?;
+    }
+    Ok(())
+}
+
+/// The mandatory names (DESIGN.md "Mandatory to provision"), the characters a stored
+/// value may hold (`text`) and the directory's length limits ([`Field::max_len`]).
 pub fn check_content(u: &User) -> Result<(), ApiError> {
     let name = u.name.clone().unwrap_or_default();
     for (what, v) in [
@@ -254,6 +333,7 @@ pub fn check_content(u: &User) -> Result<(), ApiError> {
             )));
         }
     }
+    check_texts(u)?;
     for (f, v) in u.fields() {
         if v.chars().count() > f.max_len() {
             return Err(ApiError::invalid_value(format!(
@@ -276,6 +356,7 @@ pub fn check_content(u: &User) -> Result<(), ApiError> {
 /// The uniqueness key of an externalId (anchors compare ignoring case, as
 /// [`nhs_model::ids::ExternalId`] does), or why it is not one.
 pub fn anchor_key(external_id: &str) -> Result<String, ApiError> {
+    text::check("externalId", external_id)?;
     nhs_model::ids::ExternalId::parse(external_id)
         .map(|e| e.as_str().to_string())
         .map_err(|e| ApiError::invalid_value(format!("invalid_value: {e}")))
@@ -361,6 +442,35 @@ mod tests {
     }
 
     #[test]
+    fn a_create_starts_new_or_leaver_as_asked() {
+        use Status::*;
+        let l = life();
+        for (asked, active, want) in [
+            (None, None, Pending),
+            (Some(Active), Some(true), Pending),
+            // The status wins over the flag.
+            (Some(Active), Some(false), Pending),
+            (Some(Leaver), Some(true), Leaver),
+            (None, Some(false), Leaver),
+        ] {
+            assert_eq!(
+                create_status(asked, active, &l).unwrap(),
+                want,
+                "{asked:?} {active:?}"
+            );
+        }
+        let at_once = Lifecycle {
+            pending: Duration::ZERO,
+            ..l
+        };
+        assert_eq!(create_status(None, None, &at_once).unwrap(), Active);
+        for s in [Pending, Inactive, Deleted] {
+            let e = create_status(Some(s), None, &l).unwrap_err();
+            assert!(e.detail.starts_with("status_not_writable"), "{e}");
+        }
+    }
+
+    #[test]
     fn transitions_follow_the_lifecycle() {
         use Status::*;
         use Transition::*;
@@ -440,5 +550,52 @@ mod tests {
         );
         assert_eq!(anchor_key(" AF40AC76-1201 ").unwrap(), "af40ac76-1201");
         assert!(anchor_key("  ").is_err());
+        let e = anchor_key("af40ac76\u{200B}").unwrap_err();
+        assert!(e.detail.contains("externalId holds U+200B"), "{e}");
+    }
+
+    #[test]
+    fn every_stored_text_is_checked_for_control_and_invisible_characters() {
+        let mut ok = User::default();
+        ok.set_field(Field::GivenName, Some("Siân".into()));
+        ok.set_field(Field::FamilyName, Some("Evans".into()));
+        assert!(check_content(&ok).is_ok());
+        let nhs_site = format!("{NHS_SCHEMA}:site");
+        let department = format!("{ENTERPRISE_SCHEMA}:department");
+        for (f, path) in [
+            (Field::GivenName, "name.givenName"),
+            (Field::FamilyName, "name.familyName"),
+            (Field::DisplayName, "displayName"),
+            (Field::JobTitle, "title"),
+            (Field::Department, department.as_str()),
+            (Field::Site, nhs_site.as_str()),
+            (Field::Telephone, "phoneNumbers[0].value"),
+        ] {
+            let mut u = ok.clone();
+            u.set_field(f, Some("A\u{202E}B".into()));
+            let e = check_content(&u).unwrap_err();
+            assert_eq!(e.scim_type, Some("invalidValue"), "{path}");
+            assert!(
+                e.detail
+                    .starts_with(&format!("invalid_value: {path} holds U+202E")),
+                "{path}: {e}"
+            );
+        }
+        let mut u = ok.clone();
+        u.nhs.get_or_insert_with(Default::default).managed_by = Some("agent\n1".into());
+        assert!(
+            check_content(&u)
+                .unwrap_err()
+                .detail
+                .contains("managedBy holds U+000A")
+        );
+        let mut u = ok;
+        u.name.get_or_insert_with(Default::default).formatted = Some("\u{3164}".into());
+        assert!(
+            check_content(&u)
+                .unwrap_err()
+                .detail
+                .contains("name.formatted holds U+3164")
+        );
     }
 }

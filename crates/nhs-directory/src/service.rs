@@ -11,6 +11,7 @@ use super::clock::{Clock, rfc3339};
 use super::config::{Client, Config, Lifecycle};
 use super::error::ApiError;
 use super::filter::Filter;
+use super::mutability;
 use super::patch;
 use super::rules::{self, Status, Step, Times, Transition};
 use super::store::{self, Account};
@@ -84,6 +85,19 @@ pub fn resource(a: &Account, base_url: &str) -> User {
         version: Some(etag(a.version)),
     });
     u
+}
+
+/// An account's resource as JSON (for filters, PATCH and the read-only check).
+fn json_of(u: &User) -> Result<Value, ApiError> {
+    serde_json::to_value(u).map_err(|e| {
+        tracing::error!(error = %e, "cannot serialise an account");
+        ApiError::internal()
+    })
+}
+
+/// A request body as a User (400 `invalidValue` when it does not fit the schema).
+fn user_of(v: Value) -> Result<User, ApiError> {
+    serde_json::from_value(v).map_err(|e| ApiError::invalid_value(format!("invalid_value: {e}")))
 }
 
 fn text(v: &Option<String>) -> Option<String> {
@@ -244,8 +258,12 @@ impl Directory {
         self.clock.now()
     }
 
-    /// Create an account (POST /Users).
-    pub async fn create(&self, client: Arc<Client>, body: User) -> Result<Account, ApiError> {
+    /// Create an account (POST /Users) from the body as sent: read-only attributes are
+    /// refused (`mutability`), the NHS status (or `active`) chooses between a new account
+    /// and a leaver ([`rules::create_status`]).
+    pub async fn create(&self, client: Arc<Client>, raw: Value) -> Result<Account, ApiError> {
+        mutability::check_create(&raw)?;
+        let body = user_of(raw)?;
         let cfg = self.cfg.clone();
         let now = self.now();
         self.store
@@ -265,6 +283,14 @@ impl Directory {
                     })?,
                 };
                 rules::agreement(&client.id, &client.organisations, &ods)?;
+                let asked_status = body
+                    .nhs
+                    .as_ref()
+                    .and_then(|n| text(&n.status))
+                    .map(|s| rules::parse_status(&s))
+                    .transpose()?;
+                let status = rules::create_status(asked_status, body.active, &cfg.lifecycle)?;
+                rules::check_texts(&body)?;
                 let content = content_of(&body);
                 rules::check_content(&content)?;
                 let external_id = text(&body.external_id).map(|e| e.trim().to_string());
@@ -295,10 +321,10 @@ impl Directory {
                     external_id,
                     user_name,
                     ods_code: ods.to_string(),
-                    status: rules::initial_status(&cfg.lifecycle),
+                    status,
                     created: now,
                     modified: now,
-                    leaver_since: None,
+                    leaver_since: (status == Status::Leaver).then_some(now),
                     deleted_since: None,
                     version: 1,
                     content,
@@ -344,10 +370,7 @@ impl Directory {
                     if !client.organisations.contains(&odscode(&a)?) {
                         continue;
                     }
-                    let v = serde_json::to_value(resource(&a, &base)).map_err(|e| {
-                        tracing::error!(error = %e, "cannot serialise an account");
-                        ApiError::internal()
-                    })?;
+                    let v = json_of(&resource(&a, &base))?;
                     if q.filter.as_ref().is_none_or(|f| f.matches(&v)) {
                         matched.push(v);
                     }
@@ -364,21 +387,25 @@ impl Directory {
             .await
     }
 
-    /// Replace an account (PUT /Users/{id}). Server-set attributes are kept; odsCode,
-    /// status and active keep their values when absent.
+    /// Replace an account (PUT /Users/{id}) with the body as sent. Read-only attributes
+    /// may only repeat their current values (`mutability`); odsCode, status and active
+    /// keep their values when absent.
     pub async fn replace(
         &self,
         client: Arc<Client>,
         id: String,
         if_match: Option<String>,
-        mut body: User,
+        raw: Value,
     ) -> Result<Account, ApiError> {
         let cfg = self.cfg.clone();
         let now = self.now();
+        let base = self.base_url.clone();
         self.store
             .run(move |conn| {
                 sweep(conn, now, &cfg.lifecycle)?;
                 let a = load_editable(conn, &client, &id, if_match.as_deref())?;
+                mutability::check_replace(&raw, &json_of(&resource(&a, &base))?)?;
+                let mut body = user_of(raw)?;
                 let nhs = body.nhs.get_or_insert_with(Nhs::default);
                 if text(&nhs.ods_code).is_none() {
                     nhs.ods_code = Some(a.ods_code.clone());
@@ -409,13 +436,9 @@ impl Directory {
             .run(move |conn| {
                 sweep(conn, now, &cfg.lifecycle)?;
                 let a = load_editable(conn, &client, &id, if_match.as_deref())?;
-                let mut doc = serde_json::to_value(resource(&a, &base)).map_err(|e| {
-                    tracing::error!(error = %e, "cannot serialise an account");
-                    ApiError::internal()
-                })?;
+                let mut doc = json_of(&resource(&a, &base))?;
                 patch::apply(&mut doc, &ops)?;
-                let desired: User = serde_json::from_value(doc)
-                    .map_err(|e| ApiError::invalid_value(format!("invalid_value: {e}")))?;
+                let desired = user_of(doc)?;
                 update(conn, now, &cfg, &client, a, desired)
             })
             .await
@@ -532,6 +555,7 @@ fn update(
         let held = store::held(conn, target_ods.as_str(), Some(&a.id))?;
         rules::admit(&target_ods, cfg.organisation(&target_ods), held)?;
     }
+    rules::check_texts(&desired)?;
     let content = content_of(&desired);
     rules::check_content(&content)?;
     let external_id = text(&desired.external_id).map(|e| e.trim().to_string());

@@ -66,7 +66,7 @@ pub struct Account {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct LogEntry {
     pub at_ms: i64,
-    /// The client id, or "-" when the request carried no valid token.
+    /// The client id (only requests with a valid client token are logged).
     pub client: String,
     pub method: String,
     pub path: String,
@@ -130,7 +130,7 @@ impl Store {
             }
         };
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
-        conn.execute_batch(SCHEMA)?;
+        create_tables(&conn)?;
         Ok(Store {
             conn: Arc::new(Mutex::new(conn)),
         })
@@ -158,6 +158,36 @@ impl Store {
             Err(e) => Err(StoreError::Task(e.to_string()).into()),
         }
     }
+}
+
+/// Create the tables (and indexes) where they are missing.
+pub fn create_tables(conn: &Connection) -> Result<(), StoreError> {
+    Ok(conn.execute_batch(SCHEMA)?)
+}
+
+/// A connection that only reads an existing database file (`nhs-directory export`,
+/// also beside a running directory).
+pub fn open_read_only(path: &std::path::Path) -> Result<Connection, StoreError> {
+    let conn = Connection::open_with_flags(
+        path,
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    Ok(conn)
+}
+
+/// Has this database never held an account? (A database whose accounts were all
+/// deleted has held some: SQLite's AUTOINCREMENT keeps the highest number it gave.)
+pub fn never_held_accounts(conn: &Connection) -> Result<bool, StoreError> {
+    let given: Option<i64> = conn
+        .query_row(
+            "SELECT seq FROM sqlite_sequence WHERE name = 'accounts'",
+            [],
+            |r| r.get(0),
+        )
+        .optional()?;
+    let held: i64 = conn.query_row("SELECT COUNT(*) FROM accounts", [], |r| r.get(0))?;
+    Ok(given.is_none() && held == 0)
 }
 
 fn status_of(id: &str, s: &str) -> Result<Status, StoreError> {
@@ -350,6 +380,12 @@ pub fn requests(conn: &Connection) -> Result<Vec<LogEntry>, StoreError> {
     Ok(rows.collect::<Result<Vec<_>, _>>()?)
 }
 
+/// How many entries the request log holds.
+pub fn request_count(conn: &Connection) -> Result<u64, StoreError> {
+    let n: i64 = conn.query_row("SELECT COUNT(*) FROM requests", [], |r| r.get(0))?;
+    Ok(u64::try_from(n).unwrap_or(0))
+}
+
 pub fn clear_requests(conn: &Connection) -> Result<usize, StoreError> {
     Ok(conn.execute("DELETE FROM requests", [])?)
 }
@@ -382,7 +418,7 @@ mod tests {
     #[test]
     fn accounts_round_trip_and_count() {
         let conn = Connection::open_in_memory().unwrap();
-        conn.execute_batch(SCHEMA).unwrap();
+        create_tables(&conn).unwrap();
         let mut a = sample(&conn, "ABC", "sian.evans@nhs.net");
         a.seq = insert(&conn, &a).unwrap();
         assert_eq!(get(&conn, &a.id).unwrap().as_ref(), Some(&a));
@@ -401,12 +437,17 @@ mod tests {
         assert_eq!(lifecycle_candidates(&conn).unwrap().len(), 1);
         assert!(delete(&conn, &a.id).unwrap());
         assert!(all(&conn).unwrap().is_empty());
+        // Empty now, but it has held an account.
+        assert!(!never_held_accounts(&conn).unwrap());
+        let fresh = Connection::open_in_memory().unwrap();
+        create_tables(&fresh).unwrap();
+        assert!(never_held_accounts(&fresh).unwrap());
     }
 
     #[test]
     fn request_log_keeps_order() {
         let conn = Connection::open_in_memory().unwrap();
-        conn.execute_batch(SCHEMA).unwrap();
+        create_tables(&conn).unwrap();
         for (i, status) in [201u16, 403].into_iter().enumerate() {
             log_request(
                 &conn,
@@ -424,6 +465,8 @@ mod tests {
         }
         let log = requests(&conn).unwrap();
         assert_eq!(log.iter().map(|e| e.status).collect::<Vec<_>>(), [201, 403]);
+        assert_eq!(request_count(&conn).unwrap(), 2);
         assert_eq!(clear_requests(&conn).unwrap(), 2);
+        assert_eq!(request_count(&conn).unwrap(), 0);
     }
 }

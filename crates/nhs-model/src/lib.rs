@@ -1,6 +1,7 @@
 //! What the tansync agent and the reference NHS Directory both speak: identifier types,
 //! the NHS Directory model types they share (person fields, organisations, account
-//! status), the SCIM 2.0 wire types and the NHS extension schema.
+//! status), the SCIM 2.0 wire types, the NHS extension schema and the directory
+//! snapshot format.
 //!
 //! Plain data with parsing and display (and [`escape`], the one way a value reaches a
 //! terminal); nothing here does I/O.
@@ -12,6 +13,7 @@ pub mod ids;
 pub mod org;
 pub mod schema;
 pub mod scim;
+pub mod snapshot;
 pub mod status;
 
 pub use field::Field;

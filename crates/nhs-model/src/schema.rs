@@ -5,8 +5,9 @@
 //! `/ResourceTypes`.
 //!
 //! The table must say what the directory really does: an attribute marked readWrite
-//! here is one a PATCH may change; readOnly ones (userName, emails, leaverSince) are
-//! set by the directory only.
+//! here is one a PATCH may change; readOnly ones (id, meta, userName, emails,
+//! leaverSince) are set by the directory only, and a request that tries to set one is
+//! refused (`mutability`).
 
 use crate::scim::{ENTERPRISE_SCHEMA, NHS_SCHEMA, ORG_SCHEMA, USER_SCHEMA};
 use serde_json::{Map, Value, json};
@@ -135,9 +136,10 @@ const USER_ATTRS: [Attr; 7] = [
             "userName",
             Type::String,
             "The NHSmail address, allocated by the directory from the names \
-             (given.family@nhs.net, lowercase, folded to ASCII, numbered on a clash). \
-             A userName sent by a client is ignored. It stays the same when the \
-             account moves.",
+             (given.family@nhs.net, lowercase, transliterated to ASCII, numbered on a \
+             clash). A create may send one (RFC 7643 requires clients to), but the \
+             address is allocated, and the answer says which; a replace must repeat \
+             the current one. It stays the same when the account moves.",
         )
     },
     Attr {
@@ -182,7 +184,7 @@ const USER_ATTRS: [Attr; 7] = [
             Type::Boolean,
             "True unless the account is a leaver, inactive or deleted. Setting it \
              false marks a leaver (as NHS status leaver does); true restores one. \
-             Ignored on create.",
+             When a request also sends an NHS status, the status decides.",
         )
     },
 ];
@@ -220,8 +222,8 @@ const NHS_ATTRS: [Attr; 5] = [
              active, leaver (kept 30 days for a joiner, then deleted), inactive, \
              deleted (restorable for 30 days, then purged). Clients may write \
              leaver (on an active account) and active (restoring a leaver or a \
-             deleted account; with a new odsCode, a joiner). Ignored on create: \
-             new accounts start pending.",
+             deleted account; with a new odsCode, a joiner). On create, active (or \
+             none) makes a new account, which starts pending, and leaver a leaver.",
         )
     },
     Attr {
