@@ -11,6 +11,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod daemon;
 pub mod diff;
 pub mod engine;
 pub mod filter;
