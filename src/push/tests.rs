@@ -652,20 +652,27 @@ impl Journal {
     }
 }
 
-#[tokio::test]
-async fn a_journal_that_cannot_record_an_operation_stops_the_run_before_it_is_sent() {
+/// Push five provisions, one at a time, with the journal broken by `trigger`.
+async fn push_with_broken_journal(trigger: &str) -> (Journal, FakeWriter, PushReport) {
     let j = Journal::new();
     let w = FakeWriter::new();
-    j.break_journal(
-        "CREATE TRIGGER full BEFORE INSERT ON journal WHEN (SELECT count(*) FROM journal) >= 2
-         BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END;",
-    );
+    j.break_journal(trigger);
     let settings = PushSettings {
         concurrency: 1,
         ..fast()
     };
     let ops = (1..=5).map(provision).collect();
     let r = j.push(ops, &w, settings, &CancellationToken::new()).await;
+    (j, w, r)
+}
+
+#[tokio::test]
+async fn a_journal_that_cannot_record_an_operation_stops_the_run_before_it_is_sent() {
+    let (j, w, r) = push_with_broken_journal(
+        "CREATE TRIGGER full BEFORE INSERT ON journal WHEN (SELECT count(*) FROM journal) >= 2
+         BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END;",
+    )
+    .await;
     // Two were journalled and sent; the third could not be journalled, so neither it
     // nor anything after it went out.
     assert_eq!(w.count(Method::Create), 2, "{:?}", w.calls());
@@ -677,18 +684,11 @@ async fn a_journal_that_cannot_record_an_operation_stops_the_run_before_it_is_se
 
 #[tokio::test]
 async fn a_journal_that_cannot_record_an_outcome_stops_the_run() {
-    let j = Journal::new();
-    let w = FakeWriter::new();
-    j.break_journal(
+    let (j, w, r) = push_with_broken_journal(
         "CREATE TRIGGER full BEFORE UPDATE OF state ON journal WHEN NEW.state = 'done'
          BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END;",
-    );
-    let settings = PushSettings {
-        concurrency: 1,
-        ..fast()
-    };
-    let ops = (1..=5).map(provision).collect();
-    let r = j.push(ops, &w, settings, &CancellationToken::new()).await;
+    )
+    .await;
     // The first went out and landed, but that could not be recorded: nothing more is
     // sent, and its row still says `sending` for the next run to reconcile.
     assert_eq!(w.count(Method::Create), 1, "{:?}", w.calls());
