@@ -90,6 +90,33 @@ fn invisible_and_format_characters_are_refused_in_any_text() {
             "Lee \u{0308}",
             Err("U+0308 COMBINING DIAERESIS"),
         ),
+        // The joiners where a non-Latin script needs them are part of the name (the
+        // policy the directory stores by); between Latin letters they hide nothing
+        // legitimate.
+        (Field::FamilyName, "علی\u{200C}زاده", Ok("علی\u{200C}زاده")),
+        (Field::GivenName, "क्\u{200D}ष", Ok("क्\u{200D}ष")),
+        (Field::GivenName, "葛\u{E0100}西", Ok("葛\u{E0100}西")),
+        (
+            Field::GivenName,
+            "Jo\u{200C}hn",
+            Err(
+                "given_name contains U+200C ZERO WIDTH NON-JOINER, an invisible or formatting character",
+            ),
+        ),
+        // Judged on the value as stored: a joiner left at a word's edge by collapsed
+        // whitespace joins nothing.
+        (
+            Field::FamilyName,
+            "علی\u{200C} زاده",
+            Err("U+200C ZERO WIDTH NON-JOINER"),
+        ),
+        (
+            Field::GivenName,
+            "Ja\u{200B}ne",
+            Err(
+                "given_name contains U+200B ZERO WIDTH SPACE, an invisible or formatting character",
+            ),
+        ),
         // Combining marks on a letter are part of the name, precomposed or not.
         (Field::GivenName, "Sia\u{0302}n", Ok("Sia\u{0302}n")),
         (Field::GivenName, "Siân", Ok("Siân")),

@@ -4,7 +4,10 @@
 //! Telephone Numbering Plan (see [`super::gbphone::is_uk_mobile`]).
 //!
 //! Text is checked for what a reader cannot see: control, format and other invisible
-//! characters, and a combining mark with nothing to combine with. Names are also checked
+//! characters, by the policy the directory stores by ([`nhs_model::text`]: a zero-width
+//! (non-)joiner between two letters of a non-Latin script, as in the Persian "علی‌زاده",
+//! and a variation selector after such a letter are kept), and a combining mark with
+//! nothing to combine with. Names are also checked
 //! for Latin, Greek and Cyrillic letters mixed in one name ("Jаne" with a Cyrillic а),
 //! which look alike but are not the same name: the directory is how people find the
 //! right recipient among namesakes (AUP §3.2.5, seed 002_523999ec1e783f26.txt). The
@@ -13,13 +16,11 @@
 //! `unicode_names2` to name a character), not from tables of our own.
 
 use super::{Field, RejectReason};
+use nhs_model::text::first_refused;
 use phonenumber::country::Id as Country;
 use unicode_general_category::{GeneralCategory, get_general_category};
 use unicode_script::{Script, UnicodeScript};
-use unicode_security::general_security_profile::IdentifierType;
-use unicode_security::{
-    GeneralSecurityProfile, MixedScript, is_potential_mixed_script_confusable_char as is_lookalike,
-};
+use unicode_security::{MixedScript, is_potential_mixed_script_confusable_char as is_lookalike};
 
 /// A value that failed a rule: the reason code and a human detail.
 pub type Invalid = (RejectReason, String);
@@ -32,16 +33,6 @@ pub fn describe(c: char) -> String {
     }
 }
 
-/// A character that shows nothing, or changes how the text around it shows: the format
-/// characters (general category Cf: zero-width space and joiners, bidi controls, the BOM,
-/// the soft hyphen) and the other default-ignorable code points (Hangul fillers,
-/// variation selectors, the combining grapheme joiner). None of them is ASCII.
-fn is_invisible(c: char) -> bool {
-    !c.is_ascii()
-        && (get_general_category(c) == GeneralCategory::Format
-            || c.identifier_type() == Some(IdentifierType::Default_Ignorable))
-}
-
 fn is_combining_mark(c: char) -> bool {
     matches!(
         get_general_category(c),
@@ -51,28 +42,13 @@ fn is_combining_mark(c: char) -> bool {
     )
 }
 
-/// Collapse runs of whitespace (incl. tab/newline) to one space and trim; refuse other
-/// control characters, invisible and format characters, and a combining mark that starts
+/// Collapse runs of whitespace (incl. tab, newline, CR, NEL and the line separators) to
+/// one space and trim; then refuse what the directory would refuse to store
+/// ([`nhs_model::text::first_refused`]: other control characters, invisible and format
+/// characters outside the places a script needs them) and a combining mark that starts
 /// the value or a word (it has no letter to sit on); enforce the field's length limit.
 /// Unicode is otherwise kept as written.
 pub fn clean_text(field: Field, raw: &str) -> Result<String, Invalid> {
-    if let Some(c) = raw.chars().find(|c| c.is_control() && !c.is_whitespace()) {
-        return Err((
-            RejectReason::InvalidValue,
-            format!("{field} contains a control character (U+{:04X})", c as u32),
-        ));
-    }
-    if !raw.is_ascii()
-        && let Some(c) = raw.chars().find(|&c| is_invisible(c))
-    {
-        return Err((
-            RejectReason::InvalidValue,
-            format!(
-                "{field} contains {}, an invisible or formatting character",
-                describe(c)
-            ),
-        ));
-    }
     // Most values are already clean (single spaces, no edges): copy those as they are.
     let collapsed = raw.starts_with(char::is_whitespace)
         || raw.ends_with(char::is_whitespace)
@@ -85,6 +61,19 @@ pub fn clean_text(field: Field, raw: &str) -> Result<String, Invalid> {
     } else {
         raw.to_string()
     };
+    // Checked after collapsing, so the policy sees what would be stored (a joiner's
+    // neighbours included).
+    if let Some((_, c, _)) = first_refused(&v) {
+        let detail = if c.is_control() {
+            format!("{field} contains a control character (U+{:04X})", c as u32)
+        } else {
+            format!(
+                "{field} contains {}, an invisible or formatting character",
+                describe(c)
+            )
+        };
+        return Err((RejectReason::InvalidValue, detail));
+    }
     if !v.is_ascii()
         && let Some(c) = v
             .split(' ')

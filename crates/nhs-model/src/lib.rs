@@ -1,7 +1,7 @@
 //! What the tansync agent and the reference NHS Directory both speak: identifier types,
 //! the NHS Directory model types they share (person fields, organisations, account
 //! status), the SCIM 2.0 wire types, the NHS extension schema and the directory
-//! snapshot format.
+//! snapshot format, and [`text`], which characters a stored value may hold.
 //!
 //! Plain data with parsing and display (and [`escape`], the one way a value reaches a
 //! terminal); nothing here does I/O.
@@ -15,6 +15,7 @@ pub mod schema;
 pub mod scim;
 pub mod snapshot;
 pub mod status;
+pub mod text;
 
 pub use field::Field;
 pub use org::{OrgKind, Organisation};
