@@ -132,18 +132,26 @@ fn log_in_scope(p: &Person) {
             external_id = %w.external_id,
             dn = %w.dn,
             field = %w.field,
-            reason = ?w.reason,
+            reason = %code(&w.reason),
             detail = %w.detail,
             "optional field dropped"
         );
     }
 }
 
+/// A reason's code as the plan writes it (`invalid_mobile`).
+fn code(reason: &RejectReason) -> String {
+    serde_json::to_value(reason)
+        .ok()
+        .and_then(|v| v.as_str().map(String::from))
+        .unwrap_or_else(|| format!("{reason:?}"))
+}
+
 fn log_rejected(r: &Rejection) {
     tracing::debug!(
-        external_id = ?r.external_id.as_ref().map(ToString::to_string),
+        external_id = r.external_id.as_ref().map(tracing::field::display),
         dn = %r.dn,
-        reason = ?r.reason,
+        reason = %code(&r.reason),
         detail = %r.detail,
         "entry rejected"
     );
