@@ -831,6 +831,12 @@ fn quickstart_personal_data() -> Vec<String> {
         let Some((key, value)) = line.split_once(':') else {
             continue;
         };
+        if !matches!(
+            key,
+            "dn" | "givenName" | "sn" | "displayName" | "mail" | "mobile" | "telephoneNumber"
+        ) {
+            continue;
+        }
         let value = match value.strip_prefix(':') {
             Some(b64) => String::from_utf8(
                 base64::engine::general_purpose::STANDARD
