@@ -438,3 +438,16 @@ fn log_settings_are_peeked_before_validation_and_default_to_redacting() {
         "bad TOML: defaults"
     );
 }
+
+#[test]
+fn the_example_daemon_section_is_valid() {
+    let example = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/tansync.toml"),
+    )
+    .unwrap();
+    let section = &example[example.find("\n[daemon]\n").unwrap()..];
+    let d = dir_with_files();
+    let c = load(&d, &format!("{LDIF_HEAD}{section}")).unwrap();
+    assert_eq!(c.daemon.listen, Some("127.0.0.1:9464".parse().unwrap()));
+    assert_eq!(c.daemon.log, LogSettings::default());
+}
