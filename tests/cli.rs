@@ -381,25 +381,7 @@ fn a_saved_plan_reads_back_identically() {
 #[test]
 fn apply_needs_a_scim_target() {
     let dir = tempfile::tempdir().unwrap();
-    let text = std::fs::read_to_string(quickstart())
-        .unwrap()
-        .replace(
-            "\"northgate-export.ldif\"",
-            &q(repo().join("examples/quickstart/northgate-export.ldif")),
-        )
-        .replace(
-            "\"../../filters/single-trust.toml\"",
-            &q(repo().join("filters/single-trust.toml")),
-        )
-        .replace(
-            "\"nhs-directory-snapshot.json\"",
-            &q(repo().join("examples/quickstart/nhs-directory-snapshot.json")),
-        )
-        .replace(
-            "\"agreements.toml\"",
-            &q(repo().join("examples/quickstart/agreements.toml")),
-        );
-    let cfg = write_config(dir.path(), &text);
+    let cfg = quickstart_with(dir.path(), "");
     let r = tansync(&cfg, &["apply"]);
     assert_eq!(r.code, 1);
     assert!(
