@@ -8,7 +8,8 @@
 //!
 //! The JSON lines are written by [`JsonLines`], not tracing-subscriber's JSON formatter:
 //! that one serialises event fields itself, past any field formatter, so it could not
-//! redact them.
+//! redact them. Their string values are escaped as text lines are (serde's JSON would
+//! pass bidi overrides and C1 controls raw).
 
 use crate::config::{LogFormat, LogSettings};
 use nhs_model::escape::Escaped;
@@ -123,9 +124,12 @@ struct JsonFields {
 }
 
 impl JsonFields {
+    /// Escaped as in text lines too: serde escapes C0 controls but would pass bidi
+    /// overrides and C1 controls raw to whoever tails the log.
     fn text(&mut self, field: &Field, value: &str) {
-        let v = shown(field.name(), value, self.personal_data).into_owned();
-        self.map.insert(field.name().into(), v.into());
+        let v = shown(field.name(), value, self.personal_data);
+        self.map
+            .insert(field.name().into(), Escaped(&v).to_string().into());
     }
 
     fn number(&mut self, field: &Field, value: serde_json::Value) {
@@ -299,6 +303,23 @@ mod tests {
         for secret in ["Siân", "Evans", "s.evans", "7123456001"] {
             assert!(!lines[0].contains(secret), "{secret} in {text}");
         }
+    }
+
+    #[test]
+    fn json_lines_are_escaped() {
+        let evil = "x\u{1b}[31m\u{202e}\u{85}y";
+        let text = capture(LogFormat::Json, true, || {
+            tracing::warn!(error = %evil, "refused {evil}");
+        });
+        assert!(
+            text.chars()
+                .all(|c| c == '\n' || !nhs_model::escape::is_unsafe(c)),
+            "{text:?}"
+        );
+        let v: serde_json::Value = serde_json::from_str(text.trim_end()).unwrap();
+        let shown = r"x\u{1b}[31m\u{202e}\u{85}y";
+        assert_eq!(v["fields"]["error"], shown);
+        assert_eq!(v["fields"]["message"], format!("refused {shown}"));
     }
 
     #[test]
