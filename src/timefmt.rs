@@ -17,6 +17,16 @@ pub fn now_rfc3339() -> String {
     rfc3339(OffsetDateTime::now_utc())
 }
 
+/// The current time in RFC 3339 with milliseconds (`2026-11-22T10:00:00.250Z`): for
+/// log lines, where events a second apart must still sort.
+pub fn now_rfc3339_millis() -> String {
+    let t = OffsetDateTime::now_utc();
+    t.replace_nanosecond(t.millisecond() as u32 * 1_000_000)
+        .ok()
+        .and_then(|t| t.format(&Rfc3339).ok())
+        .unwrap_or_default()
+}
+
 /// Parse an RFC 3339 time; the error says what was given.
 pub fn parse_rfc3339(s: &str) -> Result<OffsetDateTime, String> {
     OffsetDateTime::parse(s, &Rfc3339).map_err(|e| format!("{s:?} is not an RFC 3339 time: {e}"))

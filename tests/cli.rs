@@ -381,25 +381,7 @@ fn a_saved_plan_reads_back_identically() {
 #[test]
 fn apply_needs_a_scim_target() {
     let dir = tempfile::tempdir().unwrap();
-    let text = std::fs::read_to_string(quickstart())
-        .unwrap()
-        .replace(
-            "\"northgate-export.ldif\"",
-            &q(repo().join("examples/quickstart/northgate-export.ldif")),
-        )
-        .replace(
-            "\"../../filters/single-trust.toml\"",
-            &q(repo().join("filters/single-trust.toml")),
-        )
-        .replace(
-            "\"nhs-directory-snapshot.json\"",
-            &q(repo().join("examples/quickstart/nhs-directory-snapshot.json")),
-        )
-        .replace(
-            "\"agreements.toml\"",
-            &q(repo().join("examples/quickstart/agreements.toml")),
-        );
-    let cfg = write_config(dir.path(), &text);
+    let cfg = quickstart_with(dir.path(), "");
     let r = tansync(&cfg, &["apply"]);
     assert_eq!(r.code, 1);
     assert!(
@@ -795,4 +777,152 @@ fn apply_and_sync_document_now() {
         "{}",
         r.stdout
     );
+}
+
+/// The quickstart's configuration in `dir`, with absolute paths and `extra` appended.
+fn quickstart_with(dir: &Path, extra: &str) -> std::path::PathBuf {
+    let text = std::fs::read_to_string(quickstart())
+        .unwrap()
+        .replace(
+            "\"northgate-export.ldif\"",
+            &q(repo().join("examples/quickstart/northgate-export.ldif")),
+        )
+        .replace(
+            "\"../../filters/single-trust.toml\"",
+            &q(repo().join("filters/single-trust.toml")),
+        )
+        .replace(
+            "\"nhs-directory-snapshot.json\"",
+            &q(repo().join("examples/quickstart/nhs-directory-snapshot.json")),
+        )
+        .replace(
+            "\"agreements.toml\"",
+            &q(repo().join("examples/quickstart/agreements.toml")),
+        );
+    write_config(dir, &format!("{text}\n{extra}\n"))
+}
+
+/// Every DN, name, e-mail address and phone number of the quickstart export, as written
+/// there and (phones) as the digits of their E.164 form.
+fn quickstart_personal_data() -> Vec<String> {
+    use base64::Engine;
+    let ldif =
+        std::fs::read_to_string(repo().join("examples/quickstart/northgate-export.ldif")).unwrap();
+    let mut out = Vec::new();
+    for line in ldif.lines() {
+        let Some((key, value)) = line.split_once(':') else {
+            continue;
+        };
+        if !matches!(
+            key,
+            "dn" | "givenName" | "sn" | "displayName" | "mail" | "mobile" | "telephoneNumber"
+        ) {
+            continue;
+        }
+        let value = match value.strip_prefix(':') {
+            Some(b64) => String::from_utf8(
+                base64::engine::general_purpose::STANDARD
+                    .decode(b64.trim())
+                    .unwrap(),
+            )
+            .unwrap(),
+            None => value.trim().to_string(),
+        };
+        match key {
+            "dn" if value.to_ascii_lowercase().starts_with("cn=") => out.push(value),
+            "givenName" | "sn" | "displayName" | "mail" => out.push(value),
+            "mobile" | "telephoneNumber" => {
+                let digits: String = value.chars().filter(char::is_ascii_digit).collect();
+                out.push(value);
+                // 07123 456001 → 7123456001, which +447123456001 contains.
+                out.push(digits.trim_start_matches('0').to_string());
+            }
+            _ => {}
+        }
+    }
+    assert!(out.len() > 40, "{out:?}");
+    out
+}
+
+fn plan_logging(cfg: &Path) -> Run {
+    std::process::Command::new(env!("CARGO_BIN_EXE_tansync"))
+        .arg("--config")
+        .arg(cfg)
+        .args(["plan", "--format", "json", "--now", NOW])
+        .env_remove("TANSYNC_CONFIG")
+        .env("TANSYNC_LOG", "debug")
+        .output()
+        .expect("run tansync")
+        .into()
+}
+
+#[test]
+fn json_logs_redact_personal_data_by_default() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = quickstart_with(dir.path(), "[daemon]\nlog_format = \"json\"\n");
+    let r = plan_logging(&cfg);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    let lines: Vec<serde_json::Value> = r
+        .stderr
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    // One line per person in scope at least, each with a level and its fields.
+    let in_scope: Vec<&serde_json::Value> = lines
+        .iter()
+        .filter(|l| l["fields"]["message"] == "in scope")
+        .collect();
+    assert!(in_scope.len() >= 10, "{}", r.stderr);
+    for l in &lines {
+        assert!(l["level"].is_string() && l["timestamp"].is_string(), "{l}");
+    }
+    assert_eq!(in_scope[0]["level"], "DEBUG");
+    assert_eq!(in_scope[0]["fields"]["dn"], "[redacted]");
+    assert_eq!(in_scope[0]["fields"]["display_name"], "[redacted]");
+    assert!(in_scope[0]["fields"]["external_id"].is_string());
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["fields"]["message"] == "optional field dropped"),
+        "the quickstart drops a bad mobile: {}",
+        r.stderr
+    );
+    for secret in quickstart_personal_data() {
+        assert!(
+            !r.stderr.contains(&secret),
+            "{secret:?} is in the log:\n{}",
+            r.stderr
+        );
+    }
+}
+
+#[test]
+fn logs_show_personal_data_only_when_opted_in() {
+    let dir = tempfile::tempdir().unwrap();
+    // Text lines, opted in: the same events now carry the DNs, names and numbers.
+    let cfg = quickstart_with(dir.path(), "[daemon]\nlog_personal_data = true\n");
+    let r = plan_logging(&cfg);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains(" DEBUG "), "{}", r.stderr);
+    for shown in [
+        "CN=Siân Evans,OU=Northgate General,OU=Staff,DC=northgate,DC=example",
+        "Siân Evans",
+        "s.evans@northgate.example",
+        "+447123456001",
+    ] {
+        assert!(r.stderr.contains(shown), "{shown:?} not in:\n{}", r.stderr);
+    }
+    // Text lines, default: none of it.
+    let cfg = quickstart_with(dir.path(), "");
+    let r = plan_logging(&cfg);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("in scope"), "{}", r.stderr);
+    assert!(r.stderr.contains("dn=[redacted]"), "{}", r.stderr);
+    for secret in quickstart_personal_data() {
+        assert!(
+            !r.stderr.contains(&secret),
+            "{secret:?} is in the log:\n{}",
+            r.stderr
+        );
+    }
 }

@@ -4,6 +4,7 @@
 //! SIGINT/SIGTERM, which lets in-flight operations finish and records the run as
 //! interrupted).
 
+mod logging;
 mod progress;
 mod render;
 
@@ -123,19 +124,8 @@ fn parse_time(s: &str) -> Result<OffsetDateTime, String> {
 /// Entry point for the binary.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .fmt_fields(escaped_fields())
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("TANSYNC_LOG").unwrap_or_else(|_| {
-                tracing_subscriber::EnvFilter::new(
-                    // ldap3 logs connection errors that tansync reports itself.
-                    "warn,ldap3=error,tansync::source::ldap=error",
-                )
-            }),
-        )
-        .init();
+    // Before the configuration is validated, so that its errors are logged as it says.
+    logging::init(crate::config::LogSettings::peek(&cli.config));
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -161,21 +151,6 @@ pub fn main() -> ExitCode {
             ExitCode::from(1)
         }
     }
-}
-
-/// How log fields are written: escaped like any other value that reaches the terminal
-/// (they carry DNs and the directory's answers), space-separated, the message bare.
-fn escaped_fields() -> impl for<'w> tracing_subscriber::fmt::FormatFields<'w> + 'static {
-    use tracing_subscriber::field::MakeExt;
-    tracing_subscriber::fmt::format::debug_fn(|w, field, value| {
-        let v = format!("{value:?}");
-        if field.name() == "message" {
-            write!(w, "{}", Escaped(&v))
-        } else {
-            write!(w, "{field}={}", Escaped(&v))
-        }
-    })
-    .delimited(" ")
 }
 
 /// SIGINT or SIGTERM: cancel the one shutdown token every stage listens to.
@@ -316,48 +291,5 @@ async fn run(cli: Cli, shutdown: &CancellationToken) -> Result<u8> {
             render::explain(&cfg, &x, &who, &mut std::io::stdout().lock())?;
             Ok(0)
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use std::sync::{Arc, Mutex};
-
-    /// A log sink the test reads back.
-    #[derive(Clone, Default)]
-    struct Sink(Arc<Mutex<Vec<u8>>>);
-    impl std::io::Write for Sink {
-        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(b);
-            Ok(b.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-
-    #[test]
-    fn log_fields_and_messages_are_escaped() {
-        let sink = Sink::default();
-        let out = sink.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_writer(move || out.clone())
-            .with_ansi(false)
-            .fmt_fields(super::escaped_fields())
-            .finish();
-        let evil = "CN=x\u{1b}[31m\r\u{7}\u{202e}\u{85}\ny";
-        tracing::subscriber::with_default(subscriber, || {
-            tracing::warn!(ods = "RXA", error = %evil, "refused {evil}");
-        });
-        let text = String::from_utf8(sink.0.lock().unwrap().clone()).unwrap();
-        let line = text.trim_end_matches('\n');
-        assert!(
-            line.chars().all(|c| !nhs_model::escape::is_unsafe(c)),
-            "{line:?}"
-        );
-        let shown = r"CN=x\u{1b}[31m\r\u{7}\u{202e}\u{85}\ny";
-        assert!(line.contains(&format!("refused {shown} ")), "{line}");
-        assert!(line.contains(&format!("error={shown}")), "{line}");
-        assert!(line.contains("ods=\"RXA\""), "{line}");
     }
 }

@@ -3,6 +3,7 @@
 //! error names the file, the key and the problem. Secrets come from a file or an
 //! environment variable only, and are held as [`secrecy::SecretString`].
 
+mod daemon;
 mod raw;
 
 use crate::filter::{self, RuleSet};
@@ -19,6 +20,7 @@ use crate::source::{AnchorKind, AnySource};
 use crate::target::AnyTarget;
 use crate::target::scim::{ScimSettings, ScimTarget};
 use crate::target::snapshot::SnapshotTarget;
+pub use daemon::{DEFAULT_HEALTHY_WITHIN, DaemonSettings, LogFormat, LogSettings};
 use raw::{RawConfig, RawSource, RawTarget};
 use secrecy::SecretString;
 use std::num::NonZeroU32;
@@ -67,6 +69,8 @@ pub struct Config {
     /// Writing the allocated NHSmail address back to an AD attribute (opt-in; LDAP
     /// sources only).
     pub write_back: Option<WriteBackSettings>,
+    /// `[daemon]`: continuous mode, health, metrics and logging.
+    pub daemon: DaemonSettings,
 }
 
 /// The largest `source.ldif_max_value_bytes` accepted: 1 GiB.
@@ -616,7 +620,9 @@ impl Config {
                 })
             }
         };
+        let daemon = daemon::settings(&cx, raw.daemon)?;
         Ok(Config {
+            daemon,
             write_back,
             push,
             state_dir: cx.path(&raw.state.dir),

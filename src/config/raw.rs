@@ -26,6 +26,30 @@ pub(super) struct RawConfig {
     #[serde(default)]
     pub state: RawState,
     pub write_back: Option<RawWriteBack>,
+    #[serde(default)]
+    pub daemon: RawDaemon,
+}
+
+/// `[daemon]`: continuous mode, and the logging every command uses.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct RawDaemon {
+    // Observability: health, metrics and logs.
+    pub listen: Option<String>,
+    pub healthy_within: Option<u64>,
+    pub log_format: String,
+    pub log_personal_data: bool,
+}
+
+impl Default for RawDaemon {
+    fn default() -> Self {
+        Self {
+            listen: None,
+            healthy_within: None,
+            log_format: "text".into(),
+            log_personal_data: false,
+        }
+    }
 }
 
 /// Opt-in: write the NHSmail address the directory allocated back to AD.

@@ -343,3 +343,111 @@ fn toml_errors_name_line_and_column_but_never_echo_the_line() {
     assert!(e.contains("line 2, column 1"), "{e}");
     assert!(!e.contains("hunter2") && !e.contains('\n'), "{e}");
 }
+
+const LDIF_HEAD: &str = "agent_id = \"a1\"\n[source]\nkind = \"ldif\"\npath = \"src.ldif\"\n";
+
+#[test]
+fn daemon_observability_defaults() {
+    let d = dir_with_files();
+    let c = load(&d, LDIF_HEAD).unwrap();
+    assert_eq!(
+        c.daemon,
+        DaemonSettings {
+            listen: None,
+            healthy_within: DEFAULT_HEALTHY_WITHIN,
+            log: LogSettings {
+                format: LogFormat::Text,
+                personal_data: false,
+            },
+        }
+    );
+    let c = load(
+        &d,
+        &format!("{LDIF_HEAD}[daemon]\nlisten = \"127.0.0.1:9464\"\nhealthy_within = 900\nlog_format = \"json\"\nlog_personal_data = true\n"),
+    )
+    .unwrap();
+    assert_eq!(c.daemon.listen, Some("127.0.0.1:9464".parse().unwrap()));
+    assert_eq!(c.daemon.healthy_within, std::time::Duration::from_secs(900));
+    assert_eq!(
+        c.daemon.log,
+        LogSettings {
+            format: LogFormat::Json,
+            personal_data: true
+        }
+    );
+}
+
+#[test]
+fn daemon_observability_keys_are_validated() {
+    let d = dir_with_files();
+    let e = |section: &str| err(&d, &format!("{LDIF_HEAD}[daemon]\n{section}\n"));
+    let m = e("log_format = \"xml\"");
+    assert!(
+        m.contains("t.toml: daemon.log_format: \"xml\" is not \"text\" or \"json\""),
+        "{m}"
+    );
+    let m = e("listen = \"localhost\"");
+    assert!(
+        m.contains("t.toml: daemon.listen: \"localhost\" is not an address and port"),
+        "{m}"
+    );
+    let m = e("healthy_within = 0");
+    assert!(
+        m.contains("t.toml: daemon.healthy_within: must be 1 to 604800 (seconds)"),
+        "{m}"
+    );
+    let m = e("log_personal_data = \"yes\"");
+    assert!(
+        m.contains("line 6") && m.contains("expected a boolean"),
+        "{m}"
+    );
+}
+
+#[test]
+fn log_settings_are_peeked_before_validation_and_default_to_redacting() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join("t.toml");
+    assert_eq!(
+        LogSettings::peek(&p),
+        LogSettings::default(),
+        "missing file"
+    );
+    std::fs::write(&p, "agent_id = \"a\"\n[daemon]\nlog_format = \"json\"\nlog_personal_data = true\ninterval_seconds = 60\n").unwrap();
+    assert_eq!(
+        LogSettings::peek(&p),
+        LogSettings {
+            format: LogFormat::Json,
+            personal_data: true
+        },
+        "other keys (and an otherwise invalid config) do not matter"
+    );
+    std::fs::write(
+        &p,
+        "[daemon]\nlog_format = \"json\"\nlog_personal_data = \"yes\"\n",
+    )
+    .unwrap();
+    assert_eq!(
+        LogSettings::peek(&p),
+        LogSettings::default(),
+        "a bad value: defaults"
+    );
+    std::fs::write(&p, "[daemon\n").unwrap();
+    assert_eq!(
+        LogSettings::peek(&p),
+        LogSettings::default(),
+        "bad TOML: defaults"
+    );
+}
+
+#[test]
+fn the_example_daemon_section_is_valid() {
+    let example = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/tansync.toml"),
+    )
+    .unwrap();
+    let section = &example[example.find("\n[daemon]\n").unwrap()..];
+    let d = dir_with_files();
+    let c = load(&d, &format!("{LDIF_HEAD}{section}")).unwrap();
+    assert_eq!(c.daemon.listen, Some("127.0.0.1:9464".parse().unwrap()));
+    assert_eq!(c.daemon.log, LogSettings::default());
+}

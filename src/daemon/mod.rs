@@ -6,4 +6,5 @@
 //! It must never treat absence from a delta read as a removal, never advance a watermark
 //! past a cycle that failed, and never run twice on one state directory.
 
+pub mod http;
 pub mod observe;

@@ -214,13 +214,7 @@ fn empty_source(collected: &Collected, managed: usize) -> EngineError {
     }
     let reasons = counts
         .iter()
-        .map(|(reason, n)| {
-            let code = serde_json::to_value(reason)
-                .ok()
-                .and_then(|v| v.as_str().map(String::from))
-                .unwrap_or_else(|| format!("{reason:?}"));
-            format!("{code}: {n}")
-        })
+        .map(|(reason, n)| format!("{}: {n}", super::read::code(reason)))
         .collect::<Vec<_>>()
         .join(", ");
     EngineError::AllRejected {

@@ -113,6 +113,50 @@ impl Collector<'_> {
     }
 }
 
+/// One debug line per person in scope (`TANSYNC_LOG=tansync::engine=debug`). Personal
+/// data goes in named fields only, which the log formatter redacts by default; never in
+/// the message.
+fn log_in_scope(p: &Person) {
+    tracing::debug!(
+        external_id = %p.external_id,
+        ods = %p.ods_code,
+        dn = %p.dn,
+        display_name = p.get(Field::DisplayName),
+        email = p.get(Field::Email),
+        mobile = p.get(Field::Mobile),
+        telephone = p.get(Field::Telephone),
+        "in scope"
+    );
+    for w in &p.warnings {
+        tracing::debug!(
+            external_id = %w.external_id,
+            dn = %w.dn,
+            field = %w.field,
+            reason = %code(&w.reason),
+            detail = %w.detail,
+            "optional field dropped"
+        );
+    }
+}
+
+/// A reason's code as the plan writes it (`invalid_mobile`).
+pub(super) fn code(reason: &RejectReason) -> String {
+    serde_json::to_value(reason)
+        .ok()
+        .and_then(|v| v.as_str().map(String::from))
+        .unwrap_or_else(|| format!("{reason:?}"))
+}
+
+fn log_rejected(r: &Rejection) {
+    tracing::debug!(
+        external_id = r.external_id.as_ref().map(tracing::field::display),
+        dn = %r.dn,
+        reason = %code(&r.reason),
+        detail = %r.detail,
+        "entry rejected"
+    );
+}
+
 impl EntrySink for Collector<'_> {
     fn groups(&mut self, index: GroupIndex) {
         self.out.groups = index;
@@ -167,12 +211,14 @@ impl EntrySink for Collector<'_> {
                     detail: detail.clone(),
                 });
             }
-            self.out.rejected.push(Rejection {
+            let r = Rejection {
                 dn: e.dn,
                 external_id: Some(x.clone()),
                 reason: RejectReason::DuplicateAnchor,
                 detail,
-            });
+            };
+            log_rejected(&r);
+            self.out.rejected.push(r);
             self.out.captured.extend(captured);
             return Ok(());
         }
@@ -196,15 +242,18 @@ impl EntrySink for Collector<'_> {
                             let current = e.first(&w.attribute).map(String::from);
                             self.out.write_back.insert(p.external_id.clone(), current);
                         }
+                        log_in_scope(&p);
                         self.out.persons.insert(p.external_id.clone(), p);
                     }
                     Err(r) => {
+                        log_rejected(&r);
                         self.note_rejected_name(&e);
                         self.out.rejected.push(r);
                     }
                 }
             }
             Decision::Exclude(_) | Decision::NoMatch => {
+                tracing::trace!(dn = %e.dn, rule = ?decision.rule_id(), "out of scope");
                 if let Ok(x) = e.anchor {
                     self.out.out_of_scope.insert(x);
                 }

@@ -248,6 +248,35 @@ pub enum BlockReason {
     UnverifiedAbsence,
 }
 
+impl BlockReason {
+    /// Every reason, in declaration order (metrics show each one, at 0 until it occurs).
+    pub const ALL: [BlockReason; 15] = [
+        BlockReason::NoPartneringAgreement,
+        BlockReason::NoSharingAgreement,
+        BlockReason::AgreementExpired,
+        BlockReason::OperationNotPermitted,
+        BlockReason::AccountCap,
+        BlockReason::IneligibleEmailDomain,
+        BlockReason::OrganisationClosed,
+        BlockReason::UnknownOrganisation,
+        BlockReason::MassChangeThreshold,
+        BlockReason::TargetPending,
+        BlockReason::ExistingNhsmailAccount,
+        BlockReason::AmbiguousMatch,
+        BlockReason::NotManaged,
+        BlockReason::RestoreWindowPassed,
+        BlockReason::UnverifiedAbsence,
+    ];
+
+    /// The plan's code for it (`account_cap`, …).
+    pub fn code(self) -> String {
+        serde_json::to_value(self)
+            .ok()
+            .and_then(|v| v.as_str().map(String::from))
+            .unwrap_or_else(|| format!("{self:?}"))
+    }
+}
+
 /// An operation the gate (or diff) held back, with why.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Blocked {

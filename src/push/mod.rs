@@ -416,7 +416,7 @@ pub async fn push<W: Writer>(
                 progress.finished_one();
                 items.push(r);
             }
-            Err(e) => tracing::error!("an apply task ended abnormally: {e}"),
+            Err(e) => tracing::error!(error = %e, "an apply task ended abnormally"),
         }
     }
     progress.done();

@@ -11,6 +11,7 @@ pub mod escape;
 pub mod field;
 pub mod ids;
 pub mod org;
+pub mod redact;
 pub mod schema;
 pub mod scim;
 pub mod snapshot;

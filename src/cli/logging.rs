@@ -1,0 +1,333 @@
+//! How every command logs: `tracing` events to stderr as human text or JSON lines
+//! (`[daemon] log_format`), the level from `TANSYNC_LOG` (an `EnvFilter`, default
+//! `warn`). Personal data is redacted here, at the formatting layer, unless
+//! `[daemon] log_personal_data = true`: a field named for personal data (`dn`, `email`,
+//! `display_name`, … — `nhs_model::redact::is_personal_field`) is replaced whole, and
+//! every other value is scrubbed of DNs, addresses and phone numbers. Text lines are also
+//! escaped like any other value that reaches a terminal.
+//!
+//! The JSON lines are written by [`JsonLines`], not tracing-subscriber's JSON formatter:
+//! that one serialises event fields itself, past any field formatter, so it could not
+//! redact them. Their string values are escaped as text lines are (serde's JSON would
+//! pass bidi overrides and C1 controls raw).
+
+use crate::config::{LogFormat, LogSettings};
+use nhs_model::escape::Escaped;
+use nhs_model::redact::{REDACTED, is_personal_field, scrub};
+use std::fmt;
+use tracing::field::{Field, Visit};
+use tracing::{Event, Subscriber};
+use tracing_subscriber::fmt::format::Writer;
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
+use tracing_subscriber::registry::LookupSpan;
+
+/// The default filter: warnings; ldap3 logs connection errors that tansync reports
+/// itself.
+const DEFAULT_FILTER: &str = "warn,ldap3=error,tansync::source::ldap=error";
+
+/// Install the process's subscriber (once, before anything logs).
+pub(super) fn init(settings: LogSettings) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("TANSYNC_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_FILTER));
+    let builder = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .fmt_fields(escaped_fields(settings.personal_data))
+        .with_env_filter(filter);
+    match settings.format {
+        LogFormat::Text => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+        LogFormat::Json => builder
+            .with_ansi(false)
+            .event_format(JsonLines {
+                personal_data: settings.personal_data,
+            })
+            .init(),
+    }
+}
+
+/// A field's value as it may be logged: redacted by name, else scrubbed.
+fn shown<'a>(name: &str, value: &'a str, personal_data: bool) -> std::borrow::Cow<'a, str> {
+    if personal_data {
+        value.into()
+    } else if is_personal_field(name) {
+        REDACTED.into()
+    } else {
+        scrub(value)
+    }
+}
+
+/// How text log fields are written: redacted (unless `personal_data`), escaped like any
+/// other value that reaches the terminal (they carry the directory's answers),
+/// space-separated, the message bare.
+pub(super) fn escaped_fields(personal_data: bool) -> impl for<'w> FormatFields<'w> + 'static {
+    use tracing_subscriber::field::MakeExt;
+    tracing_subscriber::fmt::format::debug_fn(move |w, field, value| {
+        let v = format!("{value:?}");
+        let v = shown(field.name(), &v, personal_data);
+        if field.name() == "message" {
+            write!(w, "{}", Escaped(&v))
+        } else {
+            write!(w, "{field}={}", Escaped(&v))
+        }
+    })
+    .delimited(" ")
+}
+
+/// One JSON object a line: `timestamp` (RFC 3339, UTC, milliseconds), `level`,
+/// `target`, `fields` (the message and the event's fields, redacted as in text) and,
+/// inside spans, `spans` (their names, outermost first).
+pub(super) struct JsonLines {
+    pub personal_data: bool,
+}
+
+impl<S, N> FormatEvent<S, N> for JsonLines
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'w> FormatFields<'w> + 'static,
+{
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut w: Writer<'_>,
+        event: &Event<'_>,
+    ) -> fmt::Result {
+        let meta = event.metadata();
+        let mut fields = JsonFields {
+            map: serde_json::Map::new(),
+            personal_data: self.personal_data,
+        };
+        event.record(&mut fields);
+        let mut line = serde_json::Map::new();
+        line.insert(
+            "timestamp".into(),
+            crate::timefmt::now_rfc3339_millis().into(),
+        );
+        line.insert("level".into(), meta.level().as_str().into());
+        line.insert("target".into(), meta.target().into());
+        line.insert("fields".into(), fields.map.into());
+        if let Some(scope) = ctx.event_scope() {
+            let names: Vec<serde_json::Value> =
+                scope.from_root().map(|s| s.name().into()).collect();
+            if !names.is_empty() {
+                line.insert("spans".into(), names.into());
+            }
+        }
+        let text = serde_json::to_string(&line).map_err(|_| fmt::Error)?;
+        writeln!(w, "{text}")
+    }
+}
+
+struct JsonFields {
+    map: serde_json::Map<String, serde_json::Value>,
+    personal_data: bool,
+}
+
+impl JsonFields {
+    /// Escaped as in text lines too: serde escapes C0 controls but would pass bidi
+    /// overrides and C1 controls raw to whoever tails the log.
+    fn text(&mut self, field: &Field, value: &str) {
+        let v = shown(field.name(), value, self.personal_data);
+        self.map
+            .insert(field.name().into(), Escaped(&v).to_string().into());
+    }
+
+    fn number(&mut self, field: &Field, value: serde_json::Value) {
+        if !self.personal_data && is_personal_field(field.name()) {
+            self.map.insert(field.name().into(), REDACTED.into());
+        } else {
+            self.map.insert(field.name().into(), value);
+        }
+    }
+}
+
+impl Visit for JsonFields {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.text(field, value);
+    }
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        self.text(field, &format!("{value:?}"));
+    }
+    fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
+        self.text(field, &value.to_string());
+    }
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        self.number(field, value.into());
+    }
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        self.number(field, value.into());
+    }
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        self.number(field, value.into());
+    }
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        self.number(field, value.into());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+
+    /// A log sink the test reads back.
+    #[derive(Clone, Default)]
+    struct Sink(Arc<Mutex<Vec<u8>>>);
+    impl std::io::Write for Sink {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Sink {
+        fn text(&self) -> String {
+            String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
+        }
+    }
+
+    fn capture(format: LogFormat, personal_data: bool, log: impl FnOnce()) -> String {
+        let sink = Sink::default();
+        let out = sink.clone();
+        let b = tracing_subscriber::fmt()
+            .with_writer(move || out.clone())
+            .with_ansi(false)
+            .fmt_fields(escaped_fields(personal_data));
+        match format {
+            LogFormat::Text => tracing::subscriber::with_default(b.finish(), log),
+            LogFormat::Json => tracing::subscriber::with_default(
+                b.event_format(JsonLines { personal_data }).finish(),
+                log,
+            ),
+        }
+        sink.text()
+    }
+
+    const DN: &str = "CN=Siân Evans,OU=Northgate General,OU=Staff,DC=northgate,DC=example";
+
+    fn personal_event() {
+        tracing::warn!(
+            dn = DN,
+            display_name = "Siân Evans",
+            email = %"s.evans@northgate.example",
+            mobile = "+447123456001",
+            external_id = "af40ac76-1201-4205-83fb-a1707109e8b4",
+            attempt = 2u64,
+            error = %format!("the directory refused {DN}: s.evans@northgate.example is taken"),
+            "entry refused"
+        );
+    }
+
+    #[test]
+    fn log_fields_and_messages_are_escaped() {
+        let evil = "CN=x\u{1b}[31m\r\u{7}\u{202e}\u{85}\ny";
+        let text = capture(LogFormat::Text, true, || {
+            tracing::warn!(ods = "RXA", error = %evil, "refused {evil}");
+        });
+        let line = text.trim_end_matches('\n');
+        assert!(
+            line.chars().all(|c| !nhs_model::escape::is_unsafe(c)),
+            "{line:?}"
+        );
+        let shown = r"CN=x\u{1b}[31m\r\u{7}\u{202e}\u{85}\ny";
+        assert!(line.contains(&format!("refused {shown} ")), "{line}");
+        assert!(line.contains(&format!("error={shown}")), "{line}");
+        assert!(line.contains("ods=\"RXA\""), "{line}");
+    }
+
+    #[test]
+    fn text_lines_redact_personal_data_by_default() {
+        let line = capture(LogFormat::Text, false, personal_event);
+        for secret in [
+            "Siân",
+            "Evans",
+            "s.evans",
+            "7123456001",
+            "Northgate General",
+        ] {
+            assert!(!line.contains(secret), "{secret} in {line}");
+        }
+        assert!(line.contains("dn=[redacted]"), "{line}");
+        assert!(line.contains("display_name=[redacted]"), "{line}");
+        assert!(
+            line.contains("error=the directory refused [redacted]: [redacted] is taken"),
+            "{line}"
+        );
+        assert!(
+            line.contains("external_id=\"af40ac76-1201-4205-83fb-a1707109e8b4\""),
+            "{line}"
+        );
+    }
+
+    #[test]
+    fn text_lines_show_personal_data_when_opted_in() {
+        let line = capture(LogFormat::Text, true, personal_event);
+        for shown in [
+            "Siân Evans",
+            "s.evans@northgate.example",
+            "+447123456001",
+            DN,
+        ] {
+            assert!(line.contains(shown), "{shown} not in {line}");
+        }
+    }
+
+    #[test]
+    fn json_lines_are_json_and_redacted() {
+        let text = capture(LogFormat::Json, false, || {
+            let span = tracing::info_span!("cycle");
+            let _g = span.enter();
+            personal_event();
+        });
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 1, "{text}");
+        let v: serde_json::Value = serde_json::from_str(lines[0]).unwrap();
+        assert_eq!(v["level"], "WARN");
+        assert_eq!(v["target"], module_path!());
+        assert_eq!(v["spans"], serde_json::json!(["cycle"]));
+        crate::timefmt::parse_rfc3339(v["timestamp"].as_str().unwrap()).unwrap();
+        let f = &v["fields"];
+        assert_eq!(f["message"], "entry refused");
+        for k in ["dn", "display_name", "email", "mobile"] {
+            assert_eq!(f[k], REDACTED, "{k}: {v}");
+        }
+        assert_eq!(f["attempt"], 2);
+        assert_eq!(f["external_id"], "af40ac76-1201-4205-83fb-a1707109e8b4");
+        assert_eq!(
+            f["error"],
+            "the directory refused [redacted]: [redacted] is taken"
+        );
+        for secret in ["Siân", "Evans", "s.evans", "7123456001"] {
+            assert!(!lines[0].contains(secret), "{secret} in {text}");
+        }
+    }
+
+    #[test]
+    fn json_lines_are_escaped() {
+        let evil = "x\u{1b}[31m\u{202e}\u{85}y";
+        let text = capture(LogFormat::Json, true, || {
+            tracing::warn!(error = %evil, "refused {evil}");
+        });
+        assert!(
+            text.chars()
+                .all(|c| c == '\n' || !nhs_model::escape::is_unsafe(c)),
+            "{text:?}"
+        );
+        let v: serde_json::Value = serde_json::from_str(text.trim_end()).unwrap();
+        let shown = r"x\u{1b}[31m\u{202e}\u{85}y";
+        assert_eq!(v["fields"]["error"], shown);
+        assert_eq!(v["fields"]["message"], format!("refused {shown}"));
+    }
+
+    #[test]
+    fn json_lines_show_personal_data_when_opted_in() {
+        let text = capture(LogFormat::Json, true, personal_event);
+        let v: serde_json::Value = serde_json::from_str(text.trim_end()).unwrap();
+        assert_eq!(v["fields"]["dn"], DN);
+        assert_eq!(v["fields"]["email"], "s.evans@northgate.example");
+        assert_eq!(v["fields"]["mobile"], "+447123456001");
+    }
+}
