@@ -400,6 +400,32 @@ impl Source for AnySource {
             AnySource::Ldif(s) => s.read(req, sink, cancel),
         }
     }
+
+    async fn watermark(
+        &self,
+        cancel: &CancellationToken,
+    ) -> Result<Option<delta::Watermark>, SourceError> {
+        match self {
+            AnySource::Ldap(s) => s.watermark(cancel).await,
+            // An export is one moment: every cycle reads all of it.
+            AnySource::Ldif(_) => Ok(None),
+        }
+    }
+
+    async fn read_delta(
+        &self,
+        req: &ReadRequest,
+        since: &delta::Watermark,
+        sink: &mut dyn EntrySink,
+        cancel: &CancellationToken,
+    ) -> Result<delta::Delta, SourceError> {
+        match self {
+            AnySource::Ldap(s) => s.read_delta(req, since, sink, cancel).await,
+            AnySource::Ldif(_) => Ok(delta::Delta::Full {
+                why: "an LDIF export has no delta reads".to_string(),
+            }),
+        }
+    }
 }
 
 #[cfg(test)]
