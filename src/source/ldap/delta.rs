@@ -34,6 +34,9 @@ use tokio_util::sync::CancellationToken;
 
 /// The AD capability OID (LDAP_CAP_ACTIVE_DIRECTORY_OID); Samba advertises it too.
 const AD_CAPABILITY: &str = "1.2.840.113556.1.4.800";
+/// The RFC 4533 content synchronisation control: advertised where OpenLDAP's syncprov
+/// overlay runs, the only case in which `contextCSN` is kept current.
+const SYNC_CONTROL: &str = "1.3.6.1.4.1.4203.1.9.1.1";
 /// LDAP_SERVER_SHOW_DELETED_OID: lets a search see tombstones.
 const SHOW_DELETED: &str = "1.2.840.113556.1.4.417";
 /// `Watermark::kind` for AD update sequence numbers on one DC.
@@ -45,6 +48,8 @@ pub const KIND_LDAP_CSN: &str = "ldap_csn";
 #[derive(Debug, Default)]
 struct RootDse {
     ad: bool,
+    /// The server advertises content synchronisation (syncprov): `contextCSN` is live.
+    sync: bool,
     ds_service_name: Option<String>,
     highest_usn: Option<String>,
     naming_contexts: Vec<String>,
@@ -212,6 +217,7 @@ impl LdapSource {
     ) -> Result<RootDse, SourceError> {
         let attrs = [
             "supportedCapabilities",
+            "supportedControl",
             "dsServiceName",
             "highestCommittedUSN",
             "namingContexts",
@@ -233,6 +239,9 @@ impl LdapSource {
             ad: values("supportedCapabilities")
                 .iter()
                 .any(|c| c == AD_CAPABILITY),
+            sync: values("supportedControl")
+                .iter()
+                .any(|c| c == SYNC_CONTROL),
             ds_service_name: first(&e, "dsServiceName"),
             highest_usn: first(&e, "highestCommittedUSN"),
             naming_contexts: values("namingContexts"),
@@ -302,14 +311,20 @@ impl LdapSource {
         })
     }
 
-    /// `contextCSN` of the naming contexts (the greatest value), where syncprov keeps one.
+    /// `contextCSN` of the naming contexts (the greatest value), where syncprov keeps one
+    /// current. A `contextCSN` on a server without syncprov (left by `slapadd -w`, say)
+    /// is stale and never used.
     async fn context_csn(
         &self,
         ldap: &mut Ldap,
+        dse: &RootDse,
         contexts: &[String],
         cancel: &CancellationToken,
     ) -> Result<Option<String>, SourceError> {
         let mut best: Option<String> = None;
+        if !dse.sync {
+            return Ok(None);
+        }
         for nc in contexts {
             let Some(e) = self
                 .base_entry(ldap, nc, &["contextCSN"], "contextCSN", cancel)
@@ -432,7 +447,7 @@ impl LdapSource {
             Some(self.ad_watermark(&mut ldap, &dse, cancel).await?)
         } else {
             let contexts = self.contexts(&dse);
-            let position = match self.context_csn(&mut ldap, &contexts, cancel).await? {
+            let position = match self.context_csn(&mut ldap, &dse, &contexts, cancel).await? {
                 Some(csn) => Some(csn),
                 None => {
                     self.changed_anchors(&mut ldap, &contexts, "(entryCSN=*)", true, cancel)
@@ -498,7 +513,7 @@ impl LdapSource {
             };
             (next, changed, deleted.unwrap_or_default(), after)
         } else {
-            let context_csn = self.context_csn(&mut ldap, &contexts, cancel).await?;
+            let context_csn = self.context_csn(&mut ldap, &dse, &contexts, cancel).await?;
             if let Err(why) = usable_csn(since, &self.url, context_csn.as_deref()) {
                 return Ok(Delta::Full { why });
             }
