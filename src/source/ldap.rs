@@ -176,6 +176,14 @@ impl LdapSource {
         Ok(ldap)
     }
 
+    /// [`LdapSource::connect`], given up when `cancel` fires.
+    async fn connect_or_cancel(&self, cancel: &CancellationToken) -> Result<Ldap, SourceError> {
+        tokio::select! {
+            l = self.connect() => l,
+            () = cancel.cancelled() => Err(SourceError::Cancelled),
+        }
+    }
+
     /// Replace one attribute of one entry (write-back; never used while planning).
     pub async fn replace_value(
         &self,
@@ -332,10 +340,7 @@ impl LdapSource {
         sink: &mut dyn EntrySink,
         cancel: &CancellationToken,
     ) -> Result<ReadSummary, SourceError> {
-        let mut ldap = tokio::select! {
-            l = self.connect() => l?,
-            () = cancel.cancelled() => return Err(SourceError::Cancelled),
-        };
+        let mut ldap = self.connect_or_cancel(cancel).await?;
         let summary = self
             .read_entries(&mut ldap, req, &self.filter, sink, None, cancel)
             .await?;

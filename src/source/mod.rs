@@ -557,6 +557,38 @@ mod tests {
         assert_eq!(e.first("sn"), Some("Evans"));
     }
 
+    struct Nothing;
+    impl EntrySink for Nothing {
+        fn groups(&mut self, _: GroupIndex) {}
+        fn entry(&mut self, _: SourceEntry) -> Result<(), SourceError> {
+            panic!("a source without deltas read an entry")
+        }
+    }
+
+    #[tokio::test]
+    async fn an_ldif_export_has_no_deltas_every_cycle_is_full() {
+        let src = AnySource::Ldif(ldif::LdifSource {
+            path: "/nonexistent/export.ldif".into(),
+            anchor: AnchorKind::ObjectGuid,
+            person_classes: vec!["user".into()],
+            exclude_classes: vec![],
+            limits: ldif::LdifLimits::default(),
+        });
+        let cancel = CancellationToken::new();
+        assert_eq!(src.watermark(&cancel).await.unwrap(), None);
+        let since = delta::Watermark {
+            kind: "ad_usn".into(),
+            server: "CN=NTDS Settings,CN=DC1".into(),
+            invocation_id: None,
+            position: "1".into(),
+        };
+        let got = src
+            .read_delta(&ReadRequest::default(), &since, &mut Nothing, &cancel)
+            .await
+            .unwrap();
+        assert!(matches!(got, delta::Delta::Full { why } if why.contains("LDIF")));
+    }
+
     #[test]
     fn nested_membership_expands_cycles_safely() {
         let outer = NormDn::new("CN=Outer,DC=x");

@@ -239,9 +239,7 @@ impl LdapSource {
             ad: values("supportedCapabilities")
                 .iter()
                 .any(|c| c == AD_CAPABILITY),
-            sync: values("supportedControl")
-                .iter()
-                .any(|c| c == SYNC_CONTROL),
+            sync: values("supportedControl").iter().any(|c| c == SYNC_CONTROL),
             ds_service_name: first(&e, "dsServiceName"),
             highest_usn: first(&e, "highestCommittedUSN"),
             naming_contexts: values("namingContexts"),
@@ -364,10 +362,10 @@ impl LdapSource {
         let mut max_csn: Option<String> = None;
         for nc in contexts {
             self.paged_search(ldap, nc, filter, &attrs, cancel, |e| {
-                if let Some(csn) = first(&e, "entryCSN").filter(|c| is_csn(c)) {
-                    if max_csn.as_deref().is_none_or(|m| csn.as_str() > m) {
-                        max_csn = Some(csn);
-                    }
+                if let Some(csn) = first(&e, "entryCSN").filter(|c| is_csn(c))
+                    && max_csn.as_deref().is_none_or(|m| csn.as_str() > m)
+                {
+                    max_csn = Some(csn);
                 }
                 let entry = SourceEntry::build(e.dn, e.attrs, e.bin_attrs, &self.anchor);
                 if let Ok(a) = entry.anchor {
@@ -401,10 +399,9 @@ impl LdapSource {
             });
             let found = self
                 .paged_search(ldap, &container, &filter, &attrs, cancel, |e| {
-                    if let Some(g) = guid(&e, "objectGUID") {
-                        if let Ok(a) = ExternalId::parse(&g) {
-                            out.insert(a);
-                        }
+                    if let Some(a) = guid(&e, "objectGUID").and_then(|g| ExternalId::parse(&g).ok())
+                    {
+                        out.insert(a);
                     }
                     Ok(())
                 })
@@ -438,10 +435,7 @@ impl LdapSource {
         &self,
         cancel: &CancellationToken,
     ) -> Result<Option<Watermark>, SourceError> {
-        let mut ldap = tokio::select! {
-            l = self.connect() => l?,
-            () = cancel.cancelled() => return Err(SourceError::Cancelled),
-        };
+        let mut ldap = self.connect_or_cancel(cancel).await?;
         let dse = self.root_dse(&mut ldap, cancel).await?;
         let mark = if dse.ad {
             Some(self.ad_watermark(&mut ldap, &dse, cancel).await?)
@@ -476,10 +470,7 @@ impl LdapSource {
         sink: &mut dyn EntrySink,
         cancel: &CancellationToken,
     ) -> Result<Delta, SourceError> {
-        let mut ldap = tokio::select! {
-            l = self.connect() => l?,
-            () = cancel.cancelled() => return Err(SourceError::Cancelled),
-        };
+        let mut ldap = self.connect_or_cancel(cancel).await?;
         let dse = self.root_dse(&mut ldap, cancel).await?;
         let contexts = self.contexts(&dse);
         // `changed`: what changed in (since, next] anywhere in the naming contexts.
@@ -570,12 +561,12 @@ mod tests {
         assert_eq!(usable_ad(&ad(dc, "g1", "400"), &now), Ok(400));
         assert_eq!(usable_ad(&ad(dc, "g1", "500"), &now), Ok(500));
         // Case differs only: the same DN.
-        assert_eq!(
-            usable_ad(&ad(&dc.to_uppercase(), "g1", "1"), &now),
-            Ok(1)
-        );
+        assert_eq!(usable_ad(&ad(&dc.to_uppercase(), "g1", "1"), &now), Ok(1));
         for (since, want) in [
-            (ad("CN=NTDS Settings,CN=DC2", "g1", "400"), "domain controller"),
+            (
+                ad("CN=NTDS Settings,CN=DC2", "g1", "400"),
+                "domain controller",
+            ),
             (ad(dc, "g2", "400"), "invocationId changed from g2 to g1"),
             (ad(dc, "g1", "501"), "went back from 501 to 500"),
             (ad(dc, "g1", "x"), "is not a USN"),
@@ -601,15 +592,21 @@ mod tests {
         let c2 = "20261201120000.000002Z#000000#000#000000";
         assert_eq!(usable_csn(&w(c1), url, None), Ok(()));
         assert_eq!(usable_csn(&w(c1), url, Some(c2)), Ok(()));
-        assert!(usable_csn(&w(c2), url, Some(c1))
-            .unwrap_err()
-            .contains("went back"));
-        assert!(usable_csn(&w(c1), "ldaps://other:636", None)
-            .unwrap_err()
-            .contains("belongs to"));
-        assert!(usable_csn(&w("12"), url, None)
-            .unwrap_err()
-            .contains("not a CSN"));
+        assert!(
+            usable_csn(&w(c2), url, Some(c1))
+                .unwrap_err()
+                .contains("went back")
+        );
+        assert!(
+            usable_csn(&w(c1), "ldaps://other:636", None)
+                .unwrap_err()
+                .contains("belongs to")
+        );
+        assert!(
+            usable_csn(&w("12"), url, None)
+                .unwrap_err()
+                .contains("not a CSN")
+        );
     }
 
     #[test]
@@ -627,8 +624,7 @@ mod tests {
             assert!(!is_csn(bad), "{bad}");
         }
         assert!(
-            "20261201213000.123456Z#000001#000#000000"
-                > "20261201213000.123456Z#000000#000#000000"
+            "20261201213000.123456Z#000001#000#000000" > "20261201213000.123456Z#000000#000#000000"
         );
     }
 
@@ -647,8 +643,7 @@ mod tests {
             Some("DC=x,DC=test")
         );
         assert_eq!(
-            naming_context_of("CN=Sites,CN=Configuration,DC=x,DC=test", &ncs)
-                .map(String::as_str),
+            naming_context_of("CN=Sites,CN=Configuration,DC=x,DC=test", &ncs).map(String::as_str),
             Some("CN=Configuration,DC=x,DC=test")
         );
         assert_eq!(naming_context_of("dc=other", &ncs), None);
