@@ -340,3 +340,27 @@ async fn openldap_delta_returns_the_modified_entry_and_reports_a_moved_one() {
         d => panic!("a delta was read: {d:?}"),
     }
 }
+
+#[tokio::test]
+async fn samba_a_text_anchor_changed_outside_the_scope_is_not_evidence_while_someone_in_scope_holds_it()
+ {
+    let ou = ad::fresh_ou("delta-text");
+    let other = ad::fresh_ou("delta-text-other");
+    // The same CN in both OUs: the same employeeID (an administrator's second account).
+    ad::add_users(&ou, &[user("Dee Zeta"), user("Dee Eta")]);
+    ad::add_users(&other, &[user("Dee Zeta")]);
+    let src = LdapSource {
+        anchor: AnchorKind::Text("employeeID".to_string()),
+        ..samba(&ou)
+    };
+    let w0 = watermark(&src).await;
+    ad::replace(&format!("CN=Dee Zeta,{other}"), "title", "Admin");
+    ad::move_to(&format!("CN=Dee Eta,{ou}"), &other);
+    let (read, deleted, _) = changes(&src, &w0).await;
+    assert!(read.0.is_empty(), "{:?}", read.dns());
+    let zeta = ExternalId::parse("E-dee.zeta").expect("id");
+    let eta = ExternalId::parse("E-dee.eta").expect("id");
+    assert!(!deleted.contains(&zeta), "{deleted:?}");
+    // Moved out, and no one in scope holds its anchor: evidence.
+    assert!(deleted.contains(&eta), "{deleted:?}");
+}

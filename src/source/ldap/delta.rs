@@ -378,6 +378,39 @@ impl LdapSource {
         Ok((anchors, max_csn))
     }
 
+    /// Which of `anchors` (values of the text attribute `attr`) an entry in scope holds:
+    /// under the base DNs and matching the filter.
+    async fn held_in_scope(
+        &self,
+        ldap: &mut Ldap,
+        attr: &str,
+        anchors: &BTreeSet<ExternalId>,
+        cancel: &CancellationToken,
+    ) -> Result<BTreeSet<ExternalId>, SourceError> {
+        /// Anchors asked about per search, to keep each filter small.
+        const BATCH: usize = 100;
+        let wanted: Vec<&ExternalId> = anchors.iter().collect();
+        let mut held = BTreeSet::new();
+        for batch in wanted.chunks(BATCH) {
+            let any: String = batch
+                .iter()
+                .map(|a| format!("({attr}={})", ldap3::ldap_escape(a.as_str())))
+                .collect();
+            let filter = format!("(&{}(|{any}))", self.filter);
+            for base in &self.base_dns {
+                self.paged_search(ldap, base, &filter, &[attr.to_string()], cancel, |e| {
+                    let entry = SourceEntry::build(e.dn, e.attrs, e.bin_attrs, &self.anchor);
+                    if let Ok(a) = entry.anchor {
+                        held.insert(a);
+                    }
+                    Ok(())
+                })
+                .await?;
+            }
+        }
+        Ok(held)
+    }
+
     /// Anchors of objects deleted with `uSNChanged` in `filter`'s range (AD tombstones,
     /// through Show Deleted). `None` when the bind may not see them (logged).
     async fn deleted_anchors(
@@ -531,8 +564,15 @@ impl LdapSource {
         let filter = format!("(&{}{after})", self.filter);
         self.read_entries(&mut ldap, req, &filter, sink, Some(&mut seen), cancel)
             .await?;
-        let _ = ldap.unbind().await;
         let mut gone: BTreeSet<ExternalId> = changed.difference(&seen).cloned().collect();
+        if let super::AnchorKind::Text(attr) = &self.anchor {
+            // A text anchor need not be unique in the naming context (an administrator's
+            // second account with the same employeeID, say): a changed entry elsewhere
+            // is evidence only while no entry in scope holds that anchor.
+            let held = self.held_in_scope(&mut ldap, attr, &gone, cancel).await?;
+            gone.retain(|a| !held.contains(a));
+        }
+        let _ = ldap.unbind().await;
         gone.extend(deleted);
         Ok(Delta::Changes {
             deleted: gone.into_iter().collect(),
