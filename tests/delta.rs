@@ -1,7 +1,8 @@
 //! Delta reads against the real servers (started by tests/harness): the Samba AD DC
 //! (`uSNChanged` pinned to one DC, deleted objects through Show Deleted) and OpenLDAP
 //! (`entryCSN`). Each test reads only an OU of its own, so other suites changing the
-//! shared servers at the same time cannot move its assertions.
+//! shared servers at the same time cannot move its assertions; and what it adds to
+//! slapd (pilotPerson entries) is not what the fixture-wide reads of other suites count.
 
 mod common;
 use common::ad::{self, User};
@@ -65,7 +66,7 @@ fn slapd(base: &str) -> LdapSource {
         url: env("TANSYNC_TEST_SLAPD_LDAPS_URL"),
         bind_dn: env("TANSYNC_TEST_SLAPD_BIND_DN"),
         bind_password: password(&env("TANSYNC_TEST_SLAPD_PASSWORD_FILE")),
-        filter: "(objectClass=inetOrgPerson)".to_string(),
+        filter: "(objectClass=pilotPerson)".to_string(),
         anchor: AnchorKind::Text("entryUUID".to_string()),
         nested_groups: NestedGroups::Expand,
         ..samba(base)
@@ -74,7 +75,7 @@ fn slapd(base: &str) -> LdapSource {
 
 fn req() -> ReadRequest {
     ReadRequest {
-        attributes: ["title", "cn"].map(String::from).into(),
+        attributes: ["title", "description", "cn"].map(String::from).into(),
         ..ReadRequest::default()
     }
 }
@@ -261,7 +262,8 @@ async fn samba_a_watermark_from_another_dc_a_restored_database_or_the_future_for
     }
 }
 
-/// A fresh OU in slapd with people in it.
+/// A fresh OU in slapd with people in it: pilotPerson entries, which the other suites'
+/// reads of the whole fixture (inetOrgPerson) never see.
 fn slapd_ou(name: &str, cns: &[&str]) -> String {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -272,7 +274,7 @@ fn slapd_ou(name: &str, cns: &[&str]) -> String {
     let mut text = format!("dn: {ou}\nobjectClass: organizationalUnit\nou: {rdn}\n\n");
     for cn in cns {
         text.push_str(&format!(
-            "dn: cn={cn},{ou}\nobjectClass: inetOrgPerson\ncn: {cn}\nsn: {cn}\ntitle: Nurse\n\n"
+            "dn: cn={cn},{ou}\nobjectClass: pilotPerson\ncn: {cn}\nsn: {cn}\ndescription: Nurse\n\n"
         ));
     }
     slapd_ldif(&text, true);
@@ -303,12 +305,14 @@ async fn openldap_delta_returns_the_modified_entry_and_reports_a_moved_one() {
     assert_eq!(w0.server, src.url);
 
     slapd_ldif(
-        &format!("dn: cn=Ob,{ou}\nchangetype: modify\nreplace: title\ntitle: Matron\n-\n"),
+        &format!(
+            "dn: cn=Ob,{ou}\nchangetype: modify\nreplace: description\ndescription: Matron\n-\n"
+        ),
         false,
     );
     let (read, deleted, w1) = changes(&src, &w0).await;
     assert_eq!(read.dns(), [format!("cn=ob,{ou}").to_lowercase()]);
-    assert_eq!(read.0[0].first("title"), Some("Matron"));
+    assert_eq!(read.0[0].first("description"), Some("Matron"));
     assert!(only_mine(&deleted).is_empty(), "{deleted:?}");
     assert!(w1.position > w0.position, "{w0:?} {w1:?}");
 
