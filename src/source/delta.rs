@@ -33,8 +33,9 @@ pub struct Watermark {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Delta {
     /// The entries changed since the watermark went to the sink; `deleted` are the
-    /// anchors of objects deleted since (where the source can see deletions at all);
-    /// `next` is where the following delta starts.
+    /// anchors of objects that left the read's scope since — deleted (where the source
+    /// can see deletions at all), moved out of every base DN, or changed so that the
+    /// filter no longer matches — sorted; `next` is where the following delta starts.
     Changes {
         deleted: Vec<ExternalId>,
         next: Watermark,

@@ -7,7 +7,7 @@
 use super::{
     AnchorKind, EntrySink, GroupIndex, ReadRequest, ReadSummary, SourceEntry, SourceError,
 };
-use crate::ids::NormDn;
+use crate::ids::{ExternalId, NormDn};
 use ldap3::adapters::{EntriesOnly, PagedResults};
 use ldap3::{Ldap, LdapConnAsync, LdapConnSettings, LdapResult, Scope, SearchEntry};
 use secrecy::{ExposeSecret, SecretString};
@@ -16,6 +16,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
+
+mod delta;
 
 /// AD's LDAP_MATCHING_RULE_IN_CHAIN: matches through nested group membership.
 pub const IN_CHAIN_RULE: &str = "1.2.840.113556.1.4.1941";
@@ -174,6 +176,14 @@ impl LdapSource {
         Ok(ldap)
     }
 
+    /// [`LdapSource::connect`], given up when `cancel` fires.
+    async fn connect_or_cancel(&self, cancel: &CancellationToken) -> Result<Ldap, SourceError> {
+        tokio::select! {
+            l = self.connect() => l,
+            () = cancel.cancelled() => Err(SourceError::Cancelled),
+        }
+    }
+
     /// Replace one attribute of one entry (write-back; never used while planning).
     pub async fn replace_value(
         &self,
@@ -330,28 +340,46 @@ impl LdapSource {
         sink: &mut dyn EntrySink,
         cancel: &CancellationToken,
     ) -> Result<ReadSummary, SourceError> {
-        let mut ldap = tokio::select! {
-            l = self.connect() => l?,
-            () = cancel.cancelled() => return Err(SourceError::Cancelled),
-        };
-        let groups = self.resolve_groups(&mut ldap, req, cancel).await?;
+        let mut ldap = self.connect_or_cancel(cancel).await?;
+        let summary = self
+            .read_entries(&mut ldap, req, &self.filter, sink, None, cancel)
+            .await?;
+        let _ = ldap.unbind().await;
+        Ok(summary)
+    }
+
+    /// The group index, then every entry under the base DNs matching `filter`, to the
+    /// sink: a full read (`filter` is the configured one) or a delta's changed entries.
+    /// `anchors` collects the anchors read, when the caller needs them.
+    async fn read_entries(
+        &self,
+        ldap: &mut Ldap,
+        req: &ReadRequest,
+        filter: &str,
+        sink: &mut dyn EntrySink,
+        mut anchors: Option<&mut BTreeSet<ExternalId>>,
+        cancel: &CancellationToken,
+    ) -> Result<ReadSummary, SourceError> {
+        let groups = self.resolve_groups(ldap, req, cancel).await?;
         sink.groups(groups);
         let attrs = self.attributes(req);
         let mut summary = ReadSummary::default();
         let mut seen_dns: BTreeSet<NormDn> = BTreeSet::new();
         for base in &self.base_dns {
-            self.paged_search(&mut ldap, base, &self.filter, &attrs, cancel, |e| {
+            self.paged_search(ldap, base, filter, &attrs, cancel, |e| {
                 let entry = SourceEntry::build(e.dn, e.attrs, e.bin_attrs, &self.anchor);
                 // Overlapping base DNs must not read a person twice.
                 if self.base_dns.len() > 1 && !seen_dns.insert(entry.norm_dn.clone()) {
                     return Ok(());
+                }
+                if let (Some(set), Ok(a)) = (anchors.as_deref_mut(), &entry.anchor) {
+                    set.insert(a.clone());
                 }
                 summary.read += 1;
                 sink.entry(entry)
             })
             .await?;
         }
-        let _ = ldap.unbind().await;
         Ok(summary)
     }
 

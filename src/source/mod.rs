@@ -400,6 +400,32 @@ impl Source for AnySource {
             AnySource::Ldif(s) => s.read(req, sink, cancel),
         }
     }
+
+    async fn watermark(
+        &self,
+        cancel: &CancellationToken,
+    ) -> Result<Option<delta::Watermark>, SourceError> {
+        match self {
+            AnySource::Ldap(s) => s.watermark(cancel).await,
+            // An export is one moment: every cycle reads all of it.
+            AnySource::Ldif(_) => Ok(None),
+        }
+    }
+
+    async fn read_delta(
+        &self,
+        req: &ReadRequest,
+        since: &delta::Watermark,
+        sink: &mut dyn EntrySink,
+        cancel: &CancellationToken,
+    ) -> Result<delta::Delta, SourceError> {
+        match self {
+            AnySource::Ldap(s) => s.read_delta(req, since, sink, cancel).await,
+            AnySource::Ldif(_) => Ok(delta::Delta::Full {
+                why: "an LDIF export has no delta reads".to_string(),
+            }),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -529,6 +555,38 @@ mod tests {
         );
         assert_eq!(e.first("givenName"), None);
         assert_eq!(e.first("sn"), Some("Evans"));
+    }
+
+    struct Nothing;
+    impl EntrySink for Nothing {
+        fn groups(&mut self, _: GroupIndex) {}
+        fn entry(&mut self, _: SourceEntry) -> Result<(), SourceError> {
+            panic!("a source without deltas read an entry")
+        }
+    }
+
+    #[tokio::test]
+    async fn an_ldif_export_has_no_deltas_every_cycle_is_full() {
+        let src = AnySource::Ldif(ldif::LdifSource {
+            path: "/nonexistent/export.ldif".into(),
+            anchor: AnchorKind::ObjectGuid,
+            person_classes: vec!["user".into()],
+            exclude_classes: vec![],
+            limits: ldif::LdifLimits::default(),
+        });
+        let cancel = CancellationToken::new();
+        assert_eq!(src.watermark(&cancel).await.unwrap(), None);
+        let since = delta::Watermark {
+            kind: "ad_usn".into(),
+            server: "CN=NTDS Settings,CN=DC1".into(),
+            invocation_id: None,
+            position: "1".into(),
+        };
+        let got = src
+            .read_delta(&ReadRequest::default(), &since, &mut Nothing, &cancel)
+            .await
+            .unwrap();
+        assert!(matches!(got, delta::Delta::Full { why } if why.contains("LDIF")));
     }
 
     #[test]
