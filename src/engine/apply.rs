@@ -138,12 +138,24 @@ pub async fn reconcile<W: Writer>(store: &StateStore, writer: &W) -> Result<usiz
                 problem: e.to_string(),
             })?;
             match writer.find_by_external_id(&xid).await {
-                Ok(Some(found)) => store.done(u.id, found.id.as_deref())?,
-                Ok(None) => store.set_state(
-                    u.id,
-                    op_state::NOT_SENT,
-                    Some("reconciled: not in the directory"),
-                )?,
+                Ok(Some(found)) => {
+                    let id = found.id.as_deref();
+                    let e = store.reconciled_entry(u, audit::outcome::APPLIED, id)?;
+                    store.settle_audited(|s| s.done(u.id, id), &e)?
+                }
+                Ok(None) => {
+                    let e = store.reconciled_entry(u, audit::outcome::NOT_SENT, None)?;
+                    store.settle_audited(
+                        |s| {
+                            s.set_state(
+                                u.id,
+                                op_state::NOT_SENT,
+                                Some("reconciled: not in the directory"),
+                            )
+                        },
+                        &e,
+                    )?
+                }
                 Err(e) => {
                     return Err(EngineError::Reconcile {
                         external_id: u.external_id.clone(),
@@ -152,10 +164,23 @@ pub async fn reconcile<W: Writer>(store: &StateStore, writer: &W) -> Result<usiz
                 }
             }
         } else {
-            store.set_state(
-                u.id,
-                op_state::RECONCILED,
-                Some("interrupted; re-planned from the directory's state"),
+            // Whether a request on the wire landed is not known; the fresh plan sends
+            // again whatever did not.
+            let outcome = if u.state == op_state::SENDING {
+                audit::outcome::UNKNOWN
+            } else {
+                audit::outcome::NOT_SENT
+            };
+            let e = store.reconciled_entry(u, outcome, None)?;
+            store.settle_audited(
+                |s| {
+                    s.set_state(
+                        u.id,
+                        op_state::RECONCILED,
+                        Some("interrupted; re-planned from the directory's state"),
+                    )
+                },
+                &e,
             )?;
         }
     }

@@ -255,6 +255,36 @@ impl StateStore {
         Ok(())
     }
 
+    /// The audit record of an operation an interrupted earlier run left unfinished,
+    /// settled now with `outcome` (what permitted and decided it was not kept: only the
+    /// run's plan fingerprint).
+    pub fn reconciled_entry(
+        &self,
+        u: &super::Unfinished,
+        outcome: &str,
+        target_id: Option<&str>,
+    ) -> Result<AuditEntry, StateError> {
+        let fingerprint: Option<String> = self
+            .conn
+            .query_row(
+                "SELECT fingerprint FROM runs WHERE id = ?1",
+                params![u.run],
+                |r| r.get(0),
+            )
+            .optional()?;
+        Ok(AuditEntry {
+            at: super::now(),
+            run: u.run,
+            fingerprint: fingerprint.unwrap_or_default(),
+            kind: u.kind.clone(),
+            external_id: u.external_id.clone(),
+            ods_code: u.ods_code.clone(),
+            target_id: target_id.map(String::from).or_else(|| u.target_id.clone()),
+            outcome: outcome.to_string(),
+            ..AuditEntry::default()
+        })
+    }
+
     /// The chain's current head.
     pub fn audit_head(&self) -> Result<AuditHead, StateError> {
         head(&self.conn)

@@ -46,6 +46,8 @@ pub struct Unfinished {
     pub run: i64,
     pub kind: String,
     pub external_id: String,
+    pub ods_code: String,
+    pub target_id: Option<String>,
     pub state: String,
 }
 
@@ -211,7 +213,7 @@ impl StateStore {
     /// Operations earlier runs left pending or in flight (e.g. after kill -9).
     pub fn unfinished(&self) -> Result<Vec<Unfinished>, StateError> {
         let mut st = self.conn.prepare(
-            "SELECT id, run, kind, external_id, state FROM journal
+            "SELECT id, run, kind, external_id, state, ods_code, target_id FROM journal
              WHERE state IN ('pending', 'sending') ORDER BY id",
         )?;
         let rows = st.query_map([], |r| {
@@ -221,6 +223,8 @@ impl StateStore {
                 kind: r.get(2)?,
                 external_id: r.get(3)?,
                 state: r.get(4)?,
+                ods_code: r.get(5)?,
+                target_id: r.get(6)?,
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
