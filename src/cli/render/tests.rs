@@ -135,3 +135,44 @@ fn check_findings_and_the_journal_are_escaped() {
     let out = clean(&out);
     assert!(out.contains(r"HTTP 400: x\u{1b}[31m"), "{out}");
 }
+
+#[test]
+fn audit_verify_exits_1_naming_the_record_and_escapes_what_the_database_holds() {
+    use crate::engine::audit::{AuditBreak, AuditHead, AuditVerification};
+    let head = AuditHead {
+        seq: 4,
+        hash: format!("ab{EVIL}"),
+    };
+    let intact = AuditVerification {
+        records: 4,
+        run_heads: 2,
+        head: head.clone(),
+        broken: None,
+    };
+    let mut out = Vec::new();
+    assert_eq!(audit_verify(&intact, false, &mut out).unwrap(), 0);
+    let text = clean(&out);
+    assert!(
+        text.starts_with("audit trail intact: 4 record(s) checked, 2 run head(s); head 4:ab"),
+        "{text}"
+    );
+    let broken = AuditVerification {
+        broken: Some(AuditBreak {
+            seq: 5,
+            problem: format!("its previous hash {EVIL} is not record 4's hash (edited)"),
+        }),
+        ..intact
+    };
+    let mut out = Vec::new();
+    assert_eq!(audit_verify(&broken, false, &mut out).unwrap(), 1);
+    let text = clean(&out);
+    assert!(
+        text.starts_with("audit trail broken at record 5: its previous hash x"),
+        "{text}"
+    );
+    let mut out = Vec::new();
+    assert_eq!(audit_verify(&broken, true, &mut out).unwrap(), 1);
+    let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(v["broken"]["seq"], 5);
+    assert_eq!(v["head"]["seq"], 4);
+}
