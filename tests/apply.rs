@@ -610,6 +610,21 @@ fn kill_9_during_apply_then_rerun_loses_and_duplicates_nothing() {
     assert_eq!(runs[1]["status"], "interrupted", "{runs:#}");
     let p = w.plan();
     assert_eq!(p["operations"].as_array().map(Vec::len), Some(0), "{p:#}");
+    // The audit trail is whole, and holds each create applied exactly once: the killed
+    // run's answered ones, the one whose answer was withheld (settled by the rerun's
+    // look-up), the rerun's.
+    let r = w.run(&["audit", "verify"]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    let r = w.run(&["audit", "export"]);
+    let applied: Vec<String> = r
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).expect("a JSON line"))
+        .filter(|v| v["kind"] == "provision" && v["outcome"] == "applied")
+        .map(|v| v["external_id"].as_str().unwrap_or("").to_string())
+        .collect();
+    let distinct: std::collections::BTreeSet<&String> = applied.iter().collect();
+    assert_eq!((applied.len(), distinct.len()), (30, 30), "{}", r.stdout);
 }
 
 #[test]
