@@ -1420,6 +1420,7 @@ fn the_audit_trail_of_a_real_sync_verifies_holds_no_personal_data_and_shows_tamp
         "{}",
         r.stderr
     );
+    assert!(r.stdout.contains("audit: head 6:"), "{}", r.stdout);
     // A leaver: one removal, for its reason.
     ad::set_enabled(&w.dn("Main", "Rhea Rowan"), false);
     w.sync();

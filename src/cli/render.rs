@@ -130,6 +130,12 @@ pub fn apply(r: &ApplyReport, out: &mut dyn Write, err: &mut dyn Write) -> Resul
             }
         }
     }
+    writeln!(
+        out,
+        "{} head {} (record it elsewhere; `tansync audit verify` checks the chain)",
+        style("audit:").bold(),
+        Escaped(&r.audit_head.to_string())
+    )?;
     Ok(if r.succeeded() { 0 } else { 1 })
 }
 

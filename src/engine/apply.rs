@@ -116,6 +116,8 @@ pub struct ApplyReport {
     pub quarantined: Vec<Quarantined>,
     pub push: PushReport,
     pub write_back: Option<WriteBackReport>,
+    /// The audit trail's head when the run finished (also kept with the run).
+    pub audit_head: audit::AuditHead,
 }
 
 impl ApplyReport {
@@ -406,6 +408,7 @@ pub async fn apply_with<S: Source, T: Target, W: Writer>(
         quarantined,
         push: report,
         write_back,
+        audit_head: head,
     })
 }
 

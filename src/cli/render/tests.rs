@@ -31,6 +31,10 @@ fn the_apply_report_escapes_what_the_directory_and_ad_sent() {
     let report = ApplyReport {
         run: 7,
         fingerprint: "sha256:00".into(),
+        audit_head: crate::engine::audit::AuditHead {
+            seq: 3,
+            hash: "ab".repeat(32),
+        },
         status: RunStatus::Partial,
         reconciled: 0,
         mass_held: 0,
@@ -92,6 +96,8 @@ fn the_apply_report_escapes_what_the_directory_and_ad_sent() {
     assert!(out.contains(r"CN=x\u{1b}[31m"), "{out}");
     assert!(out.contains(r"LDAP: x\u{1b}"), "{out}");
     assert!(err.contains(r"HTTP 409: x\u{1b}"), "{err}");
+    let head = format!("audit: head 3:{}", "ab".repeat(32));
+    assert!(out.contains(&head), "{out}");
 }
 
 #[test]
