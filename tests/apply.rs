@@ -610,6 +610,21 @@ fn kill_9_during_apply_then_rerun_loses_and_duplicates_nothing() {
     assert_eq!(runs[1]["status"], "interrupted", "{runs:#}");
     let p = w.plan();
     assert_eq!(p["operations"].as_array().map(Vec::len), Some(0), "{p:#}");
+    // The audit trail is whole, and holds each create applied exactly once: the killed
+    // run's answered ones, the one whose answer was withheld (settled by the rerun's
+    // look-up), the rerun's.
+    let r = w.run(&["audit", "verify"]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    let r = w.run(&["audit", "export"]);
+    let applied: Vec<String> = r
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).expect("a JSON line"))
+        .filter(|v| v["kind"] == "provision" && v["outcome"] == "applied")
+        .map(|v| v["external_id"].as_str().unwrap_or("").to_string())
+        .collect();
+    let distinct: std::collections::BTreeSet<&String> = applied.iter().collect();
+    assert_eq!((applied.len(), distinct.len()), (30, 30), "{}", r.stdout);
 }
 
 #[test]
@@ -1356,4 +1371,205 @@ fn a_directory_list_that_does_not_add_up_is_an_error_never_a_plan() {
         assert!(r.stdout.trim().is_empty(), "{what}: {}", r.stdout);
         assert!(r.stderr.contains("incomplete list"), "{what}: {}", r.stderr);
     }
+}
+
+/// Run `q` on the agent's state database (the run is over: nothing else has it open).
+fn state_sql(w: &World, q: &str) {
+    let db = w.config.with_file_name("state").join("tansync.db");
+    let c = rusqlite::Connection::open(&db).expect("open the state database");
+    c.execute_batch(q).expect("tamper with the audit trail");
+}
+
+#[test]
+fn the_audit_trail_of_a_real_sync_verifies_holds_no_personal_data_and_shows_tampering() {
+    let write_back = format!(
+        "rate_per_second = 50\n\n[write_back]\nattribute = \"mail\"\nbind_dn = {}\nbind_password_file = {}",
+        toml_str(&env("TANSYNC_TEST_SAMBA_BIND_DN")),
+        toml_str(&env("TANSYNC_TEST_SAMBA_PASSWORD_FILE"))
+    );
+    let w = World::new("e2e-audit", "", &write_back);
+    let people = [
+        (
+            "Main",
+            user("Quinn Quince", "Quinn", "Quince", "Ward Sister"),
+        ),
+        ("Main", user("Rhea Rowan", "Rhea", "Rowan", "Porter")),
+        ("Other", user("Sol Spruce", "Sol", "Spruce", "Radiographer")),
+    ];
+    for (sub, u) in &people {
+        ad::add_users(&w.sub(sub), std::slice::from_ref(u));
+    }
+    let quinn = w.dn("Main", "Quinn Quince");
+    ad::replace(&quinn, "telephoneNumber", "0113 496 0371");
+    ad::replace(&quinn, "mobile", "07700 900462");
+    ad::replace(&quinn, "physicalDeliveryOfficeName", "Tamarind Ward");
+
+    // A sync: three provisions and three write-backs, the chain's head logged.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tansync"))
+        .arg("--config")
+        .arg(&w.config)
+        .arg("sync")
+        .env_remove("TANSYNC_CONFIG")
+        .env("TANSYNC_LOG", "warn,tansync::engine=info")
+        .output()
+        .expect("run sync");
+    let r = Run::from(out);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    assert!(
+        r.stderr.contains("audit trail head") && r.stderr.contains("audit_seq=6"),
+        "{}",
+        r.stderr
+    );
+    assert!(r.stdout.contains("audit: head 6:"), "{}", r.stdout);
+    // A leaver: one removal, for its reason.
+    ad::set_enabled(&w.dn("Main", "Rhea Rowan"), false);
+    w.sync();
+
+    let r = w.run(&["audit", "verify"]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    assert!(
+        r.stdout
+            .contains("audit trail intact: 7 record(s) checked, 2 run head(s)"),
+        "{}",
+        r.stdout
+    );
+    let r = w.run(&["audit", "export"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let export = r.stdout;
+    let records: Vec<Value> = export
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect();
+    // One line per operation, chained, each with what permitted and decided it.
+    let accounts = w.accounts();
+    let anchor = |emp: &str| accounts[emp]["externalId"].clone();
+    let got: Vec<(Value, &str, &str, &str, &str, Value)> = records
+        .iter()
+        .map(|r| {
+            (
+                r["external_id"].clone(),
+                r["kind"].as_str().unwrap_or(""),
+                r["outcome"].as_str().unwrap_or(""),
+                r["ods_code"].as_str().unwrap_or(""),
+                r["rule"].as_str().unwrap_or(""),
+                r["agreement"].clone(),
+            )
+        })
+        .collect();
+    let mut provisions: Vec<_> = got.iter().filter(|g| g.1 == "provision").collect();
+    provisions.sort_by_key(|g| g.0.to_string());
+    let mut want = vec![
+        (anchor("E-quinn.quince"), "RXA", "main", "SA-RXA"),
+        (anchor("E-rhea.rowan"), "RXA", "main", "SA-RXA"),
+        (anchor("E-sol.spruce"), "RXB", "other", "SA-RXB"),
+    ];
+    want.sort_by_key(|w| w.0.to_string());
+    assert_eq!(provisions.len(), 3, "{export}");
+    for (g, w) in provisions.iter().zip(&want) {
+        assert_eq!(
+            (&g.0, g.2, g.3, g.4),
+            (&w.0, "applied", w.1, w.2),
+            "{export}"
+        );
+        assert_eq!(g.5, w.3, "{export}");
+    }
+    assert_eq!(
+        got.iter()
+            .filter(|g| g.1 == "write_back" && g.2 == "applied")
+            .count(),
+        3,
+        "{export}"
+    );
+    let removal = &records[6];
+    assert_eq!(
+        (&removal["kind"], &removal["reason"], &removal["outcome"]),
+        (&"remove".into(), &"disabled".into(), &"applied".into()),
+        "{export}"
+    );
+    assert_eq!(removal["external_id"], anchor("E-rhea.rowan"));
+    assert_eq!(records[0]["prev_hash"], "0".repeat(64));
+    for (n, pair) in records.windows(2).enumerate() {
+        assert_eq!(pair[1]["prev_hash"], pair[0]["hash"], "record {}", n + 2);
+        assert_eq!(pair[1]["seq"], n as u64 + 2);
+    }
+    assert_ne!(records[0]["fingerprint"], records[6]["fingerprint"]);
+    // No personal data beyond the anchor and the ODS code.
+    let lower = export.to_lowercase();
+    let mut personal: Vec<String> = vec![
+        "0113 496 0371".into(),
+        "+441134960371".into(),
+        "07700 900462".into(),
+        "+447700900462".into(),
+        "tamarind".into(),
+        w.ou.clone(),
+        "ou=".into(),
+        "cn=".into(),
+        "@".into(),
+    ];
+    for (sub, u) in &people {
+        personal.extend(
+            [u.cn, u.given, u.family, u.title]
+                .map(String::from)
+                .into_iter()
+                .chain([w.dn(sub, u.cn)]),
+        );
+    }
+    for a in accounts.values() {
+        personal.push(a["emails"][0]["value"].as_str().unwrap_or("x").to_string());
+        personal.push(a["userName"].as_str().unwrap_or("x").to_string());
+    }
+    for p in &personal {
+        assert!(
+            !lower.contains(&p.to_lowercase()),
+            "{p:?} in the export:\n{export}"
+        );
+    }
+
+    let verify = || {
+        let r = w.run(&["audit", "verify"]);
+        (r.code, r.stdout)
+    };
+    // Edited: named, and intact again once put back.
+    let outcome2 = records[1]["outcome"].as_str().expect("outcome").to_string();
+    state_sql(&w, "UPDATE audit SET outcome = 'failed' WHERE seq = 2");
+    let (code, out) = verify();
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("broken at record 2: hash mismatch") && out.contains("(edited)"),
+        "{out}"
+    );
+    state_sql(
+        &w,
+        &format!("UPDATE audit SET outcome = '{outcome2}' WHERE seq = 2"),
+    );
+    assert_eq!(verify().0, 0);
+    // Reordered.
+    let swap = "UPDATE audit SET seq = -1 WHERE seq = 3;
+                UPDATE audit SET seq = 3 WHERE seq = 4;
+                UPDATE audit SET seq = 4 WHERE seq = -1;";
+    state_sql(&w, swap);
+    let (code, out) = verify();
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("broken at record 3: out of order") && out.contains("reordered"),
+        "{out}"
+    );
+    state_sql(&w, swap);
+    assert_eq!(verify().0, 0);
+    // Removed from the middle.
+    state_sql(&w, "DELETE FROM audit WHERE seq = 5");
+    let (code, out) = verify();
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("broken at record 5: missing") && out.contains("removed"),
+        "{out}"
+    );
+    // Cut off at the end: consistent in itself, but the runs recorded their heads.
+    state_sql(&w, "DELETE FROM audit WHERE seq >= 5");
+    let (code, out) = verify();
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("broken at record 5: missing: run 1") && out.contains("truncated"),
+        "{out}"
+    );
 }

@@ -96,6 +96,11 @@ pub enum Command {
         #[arg(long, value_enum, default_value = "human")]
         format: Format,
     },
+    /// The hash-chained audit trail of every operation sent and its outcome.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
     /// Objects held back after repeated failures.
     Quarantine {
         #[command(subcommand)]
@@ -109,6 +114,20 @@ pub enum Command {
         #[arg(long, value_parser = parse_time)]
         now: Option<OffsetDateTime>,
     },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AuditCommand {
+    /// Check the chain: every record's hash and sequence, and each run's recorded head.
+    /// Exit 0: intact; 1: the first bad record is named (edited, removed, reordered,
+    /// or a tail cut off after a run recorded its head).
+    Verify {
+        #[arg(long, value_enum, default_value = "human")]
+        format: Format,
+    },
+    /// Print every record as a JSON line (with its hash and the previous hash), oldest
+    /// first, for an information-governance review.
+    Export,
 }
 
 #[derive(Subcommand, Debug)]
@@ -270,6 +289,30 @@ async fn run(cli: Cli, shutdown: &CancellationToken) -> Result<u8> {
                     &mut std::io::stdout().lock(),
                 ),
             }
+        }
+        Command::Audit {
+            command: AuditCommand::Verify { format },
+        } => {
+            let cfg = load(&cli.config)?;
+            render::audit_verify(
+                &engine::audit::verify(&cfg)?,
+                matches!(format, Format::Json),
+                &mut std::io::stdout().lock(),
+            )
+        }
+        Command::Audit {
+            command: AuditCommand::Export,
+        } => {
+            use std::io::Write;
+            let cfg = load(&cli.config)?;
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            engine::audit::export(&cfg, |r| -> Result<()> {
+                serde_json::to_writer(&mut out, r)?;
+                out.write_all(b"\n")?;
+                Ok(())
+            })?;
+            out.flush()?;
+            Ok(0)
         }
         Command::Quarantine {
             command: QuarantineCommand::Clear { external_id },

@@ -11,6 +11,7 @@
 use crate::config::Config;
 use crate::engine::Outcome;
 use crate::engine::apply::{ApplyReport, RunStatus};
+use crate::engine::audit::AuditVerification;
 use crate::engine::check::{CheckReport, Mark};
 use crate::engine::explain::Explanation;
 use crate::engine::history::{JournalEntry, RunSummary};
@@ -129,6 +130,12 @@ pub fn apply(r: &ApplyReport, out: &mut dyn Write, err: &mut dyn Write) -> Resul
             }
         }
     }
+    writeln!(
+        out,
+        "{} head {} (record it elsewhere; `tansync audit verify` checks the chain)",
+        style("audit:").bold(),
+        Escaped(&r.audit_head.to_string())
+    )?;
     Ok(if r.succeeded() { 0 } else { 1 })
 }
 
@@ -185,6 +192,33 @@ pub fn runs(runs: &[RunSummary], json: bool, out: &mut dyn Write) -> Result<u8> 
 }
 
 /// `history --run N`: one run's journalled operations.
+/// `tansync audit verify`: exit 0 when the chain is intact, 1 naming the first bad record.
+pub fn audit_verify(v: &AuditVerification, json: bool, out: &mut dyn Write) -> Result<u8> {
+    let code = if v.broken.is_some() { 1 } else { 0 };
+    if json {
+        writeln!(out, "{}", serde_json::to_string_pretty(v)?)?;
+        return Ok(code);
+    }
+    match &v.broken {
+        None => writeln!(
+            out,
+            "audit trail intact: {} record(s) checked, {} run head(s); head {}",
+            v.records,
+            v.run_heads,
+            Escaped(&v.head.to_string())
+        )?,
+        Some(b) => writeln!(
+            out,
+            "audit trail broken at record {}: {}\n({} record(s) before it are intact; last good head {})",
+            b.seq,
+            Escaped(&b.problem),
+            v.records,
+            Escaped(&v.head.to_string())
+        )?,
+    }
+    Ok(code)
+}
+
 pub fn journal(id: i64, ops: &[JournalEntry], json: bool, out: &mut dyn Write) -> Result<u8> {
     if json {
         writeln!(out, "{}", serde_json::to_string_pretty(ops)?)?;

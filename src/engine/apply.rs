@@ -12,15 +12,17 @@ use super::plan::{PlanRun, plan_from};
 use super::{EngineError, Progress};
 use crate::config::Config;
 use crate::ids::ExternalId;
+use crate::model::Person;
 use crate::plan::{BlockReason, FORMAT, OpKind, Plan, PlannedOp, WriteBack};
 use crate::push::writeback::{self, WriteBackConnection, WriteBackSettings};
-use crate::push::{self, Outcome, PushContext, PushReport};
+use crate::push::{self, AuditContext, Outcome, PushContext, PushReport};
 use crate::source::ldap::LdapSource;
 use crate::source::{AnySource, Source};
+use crate::state::audit::{self, AuditEntry};
 use crate::state::{StateStore, op_state};
 use crate::target::scim::ScimWriter;
 use crate::target::{Target, Writer};
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use time::OffsetDateTime;
@@ -114,6 +116,8 @@ pub struct ApplyReport {
     pub quarantined: Vec<Quarantined>,
     pub push: PushReport,
     pub write_back: Option<WriteBackReport>,
+    /// The audit trail's head when the run finished (also kept with the run).
+    pub audit_head: audit::AuditHead,
 }
 
 impl ApplyReport {
@@ -136,12 +140,24 @@ pub async fn reconcile<W: Writer>(store: &StateStore, writer: &W) -> Result<usiz
                 problem: e.to_string(),
             })?;
             match writer.find_by_external_id(&xid).await {
-                Ok(Some(found)) => store.done(u.id, found.id.as_deref())?,
-                Ok(None) => store.set_state(
-                    u.id,
-                    op_state::NOT_SENT,
-                    Some("reconciled: not in the directory"),
-                )?,
+                Ok(Some(found)) => {
+                    let id = found.id.as_deref();
+                    let e = store.reconciled_entry(u, audit::outcome::APPLIED, id)?;
+                    store.settle_audited(|s| s.done(u.id, id), &e)?
+                }
+                Ok(None) => {
+                    let e = store.reconciled_entry(u, audit::outcome::NOT_SENT, None)?;
+                    store.settle_audited(
+                        |s| {
+                            s.set_state(
+                                u.id,
+                                op_state::NOT_SENT,
+                                Some("reconciled: not in the directory"),
+                            )
+                        },
+                        &e,
+                    )?
+                }
                 Err(e) => {
                     return Err(EngineError::Reconcile {
                         external_id: u.external_id.clone(),
@@ -150,10 +166,23 @@ pub async fn reconcile<W: Writer>(store: &StateStore, writer: &W) -> Result<usiz
                 }
             }
         } else {
-            store.set_state(
-                u.id,
-                op_state::RECONCILED,
-                Some("interrupted; re-planned from the directory's state"),
+            // Whether a request on the wire landed is not known; the fresh plan sends
+            // again whatever did not.
+            let outcome = if u.state == op_state::SENDING {
+                audit::outcome::UNKNOWN
+            } else {
+                audit::outcome::NOT_SENT
+            };
+            let e = store.reconciled_entry(u, outcome, None)?;
+            store.settle_audited(
+                |s| {
+                    s.set_state(
+                        u.id,
+                        op_state::RECONCILED,
+                        Some("interrupted; re-planned from the directory's state"),
+                    )
+                },
+                &e,
             )?;
         }
     }
@@ -327,6 +356,7 @@ pub async fn apply_with<S: Source, T: Target, W: Writer>(
         },
         &plan.fingerprint,
     )?;
+    let audit = audit_context(cfg, &plan.fingerprint, &ops, &collected.persons);
     let store = Arc::new(Mutex::new(store));
     let report = push::push(
         ops,
@@ -339,6 +369,7 @@ pub async fn apply_with<S: Source, T: Target, W: Writer>(
             settings: cfg.push.clone(),
             shutdown: cancel,
             progress,
+            audit,
         },
     )
     .await;
@@ -363,6 +394,10 @@ pub async fn apply_with<S: Source, T: Target, W: Writer>(
         RunStatus::Ok
     };
     locked(&store, |s| s.finish_run(run, status.name()))?;
+    // The chain's head, kept with the run and logged: a tail cut off later is found
+    // against it (`tansync audit verify`).
+    let head = locked(&store, |s| s.record_audit_head(run))?;
+    tracing::info!(run, audit_seq = head.seq, audit_hash = %head.hash, "audit trail head");
     Ok(ApplyReport {
         run,
         fingerprint: plan.fingerprint,
@@ -373,7 +408,37 @@ pub async fn apply_with<S: Source, T: Target, W: Writer>(
         quarantined,
         push: report,
         write_back,
+        audit_head: head,
     })
+}
+
+/// What the audit trail records about the operations besides their outcome: the plan's
+/// fingerprint, the sharing agreement of each organisation and the rule that put each
+/// person in scope.
+fn audit_context(
+    cfg: &Config,
+    fingerprint: &str,
+    ops: &[PlannedOp],
+    persons: &BTreeMap<ExternalId, Person>,
+) -> AuditContext {
+    AuditContext {
+        fingerprint: fingerprint.to_string(),
+        agreements: cfg
+            .agreements
+            .sharing
+            .iter()
+            .map(|(ods, s)| (ods.clone(), s.reference.clone()))
+            .collect(),
+        rules: ops
+            .iter()
+            .filter_map(|p| {
+                let x = p.op.external_id();
+                persons
+                    .get(x)
+                    .map(|person| (x.clone(), person.rule.clone()))
+            })
+            .collect(),
+    }
 }
 
 /// Run `f` on the store (shared with the push's tasks; a poisoned lock only means another
@@ -447,6 +512,22 @@ async fn write_back_after_push<T: Target>(
             .map(|p| p.ods_code.to_string())
             .unwrap_or_default()
     };
+    // Audited like the directory's operations: anchor, organisation, rule, outcome (no
+    // DN, no address).
+    let audited = |w: &WriteBack, outcome: &str| AuditEntry {
+        at: crate::timefmt::now_rfc3339(),
+        run,
+        fingerprint: plan.fingerprint.clone(),
+        kind: "write_back".into(),
+        external_id: w.external_id.to_string(),
+        ods_code: ods(&w.external_id),
+        rule: collected
+            .persons
+            .get(&w.external_id)
+            .map(|p| p.rule.to_string()),
+        outcome: outcome.into(),
+        ..AuditEntry::default()
+    };
     let jids: Vec<i64> = items
         .iter()
         .map(|i| {
@@ -470,7 +551,10 @@ async fn write_back_after_push<T: Target>(
                 // Not connected, so nothing was written: each entry reports why.
                 let why = format!("cannot connect to AD as {}: {e}", settings.bind_dn);
                 for (mut item, jid) in items.into_iter().zip(jids) {
-                    locked(store, |s| s.set_state(jid, op_state::FAILED, Some(&why)))?;
+                    let e = audited(&item.write, audit::outcome::FAILED);
+                    locked(store, |s| {
+                        s.settle_audited(|s| s.set_state(jid, op_state::FAILED, Some(&why)), &e)
+                    })?;
                     item.result = Some(Err(why.clone()));
                     out.items.push(item);
                 }
@@ -480,8 +564,12 @@ async fn write_back_after_push<T: Target>(
     };
     for (mut item, jid) in items.into_iter().zip(jids) {
         let Some(c) = conn.as_mut().filter(|_| !cancel.is_cancelled()) else {
+            let e = audited(&item.write, audit::outcome::NOT_SENT);
             locked(store, |s| {
-                s.set_state(jid, op_state::NOT_SENT, Some("shutdown before the write"))
+                s.settle_audited(
+                    |s| s.set_state(jid, op_state::NOT_SENT, Some("shutdown before the write")),
+                    &e,
+                )
             })?;
             out.items.push(item);
             continue;
@@ -491,8 +579,19 @@ async fn write_back_after_push<T: Target>(
             Ok(()) => (op_state::DONE, Ok(())),
             Err(e) => (op_state::FAILED, Err(e.to_string())),
         };
+        let e = audited(
+            &item.write,
+            if result.is_ok() {
+                audit::outcome::APPLIED
+            } else {
+                audit::outcome::FAILED
+            },
+        );
         locked(store, |s| {
-            s.set_state(jid, state, result.as_ref().err().map(String::as_str))
+            s.settle_audited(
+                |s| s.set_state(jid, state, result.as_ref().err().map(String::as_str)),
+                &e,
+            )
         })?;
         item.result = Some(result);
         out.items.push(item);

@@ -14,6 +14,7 @@
 //! [`apply`] makes a [`crate::target::Writer`].
 
 pub mod apply;
+pub mod audit;
 pub mod check;
 pub mod explain;
 pub mod history;

@@ -261,6 +261,37 @@ async fn reconcile_settles_creates_left_sending_by_looking_the_anchor_up() {
         Some("reconciled: not in the directory")
     );
     assert_eq!(h.runs(10).unwrap()[0].status, "interrupted");
+    // Each settled one is audited under the run that sent it, with its plan's fingerprint.
+    let mut audited = Vec::new();
+    h.audit_records(|r| {
+        audited.push((
+            r.entry.external_id.clone(),
+            r.entry.outcome.clone(),
+            r.entry.target_id.clone(),
+            r.entry.run,
+            r.entry.fingerprint.clone(),
+        ));
+        Ok::<_, crate::state::StateError>(())
+    })
+    .unwrap();
+    let want = |n: u8, outcome: &str, target: Option<&str>| {
+        (
+            anchor(n).to_string(),
+            outcome.to_string(),
+            target.map(String::from),
+            run,
+            "sha256:earlier".to_string(),
+        )
+    };
+    assert_eq!(
+        audited,
+        [
+            want(1, "applied", Some("t-1")),
+            want(2, "not_sent", None),
+            want(3, "not_sent", Some("t-3")),
+        ]
+    );
+    assert_eq!(h.verify_audit().unwrap().broken, None);
     // Only the creates are looked up; nothing is written.
     let calls: Vec<(Method, String)> = w.calls().into_iter().map(|c| (c.method, c.key)).collect();
     assert_eq!(

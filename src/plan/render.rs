@@ -71,7 +71,7 @@ fn who(people: &People, x: &ExternalId) -> String {
 }
 
 /// The snake_case code a serde enum serialises to (reason codes, match keys).
-fn code<T: serde::Serialize>(v: &T) -> String {
+pub fn code<T: serde::Serialize>(v: &T) -> String {
     serde_json::to_value(v)
         .ok()
         .and_then(|v| v.as_str().map(String::from))

@@ -10,19 +10,23 @@
 //!
 //! Never does: send a blocked operation (it only receives planned ones); re-send a create
 //! whose fate is unknown without first looking the anchor up (creates are idempotent);
-//! keep going when failures look systemic; send an operation it could not journal.
+//! keep going when failures look systemic; send an operation it could not journal; settle
+//! an operation without its audit record (`state::audit`, written in the same
+//! transaction as the final journal state).
 
 mod pace;
 pub mod request;
 pub mod writeback;
 
+use crate::ids::{ExternalId, OdsCode, RuleId};
 use crate::plan::{OpKind, Operation, PlannedOp};
 use crate::state::StateStore;
+use crate::state::audit::{AuditEntry, outcome as audited};
 use crate::target::Writer;
 use crate::target::scim::CallError;
 use pace::Pacer;
 use request::Request;
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -114,6 +118,63 @@ impl PushReport {
     }
 }
 
+/// What the audit trail records about each operation besides its outcome: the plan it
+/// came from, the sharing agreements that permitted it and the rules that decided it.
+#[derive(Clone, Debug, Default)]
+pub struct AuditContext {
+    pub fingerprint: String,
+    /// Sharing agreement reference by organisation.
+    pub agreements: BTreeMap<OdsCode, String>,
+    /// The filter rule that put each person in scope (provisions carry their own).
+    pub rules: HashMap<ExternalId, RuleId>,
+}
+
+impl AuditContext {
+    /// The audit record of an operation settled with `outcome` (an `audit::outcome`).
+    pub fn entry(
+        &self,
+        run: i64,
+        op: &Operation,
+        outcome: &str,
+        target_id: Option<&str>,
+    ) -> AuditEntry {
+        let agreements: Vec<&str> = op
+            .organisations()
+            .into_iter()
+            .filter_map(|o| self.agreements.get(o).map(String::as_str))
+            .collect();
+        let rule = match op {
+            Operation::Provision { rule, .. } => Some(rule),
+            _ => self.rules.get(op.external_id()),
+        };
+        let reason = match op {
+            Operation::Remove { reason, .. } => Some(crate::plan::render::code(reason)),
+            _ => None,
+        };
+        let target = match op {
+            Operation::Provision { .. } => None,
+            Operation::Update { target_id, .. }
+            | Operation::Remove { target_id, .. }
+            | Operation::Move { target_id, .. }
+            | Operation::Restore { target_id, .. }
+            | Operation::Join { target_id, .. } => Some(target_id.to_string()),
+        };
+        AuditEntry {
+            at: crate::timefmt::now_rfc3339(),
+            run,
+            fingerprint: self.fingerprint.clone(),
+            kind: op.kind().name().to_string(),
+            external_id: op.external_id().to_string(),
+            ods_code: op.ods_code().to_string(),
+            target_id: target_id.map(String::from).or(target),
+            agreement: (!agreements.is_empty()).then(|| agreements.join(", ")),
+            rule: rule.map(|r| r.to_string()),
+            reason,
+            outcome: outcome.to_string(),
+        }
+    }
+}
+
 /// Called as operations finish (a progress bar, say).
 pub trait PushProgress: Send + Sync {
     fn started(&self, _total: usize) {}
@@ -139,6 +200,7 @@ struct Shared<W> {
     shutdown: CancellationToken,
     stopped_why: Mutex<Option<String>>,
     run: i64,
+    audit: AuditContext,
 }
 
 fn journal<T>(store: &Arc<Mutex<StateStore>>, f: impl FnOnce(&StateStore) -> T) -> T {
@@ -188,12 +250,20 @@ impl<W: Writer> Shared<W> {
         Outcome::Failed { error }
     }
 
-    /// Record what became of an operation already journalled. If that cannot be written
-    /// the outcome stands (the operation's row still says `sending`, which the next run
-    /// reconciles as it would after a crash) but the run stops: nothing more is sent
-    /// while the journal is failing.
-    fn settle(&self, f: impl FnOnce(&StateStore) -> Result<(), crate::state::StateError>) {
-        if let Err(e) = journal(&self.store, f) {
+    /// Record what became of an operation already journalled, with its audit record
+    /// (one transaction: both or neither). If that cannot be written the outcome stands
+    /// (the operation's row still says `sending`, which the next run reconciles as it
+    /// would after a crash) but the run stops: nothing more is sent while the journal or
+    /// the audit trail is failing.
+    fn settle(
+        &self,
+        op: &Operation,
+        outcome: &str,
+        target_id: Option<&str>,
+        f: impl FnOnce(&StateStore) -> Result<(), crate::state::StateError>,
+    ) {
+        let entry = self.audit.entry(self.run, op, outcome, target_id);
+        if let Err(e) = journal(&self.store, |s| s.settle_audited(f, &entry)) {
             let _ = self.journal_failed(e);
         }
     }
@@ -267,11 +337,13 @@ impl<W: Writer> Shared<W> {
                 () = self.stop.cancelled() => {}
             }
             if self.stop.is_cancelled() && attempt == 0 {
-                self.settle(|s| s.set_state(jid, crate::state::op_state::NOT_SENT, None));
+                self.settle(op, audited::NOT_SENT, None, |s| {
+                    s.set_state(jid, crate::state::op_state::NOT_SENT, None)
+                });
                 return Outcome::NotSent;
             }
             if uncertain && let Some(id) = self.landed(op).await {
-                self.settle(|s| s.done(jid, Some(&id)));
+                self.settle(op, audited::APPLIED, Some(&id), |s| s.done(jid, Some(&id)));
                 return Outcome::Applied {
                     target_id: Some(id),
                 };
@@ -282,7 +354,9 @@ impl<W: Writer> Shared<W> {
             attempt += 1;
             match self.send(&req).await {
                 Ok(id) => {
-                    self.settle(|s| s.done(jid, id.as_deref()));
+                    self.settle(op, audited::APPLIED, id.as_deref(), |s| {
+                        s.done(jid, id.as_deref())
+                    });
                     return Outcome::Applied { target_id: id };
                 }
                 Err(e) => {
@@ -291,7 +365,9 @@ impl<W: Writer> Shared<W> {
                     if uncertain && matches!(e.status(), Some(409 | 412)) {
                         self.wait_turn(&ods).await;
                         if let Some(id) = self.landed(op).await {
-                            self.settle(|s| s.done(jid, Some(&id)));
+                            self.settle(op, audited::APPLIED, Some(&id), |s| {
+                                s.done(jid, Some(&id))
+                            });
                             return Outcome::Applied {
                                 target_id: Some(id),
                             };
@@ -312,13 +388,15 @@ impl<W: Writer> Shared<W> {
                             // Stopped (shutdown or systemic) during the wait: not retried.
                             // An attempt that may have landed stays `sending` for the next
                             // run to reconcile; otherwise nothing took effect.
-                            if !uncertain {
+                            if uncertain {
+                                self.settle(op, audited::UNKNOWN, None, |_| Ok(()));
+                            } else {
                                 let why = if self.shutdown.is_cancelled() {
                                     "shutdown before the retry"
                                 } else {
                                     "the run stopped before the retry"
                                 };
-                                self.settle(|s| {
+                                self.settle(op, audited::NOT_SENT, None, |s| {
                                     s.set_state(jid, crate::state::op_state::NOT_SENT, Some(why))
                                 });
                             }
@@ -327,7 +405,7 @@ impl<W: Writer> Shared<W> {
                         continue;
                     }
                     let error = e.to_string();
-                    self.settle(|s| s.failed(jid, &error));
+                    self.settle(op, audited::FAILED, None, |s| s.failed(jid, &error));
                     return Outcome::Failed { error };
                 }
             }
@@ -344,6 +422,8 @@ pub struct PushContext<'a> {
     /// The run's shutdown: when cancelled, nothing new is sent.
     pub shutdown: &'a CancellationToken,
     pub progress: &'a dyn PushProgress,
+    /// What each operation's audit record says besides its outcome.
+    pub audit: AuditContext,
 }
 
 /// Send `ops` (in plan order, up to `concurrency` at a time). Returns when every
@@ -368,6 +448,7 @@ pub async fn push<W: Writer>(
         stopped_why: Mutex::new(None),
         run: cx.run,
         settings,
+        audit: cx.audit,
     });
     let progress = cx.progress;
     progress.started(ops.len());

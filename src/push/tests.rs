@@ -110,6 +110,7 @@ struct Journal {
     dir: tempfile::TempDir,
     store: Arc<Mutex<StateStore>>,
     run: i64,
+    audit: AuditContext,
 }
 
 impl Journal {
@@ -121,6 +122,12 @@ impl Journal {
             dir,
             store: Arc::new(Mutex::new(store)),
             run,
+            // RXA's agreement; anchor 5 was put in scope by the rule `main`.
+            audit: AuditContext {
+                fingerprint: "sha256:test".into(),
+                agreements: [(rxa(), "SA-RXA".to_string())].into(),
+                rules: [(anchor(5), RuleId::parse("main").unwrap())].into(),
+            },
         }
     }
 
@@ -142,6 +149,7 @@ impl Journal {
                 settings,
                 shutdown,
                 progress: &NoProgress,
+                audit: self.audit.clone(),
             },
         )
         .await
@@ -704,4 +712,134 @@ async fn a_journal_that_cannot_record_an_outcome_stops_the_run() {
         "{:?}",
         j.rows()
     );
+}
+
+// ---------------------------------------------------------------------------------------
+// The audit trail
+
+impl Journal {
+    /// The audit records, oldest first.
+    fn audit(&self) -> Vec<crate::state::audit::AuditRecord> {
+        let mut out = Vec::new();
+        History::open(self.dir.path())
+            .unwrap()
+            .audit_records(|r| {
+                out.push(r.clone());
+                Ok::<_, crate::state::StateError>(())
+            })
+            .unwrap();
+        out
+    }
+}
+
+#[tokio::test]
+async fn every_settled_operation_has_an_audit_record_with_its_agreement_and_rule() {
+    let j = Journal::new();
+    let w = FakeWriter::new();
+    w.seed(managed(5, "t-5"));
+    w.always_fail(&anchor(2), http(400));
+    let ops = vec![
+        provision(1),
+        provision(2),
+        update(5, "t-5"),
+        remove(6, "t-missing"),
+    ];
+    let r = j.push(ops, &w, serial(), &CancellationToken::new()).await;
+    assert_eq!((r.applied(), r.failed()), (2, 2));
+    let recs = j.audit();
+    assert_eq!(recs.len(), 4, "{recs:#?}");
+    let got: Vec<_> = recs
+        .iter()
+        .map(|r| {
+            let e = &r.entry;
+            (
+                e.external_id.clone(),
+                e.kind.as_str(),
+                e.outcome.as_str(),
+                e.rule.as_deref(),
+                e.reason.as_deref(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (
+                anchor(1).to_string(),
+                "provision",
+                "applied",
+                Some("staff"),
+                None
+            ),
+            (
+                anchor(2).to_string(),
+                "provision",
+                "failed",
+                Some("staff"),
+                None
+            ),
+            (
+                anchor(5).to_string(),
+                "update",
+                "applied",
+                Some("main"),
+                None
+            ),
+            (
+                anchor(6).to_string(),
+                "remove",
+                "failed",
+                None,
+                Some("disabled")
+            ),
+        ]
+    );
+    for r in &recs {
+        assert_eq!(r.entry.agreement.as_deref(), Some("SA-RXA"), "{r:?}");
+        assert_eq!(r.entry.fingerprint, "sha256:test");
+        assert_eq!((r.entry.run, r.entry.ods_code.as_str()), (j.run, "RXA"));
+    }
+    // The new account's id, the updated one's, none for a create that failed.
+    let created = w
+        .users()
+        .into_iter()
+        .find(|u| u.external_id.as_deref() == Some(anchor(1).as_str()))
+        .and_then(|u| u.id);
+    assert!(created.is_some());
+    assert_eq!(recs[0].entry.target_id, created);
+    assert_eq!(recs[1].entry.target_id, None);
+    assert_eq!(recs[2].entry.target_id.as_deref(), Some("t-5"));
+    let v = History::open(j.dir.path()).unwrap().verify_audit().unwrap();
+    assert_eq!((v.records, v.broken), (4, None));
+}
+
+#[tokio::test]
+async fn operations_never_sent_are_audited_not_sent() {
+    let j = Journal::new();
+    let w = FakeWriter::new();
+    let shutdown = CancellationToken::new();
+    shutdown.cancel();
+    j.push(vec![provision(1), provision(2)], &w, fast(), &shutdown)
+        .await;
+    let outcomes: Vec<_> = j.audit().into_iter().map(|r| r.entry.outcome).collect();
+    assert_eq!(outcomes, ["not_sent", "not_sent"]);
+}
+
+#[tokio::test]
+async fn an_audit_trail_that_cannot_be_written_stops_the_run() {
+    let j = Journal::new();
+    let w = FakeWriter::new();
+    j.break_journal(
+        "CREATE TRIGGER full BEFORE INSERT ON audit
+         BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END;",
+    );
+    let ops = (1..=5).map(provision).collect();
+    let r = j.push(ops, &w, serial(), &CancellationToken::new()).await;
+    // The first went out, but neither its outcome nor its record could be written (one
+    // transaction): nothing more is sent, and its row says `sending` for the next run.
+    assert_eq!(w.count(Method::Create), 1, "{:?}", w.calls());
+    let why = r.stopped.expect("the run stopped");
+    assert!(why.contains("database or disk is full"), "{why}");
+    assert_eq!(j.row(&anchor(1)).state, op_state::SENDING);
+    assert!(j.audit().is_empty());
 }

@@ -7,6 +7,8 @@
 //! (anchor, kind, organisation, target id); keep a lock after the process ends (the OS
 //! drops the file lock with the process).
 
+pub mod audit;
+
 use rusqlite::{Connection, OptionalExtension, params};
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -44,6 +46,8 @@ pub struct Unfinished {
     pub run: i64,
     pub kind: String,
     pub external_id: String,
+    pub ods_code: String,
+    pub target_id: Option<String>,
     pub state: String,
 }
 
@@ -117,6 +121,7 @@ impl StateStore {
                  last_error TEXT
              );",
         )?;
+        audit::migrate(&conn)?;
         Ok(Self {
             conn,
             dir: dir.to_path_buf(),
@@ -208,7 +213,7 @@ impl StateStore {
     /// Operations earlier runs left pending or in flight (e.g. after kill -9).
     pub fn unfinished(&self) -> Result<Vec<Unfinished>, StateError> {
         let mut st = self.conn.prepare(
-            "SELECT id, run, kind, external_id, state FROM journal
+            "SELECT id, run, kind, external_id, state, ods_code, target_id FROM journal
              WHERE state IN ('pending', 'sending') ORDER BY id",
         )?;
         let rows = st.query_map([], |r| {
@@ -218,6 +223,8 @@ impl StateStore {
                 kind: r.get(2)?,
                 external_id: r.get(3)?,
                 state: r.get(4)?,
+                ods_code: r.get(5)?,
+                target_id: r.get(6)?,
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)

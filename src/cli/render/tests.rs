@@ -31,6 +31,10 @@ fn the_apply_report_escapes_what_the_directory_and_ad_sent() {
     let report = ApplyReport {
         run: 7,
         fingerprint: "sha256:00".into(),
+        audit_head: crate::engine::audit::AuditHead {
+            seq: 3,
+            hash: "ab".repeat(32),
+        },
         status: RunStatus::Partial,
         reconciled: 0,
         mass_held: 0,
@@ -92,6 +96,8 @@ fn the_apply_report_escapes_what_the_directory_and_ad_sent() {
     assert!(out.contains(r"CN=x\u{1b}[31m"), "{out}");
     assert!(out.contains(r"LDAP: x\u{1b}"), "{out}");
     assert!(err.contains(r"HTTP 409: x\u{1b}"), "{err}");
+    let head = format!("audit: head 3:{}", "ab".repeat(32));
+    assert!(out.contains(&head), "{out}");
 }
 
 #[test]
@@ -134,4 +140,45 @@ fn check_findings_and_the_journal_are_escaped() {
     journal(1, &ops, false, &mut out).unwrap();
     let out = clean(&out);
     assert!(out.contains(r"HTTP 400: x\u{1b}[31m"), "{out}");
+}
+
+#[test]
+fn audit_verify_exits_1_naming_the_record_and_escapes_what_the_database_holds() {
+    use crate::engine::audit::{AuditBreak, AuditHead, AuditVerification};
+    let head = AuditHead {
+        seq: 4,
+        hash: format!("ab{EVIL}"),
+    };
+    let intact = AuditVerification {
+        records: 4,
+        run_heads: 2,
+        head: head.clone(),
+        broken: None,
+    };
+    let mut out = Vec::new();
+    assert_eq!(audit_verify(&intact, false, &mut out).unwrap(), 0);
+    let text = clean(&out);
+    assert!(
+        text.starts_with("audit trail intact: 4 record(s) checked, 2 run head(s); head 4:ab"),
+        "{text}"
+    );
+    let broken = AuditVerification {
+        broken: Some(AuditBreak {
+            seq: 5,
+            problem: format!("its previous hash {EVIL} is not record 4's hash (edited)"),
+        }),
+        ..intact
+    };
+    let mut out = Vec::new();
+    assert_eq!(audit_verify(&broken, false, &mut out).unwrap(), 1);
+    let text = clean(&out);
+    assert!(
+        text.starts_with("audit trail broken at record 5: its previous hash x"),
+        "{text}"
+    );
+    let mut out = Vec::new();
+    assert_eq!(audit_verify(&broken, true, &mut out).unwrap(), 1);
+    let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(v["broken"]["seq"], 5);
+    assert_eq!(v["head"]["seq"], 4);
 }
