@@ -3,6 +3,7 @@
 //! error names the file, the key and the problem. Secrets come from a file or an
 //! environment variable only, and are held as [`secrecy::SecretString`].
 
+pub mod daemon;
 mod raw;
 
 use crate::filter::{self, RuleSet};
@@ -67,6 +68,8 @@ pub struct Config {
     /// Writing the allocated NHSmail address back to an AD attribute (opt-in; LDAP
     /// sources only).
     pub write_back: Option<WriteBackSettings>,
+    /// `[daemon]`: continuous mode.
+    pub daemon: daemon::DaemonSettings,
 }
 
 /// The largest `source.ldif_max_value_bytes` accepted: 1 GiB.
@@ -616,7 +619,9 @@ impl Config {
                 })
             }
         };
+        let daemon = daemon::validate(&cx, raw.daemon)?;
         Ok(Config {
+            daemon,
             write_back,
             push,
             state_dir: cx.path(&raw.state.dir),

@@ -26,6 +26,20 @@ pub(super) struct RawConfig {
     #[serde(default)]
     pub state: RawState,
     pub write_back: Option<RawWriteBack>,
+    #[serde(default)]
+    pub daemon: RawDaemon,
+}
+
+/// `[daemon]`: continuous mode (`tansync run`).
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct RawDaemon {
+    // The cycle loop's keys (schedule, standby, notification).
+    pub interval_seconds: Option<i64>,
+    pub cron: Option<String>,
+    pub full_every_hours: Option<i64>,
+    pub standby: bool,
+    pub notify_command: Option<Vec<String>>,
 }
 
 /// Opt-in: write the NHSmail address the directory allocated back to AD.
