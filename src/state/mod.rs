@@ -7,6 +7,8 @@
 //! (anchor, kind, organisation, target id); keep a lock after the process ends (the OS
 //! drops the file lock with the process).
 
+pub mod cycles;
+
 use rusqlite::{Connection, OptionalExtension, params};
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -117,6 +119,7 @@ impl StateStore {
                  last_error TEXT
              );",
         )?;
+        cycles::migrate(&conn)?;
         Ok(Self {
             conn,
             dir: dir.to_path_buf(),
