@@ -307,27 +307,69 @@ pub async fn apply_with<S: Source, T: Target, W: Writer>(
         None => false,
     };
 
-    let quarantined: Vec<Quarantined> = store
-        .quarantined(cfg.push.quarantine_after)?
-        .into_iter()
-        .map(|(external_id, failures, last_error)| Quarantined {
-            external_id,
-            failures,
-            last_error,
-        })
-        .collect();
+    let store = Arc::new(Mutex::new(store));
+    let mode = if req.plan_file.is_some() {
+        "apply"
+    } else {
+        "sync"
+    };
+    let pushed = push_plan(
+        &store, cfg, target, writer, write_back, mode, &plan, &collected, ops, progress, cancel,
+    )
+    .await?;
+    Ok(ApplyReport {
+        run: pushed.run,
+        fingerprint: plan.fingerprint,
+        status: pushed.status,
+        reconciled,
+        mass_held,
+        mass_approved,
+        quarantined: pushed.quarantined,
+        push: pushed.push,
+        write_back: pushed.write_back,
+    })
+}
+
+/// What [`push_plan`] did.
+#[derive(Clone, Debug)]
+pub struct Pushed {
+    pub run: i64,
+    pub status: RunStatus,
+    pub quarantined: Vec<Quarantined>,
+    pub push: PushReport,
+    pub write_back: Option<WriteBackReport>,
+}
+
+/// Push the chosen operations of `plan` (read from `collected` and `target`): skip
+/// quarantined objects, record the run (`mode`: `apply`, `sync`, `run`), push, write
+/// back, and record how the run ended. Shared by `apply`/`sync` and continuous mode.
+#[allow(clippy::too_many_arguments)]
+pub async fn push_plan<T: Target, W: Writer>(
+    store: &Arc<Mutex<StateStore>>,
+    cfg: &Config,
+    target: &T,
+    writer: W,
+    write_back: Option<(&WriteBackSettings, &LdapSource)>,
+    mode: &str,
+    plan: &Plan,
+    collected: &super::read::Collected,
+    mut ops: Vec<PlannedOp>,
+    progress: &dyn Progress,
+    cancel: &CancellationToken,
+) -> Result<Pushed, EngineError> {
+    let quarantined: Vec<Quarantined> =
+        locked(store, |s| s.quarantined(cfg.push.quarantine_after))?
+            .into_iter()
+            .map(|(external_id, failures, last_error)| Quarantined {
+                external_id,
+                failures,
+                last_error,
+            })
+            .collect();
     let skip: BTreeSet<&str> = quarantined.iter().map(|q| q.external_id.as_str()).collect();
     ops.retain(|p| !skip.contains(p.op.external_id().as_str()));
 
-    let run = store.begin_run(
-        if req.plan_file.is_some() {
-            "apply"
-        } else {
-            "sync"
-        },
-        &plan.fingerprint,
-    )?;
-    let store = Arc::new(Mutex::new(store));
+    let run = locked(store, |s| s.begin_run(mode, &plan.fingerprint))?;
     let report = push::push(
         ops,
         writer,
@@ -347,7 +389,7 @@ pub async fn apply_with<S: Source, T: Target, W: Writer>(
         None => None,
         Some((settings, ldap)) => Some(
             write_back_after_push(
-                cfg, &store, run, settings, ldap, &plan, &collected, &report, target, cancel,
+                cfg, store, run, settings, ldap, plan, collected, &report, target, cancel,
             )
             .await?,
         ),
@@ -362,14 +404,10 @@ pub async fn apply_with<S: Source, T: Target, W: Writer>(
     } else {
         RunStatus::Ok
     };
-    locked(&store, |s| s.finish_run(run, status.name()))?;
-    Ok(ApplyReport {
+    locked(store, |s| s.finish_run(run, status.name()))?;
+    Ok(Pushed {
         run,
-        fingerprint: plan.fingerprint,
         status,
-        reconciled,
-        mass_held,
-        mass_approved,
         quarantined,
         push: report,
         write_back,
