@@ -102,6 +102,25 @@ pub enum Command {
     },
     /// Validate configuration, filters and agreements; connect to the source and report.
     Check,
+    /// Run continuously: a full cycle, then delta cycles on the `[daemon]` schedule, a
+    /// full reconcile at least every `full_every_hours`. SIGTERM/SIGINT stop it (exit 0);
+    /// SIGHUP reloads the configuration.
+    Run {
+        /// Run one cycle and exit with `apply`'s codes (0: all applied; 1: otherwise).
+        #[arg(long)]
+        once: bool,
+        /// Plan every cycle and write nothing (also `[daemon] standby = true`).
+        #[arg(long)]
+        standby: bool,
+    },
+    /// Continuous mode's state: last cycles, the watermark and its DC, held removals.
+    Status {
+        #[arg(long, value_enum, default_value = "human")]
+        format: Format,
+    },
+    /// Approve the removals the mass-change guard is holding in continuous mode, named
+    /// by the digest `tansync status` shows; void if the held set changes.
+    ApproveRemovals { digest: String },
     /// Explain the decision for one person: by sAMAccountName/uid, DN or objectGUID.
     Explain {
         who: String,
@@ -123,17 +142,20 @@ fn parse_time(s: &str) -> Result<OffsetDateTime, String> {
 /// Entry point for the binary.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Continuous mode says what each cycle did.
+    let default_log = if matches!(cli.command, Command::Run { .. }) {
+        "warn,ldap3=error,tansync::source::ldap=error,tansync::daemon=info"
+    } else {
+        // ldap3 logs connection errors that tansync reports itself.
+        "warn,ldap3=error,tansync::source::ldap=error"
+    };
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .fmt_fields(escaped_fields())
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("TANSYNC_LOG").unwrap_or_else(|_| {
-                tracing_subscriber::EnvFilter::new(
-                    // ldap3 logs connection errors that tansync reports itself.
-                    "warn,ldap3=error,tansync::source::ldap=error",
-                )
-            }),
+            tracing_subscriber::EnvFilter::try_from_env("TANSYNC_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_log)),
         )
         .init();
     let rt = match tokio::runtime::Builder::new_multi_thread()
@@ -307,6 +329,37 @@ async fn run(cli: Cli, shutdown: &CancellationToken) -> Result<u8> {
             } else {
                 println!("{shown}: not quarantined");
                 Ok(1)
+            }
+        }
+        Command::Run { once, standby } => {
+            let cfg = load(&cli.config)?;
+            let observer = crate::daemon::observe::Observer::default();
+            let opts = crate::daemon::RunOptions { once, standby };
+            Ok(crate::daemon::run(&cli.config, cfg, opts, &observer, shutdown).await?)
+        }
+        Command::Status { format } => {
+            let cfg = load(&cli.config)?;
+            let st = crate::daemon::status::status(&cfg, 10)?;
+            render::status(
+                &st,
+                matches!(format, Format::Json),
+                &mut std::io::stdout().lock(),
+            )
+        }
+        Command::ApproveRemovals { digest } => {
+            let cfg = load(&cli.config)?;
+            match crate::daemon::status::approve_removals(&cfg, &digest)? {
+                Ok(h) => {
+                    println!(
+                        "approved {} held removal(s) ({}); the next cycle applies them if the held set is unchanged",
+                        h.count, h.digest
+                    );
+                    Ok(0)
+                }
+                Err(why) => {
+                    eprintln!("{} {}", style("error:").red().bold(), Escaped(&why));
+                    Ok(1)
+                }
             }
         }
         Command::Explain { who, now } => {

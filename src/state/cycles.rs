@@ -239,6 +239,37 @@ pub struct CycleCounts {
     pub held: i64,
 }
 
+/// Approve the held set with this digest without the state directory's lock (a running
+/// `tansync run` holds it; SQLite orders the two writers). `Err` text: why not.
+pub fn approve_held_unlocked(
+    dir: &std::path::Path,
+    digest: &str,
+) -> Result<Result<HeldSet, String>, StateError> {
+    let db = dir.join("tansync.db");
+    if !db.is_file() {
+        return Ok(Err(format!(
+            "no state in {} yet: nothing is held",
+            dir.display()
+        )));
+    }
+    let conn = Connection::open_with_flags(&db, rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE)?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    let Some(h) = read_held(&conn)? else {
+        return Ok(Err("no removals are held".into()));
+    };
+    if h.digest != digest {
+        return Ok(Err(format!(
+            "the removals held now have digest {} (not {digest}): the held set changed, so that approval would be void; check `tansync status` and approve the set it shows",
+            h.digest
+        )));
+    }
+    conn.execute(
+        "UPDATE held_removals SET approved_at = ?1 WHERE id = 1 AND digest = ?2",
+        params![super::now(), digest],
+    )?;
+    Ok(read_held(&conn)?.ok_or_else(|| "no removals are held".into()))
+}
+
 fn has_table(conn: &Connection, name: &str) -> Result<bool, StateError> {
     Ok(conn
         .query_row(
