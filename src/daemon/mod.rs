@@ -235,3 +235,6 @@ async fn notify(cfg: &Config, out: &CycleOutcome) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
