@@ -159,6 +159,8 @@ pub fn person(n: u8, given: &str, family: &str) -> SourceEntry {
 #[derive(Clone, Debug, Default)]
 pub struct FakeTarget {
     pub state: TargetState,
+    /// How many full reads (`read_state`) it served.
+    pub full_reads: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl FakeTarget {
@@ -175,6 +177,7 @@ impl FakeTarget {
                 accounts,
                 refused: BTreeMap::new(),
             },
+            full_reads: Arc::default(),
         }
     }
 }
@@ -190,7 +193,23 @@ impl Target for FakeTarget {
                 path: "fake".into(),
             });
         }
+        self.full_reads
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Ok(self.state.clone())
+    }
+
+    async fn accounts_with(
+        &self,
+        anchors: &std::collections::BTreeSet<ExternalId>,
+        _cancel: &CancellationToken,
+    ) -> Result<Vec<Account>, TargetError> {
+        Ok(self
+            .state
+            .accounts
+            .iter()
+            .filter(|a| a.external_id.as_ref().is_some_and(|x| anchors.contains(x)))
+            .cloned()
+            .collect())
     }
 }
 

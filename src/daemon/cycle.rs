@@ -7,6 +7,7 @@
 //! for approval, repeats from the old watermark, so the next delta reads the same
 //! changes again and the held set stays the same set until it is approved.
 
+use super::cache;
 use super::observe::{CycleKind, CycleReport, CycleResult, Observer};
 use super::schedule::{self, Next};
 use crate::config::Config;
@@ -225,6 +226,17 @@ async fn attempt<S: Source, T: Target, W: Writer, F: Fn() -> Result<W, EngineErr
         Some(w)
     };
     let t = Instant::now();
+    let dir = cfg.state_dir.clone();
+    let mut cached = match &next {
+        Next::Delta(_) => cache::load(&dir),
+        Next::Full(_) => None,
+    };
+    let next = match next {
+        Next::Delta(_) if cached.is_none() => {
+            Next::Full("no usable directory cache to plan a delta against".into())
+        }
+        n => n,
+    };
     let (kind, mut note, collected, next_wm, deleted) = match next {
         Next::Delta(since) => {
             let (collected, delta) =
@@ -258,14 +270,33 @@ async fn attempt<S: Source, T: Target, W: Writer, F: Fn() -> Result<W, EngineErr
     };
     *read_time = t.elapsed();
     let err = |e: EngineError| (kind, e);
-    // The delta's directory side is still a full read of the directory's state (see
-    // ARCHITECTURE.md, "Continuous mode": reading only the changed people's accounts is
-    // not built yet).
-    let state = env
-        .target
-        .read_state(cancel)
-        .await
-        .map_err(|e| err(e.into()))?;
+    // The directory side: a full read, or for a delta the cache with the changed
+    // people's accounts read again (see [`cache`]).
+    let state = match (kind, cached.take()) {
+        (CycleKind::Delta, Some(mut state)) => {
+            let mut anchors: BTreeSet<ExternalId> = collected.persons.keys().cloned().collect();
+            anchors.extend(collected.out_of_scope.iter().cloned());
+            anchors.extend(
+                collected
+                    .rejected
+                    .iter()
+                    .filter_map(|r| r.external_id.clone()),
+            );
+            anchors.extend(deleted.iter().flatten().cloned());
+            let fresh = env
+                .target
+                .accounts_with(&anchors, cancel)
+                .await
+                .map_err(|e| err(e.into()))?;
+            cache::merge(&mut state, &anchors, fresh);
+            state
+        }
+        _ => env
+            .target
+            .read_state(cancel)
+            .await
+            .map_err(|e| err(e.into()))?,
+    };
     let plan = decide_cycle(
         cfg,
         &collected,
@@ -319,6 +350,28 @@ async fn attempt<S: Source, T: Target, W: Writer, F: Fn() -> Result<W, EngineErr
             )
         }
     };
+    // Keep the cache consistent with what was applied: read the touched accounts again.
+    let mut state = state;
+    let touched: BTreeSet<ExternalId> = pushed
+        .iter()
+        .flat_map(|p| p.push.items.iter())
+        .filter_map(|i| ExternalId::parse(&i.external_id).ok())
+        .collect();
+    if touched.is_empty() {
+        cache::save(&dir, &state);
+    } else {
+        match env.target.accounts_with(&touched, cancel).await {
+            Ok(fresh) => {
+                cache::merge(&mut state, &touched, fresh);
+                cache::save(&dir, &state);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot refresh the directory cache; the next cycle is full");
+                cache::forget(&dir);
+            }
+        }
+    }
+    drop(state);
     if held_digest.is_some() && !held_released && note.is_none() {
         note = Some("removals are held".into());
     }

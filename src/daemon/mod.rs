@@ -6,6 +6,7 @@
 //! It must never treat absence from a delta read as a removal, never advance a watermark
 //! past a cycle that failed, and never run twice on one state directory.
 
+pub mod cache;
 pub mod cycle;
 pub mod observe;
 pub mod schedule;

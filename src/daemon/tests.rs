@@ -87,7 +87,18 @@ impl World {
     }
 
     async fn cycle(&self, source: &FakeSource, standby: bool, hour: u8) -> CycleOutcome {
+        self.cycle_reads(source, standby, hour).await.0
+    }
+
+    /// A cycle, and how many full reads of the directory it made.
+    async fn cycle_reads(
+        &self,
+        source: &FakeSource,
+        standby: bool,
+        hour: u8,
+    ) -> (CycleOutcome, usize) {
         let target = FakeTarget::new([organisation("RXA")], self.writer.accounts());
+        let reads = target.full_reads.clone();
         let w = self.writer.clone();
         let env = CycleEnv {
             cfg: &self.cfg,
@@ -100,7 +111,8 @@ impl World {
             observer: &self.observer,
         };
         let now = datetime!(2026-06-01 00:00 UTC) + time::Duration::hours(i64::from(hour));
-        run_cycle(&env, now, &CancellationToken::new()).await
+        let out = run_cycle(&env, now, &CancellationToken::new()).await;
+        (out, reads.load(std::sync::atomic::Ordering::Relaxed))
     }
 
     fn position(&self) -> Option<String> {
@@ -135,7 +147,9 @@ async fn first_full_then_delta_and_a_failed_cycle_keeps_the_watermark() {
     // One change; the delta hands over only person 1. Absent 2 and 3 are not removed.
     src.changed = vec![person(1, "Renamed", "Family")];
     src.watermark = Some(watermark("dc1", 20));
-    let out = w.cycle(&src, false, 1).await;
+    let (out, full_reads) = w.cycle_reads(&src, false, 1).await;
+    // The directory side of a delta: the cache and the changed person's account only.
+    assert_eq!(full_reads, 0);
     assert_eq!(
         (out.report.kind, out.report.result),
         (CycleKind::Delta, CycleResult::Ok)
@@ -263,4 +277,17 @@ async fn standby_plans_and_writes_nothing() {
         (CycleKind::Full, CycleResult::Ok)
     );
     assert_eq!(w.writer.count(Method::Create), 2);
+}
+
+#[tokio::test]
+async fn without_a_directory_cache_a_delta_becomes_full() {
+    let w = World::new();
+    let mut src = FakeSource::new(people(&[1]));
+    src.watermark = Some(watermark("dc1", 1));
+    w.cycle(&src, false, 0).await;
+    super::cache::forget(&w.cfg.state_dir);
+    let (out, full_reads) = w.cycle_reads(&src, false, 1).await;
+    assert_eq!(out.report.kind, CycleKind::Full);
+    assert!(out.note.unwrap().contains("directory cache"));
+    assert_eq!(full_reads, 1);
 }
