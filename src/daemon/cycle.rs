@@ -203,6 +203,9 @@ struct Done {
     held_released: bool,
 }
 
+// The store's lock is held across the reconcile's lookups: no other task uses the store
+// until the push starts.
+#[allow(clippy::await_holding_lock)]
 async fn attempt<S: Source, T: Target, W: Writer, F: Fn() -> Result<W, EngineError>>(
     env: &CycleEnv<'_, S, T, F>,
     next: Next,
@@ -218,7 +221,6 @@ async fn attempt<S: Source, T: Target, W: Writer, F: Fn() -> Result<W, EngineErr
         // Settle what an interrupted earlier cycle left in flight before planning. No
         // other task holds the store now.
         let store = env.store.lock().unwrap_or_else(|p| p.into_inner());
-        #[allow(clippy::await_holding_lock)]
         reconcile(&store, &w)
             .await
             .map_err(|e| (CycleKind::Full, e))?;

@@ -218,10 +218,11 @@ async fn held_removals_wait_for_an_approval_of_that_very_set() {
     assert!(!again.held_changed);
 
     // An approval of another digest is refused; of this one, it releases exactly the set.
-    let s = w.store.lock().unwrap();
-    assert!(s.approve_held("sha256:other").unwrap().is_err());
-    s.approve_held(&digest).unwrap().unwrap();
-    drop(s);
+    {
+        let s = w.store.lock().unwrap();
+        assert!(s.approve_held("sha256:other").unwrap().is_err());
+        s.approve_held(&digest).unwrap().unwrap();
+    }
     let out = w.cycle(&src, false, 3).await;
     assert_eq!(out.report.result, CycleResult::Ok);
     assert_eq!(out.report.held_removals, 0);
@@ -234,10 +235,11 @@ async fn held_removals_wait_for_an_approval_of_that_very_set() {
     assert!(w.store.lock().unwrap().held().unwrap().is_none());
 
     // A changed set voids an approval.
-    let s = w.store.lock().unwrap();
-    s.set_held(Some(("sha256:a", 2, "[]"))).unwrap();
-    s.approve_held("sha256:a").unwrap().unwrap();
-    drop(s);
+    {
+        let s = w.store.lock().unwrap();
+        s.set_held(Some(("sha256:a", 2, "[]"))).unwrap();
+        s.approve_held("sha256:a").unwrap().unwrap();
+    }
     let src = FakeSource::new(people(&[6]));
     let out = w.cycle(&src, false, 4).await;
     // (The fake directory does not apply PATCHes: all five are still active.) Removing

@@ -131,6 +131,7 @@ pub fn decide_cycle(
     })
 }
 
+#[allow(clippy::too_many_arguments)]
 fn decide_with(
     cfg: &Config,
     collected: &Collected,
