@@ -338,10 +338,16 @@ fn standby_writes_nothing() {
 
 #[test]
 fn a_mass_removal_is_held_the_rest_flows_and_an_approval_releases_that_set() {
+    // The notification hook writes what it is given to a file.
+    let hook = tempfile::tempdir().expect("tempdir");
+    let got = hook.path().join("notified.json");
     let w = World::new(
         "d-held",
         "max_removals = 1\npercent_applies_from = 1000",
-        "",
+        &format!(
+            "notify_command = [\"/bin/sh\", \"-c\", {}]",
+            toml_str(&format!("cat > '{}'", got.display()))
+        ),
     );
     ad::add_users(
         &w.main(),
@@ -378,6 +384,11 @@ fn a_mass_removal_is_held_the_rest_flows_and_an_approval_releases_that_set() {
     let digest = held["digest"].as_str().expect("digest").to_string();
     assert!(digest.starts_with("sha256:"), "{digest}");
     assert_eq!(latest(&st)["held"], 3);
+    let note: Value = serde_json::from_str(&std::fs::read_to_string(&got).expect("notified"))
+        .expect("notification JSON");
+    assert_eq!(note["digest"], digest.as_str(), "{note:#}");
+    assert_eq!(note["held"], 3);
+    assert_eq!(note["removals"].as_array().map(Vec::len), Some(3));
 
     // A wrong digest is refused; the shown one approves.
     let r = w.run(&["approve-removals", "sha256:0000"]);
