@@ -269,6 +269,7 @@ fn main() {
         nhsmail_domain: "nhs.net",
         restore_window: time::Duration::days(30),
         now,
+        delta_deleted: None,
     };
 
     let mut times = Vec::with_capacity(reps);

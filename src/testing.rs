@@ -27,14 +27,30 @@ use tokio_util::sync::CancellationToken;
 pub struct FakeSource {
     pub entries: Vec<SourceEntry>,
     pub groups: Option<GroupIndex>,
+    /// With deltas: where the source stands now (`None`: no deltas, every cycle full).
+    pub watermark: Option<crate::source::delta::Watermark>,
+    /// What a delta read from a watermark of the same server hands over: the changed
+    /// entries and the deleted anchors.
+    pub changed: Vec<SourceEntry>,
+    pub deleted: Vec<ExternalId>,
 }
 
 impl FakeSource {
     pub fn new(entries: Vec<SourceEntry>) -> Self {
         Self {
             entries,
-            groups: None,
+            ..Self::default()
         }
+    }
+}
+
+/// A watermark of server `server` at `position`.
+pub fn watermark(server: &str, position: u64) -> crate::source::delta::Watermark {
+    crate::source::delta::Watermark {
+        kind: "fake".into(),
+        server: server.into(),
+        invocation_id: None,
+        position: position.to_string(),
     }
 }
 
@@ -58,6 +74,41 @@ impl Source for FakeSource {
         }
         Ok(ReadSummary {
             read: self.entries.len(),
+        })
+    }
+
+    async fn watermark(
+        &self,
+        _cancel: &CancellationToken,
+    ) -> Result<Option<crate::source::delta::Watermark>, SourceError> {
+        Ok(self.watermark.clone())
+    }
+
+    async fn read_delta(
+        &self,
+        _req: &ReadRequest,
+        since: &crate::source::delta::Watermark,
+        sink: &mut dyn EntrySink,
+        _cancel: &CancellationToken,
+    ) -> Result<crate::source::delta::Delta, SourceError> {
+        use crate::source::delta::Delta;
+        let Some(now) = &self.watermark else {
+            return Ok(Delta::Full {
+                why: "no deltas".into(),
+            });
+        };
+        if now.server != since.server {
+            return Ok(Delta::Full {
+                why: format!("another server: {} then, {} now", since.server, now.server),
+            });
+        }
+        sink.groups(self.groups.clone().unwrap_or_default());
+        for e in &self.changed {
+            sink.entry(e.clone())?;
+        }
+        Ok(Delta::Changes {
+            deleted: self.deleted.clone(),
+            next: now.clone(),
         })
     }
 }
@@ -108,6 +159,8 @@ pub fn person(n: u8, given: &str, family: &str) -> SourceEntry {
 #[derive(Clone, Debug, Default)]
 pub struct FakeTarget {
     pub state: TargetState,
+    /// How many full reads (`read_state`) it served.
+    pub full_reads: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl FakeTarget {
@@ -124,6 +177,7 @@ impl FakeTarget {
                 accounts,
                 refused: BTreeMap::new(),
             },
+            full_reads: Arc::default(),
         }
     }
 }
@@ -139,7 +193,23 @@ impl Target for FakeTarget {
                 path: "fake".into(),
             });
         }
+        self.full_reads
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Ok(self.state.clone())
+    }
+
+    async fn accounts_with(
+        &self,
+        anchors: &std::collections::BTreeSet<ExternalId>,
+        _cancel: &CancellationToken,
+    ) -> Result<Vec<Account>, TargetError> {
+        Ok(self
+            .state
+            .accounts
+            .iter()
+            .filter(|a| a.external_id.as_ref().is_some_and(|x| anchors.contains(x)))
+            .cloned()
+            .collect())
     }
 }
 

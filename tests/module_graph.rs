@@ -165,7 +165,7 @@ fn the_command_line_reaches_the_stages_only_through_the_engine() {
     // render it), the time helper, and the model and rule types that appear in what it
     // prints.
     let allowed: BTreeSet<&str> = [
-        "engine", "config", "plan", "timefmt", "ids", "model", "filter",
+        "engine", "config", "plan", "timefmt", "ids", "model", "filter", "daemon",
     ]
     .into();
     let extra: Vec<&String> = cli

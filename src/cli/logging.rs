@@ -23,12 +23,17 @@ use tracing_subscriber::registry::LookupSpan;
 
 /// The default filter: warnings; ldap3 logs connection errors that tansync reports
 /// itself.
-const DEFAULT_FILTER: &str = "warn,ldap3=error,tansync::source::ldap=error";
+pub(super) const DEFAULT_FILTER: &str = "warn,ldap3=error,tansync::source::ldap=error";
 
-/// Install the process's subscriber (once, before anything logs).
-pub(super) fn init(settings: LogSettings) {
+/// The default filter of continuous mode, which also says what each cycle did.
+pub(super) const DAEMON_FILTER: &str =
+    "warn,ldap3=error,tansync::source::ldap=error,tansync::daemon=info";
+
+/// Install the process's subscriber (once, before anything logs), with `default_filter`
+/// unless `TANSYNC_LOG` says otherwise.
+pub(super) fn init(settings: LogSettings, default_filter: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("TANSYNC_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_FILTER));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
     let builder = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .fmt_fields(escaped_fields(settings.personal_data))

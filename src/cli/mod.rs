@@ -108,6 +108,25 @@ pub enum Command {
     },
     /// Validate configuration, filters and agreements; connect to the source and report.
     Check,
+    /// Run continuously: a full cycle, then delta cycles on the `[daemon]` schedule, a
+    /// full reconcile at least every `full_every_hours`. SIGTERM/SIGINT stop it (exit 0);
+    /// SIGHUP reloads the configuration.
+    Run {
+        /// Run one cycle and exit with `apply`'s codes (0: all applied; 1: otherwise).
+        #[arg(long)]
+        once: bool,
+        /// Plan every cycle and write nothing (also `[daemon] standby = true`).
+        #[arg(long)]
+        standby: bool,
+    },
+    /// Continuous mode's state: last cycles, the watermark and its DC, held removals.
+    Status {
+        #[arg(long, value_enum, default_value = "human")]
+        format: Format,
+    },
+    /// Approve the removals the mass-change guard is holding in continuous mode, named
+    /// by the digest `tansync status` shows; void if the held set changes.
+    ApproveRemovals { digest: String },
     /// Explain the decision for one person: by sAMAccountName/uid, DN or objectGUID.
     Explain {
         who: String,
@@ -144,7 +163,13 @@ fn parse_time(s: &str) -> Result<OffsetDateTime, String> {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     // Before the configuration is validated, so that its errors are logged as it says.
-    logging::init(crate::config::LogSettings::peek(&cli.config));
+    // Continuous mode says what each cycle did.
+    let default_log = if matches!(cli.command, Command::Run { .. }) {
+        logging::DAEMON_FILTER
+    } else {
+        logging::DEFAULT_FILTER
+    };
+    logging::init(crate::config::LogSettings::peek(&cli.config), default_log);
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -325,6 +350,37 @@ async fn run(cli: Cli, shutdown: &CancellationToken) -> Result<u8> {
             } else {
                 println!("{shown}: not quarantined");
                 Ok(1)
+            }
+        }
+        Command::Run { once, standby } => {
+            let cfg = load(&cli.config)?;
+            let observer = crate::daemon::observe::Observer::default();
+            let opts = crate::daemon::RunOptions { once, standby };
+            Ok(crate::daemon::run(&cli.config, cfg, opts, &observer, shutdown).await?)
+        }
+        Command::Status { format } => {
+            let cfg = load(&cli.config)?;
+            let st = crate::daemon::status::status(&cfg, 10)?;
+            render::status(
+                &st,
+                matches!(format, Format::Json),
+                &mut std::io::stdout().lock(),
+            )
+        }
+        Command::ApproveRemovals { digest } => {
+            let cfg = load(&cli.config)?;
+            match crate::daemon::status::approve_removals(&cfg, &digest)? {
+                Ok(h) => {
+                    println!(
+                        "approved {} held removal(s) ({}); the next cycle applies them if the held set is unchanged",
+                        h.count, h.digest
+                    );
+                    Ok(0)
+                }
+                Err(why) => {
+                    eprintln!("{} {}", style("error:").red().bold(), Escaped(&why));
+                    Ok(1)
+                }
             }
         }
         Command::Explain { who, now } => {

@@ -423,3 +423,64 @@ fn explain_plan(x: &Explanation, who: &str, out: &mut dyn Write) -> Result<()> {
 
 #[cfg(test)]
 mod tests;
+
+/// `tansync status`.
+pub fn status(st: &crate::daemon::status::Status, json: bool, out: &mut dyn Write) -> Result<u8> {
+    if json {
+        writeln!(out, "{}", serde_json::to_string_pretty(st)?)?;
+        return Ok(0);
+    }
+    writeln!(out, "mode: {}", st.mode)?;
+    match &st.watermark {
+        Some(w) => writeln!(
+            out,
+            "watermark: {} {} on {} (saved by cycle {} at {}, {})",
+            Escaped(&w.kind),
+            Escaped(&w.position),
+            Escaped(&w.server),
+            w.cycle,
+            Escaped(&w.saved_at),
+            Escaped(&w.mode)
+        )?,
+        None => writeln!(out, "watermark: none (the next cycle is full)")?,
+    }
+    match &st.held_removals {
+        Some(h) => writeln!(
+            out,
+            "held removals: {} since {} ({}); approve with: tansync approve-removals {}",
+            h.count,
+            Escaped(&h.since),
+            if h.approved_at.is_some() {
+                "approved"
+            } else {
+                "not approved"
+            },
+            Escaped(&h.digest)
+        )?,
+        None => writeln!(out, "held removals: none")?,
+    }
+    writeln!(out, "quarantined: {}", st.quarantined.len())?;
+    for (x, n) in &st.quarantined {
+        writeln!(out, "  {} ({n} failures)", Escaped(x))?;
+    }
+    writeln!(out, "last cycles:")?;
+    for c in &st.cycles {
+        writeln!(
+            out,
+            "  cycle {:>4}  {}  {:<5} {:<7} {:<11} {} operations, {} failed, {} blocked{}",
+            c.id,
+            Escaped(&c.started_at),
+            Escaped(&c.kind),
+            Escaped(&c.mode),
+            Escaped(&c.result),
+            c.operations,
+            c.failed,
+            c.blocked,
+            c.note
+                .as_deref()
+                .map(|n| format!(" ({})", Escaped(n)))
+                .unwrap_or_default()
+        )?;
+    }
+    Ok(0)
+}

@@ -3,7 +3,7 @@
 //! error names the file, the key and the problem. Secrets come from a file or an
 //! environment variable only, and are held as [`secrecy::SecretString`].
 
-mod daemon;
+pub mod daemon;
 mod raw;
 
 use crate::filter::{self, RuleSet};
@@ -70,7 +70,7 @@ pub struct Config {
     /// sources only).
     pub write_back: Option<WriteBackSettings>,
     /// `[daemon]`: continuous mode, health, metrics and logging.
-    pub daemon: DaemonSettings,
+    pub daemon: daemon::DaemonSettings,
 }
 
 /// The largest `source.ldif_max_value_bytes` accepted: 1 GiB.

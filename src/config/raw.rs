@@ -34,6 +34,12 @@ pub(super) struct RawConfig {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub(super) struct RawDaemon {
+    // The cycle loop's keys (schedule, standby, notification).
+    pub interval_seconds: Option<i64>,
+    pub cron: Option<String>,
+    pub full_every_hours: Option<i64>,
+    pub standby: bool,
+    pub notify_command: Option<Vec<String>>,
     // Observability: health, metrics and logs.
     pub listen: Option<String>,
     pub healthy_within: Option<u64>,
@@ -44,6 +50,11 @@ pub(super) struct RawDaemon {
 impl Default for RawDaemon {
     fn default() -> Self {
         Self {
+            interval_seconds: None,
+            cron: None,
+            full_every_hours: None,
+            standby: false,
+            notify_command: None,
             listen: None,
             healthy_within: None,
             log_format: "text".into(),

@@ -350,15 +350,13 @@ const LDIF_HEAD: &str = "agent_id = \"a1\"\n[source]\nkind = \"ldif\"\npath = \"
 fn daemon_observability_defaults() {
     let d = dir_with_files();
     let c = load(&d, LDIF_HEAD).unwrap();
+    assert_eq!(c.daemon.listen, None);
+    assert_eq!(c.daemon.healthy_within, DEFAULT_HEALTHY_WITHIN);
     assert_eq!(
-        c.daemon,
-        DaemonSettings {
-            listen: None,
-            healthy_within: DEFAULT_HEALTHY_WITHIN,
-            log: LogSettings {
-                format: LogFormat::Text,
-                personal_data: false,
-            },
+        c.daemon.log,
+        LogSettings {
+            format: LogFormat::Text,
+            personal_data: false,
         }
     );
     let c = load(
@@ -450,4 +448,48 @@ fn the_example_daemon_section_is_valid() {
     let c = load(&d, &format!("{LDIF_HEAD}{section}")).unwrap();
     assert_eq!(c.daemon.listen, Some("127.0.0.1:9464".parse().unwrap()));
     assert_eq!(c.daemon.log, LogSettings::default());
+#[test]
+fn daemon_section_is_validated_and_names_its_keys() {
+    let d = dir_with_files();
+    let head = |daemon: &str| {
+        format!(
+            "agent_id = \"a1\"\n[source]\nkind = \"ldif\"\npath = \"src.ldif\"\n[daemon]\n{daemon}"
+        )
+    };
+    let c = load(&d, &head("")).unwrap();
+    assert!(c.daemon.schedule.is_none());
+    assert_eq!(c.daemon.full_every.as_secs(), 24 * 3600);
+    assert!(!c.daemon.standby && c.daemon.notify_command.is_none());
+
+    let c = load(
+        &d,
+        &head("interval_seconds = 120\nfull_every_hours = 6\nstandby = true\nnotify_command = [\"/bin/cat\"]"),
+    )
+    .unwrap();
+    assert!(matches!(c.daemon.schedule, Some(daemon::Schedule::Every(d)) if d.as_secs() == 120));
+    assert_eq!(c.daemon.full_every.as_secs(), 6 * 3600);
+    assert!(c.daemon.standby);
+    assert_eq!(c.daemon.notify_command, Some(vec!["/bin/cat".to_string()]));
+
+    let c = load(&d, &head("cron = \"*/5 * * * *\"")).unwrap();
+    let Some(s @ daemon::Schedule::Cron(..)) = &c.daemon.schedule else {
+        panic!("cron")
+    };
+    // 2026-01-01T00:01:00Z → the next five-minute mark.
+    assert_eq!(s.next_after(0, 1_767_225_660), Some(1_767_225_900));
+
+    for (text, key) in [
+        (
+            "interval_seconds = 60\ncron = \"* * * * *\"",
+            "daemon.interval_seconds",
+        ),
+        ("interval_seconds = 0", "daemon.interval_seconds"),
+        ("cron = \"not a cron\"", "daemon.cron"),
+        ("full_every_hours = 0", "daemon.full_every_hours"),
+        ("notify_command = []", "daemon.notify_command"),
+    ] {
+        let e = err(&d, &head(text));
+        assert!(e.contains(key), "{text}: {e}");
+    }
+    assert!(err(&d, &head("interval = 5")).contains("interval"));
 }

@@ -6,5 +6,237 @@
 //! It must never treat absence from a delta read as a removal, never advance a watermark
 //! past a cycle that failed, and never run twice on one state directory.
 
+pub mod cache;
+pub mod cycle;
 pub mod http;
 pub mod observe;
+pub mod schedule;
+pub mod status;
+
+use crate::config::Config;
+use crate::engine::EngineError;
+use crate::source::AnySource;
+use crate::state::StateStore;
+use crate::target::scim::ScimWriter;
+use cycle::{CycleEnv, CycleOutcome, run_cycle};
+use observe::Observer;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use time::OffsetDateTime;
+use tokio_util::sync::CancellationToken;
+
+/// Why `tansync run` could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error(transparent)]
+    State(#[from] crate::state::StateError),
+    #[error(
+        "{file}: daemon: give daemon.interval_seconds or daemon.cron for `tansync run` (or use `tansync run --once`)"
+    )]
+    NoSchedule { file: String },
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+}
+
+/// How `tansync run` was asked to run.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RunOptions {
+    pub once: bool,
+    /// `--standby` (or `[daemon] standby = true`).
+    pub standby: bool,
+}
+
+/// Open the state directory for continuous mode: its lock is held for the daemon's
+/// life, so a second `tansync run` (or an `apply`) on it refuses to start.
+pub fn open_store(cfg: &Config) -> Result<Arc<Mutex<StateStore>>, DaemonError> {
+    let store = StateStore::open(&cfg.state_dir)?;
+    store.close_abandoned_cycles()?;
+    Ok(Arc::new(Mutex::new(store)))
+}
+
+/// One cycle with the configured source, target and directory.
+pub async fn cycle_once(
+    cfg: &Config,
+    store: &Arc<Mutex<StateStore>>,
+    standby: bool,
+    observer: &Observer,
+    now: OffsetDateTime,
+    cancel: &CancellationToken,
+) -> CycleOutcome {
+    let write_back = match (&cfg.write_back, &cfg.source) {
+        (Some(w), AnySource::Ldap(l)) if !standby => Some((w, l)),
+        _ => None,
+    };
+    let env = CycleEnv {
+        cfg,
+        source: &cfg.source,
+        target: &cfg.target,
+        writer: || match &cfg.scim {
+            Some(s) => ScimWriter::new(s).map_err(EngineError::Client),
+            None => Err(EngineError::NotWritable),
+        },
+        write_back,
+        store,
+        standby,
+        observer,
+    };
+    let out = run_cycle(&env, now, cancel).await;
+    if out.held_changed {
+        notify(cfg, &out).await;
+    }
+    out
+}
+
+/// `tansync run [--once]`: cycles until `shutdown`, reloading the configuration on
+/// SIGHUP (kept as it was, with an error logged, when the new one is not valid).
+/// Returns the exit code: `--once`, `apply`'s codes; otherwise 0 once stopped.
+pub async fn run(
+    config_path: &Path,
+    cfg: Config,
+    opts: RunOptions,
+    observer: &Observer,
+    shutdown: &CancellationToken,
+) -> Result<u8, DaemonError> {
+    let mut cfg = cfg;
+    if !opts.once && cfg.daemon.schedule.is_none() {
+        return Err(DaemonError::NoSchedule {
+            file: cfg.file.display().to_string(),
+        });
+    }
+    let store = open_store(&cfg)?;
+    let standby = |c: &Config| opts.standby || c.daemon.standby;
+    if opts.once {
+        let out = cycle_once(
+            &cfg,
+            &store,
+            standby(&cfg),
+            observer,
+            OffsetDateTime::now_utc(),
+            shutdown,
+        )
+        .await;
+        if let Some(e) = &out.report.error {
+            eprintln!(
+                "tansync: the cycle failed: {}",
+                nhs_model::escape::Escaped(e)
+            );
+        }
+        return Ok(out.exit);
+    }
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+    if hup.is_none() {
+        tracing::warn!("cannot listen for SIGHUP: the configuration will not be reloaded");
+    }
+    tracing::info!(
+        mode = if standby(&cfg) { "standby" } else { "active" },
+        state_dir = %cfg.state_dir.display(),
+        "tansync run started"
+    );
+    loop {
+        let started = OffsetDateTime::now_utc();
+        cycle_once(&cfg, &store, standby(&cfg), observer, started, shutdown).await;
+        if shutdown.is_cancelled() {
+            break;
+        }
+        let Some(schedule) = cfg.daemon.schedule.clone() else {
+            break;
+        };
+        let now = OffsetDateTime::now_utc().unix_timestamp();
+        let at = schedule
+            .next_after(started.unix_timestamp(), now)
+            .unwrap_or(now + 60);
+        let wait = Duration::from_secs(u64::try_from(at - now).unwrap_or(0));
+        tracing::info!(
+            next_in_seconds = wait.as_secs(),
+            "waiting for the next cycle"
+        );
+        let sleep = tokio::time::sleep(wait);
+        tokio::pin!(sleep);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = &mut sleep => break,
+                Some(()) = async { match hup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => {
+                    cfg = reload(config_path, cfg);
+                }
+            }
+        }
+        if shutdown.is_cancelled() {
+            break;
+        }
+    }
+    tracing::info!("tansync run stopped");
+    Ok(0)
+}
+
+/// The configuration at `path` if it is valid (and keeps the state directory, whose
+/// lock this process holds), else `old`, with an error logged.
+fn reload(path: &Path, old: Config) -> Config {
+    match Config::load(path) {
+        Ok(new) if new.state_dir != old.state_dir => {
+            tracing::error!(
+                file = %path.display(),
+                "configuration not reloaded: state.dir cannot change while tansync run is running; keeping the old configuration"
+            );
+            old
+        }
+        Ok(new) => {
+            tracing::info!(file = %path.display(), "configuration reloaded");
+            new
+        }
+        Err(e) => {
+            tracing::error!(
+                file = %path.display(),
+                error = %e,
+                "configuration not reloaded: it is not valid; keeping the old configuration"
+            );
+            old
+        }
+    }
+}
+
+/// How long `notify_command` may take.
+const NOTIFY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Run `[daemon] notify_command` with a JSON summary of the held removals on stdin:
+/// bounded in time; a failure is logged and never stops the loop.
+async fn notify(cfg: &Config, out: &CycleOutcome) {
+    let Some(cmd) = &cfg.daemon.notify_command else {
+        return;
+    };
+    let summary = serde_json::json!({
+        "event": if out.held.is_empty() { "held_removals_cleared" } else { "held_removals" },
+        "agent_id": cfg.agent_id,
+        "held": out.held.len(),
+        "digest": out.report.held_digest,
+        "approve_with": out.report.held_digest.as_ref().map(|d| format!("tansync approve-removals {d}")),
+        "removals": out.held.iter().map(|(x, t, r)| serde_json::json!({"external_id": x, "target_id": t, "reason": r})).collect::<Vec<_>>(),
+    });
+    let run = async {
+        use tokio::io::AsyncWriteExt;
+        let mut child = tokio::process::Command::new(&cmd[0])
+            .args(&cmd[1..])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()?;
+        if let Some(mut stdin) = child.stdin.take() {
+            stdin.write_all(summary.to_string().as_bytes()).await?;
+        }
+        child.wait().await
+    };
+    match tokio::time::timeout(NOTIFY_TIMEOUT, run).await {
+        Ok(Ok(st)) if st.success() => tracing::info!("notify_command ran"),
+        Ok(Ok(st)) => tracing::error!(program = %cmd[0], status = %st, "notify_command failed"),
+        Ok(Err(e)) => {
+            tracing::error!(program = %cmd[0], error = %e, "notify_command could not run")
+        }
+        Err(_) => {
+            tracing::error!(program = %cmd[0], "notify_command took longer than 30s and was stopped")
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

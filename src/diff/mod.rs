@@ -37,6 +37,11 @@ pub struct DiffInput<'a> {
     /// How long a leaver can be restored (30 days: Access Policy v4, "leavers and joiners").
     pub restore_window: Duration,
     pub now: OffsetDateTime,
+    /// `Some` on a delta cycle: `persons`, `out_of_scope` and `rejected` hold only the
+    /// entries that changed, so absence from them means nothing. Only evidence removes:
+    /// a disabled person, an entry the rules now exclude (`out_of_scope`), or an anchor
+    /// in this set of objects deleted from the source (`not_in_source`).
+    pub delta_deleted: Option<&'a BTreeSet<ExternalId>>,
 }
 
 #[derive(Debug, Default)]
@@ -230,8 +235,11 @@ pub fn diff(input: &DiffInput<'_>) -> DiffOutput {
         }
         let reason = if input.out_of_scope.contains(xid) {
             RemoveReason::OutOfScope
-        } else {
+        } else if input.delta_deleted.is_none_or(|d| d.contains(xid)) {
             RemoveReason::NotInSource
+        } else {
+            // A delta read that did not mention this person: nothing is known of them.
+            continue;
         };
         let op = Operation::Remove {
             external_id: xid.clone(),

@@ -67,6 +67,12 @@ fn run(c: Case) -> DiffOutput {
 }
 
 fn run_with(c: Case, unanchored_in_scope: usize) -> DiffOutput {
+    run_full_or_delta(c, unanchored_in_scope, None)
+}
+
+fn run_full_or_delta(c: Case, unanchored_in_scope: usize, deleted: Option<&[u32]>) -> DiffOutput {
+    let deleted: Option<BTreeSet<ExternalId>> =
+        deleted.map(|d| d.iter().copied().map(xid).collect());
     let persons: BTreeMap<_, _> = c
         .persons
         .into_iter()
@@ -107,6 +113,7 @@ fn run_with(c: Case, unanchored_in_scope: usize) -> DiffOutput {
         nhsmail_domain: "nhs.net",
         restore_window: Duration::days(30),
         now: NOW,
+        delta_deleted: deleted.as_ref(),
     })
 }
 
@@ -522,4 +529,60 @@ fn disabled_people_are_never_provisioned_and_their_accounts_become_leavers() {
         "{:?}",
         out.blocked
     );
+}
+
+#[test]
+fn a_delta_removes_only_on_evidence() {
+    // Accounts 1–5; the delta read saw 2 (changed), 3 (disabled), 4 (now excluded by the
+    // rules) and reports 5 deleted. 1 was not in the read: not removed.
+    let case = || Case {
+        persons: vec![
+            person(2, "RXA", &[(Field::GivenName, "Bob")]),
+            Person {
+                enabled: false,
+                ..person(3, "RXA", &[])
+            },
+        ],
+        accounts: (1..=5)
+            .map(|n| account(n, "RXA", Status::Active, &[]))
+            .collect(),
+        out_of_scope: vec![4],
+        rejected: vec![],
+    };
+    let out = run_full_or_delta(case(), 0, Some(&[5]));
+    let removals: Vec<String> = out
+        .operations
+        .iter()
+        .filter_map(|o| match o {
+            Operation::Remove {
+                external_id,
+                reason,
+                ..
+            } => Some(format!(
+                "{}:{reason:?}",
+                external_id
+                    .as_str()
+                    .trim_start_matches("00000000-0000-0000-0000-")
+            )),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        removals,
+        [
+            "000000000003:Disabled",
+            "000000000004:OutOfScope",
+            "000000000005:NotInSource"
+        ]
+    );
+    assert!(
+        kinds(&out).contains(&"update:000000000002".to_string()),
+        "{:?}",
+        kinds(&out)
+    );
+    // The guard still counts every managed account.
+    assert_eq!(out.managed, 5);
+    // The same read as a full cycle would remove 1 as well.
+    let full = run(case());
+    assert!(kinds(&full).contains(&"remove:000000000001".to_string()));
 }

@@ -336,28 +336,73 @@ pub async fn apply_with<S: Source, T: Target, W: Writer>(
         None => false,
     };
 
-    let quarantined: Vec<Quarantined> = store
-        .quarantined(cfg.push.quarantine_after)?
-        .into_iter()
-        .map(|(external_id, failures, last_error)| Quarantined {
-            external_id,
-            failures,
-            last_error,
-        })
-        .collect();
+    let store = Arc::new(Mutex::new(store));
+    let mode = if req.plan_file.is_some() {
+        "apply"
+    } else {
+        "sync"
+    };
+    let pushed = push_plan(
+        &store, cfg, target, writer, write_back, mode, &plan, &collected, ops, progress, cancel,
+    )
+    .await?;
+    Ok(ApplyReport {
+        run: pushed.run,
+        fingerprint: plan.fingerprint,
+        status: pushed.status,
+        reconciled,
+        mass_held,
+        mass_approved,
+        quarantined: pushed.quarantined,
+        push: pushed.push,
+        write_back: pushed.write_back,
+        audit_head: pushed.audit_head,
+    })
+}
+
+/// What [`push_plan`] did.
+#[derive(Clone, Debug)]
+pub struct Pushed {
+    pub run: i64,
+    pub status: RunStatus,
+    pub quarantined: Vec<Quarantined>,
+    pub push: PushReport,
+    pub write_back: Option<WriteBackReport>,
+    /// The audit trail's head after this run.
+    pub audit_head: audit::AuditHead,
+}
+
+/// Push the chosen operations of `plan` (read from `collected` and `target`): skip
+/// quarantined objects, record the run (`mode`: `apply`, `sync`, `run`), push, write
+/// back, and record how the run ended. Shared by `apply`/`sync` and continuous mode.
+#[allow(clippy::too_many_arguments)]
+pub async fn push_plan<T: Target, W: Writer>(
+    store: &Arc<Mutex<StateStore>>,
+    cfg: &Config,
+    target: &T,
+    writer: W,
+    write_back: Option<(&WriteBackSettings, &LdapSource)>,
+    mode: &str,
+    plan: &Plan,
+    collected: &super::read::Collected,
+    mut ops: Vec<PlannedOp>,
+    progress: &dyn Progress,
+    cancel: &CancellationToken,
+) -> Result<Pushed, EngineError> {
+    let quarantined: Vec<Quarantined> =
+        locked(store, |s| s.quarantined(cfg.push.quarantine_after))?
+            .into_iter()
+            .map(|(external_id, failures, last_error)| Quarantined {
+                external_id,
+                failures,
+                last_error,
+            })
+            .collect();
     let skip: BTreeSet<&str> = quarantined.iter().map(|q| q.external_id.as_str()).collect();
     ops.retain(|p| !skip.contains(p.op.external_id().as_str()));
 
-    let run = store.begin_run(
-        if req.plan_file.is_some() {
-            "apply"
-        } else {
-            "sync"
-        },
-        &plan.fingerprint,
-    )?;
+    let run = locked(store, |s| s.begin_run(mode, &plan.fingerprint))?;
     let audit = audit_context(cfg, &plan.fingerprint, &ops, &collected.persons);
-    let store = Arc::new(Mutex::new(store));
     let report = push::push(
         ops,
         writer,
@@ -378,7 +423,7 @@ pub async fn apply_with<S: Source, T: Target, W: Writer>(
         None => None,
         Some((settings, ldap)) => Some(
             write_back_after_push(
-                cfg, &store, run, settings, ldap, &plan, &collected, &report, target, cancel,
+                cfg, store, run, settings, ldap, plan, collected, &report, target, cancel,
             )
             .await?,
         ),
@@ -393,18 +438,14 @@ pub async fn apply_with<S: Source, T: Target, W: Writer>(
     } else {
         RunStatus::Ok
     };
-    locked(&store, |s| s.finish_run(run, status.name()))?;
+    locked(store, |s| s.finish_run(run, status.name()))?;
     // The chain's head, kept with the run and logged: a tail cut off later is found
     // against it (`tansync audit verify`).
-    let head = locked(&store, |s| s.record_audit_head(run))?;
+    let head = locked(store, |s| s.record_audit_head(run))?;
     tracing::info!(run, audit_seq = head.seq, audit_hash = %head.hash, "audit trail head");
-    Ok(ApplyReport {
+    Ok(Pushed {
         run,
-        fingerprint: plan.fingerprint,
         status,
-        reconciled,
-        mass_held,
-        mass_approved,
         quarantined,
         push: report,
         write_back,

@@ -99,6 +99,21 @@ pub fn decide(
     target_kind: &str,
     now: OffsetDateTime,
 ) -> Result<Plan, EngineError> {
+    decide_cycle(cfg, collected, target, source_kind, target_kind, now, None)
+}
+
+/// [`decide`] for a full read (`delta_deleted: None`) or a delta read: `collected`
+/// holds only what changed, `delta_deleted` the anchors deleted from the source since
+/// (see [`DiffInput::delta_deleted`]); an empty delta is no reason to refuse.
+pub fn decide_cycle(
+    cfg: &Config,
+    collected: &Collected,
+    target: &TargetState,
+    source_kind: &str,
+    target_kind: &str,
+    now: OffsetDateTime,
+    delta_deleted: Option<&BTreeSet<ExternalId>>,
+) -> Result<Plan, EngineError> {
     // The fingerprint (serialising every person and account into SHA-256) does not depend
     // on the diff: hash on a second core meanwhile. Same bytes hashed, same value.
     std::thread::scope(|scope| {
@@ -110,11 +125,13 @@ pub fn decide(
             source_kind,
             target_kind,
             now,
+            delta_deleted,
             || fp.join().unwrap_or_else(|_| fingerprint(collected, target)),
         )
     })
 }
 
+#[allow(clippy::too_many_arguments)]
 fn decide_with(
     cfg: &Config,
     collected: &Collected,
@@ -122,6 +139,7 @@ fn decide_with(
     source_kind: &str,
     target_kind: &str,
     now: OffsetDateTime,
+    delta_deleted: Option<&BTreeSet<ExternalId>>,
     fingerprint: impl FnOnce() -> String,
 ) -> Result<Plan, EngineError> {
     let managed_orgs = cfg.agreements.sharing.keys().cloned().collect();
@@ -146,8 +164,13 @@ fn decide_with(
         nhsmail_domain: &cfg.nhsmail_domain,
         restore_window: time::Duration::days(cfg.restore_window_days),
         now,
+        delta_deleted,
     });
-    if collected.persons.is_empty() && d.managed > 0 && !cfg.allow_empty_source {
+    if delta_deleted.is_none()
+        && collected.persons.is_empty()
+        && d.managed > 0
+        && !cfg.allow_empty_source
+    {
         return Err(empty_source(collected, d.managed));
     }
     let g = gate::gate(GateInput {

@@ -13,6 +13,7 @@ use crate::ids::{ExternalId, NormDn, ObjectGuid, OdsCode, RuleId};
 use crate::model::mapping::map_entry_memo;
 use crate::model::validate::PhoneMemo;
 use crate::model::{Field, Person, RejectReason, Rejection};
+use crate::source::delta::{Delta, Watermark};
 use crate::source::{EntrySink, GroupIndex, ReadRequest, Source, SourceEntry, SourceError};
 use std::collections::{BTreeMap, BTreeSet};
 use tokio_util::sync::CancellationToken;
@@ -329,6 +330,38 @@ pub async fn collect<S: Source>(
     progress: &dyn Progress,
     cancel: &CancellationToken,
 ) -> Result<Collected, SourceError> {
+    collect_since(cfg, source, None, who, progress, cancel)
+        .await
+        .map(|(c, _)| c)
+}
+
+/// The full read (`since: None`) or the delta since a watermark, as the source's
+/// [`Source::read_delta`] hands it over.
+async fn read_into<S: Source>(
+    source: &S,
+    req: &ReadRequest,
+    since: Option<&Watermark>,
+    sink: &mut dyn EntrySink,
+    cancel: &CancellationToken,
+) -> Result<Option<Delta>, SourceError> {
+    match since {
+        None => source.read(req, sink, cancel).await.map(|_| None),
+        Some(w) => source.read_delta(req, w, sink, cancel).await.map(Some),
+    }
+}
+
+/// [`collect`], or with `since` the source's delta since that watermark through the
+/// same filter and model stages: what changed, classified as a full read would, and
+/// the source's [`Delta`] (`Delta::Full`: the watermark cannot be used, and `Collected`
+/// must not be planned from).
+pub async fn collect_since<S: Source>(
+    cfg: &Config,
+    source: &S,
+    since: Option<&Watermark>,
+    who: Option<&Who>,
+    progress: &dyn Progress,
+    cancel: &CancellationToken,
+) -> Result<(Collected, Option<Delta>), SourceError> {
     let mut c = Collector {
         cfg,
         out: Collected::default(),
@@ -366,28 +399,30 @@ pub async fn collect<S: Source>(
                     batch: Vec::with_capacity(BATCH),
                 };
                 let read = handle
-                    .block_on(source.read(&req, &mut sink, cancel))
-                    .and_then(|_| sink.flush());
+                    .block_on(read_into(source, &req, since, &mut sink, cancel))
+                    .and_then(|d| sink.flush().map(|_| d));
                 drop(sink);
                 let done = consumer.join().map_err(|_| {
                     SourceError::Aborted("classifying the source entries failed".into())
                 });
                 match (read, done) {
                     (Err(e), _) => Err(e),
-                    (Ok(()), Ok(r)) => r,
-                    (Ok(()), Err(e)) => Err(e),
+                    (Ok(d), Ok(r)) => r.map(|c| (c, d)),
+                    (Ok(_), Err(e)) => Err(e),
                 }
             })
         })
     } else {
-        source.read(&req, &mut c, cancel).await.map(|_| c)
+        read_into(source, &req, since, &mut c, cancel)
+            .await
+            .map(|d| (c, d))
     };
     progress.read_done();
-    let mut c = res?;
+    let (mut c, delta) = res?;
     if cancel.is_cancelled() {
         return Err(SourceError::Cancelled);
     }
     // Only needed while reading; not held through planning (the run's peak).
     c.out.anchors = Default::default();
-    Ok(c.out)
+    Ok((c.out, delta))
 }

@@ -8,6 +8,7 @@
 //! drops the file lock with the process).
 
 pub mod audit;
+pub mod cycles;
 
 use rusqlite::{Connection, OptionalExtension, params};
 use std::fs::File;
@@ -122,6 +123,7 @@ impl StateStore {
              );",
         )?;
         audit::migrate(&conn)?;
+        cycles::migrate(&conn)?;
         Ok(Self {
             conn,
             dir: dir.to_path_buf(),

@@ -57,6 +57,24 @@ pub trait Target {
         &self,
         cancel: &CancellationToken,
     ) -> impl Future<Output = Result<TargetState, TargetError>> + Send;
+
+    /// The accounts holding these anchors (a delta cycle's directory side: the changed
+    /// people only, not every account), from the organisations a full read covers.
+    /// Default: a full read, filtered.
+    fn accounts_with(
+        &self,
+        anchors: &std::collections::BTreeSet<ExternalId>,
+        cancel: &CancellationToken,
+    ) -> impl Future<Output = Result<Vec<Account>, TargetError>> {
+        async move {
+            let state = self.read_state(cancel).await?;
+            Ok(state
+                .accounts
+                .into_iter()
+                .filter(|a| a.external_id.as_ref().is_some_and(|x| anchors.contains(x)))
+                .collect())
+        }
+    }
 }
 
 /// Write access to the NHS Directory: the calls the push stage makes for one operation.
@@ -114,6 +132,17 @@ impl Target for AnyTarget {
         match self {
             AnyTarget::Snapshot(s) => s.read_state(cancel).await,
             AnyTarget::Scim(s) => s.read_state(cancel).await,
+        }
+    }
+
+    async fn accounts_with(
+        &self,
+        anchors: &std::collections::BTreeSet<ExternalId>,
+        cancel: &CancellationToken,
+    ) -> Result<Vec<Account>, TargetError> {
+        match self {
+            AnyTarget::Snapshot(s) => s.accounts_with(anchors, cancel).await,
+            AnyTarget::Scim(s) => s.accounts_with(anchors, cancel).await,
         }
     }
 }

@@ -627,6 +627,43 @@ impl Target for ScimTarget {
             refused,
         })
     }
+
+    /// One `externalId eq` lookup per anchor; accounts outside the configured
+    /// organisations are left out, as a full read leaves them out.
+    async fn accounts_with(
+        &self,
+        anchors: &std::collections::BTreeSet<ExternalId>,
+        cancel: &CancellationToken,
+    ) -> Result<Vec<Account>, TargetError> {
+        let mut out = Vec::new();
+        for x in anchors {
+            let users = match self
+                .reader
+                .users_where("externalId", x.as_str(), self.settings.page_size, cancel)
+                .await
+            {
+                Ok(u) => u,
+                Err(CallError::Cancelled { .. }) => return Err(self.cancelled()),
+                Err(e) => {
+                    return Err(self.invalid(format!("cannot look up the account of {x}: {e}")));
+                }
+            };
+            for u in &users {
+                let a = account_from_user(u).map_err(|why| {
+                    self.invalid(format!(
+                        "user {} cannot be read as an NHS Directory account: {why}",
+                        u.id.as_deref().unwrap_or("?")
+                    ))
+                })?;
+                if self.settings.organisations.contains(&a.ods_code) {
+                    out.push(a);
+                }
+            }
+        }
+        out.sort_by(|a, b| a.target_id.cmp(&b.target_id));
+        out.dedup_by(|a, b| a.target_id == b.target_id);
+        Ok(out)
+    }
 }
 
 /// Write access to the directory, for the push stage only.

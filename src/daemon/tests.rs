@@ -1,0 +1,295 @@
+//! Cycles over in-memory fakes: full then delta, a failed cycle keeps the watermark,
+//! held removals and their approval, standby writes nothing.
+
+use super::cycle::{CycleEnv, CycleOutcome, run_cycle};
+use super::observe::{CycleKind, CycleResult, Observer};
+use crate::config::Config;
+use crate::engine::EngineError;
+use crate::source::SourceEntry;
+use crate::state::StateStore;
+use crate::testing::{
+    FakeSource, FakeTarget, FakeWriter, Method, Reply, anchor, organisation, person, watermark,
+};
+use std::sync::{Arc, Mutex};
+use time::macros::datetime;
+use tokio_util::sync::CancellationToken;
+
+const RULES: &str =
+    "[[rule]]\nid = \"staff\"\naction = \"include\"\nods = { constant = \"RXA\" }\n";
+
+const AGREEMENTS: &str = r#"[partnering]
+reference = "PA-TEST"
+valid_from = 2026-01-01
+valid_until = 2099-12-31
+
+[[sharing]]
+ods_code = "RXA"
+reference = "SA-RXA"
+valid_from = 2026-01-01
+valid_until = 2099-12-31
+operations = ["provision", "update", "remove", "move", "restore", "join"]
+attributes = ["given_name", "family_name", "display_name", "job_title", "department", "site", "telephone", "mobile", "employee_id"]
+"#;
+
+fn config(dir: &tempfile::TempDir) -> Config {
+    let d = dir.path();
+    std::fs::write(d.join("src.ldif"), "").unwrap();
+    std::fs::write(d.join("snapshot.json"), "{}").unwrap();
+    std::fs::write(d.join("rules.toml"), RULES).unwrap();
+    std::fs::write(d.join("agreements.toml"), AGREEMENTS).unwrap();
+    let text = r#"agent_id = "agent-1"
+[source]
+kind = "ldif"
+path = "src.ldif"
+[filters]
+files = ["rules.toml"]
+[target]
+kind = "snapshot"
+path = "snapshot.json"
+[agreements]
+file = "agreements.toml"
+[safety]
+max_removals = 1
+percent_applies_from = 1000
+[push]
+rate_per_second = 1000
+backoff_base_ms = 1
+backoff_max_secs = 1
+max_attempts = 1
+quarantine_after = 5
+[daemon]
+full_every_hours = 24
+"#;
+    std::fs::write(d.join("tansync.toml"), text).unwrap();
+    Config::load(&d.join("tansync.toml")).unwrap()
+}
+
+struct World {
+    _dir: tempfile::TempDir,
+    cfg: Config,
+    store: Arc<Mutex<StateStore>>,
+    writer: FakeWriter,
+    observer: Observer,
+}
+
+impl World {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = config(&dir);
+        let store = Arc::new(Mutex::new(StateStore::open(&cfg.state_dir).unwrap()));
+        World {
+            _dir: dir,
+            cfg,
+            store,
+            writer: FakeWriter::new(),
+            observer: Observer::default(),
+        }
+    }
+
+    async fn cycle(&self, source: &FakeSource, standby: bool, hour: u8) -> CycleOutcome {
+        self.cycle_reads(source, standby, hour).await.0
+    }
+
+    /// A cycle, and how many full reads of the directory it made.
+    async fn cycle_reads(
+        &self,
+        source: &FakeSource,
+        standby: bool,
+        hour: u8,
+    ) -> (CycleOutcome, usize) {
+        let target = FakeTarget::new([organisation("RXA")], self.writer.accounts());
+        let reads = target.full_reads.clone();
+        let w = self.writer.clone();
+        let env = CycleEnv {
+            cfg: &self.cfg,
+            source,
+            target: &target,
+            writer: move || Ok::<_, EngineError>(w.clone()),
+            write_back: None,
+            store: &self.store,
+            standby,
+            observer: &self.observer,
+        };
+        let now = datetime!(2026-06-01 00:00 UTC) + time::Duration::hours(i64::from(hour));
+        let out = run_cycle(&env, now, &CancellationToken::new()).await;
+        (out, reads.load(std::sync::atomic::Ordering::Relaxed))
+    }
+
+    fn position(&self) -> Option<String> {
+        let s = self.store.lock().unwrap();
+        s.watermark().unwrap().map(|w| {
+            serde_json::from_str::<crate::source::delta::Watermark>(&w.watermark)
+                .unwrap()
+                .position
+        })
+    }
+}
+
+fn people(ns: &[u8]) -> Vec<SourceEntry> {
+    ns.iter()
+        .map(|n| person(*n, &format!("Given{n}"), "Family"))
+        .collect()
+}
+
+#[tokio::test]
+async fn first_full_then_delta_and_a_failed_cycle_keeps_the_watermark() {
+    let w = World::new();
+    let mut src = FakeSource::new(people(&[1, 2, 3]));
+    src.watermark = Some(watermark("dc1", 10));
+    let out = w.cycle(&src, false, 0).await;
+    assert_eq!(
+        (out.report.kind, out.report.result, out.exit),
+        (CycleKind::Full, CycleResult::Ok, 0)
+    );
+    assert_eq!(w.writer.count(Method::Create), 3);
+    assert_eq!(w.position().as_deref(), Some("10"));
+
+    // One change; the delta hands over only person 1. Absent 2 and 3 are not removed.
+    src.changed = vec![person(1, "Renamed", "Family")];
+    src.watermark = Some(watermark("dc1", 20));
+    let (out, full_reads) = w.cycle_reads(&src, false, 1).await;
+    // The directory side of a delta: the cache and the changed person's account only.
+    assert_eq!(full_reads, 0);
+    assert_eq!(
+        (out.report.kind, out.report.result),
+        (CycleKind::Delta, CycleResult::Ok)
+    );
+    assert_eq!(
+        out.report
+            .operations
+            .get(&("update".into(), "applied".into())),
+        Some(&1)
+    );
+    assert_eq!(w.writer.count(Method::Patch), 1);
+    assert_eq!(w.writer.users().len(), 3);
+    assert_eq!(w.position().as_deref(), Some("20"));
+
+    // The directory fails the next change: the cycle is partial, the watermark stays.
+    src.changed = vec![person(2, "Again", "Family")];
+    src.watermark = Some(watermark("dc1", 30));
+    w.writer.always_fail(&anchor(2), Reply::Status(500, None));
+    let out = w.cycle(&src, false, 2).await;
+    assert_eq!(
+        (out.report.kind, out.report.result, out.exit),
+        (CycleKind::Delta, CycleResult::Partial, 1)
+    );
+    assert_eq!(w.position().as_deref(), Some("20"));
+    // Healed, the next delta repeats from 20 and advances.
+    w.writer.heal(&anchor(2));
+    let out = w.cycle(&src, false, 3).await;
+    assert_eq!(
+        (out.report.kind, out.report.result),
+        (CycleKind::Delta, CycleResult::Ok)
+    );
+    assert_eq!(
+        out.report
+            .operations
+            .get(&("update".into(), "applied".into())),
+        Some(&1)
+    );
+    assert_eq!(w.position().as_deref(), Some("30"));
+
+    // Another DC: the source says full; so does full_every_hours passing.
+    src.watermark = Some(watermark("dc2", 5));
+    let out = w.cycle(&src, false, 4).await;
+    assert_eq!(out.report.kind, CycleKind::Full);
+    assert!(out.note.unwrap().contains("another server"));
+    let out = w.cycle(&src, false, 4 + 25).await;
+    assert_eq!(out.report.kind, CycleKind::Full);
+    assert!(out.note.unwrap().contains("full reconcile is due"));
+}
+
+#[tokio::test]
+async fn held_removals_wait_for_an_approval_of_that_very_set() {
+    let w = World::new();
+    let src = FakeSource::new(people(&[1, 2, 3, 4]));
+    assert_eq!(w.cycle(&src, false, 0).await.report.result, CycleResult::Ok);
+    // 2, 3 and 4 leave (3 removals > max_removals = 1); 5 joins and is provisioned.
+    let src = FakeSource::new(people(&[1, 5]));
+    let out = w.cycle(&src, false, 1).await;
+    assert!(out.held_changed);
+    assert_eq!(out.report.held_removals, 3);
+    let digest = out.report.held_digest.clone().unwrap();
+    assert_eq!(w.writer.count(Method::Create), 5);
+    assert_eq!(w.writer.count(Method::Patch), 0);
+    // The same set next cycle: same digest, nothing new to notify.
+    let again = w.cycle(&src, false, 2).await;
+    assert_eq!(again.report.held_digest.as_deref(), Some(digest.as_str()));
+    assert!(!again.held_changed);
+
+    // An approval of another digest is refused; of this one, it releases exactly the set.
+    {
+        let s = w.store.lock().unwrap();
+        assert!(s.approve_held("sha256:other").unwrap().is_err());
+        s.approve_held(&digest).unwrap().unwrap();
+    }
+    let out = w.cycle(&src, false, 3).await;
+    assert_eq!(out.report.result, CycleResult::Ok);
+    assert_eq!(out.report.held_removals, 0);
+    assert_eq!(
+        out.report
+            .operations
+            .get(&("remove".into(), "applied".into())),
+        Some(&3)
+    );
+    assert!(w.store.lock().unwrap().held().unwrap().is_none());
+
+    // A changed set voids an approval.
+    {
+        let s = w.store.lock().unwrap();
+        s.set_held(Some(("sha256:a", 2, "[]"))).unwrap();
+        s.approve_held("sha256:a").unwrap().unwrap();
+    }
+    let src = FakeSource::new(people(&[6]));
+    let out = w.cycle(&src, false, 4).await;
+    // (The fake directory does not apply PATCHes: all five are still active.) Removing
+    // them is held, with a new digest, not the approved one.
+    assert_eq!(out.report.held_removals, 5);
+    assert_ne!(out.report.held_digest.as_deref(), Some("sha256:a"));
+    assert!(
+        w.store
+            .lock()
+            .unwrap()
+            .held()
+            .unwrap()
+            .unwrap()
+            .approved_at
+            .is_none()
+    );
+}
+
+#[tokio::test]
+async fn standby_plans_and_writes_nothing() {
+    let w = World::new();
+    let mut src = FakeSource::new(people(&[1, 2]));
+    src.watermark = Some(watermark("dc1", 1));
+    let out = w.cycle(&src, true, 0).await;
+    assert_eq!((out.report.result, out.exit), (CycleResult::Standby, 0));
+    assert_eq!(
+        out.report
+            .operations
+            .get(&("provision".into(), "planned".into())),
+        Some(&2)
+    );
+    assert!(w.writer.calls().is_empty());
+    // A standby watermark is not an active one: the first active cycle is full.
+    let out = w.cycle(&src, false, 1).await;
+    assert_eq!(
+        (out.report.kind, out.report.result),
+        (CycleKind::Full, CycleResult::Ok)
+    );
+    assert_eq!(w.writer.count(Method::Create), 2);
+}
+
+#[tokio::test]
+async fn without_a_directory_cache_a_delta_becomes_full() {
+    let w = World::new();
+    let mut src = FakeSource::new(people(&[1]));
+    src.watermark = Some(watermark("dc1", 1));
+    w.cycle(&src, false, 0).await;
+    super::cache::forget(&w.cfg.state_dir);
+    let (out, full_reads) = w.cycle_reads(&src, false, 1).await;
+    assert_eq!(out.report.kind, CycleKind::Full);
+    assert!(out.note.unwrap().contains("directory cache"));
+    assert_eq!(full_reads, 1);
+}

@@ -1,0 +1,411 @@
+//! Continuous mode end to end, on real servers: the Samba AD DC (started by
+//! tests/harness) → `tansync run` (the built binary) → the reference NHS Directory
+//! (started here, one per test). Each test works in an OU of its own.
+//!
+//! Until the LDAP delta reads land, every cycle against Samba is full (the source says
+//! it has no deltas); the tests hold either way and read the cycle kind from
+//! `tansync status --format json`.
+
+mod common;
+use common::ad::{self, User};
+use common::dirsvc::{DirectoryService, Org, nhs};
+use common::process::{KillOnDrop, Lines, wait_bounded};
+use common::*;
+use serde_json::Value;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+const AGENT: &str = "tansync-daemon";
+
+/// A safety net against a hang, never what a test waits for.
+const SAFETY_NET: Duration = Duration::from_secs(120);
+
+struct World {
+    _tmp: tempfile::TempDir,
+    ou: String,
+    dir: DirectoryService,
+    config: PathBuf,
+}
+
+impl World {
+    /// `extra`: TOML appended to the agent's configuration (after `[daemon]`'s keys
+    /// when it starts with none of its own section).
+    fn new(name: &str, safety: &str, daemon: &str) -> World {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let ou = ad::fresh_ou(name);
+        ad::add_ou(&format!("OU=Main,{ou}"));
+        let registry = [Org {
+            ods: "RXA",
+            kind: "trust",
+            open: true,
+            cap: 50,
+        }];
+        let dir = DirectoryService::start(AGENT, &["RXA"], &registry, "");
+        std::fs::write(
+            tmp.path().join("filters.toml"),
+            format!(
+                "[[rule]]\nid = \"main\"\naction = \"include\"\nunder = [{}]\nods = {{ constant = \"RXA\" }}\n",
+                toml_str(&format!("OU=Main,{ou}"))
+            ),
+        )
+        .expect("filters");
+        std::fs::write(
+            tmp.path().join("agreements.toml"),
+            "[partnering]\nreference = \"PA-E2E\"\nvalid_from = 2026-01-01\nvalid_until = 2099-12-31\n\n[[sharing]]\nods_code = \"RXA\"\nreference = \"SA-RXA\"\nvalid_from = 2026-01-01\nvalid_until = 2099-12-31\noperations = [\"provision\", \"update\", \"remove\", \"move\", \"restore\", \"join\"]\nattributes = [\"given_name\", \"family_name\", \"display_name\", \"job_title\", \"department\", \"site\", \"telephone\", \"mobile\", \"employee_id\"]\n",
+        )
+        .expect("agreements");
+        let text = format!(
+            r#"agent_id = "{AGENT}"
+
+[source]
+kind = "ldap"
+url = {url}
+ca_file = {ca}
+bind_dn = {bind}
+bind_password_file = {pw}
+base_dns = [{base}]
+
+[filters]
+files = ["filters.toml"]
+
+[target]
+kind = "scim"
+url = {target}
+token_file = {token}
+
+[agreements]
+file = "agreements.toml"
+
+[state]
+dir = "state"
+
+[safety]
+{safety}
+
+[push]
+rate_per_second = 50
+
+[daemon]
+{daemon}
+"#,
+            url = toml_str(&env("TANSYNC_TEST_SAMBA_LDAPS_URL")),
+            ca = toml_str(&env("TANSYNC_TEST_CA")),
+            bind = toml_str(&env("TANSYNC_TEST_SAMBA_BIND_DN")),
+            pw = toml_str(&env("TANSYNC_TEST_SAMBA_PASSWORD_FILE")),
+            base = toml_str(&ou),
+            target = toml_str(&dir.url),
+            token = q(&dir.token_file),
+        );
+        let config = write_config(tmp.path(), &text);
+        World {
+            _tmp: tmp,
+            ou,
+            dir,
+            config,
+        }
+    }
+
+    fn main(&self) -> String {
+        format!("OU=Main,{}", self.ou)
+    }
+
+    fn dn(&self, cn: &str) -> String {
+        format!("CN={cn},{}", self.main())
+    }
+
+    fn run(&self, args: &[&str]) -> Run {
+        tansync(&self.config, args)
+    }
+
+    /// `tansync run --once` (plus `args`), which must exit `code`.
+    fn once(&self, args: &[&str], code: i32) -> Run {
+        let mut a = vec!["run", "--once"];
+        a.extend_from_slice(args);
+        let r = self.run(&a);
+        assert_eq!(
+            r.code,
+            code,
+            "run --once {args:?}:\n{}\n{}\ndirectory: {}",
+            r.stdout,
+            r.stderr,
+            self.dir.stderr()
+        );
+        r
+    }
+
+    fn status(&self) -> Value {
+        let r = self.run(&["status", "--format", "json"]);
+        assert_eq!(r.code, 0, "status: {}", r.stderr);
+        serde_json::from_str(&r.stdout).expect("status JSON")
+    }
+
+    /// The directory's accounts by employee id.
+    fn accounts(&self) -> std::collections::BTreeMap<String, Value> {
+        self.dir
+            .users()
+            .into_iter()
+            .map(|u| {
+                let emp = u[tansync::scim::ENTERPRISE_SCHEMA]["employeeNumber"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string();
+                (emp, u)
+            })
+            .collect()
+    }
+
+    fn edit_config(&self, f: impl FnOnce(String) -> String) {
+        let text = std::fs::read_to_string(&self.config).expect("config");
+        std::fs::write(&self.config, f(text)).expect("write config");
+    }
+}
+
+fn user<'a>(cn: &'a str, given: &'a str, family: &'a str, title: &'a str) -> User<'a> {
+    User {
+        cn,
+        given,
+        family,
+        title,
+        enabled: true,
+    }
+}
+
+fn latest(status: &Value) -> &Value {
+    &status["cycles"][0]
+}
+
+#[test]
+fn run_once_provisions_then_the_next_cycle_applies_a_change() {
+    let w = World::new("d-once", "", "");
+    ad::add_users(
+        &w.main(),
+        &[
+            user("Ann Ash", "Ann", "Ash", "Staff Nurse"),
+            user("Ben Birch", "Ben", "Birch", "Porter"),
+        ],
+    );
+    w.once(&[], 0);
+    let st = w.status();
+    assert_eq!(latest(&st)["kind"], "full", "{st:#}");
+    assert_eq!(latest(&st)["result"], "ok", "{st:#}");
+    assert_eq!(st["mode"], "active");
+    let acc = w.accounts();
+    assert_eq!(acc.len(), 2, "{acc:#?}");
+
+    ad::replace(&w.dn("Ann Ash"), "title", "Ward Sister");
+    w.once(&[], 0);
+    let st = w.status();
+    let kind = latest(&st)["kind"].as_str().unwrap_or_default().to_string();
+    assert!(kind == "full" || kind == "delta", "{st:#}");
+    assert_eq!(latest(&st)["result"], "ok", "{st:#}");
+    assert_eq!(latest(&st)["operations"], 1, "{st:#}");
+    assert_eq!(st["cycles"].as_array().map(Vec::len), Some(2));
+    assert_eq!(
+        w.accounts()["E-ann.ash"]["title"],
+        "Ward Sister",
+        "{:#?}",
+        w.accounts()
+    );
+    // The latest full cycle that settled: this one if it was full, else the first.
+    let full = if kind == "full" { 0 } else { 1 };
+    assert_eq!(
+        st["last"]["full/ok"]["id"], st["cycles"][full]["id"],
+        "{st:#}"
+    );
+}
+
+#[test]
+fn a_failed_cycle_does_not_advance_the_watermark() {
+    let w = World::new("d-fail", "", "");
+    ad::add_users(&w.main(), &[user("Cy Cole", "Cy", "Cole", "Porter")]);
+    w.once(&[], 0);
+    let before = w.status();
+    assert_eq!(latest(&before)["result"], "ok");
+
+    // The directory is unreachable: a port nothing listens on.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port");
+    ad::replace(&w.dn("Cy Cole"), "title", "Driver");
+    let url = w.dir.url.clone();
+    w.edit_config(|t| t.replace(&toml_str(&url), &toml_str(&format!("http://{closed}"))));
+    let r = w.once(&[], 1);
+    assert!(r.stderr.contains("cycle failed"), "{}", r.stderr);
+    let after = w.status();
+    assert_eq!(latest(&after)["result"], "failed", "{after:#}");
+    assert!(
+        latest(&after)["note"]
+            .as_str()
+            .is_some_and(|n| !n.is_empty())
+    );
+    // The watermark is the one the good cycle saved (none, while the source has no
+    // deltas), not advanced by the failed one.
+    assert_eq!(after["watermark"], before["watermark"], "{after:#}");
+
+    // Back up: the change is applied by the next cycle.
+    w.edit_config(|t| t.replace(&toml_str(&format!("http://{closed}")), &toml_str(&url)));
+    w.once(&[], 0);
+    assert_eq!(w.accounts()["E-cy.cole"]["title"], "Driver");
+}
+
+#[test]
+fn one_instance_per_state_dir_sighup_keeps_a_valid_config_and_sigterm_exits_zero() {
+    let w = World::new("d-single", "", "interval_seconds = 3600");
+    ad::add_users(&w.main(), &[user("Dan Dale", "Dan", "Dale", "Porter")]);
+    let mut child = KillOnDrop(
+        Command::new(env!("CARGO_BIN_EXE_tansync"))
+            .arg("--config")
+            .arg(&w.config)
+            .arg("run")
+            .env_remove("TANSYNC_CONFIG")
+            .env_remove("TANSYNC_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start run"),
+    );
+    let mut log = Lines::new(child.0.stderr.take().expect("stderr"));
+    let line = log
+        .wait_for(SAFETY_NET, |l| l.contains("cycle finished"))
+        .unwrap_or_else(|e| panic!("{e}\n{}", log.text()));
+    assert!(line.contains("result=\"ok\""), "{line}");
+
+    // A second instance on the same state directory refuses to start.
+    let second = w.run(&["run", "--once"]);
+    assert_eq!(second.code, 1, "{}", second.stderr);
+    assert!(
+        second.stderr.contains("locked by another tansync process"),
+        "{}",
+        second.stderr
+    );
+
+    // SIGHUP with a broken configuration: logged, the old one kept.
+    let good = std::fs::read_to_string(&w.config).expect("config");
+    std::fs::write(&w.config, format!("{good}\nnot valid toml = = =\n")).expect("break");
+    let pid = child.0.id().to_string();
+    let signal = |sig: &str| {
+        let s = Command::new("kill")
+            .args([sig, &pid])
+            .status()
+            .expect("kill");
+        assert!(s.success());
+    };
+    signal("-HUP");
+    log.wait_for(SAFETY_NET, |l| l.contains("configuration not reloaded"))
+        .unwrap_or_else(|e| panic!("{e}\n{}", log.text()));
+    std::fs::write(&w.config, &good).expect("restore");
+    signal("-HUP");
+    log.wait_for(SAFETY_NET, |l| l.contains("configuration reloaded"))
+        .unwrap_or_else(|e| panic!("{e}\n{}", log.text()));
+
+    signal("-TERM");
+    let code = wait_bounded(&mut child.0, SAFETY_NET);
+    assert_eq!(code, 0, "{}", log.finish(SAFETY_NET));
+
+    // The journal is consistent: no run left running, nothing pending or in flight.
+    let h = w.run(&["history", "--format", "json"]);
+    assert_eq!(h.code, 0, "{}", h.stderr);
+    let runs: Value = serde_json::from_str(&h.stdout).expect("history JSON");
+    for r in runs.as_array().expect("runs") {
+        assert_ne!(r["status"], "running", "{runs:#}");
+        let ops = &r["operations"];
+        assert!(
+            ops.get("pending").is_none() && ops.get("sending").is_none(),
+            "{runs:#}"
+        );
+    }
+    assert_eq!(w.accounts().len(), 1);
+}
+
+#[test]
+fn standby_writes_nothing() {
+    let w = World::new("d-standby", "", "");
+    ad::add_users(&w.main(), &[user("Eve Elm", "Eve", "Elm", "Porter")]);
+    w.once(&["--standby"], 0);
+    let reqs = w.dir.requests();
+    assert!(!reqs.is_empty());
+    for r in &reqs {
+        assert_eq!(r["method"], "GET", "standby wrote: {r:#}");
+    }
+    assert!(w.accounts().is_empty());
+    let st = w.status();
+    assert_eq!(latest(&st)["result"], "standby", "{st:#}");
+    assert_eq!(latest(&st)["mode"], "standby", "{st:#}");
+    assert_eq!(latest(&st)["operations"], 1, "{st:#}");
+}
+
+#[test]
+fn a_mass_removal_is_held_the_rest_flows_and_an_approval_releases_that_set() {
+    // The notification hook writes what it is given to a file.
+    let hook = tempfile::tempdir().expect("tempdir");
+    let got = hook.path().join("notified.json");
+    let w = World::new(
+        "d-held",
+        "max_removals = 1\npercent_applies_from = 1000",
+        &format!(
+            "notify_command = [\"/bin/sh\", \"-c\", {}]",
+            toml_str(&format!("cat > '{}'", got.display()))
+        ),
+    );
+    ad::add_users(
+        &w.main(),
+        &[
+            user("Fay Fir", "Fay", "Fir", "Porter"),
+            user("Gus Gum", "Gus", "Gum", "Porter"),
+            user("Hal Hazel", "Hal", "Hazel", "Porter"),
+            user("Ida Ivy", "Ida", "Ivy", "Porter"),
+        ],
+    );
+    w.once(&[], 0);
+    assert_eq!(w.accounts().len(), 4);
+
+    for cn in ["Gus Gum", "Hal Hazel", "Ida Ivy"] {
+        ad::set_enabled(&w.dn(cn), false);
+    }
+    ad::add_users(&w.main(), &[user("Jo Juniper", "Jo", "Juniper", "Porter")]);
+    ad::replace(&w.dn("Fay Fir"), "title", "Driver");
+    w.once(&[], 0);
+    let acc = w.accounts();
+    // Everything else flowed: the joiner is provisioned, the change applied.
+    assert_eq!(acc.len(), 5, "{acc:#?}");
+    assert_eq!(acc["E-fay.fir"]["title"], "Driver");
+    for emp in ["E-gus.gum", "E-hal.hazel", "E-ida.ivy"] {
+        assert_eq!(
+            nhs(&acc[emp])["status"],
+            "active",
+            "{emp} removed while held"
+        );
+    }
+    let st = w.status();
+    let held = &st["held_removals"];
+    assert_eq!(held["count"], 3, "{st:#}");
+    let digest = held["digest"].as_str().expect("digest").to_string();
+    assert!(digest.starts_with("sha256:"), "{digest}");
+    assert_eq!(latest(&st)["held"], 3);
+    let note: Value = serde_json::from_str(&std::fs::read_to_string(&got).expect("notified"))
+        .expect("notification JSON");
+    assert_eq!(note["digest"], digest.as_str(), "{note:#}");
+    assert_eq!(note["held"], 3);
+    assert_eq!(note["removals"].as_array().map(Vec::len), Some(3));
+
+    // A wrong digest is refused; the shown one approves.
+    let r = w.run(&["approve-removals", "sha256:0000"]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(r.stderr.contains(&digest), "{}", r.stderr);
+    let r = w.run(&["approve-removals", &digest]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+
+    w.once(&[], 0);
+    let acc = w.accounts();
+    for emp in ["E-gus.gum", "E-hal.hazel", "E-ida.ivy"] {
+        assert_eq!(nhs(&acc[emp])["status"], "leaver", "{emp}: {acc:#?}");
+    }
+    for emp in ["E-fay.fir", "E-jo.juniper"] {
+        assert_eq!(nhs(&acc[emp])["status"], "active", "{emp}");
+    }
+    let st = w.status();
+    assert!(st["held_removals"].is_null(), "{st:#}");
+    assert_eq!(latest(&st)["result"], "ok");
+}
