@@ -251,7 +251,11 @@ fn a_failed_cycle_does_not_advance_the_watermark() {
 
 #[test]
 fn one_instance_per_state_dir_sighup_keeps_a_valid_config_and_sigterm_exits_zero() {
-    let w = World::new("d-single", "", "interval_seconds = 3600");
+    let w = World::new(
+        "d-single",
+        "",
+        "interval_seconds = 3600\nlisten = \"127.0.0.1:0\"",
+    );
     ad::add_users(&w.main(), &[user("Dan Dale", "Dan", "Dale", "Porter")]);
     let mut child = KillOnDrop(
         Command::new(env!("CARGO_BIN_EXE_tansync"))
@@ -271,6 +275,28 @@ fn one_instance_per_state_dir_sighup_keeps_a_valid_config_and_sigterm_exits_zero
         .wait_for(SAFETY_NET, |l| l.contains("cycle finished"))
         .unwrap_or_else(|e| panic!("{e}\n{}", log.text()));
     assert!(line.contains("result=\"ok\""), "{line}");
+
+    // Health and metrics are served while it runs (on the port the OS chose).
+    // (Logged before the first cycle started, so already read.)
+    let text = log.text();
+    let serving = text
+        .lines()
+        .find(|l| l.contains("serving /healthz and /metrics"))
+        .unwrap_or_else(|| panic!("no serving line:\n{text}"));
+    let addr = serving
+        .split("listen=")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .expect("the bound address")
+        .to_string();
+    let health = http_get(&addr, "/healthz");
+    assert!(health.starts_with("HTTP/1.1 200"), "{health}");
+    assert!(health.contains("\"status\":\"ok\""), "{health}");
+    let metrics = http_get(&addr, "/metrics");
+    assert!(
+        metrics.contains("tansync_cycles_total{kind=\"full\",result=\"ok\"} 1"),
+        "{metrics}"
+    );
 
     // A second instance on the same state directory refuses to start.
     let second = w.run(&["run", "--once"]);
@@ -408,4 +434,19 @@ fn a_mass_removal_is_held_the_rest_flows_and_an_approval_releases_that_set() {
     let st = w.status();
     assert!(st["held_removals"].is_null(), "{st:#}");
     assert_eq!(latest(&st)["result"], "ok");
+}
+
+/// One plain HTTP GET to `addr` (`127.0.0.1:PORT`), the whole answer as text.
+fn http_get(addr: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut c = std::net::TcpStream::connect(addr).expect("connect to the health endpoint");
+    c.set_read_timeout(Some(SAFETY_NET)).expect("timeout");
+    write!(
+        c,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .expect("send");
+    let mut out = String::new();
+    c.read_to_string(&mut out).expect("read the answer");
+    out
 }

@@ -354,7 +354,7 @@ async fn run(cli: Cli, shutdown: &CancellationToken) -> Result<u8> {
         }
         Command::Run { once, standby } => {
             let cfg = load(&cli.config)?;
-            let observer = crate::daemon::observe::Observer::default();
+            let observer = std::sync::Arc::new(crate::daemon::observe::Observer::default());
             let opts = crate::daemon::RunOptions { once, standby };
             Ok(crate::daemon::run(&cli.config, cfg, opts, &observer, shutdown).await?)
         }

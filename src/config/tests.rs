@@ -448,6 +448,8 @@ fn the_example_daemon_section_is_valid() {
     let c = load(&d, &format!("{LDIF_HEAD}{section}")).unwrap();
     assert_eq!(c.daemon.listen, Some("127.0.0.1:9464".parse().unwrap()));
     assert_eq!(c.daemon.log, LogSettings::default());
+}
+
 #[test]
 fn daemon_section_is_validated_and_names_its_keys() {
     let d = dir_with_files();

@@ -37,6 +37,8 @@ pub enum DaemonError {
     NoSchedule { file: String },
     #[error(transparent)]
     Engine(#[from] EngineError),
+    #[error(transparent)]
+    Serve(#[from] http::ServeError),
 }
 
 /// How `tansync run` was asked to run.
@@ -95,7 +97,7 @@ pub async fn run(
     config_path: &Path,
     cfg: Config,
     opts: RunOptions,
-    observer: &Observer,
+    observer: &Arc<Observer>,
     shutdown: &CancellationToken,
 ) -> Result<u8, DaemonError> {
     let mut cfg = cfg;
@@ -123,6 +125,17 @@ pub async fn run(
             );
         }
         return Ok(out.exit);
+    }
+    // Health and metrics, for as long as the loop runs (bound before the first cycle, so
+    // a wrong address is an error at start, not a silent absence).
+    if let Some(listen) = cfg.daemon.listen {
+        let listener = http::Listener::bind(listen).await?;
+        tracing::info!(listen = %listener.local_addr(), "serving /healthz and /metrics");
+        tokio::spawn(listener.serve(
+            observer.clone(),
+            cfg.daemon.healthy_within,
+            shutdown.clone(),
+        ));
     }
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
     if hup.is_none() {
