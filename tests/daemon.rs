@@ -193,11 +193,20 @@ fn run_once_provisions_then_the_next_cycle_applies_a_change() {
     let acc = w.accounts();
     assert_eq!(acc.len(), 2, "{acc:#?}");
 
+    // The full cycle saved the DC's watermark: its USN, pinned to that DC.
+    assert_eq!(st["watermark"]["kind"], "ad_usn", "{st:#}");
+    assert!(
+        st["watermark"]["server"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("CN=NTDS Settings,")),
+        "{st:#}"
+    );
+
+    // A change in AD is applied by the next cycle, a delta.
     ad::replace(&w.dn("Ann Ash"), "title", "Ward Sister");
     w.once(&[], 0);
     let st = w.status();
-    let kind = latest(&st)["kind"].as_str().unwrap_or_default().to_string();
-    assert!(kind == "full" || kind == "delta", "{st:#}");
+    assert_eq!(latest(&st)["kind"], "delta", "{st:#}");
     assert_eq!(latest(&st)["result"], "ok", "{st:#}");
     assert_eq!(latest(&st)["operations"], 1, "{st:#}");
     assert_eq!(st["cycles"].as_array().map(Vec::len), Some(2));
@@ -207,12 +216,64 @@ fn run_once_provisions_then_the_next_cycle_applies_a_change() {
         "{:#?}",
         w.accounts()
     );
-    // The latest full cycle that settled: this one if it was full, else the first.
-    let full = if kind == "full" { 0 } else { 1 };
+    // The latest full cycle that settled is the first.
+    assert_eq!(st["last"]["full/ok"]["id"], st["cycles"][1]["id"], "{st:#}");
+
+    // A disabled user becomes a leaver within one delta cycle…
+    ad::set_enabled(&w.dn("Ben Birch"), false);
+    w.once(&[], 0);
+    let st = w.status();
+    assert_eq!(latest(&st)["kind"], "delta", "{st:#}");
     assert_eq!(
-        st["last"]["full/ok"]["id"], st["cycles"][full]["id"],
+        nhs(&w.accounts()["E-ben.birch"])["status"],
+        "leaver",
+        "{:#?}",
+        w.accounts()
+    );
+    // …and so does a deleted one (its tombstone, through the Show Deleted control).
+    ad::ldif(
+        &format!("dn: {}\nchangetype: delete\n", w.dn("Ann Ash")),
+        false,
+    );
+    w.once(&[], 0);
+    let st = w.status();
+    assert_eq!(latest(&st)["kind"], "delta", "{st:#}");
+    assert_eq!(latest(&st)["operations"], 1, "{st:#}");
+    assert_eq!(
+        nhs(&w.accounts()["E-ann.ash"])["status"],
+        "leaver",
+        "{:#?}",
+        w.accounts()
+    );
+
+    // A watermark from another DC is never used: the next cycle is full, and says why.
+    let db = w._tmp.path().join("state/tansync.db");
+    let c = rusqlite::Connection::open(&db).expect("open the state database");
+    let saved: String = c
+        .query_row("SELECT watermark FROM watermark", [], |r| r.get(0))
+        .expect("a saved watermark");
+    let mut other: Value = serde_json::from_str(&saved).expect("watermark JSON");
+    other["server"] = Value::from("CN=NTDS Settings,CN=OTHER-DC,CN=Servers,CN=Elsewhere");
+    c.execute(
+        "UPDATE watermark SET watermark = ?1",
+        [serde_json::to_string(&other).expect("JSON")],
+    )
+    .expect("move the watermark to another DC");
+    let now: String = c
+        .query_row("SELECT watermark FROM watermark", [], |r| r.get(0))
+        .expect("the watermark");
+    assert!(now.contains("OTHER-DC"), "{now}");
+    drop(c);
+    let r = w.once(&[], 0);
+    let st = w.status();
+    assert_eq!(latest(&st)["kind"], "full", "{st:#}\n{}", r.stderr);
+    assert!(
+        latest(&st)["note"]
+            .as_str()
+            .is_some_and(|n| n.contains("OTHER-DC") || n.contains("another")),
         "{st:#}"
     );
+    assert_ne!(st["watermark"]["server"], other["server"], "{st:#}");
 }
 
 #[test]
@@ -239,8 +300,8 @@ fn a_failed_cycle_does_not_advance_the_watermark() {
             .as_str()
             .is_some_and(|n| !n.is_empty())
     );
-    // The watermark is the one the good cycle saved (none, while the source has no
-    // deltas), not advanced by the failed one.
+    // The watermark is the one the good cycle saved, not advanced by the failed one.
+    assert!(before["watermark"]["position"].is_string(), "{before:#}");
     assert_eq!(after["watermark"], before["watermark"], "{after:#}");
 
     // Back up: the change is applied by the next cycle.

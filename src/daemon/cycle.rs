@@ -142,6 +142,7 @@ pub async fn run_cycle<S: Source, T: Target, W: Writer, F: Fn() -> Result<W, Eng
             let _ = locked(env.store, |s| {
                 s.finish_cycle(
                     cycle,
+                    kind.label(),
                     "failed",
                     None,
                     Some(&why),
@@ -477,9 +478,10 @@ fn finish<S, T, F>(
         }
         s.finish_cycle(
             cycle,
+            d.kind.label(),
             name,
             d.pushed.as_ref().map(|p| p.run),
-            None,
+            note.as_deref(),
             CycleCounts {
                 operations: d.plan.operations.len() as i64,
                 failed: failed_ops,

@@ -111,11 +111,13 @@ impl StateStore {
         Ok(self.conn.last_insert_rowid())
     }
 
-    /// Record how a cycle ended.
+    /// Record how a cycle ended, and what kind it turned out to be (a delta the source
+    /// could not serve ran as a full cycle).
     #[allow(clippy::too_many_arguments)]
     pub fn finish_cycle(
         &self,
         id: i64,
+        kind: &str,
         result: &str,
         run: Option<i64>,
         note: Option<&str>,
@@ -124,7 +126,8 @@ impl StateStore {
     ) -> Result<(), StateError> {
         self.conn.execute(
             "UPDATE cycles SET finished_at = ?1, result = ?2, run = ?3, note = COALESCE(?4, note),
-                 operations = ?5, failed = ?6, blocked = ?7, held = ?8, held_digest = ?9
+                 operations = ?5, failed = ?6, blocked = ?7, held = ?8, held_digest = ?9,
+                 kind = ?11
              WHERE id = ?10",
             params![
                 super::now(),
@@ -136,7 +139,8 @@ impl StateStore {
                 counts.blocked,
                 counts.held,
                 held_digest,
-                id
+                id,
+                kind
             ],
         )?;
         Ok(())
@@ -386,11 +390,12 @@ mod tests {
         let c = s
             .begin_cycle("full", "active", 100, Some("first cycle"))
             .unwrap();
-        s.finish_cycle(c, "ok", Some(1), None, CycleCounts::default(), None)
+        s.finish_cycle(c, "full", "ok", Some(1), None, CycleCounts::default(), None)
             .unwrap();
         let f = s.begin_cycle("full", "active", 200, None).unwrap();
         s.finish_cycle(
             f,
+            "full",
             "failed",
             None,
             Some("down"),
