@@ -516,7 +516,10 @@ fn finish<S, T, F>(
         quarantined: d.pushed.as_ref().map_or(0, |p| p.quarantined.len() as u64),
         held_removals: if still_held { d.held.len() as u64 } else { 0 },
         held_digest: d.held_digest.clone().filter(|_| still_held),
-        rate_limit_wait: Duration::ZERO,
+        rate_limit_wait: d
+            .pushed
+            .as_ref()
+            .map_or(Duration::ZERO, |p| p.push.rate_limit_wait),
     };
     env.observer.cycle(report.clone());
     tracing::info!(

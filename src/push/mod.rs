@@ -101,6 +101,8 @@ pub struct PushReport {
     pub stopped: Option<String>,
     /// Set when a shutdown was requested during the push.
     pub interrupted: bool,
+    /// Time operations spent waiting for the rate limiters (summed over operations).
+    pub rate_limit_wait: Duration,
 }
 
 impl PushReport {
@@ -201,6 +203,8 @@ struct Shared<W> {
     stopped_why: Mutex<Option<String>>,
     run: i64,
     audit: AuditContext,
+    /// Time spent waiting for a pacing slot, summed over operations.
+    waited: Mutex<Duration>,
 }
 
 fn journal<T>(store: &Arc<Mutex<StateStore>>, f: impl FnOnce(&StateStore) -> T) -> T {
@@ -215,8 +219,10 @@ fn delay(s: &PushSettings, attempt: u32, retry_after: Option<Duration>) -> Durat
 
 impl<W: Writer> Shared<W> {
     async fn wait_turn(&self, ods: &str) {
+        let t = tokio::time::Instant::now();
         self.global.ready("").await;
         self.per_org.ready(ods).await;
+        *self.waited.lock().unwrap_or_else(|p| p.into_inner()) += t.elapsed();
     }
 
     fn note(&self, ok: bool) {
@@ -449,6 +455,7 @@ pub async fn push<W: Writer>(
         run: cx.run,
         settings,
         audit: cx.audit,
+        waited: Mutex::new(Duration::ZERO),
     });
     let progress = cx.progress;
     progress.started(ops.len());
@@ -507,10 +514,12 @@ pub async fn push<W: Writer>(
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .clone();
+    let rate_limit_wait = *shared.waited.lock().unwrap_or_else(|p| p.into_inner());
     PushReport {
         items: items.into_iter().map(|(_, r)| r).collect(),
         stopped,
         interrupted: cx.shutdown.is_cancelled(),
+        rate_limit_wait,
     }
 }
 

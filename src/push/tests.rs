@@ -843,3 +843,31 @@ async fn an_audit_trail_that_cannot_be_written_stops_the_run() {
     assert_eq!(j.row(&anchor(1)).state, op_state::SENDING);
     assert!(j.audit().is_empty());
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_time_spent_waiting_for_the_rate_limiter_is_reported() {
+    let j = Journal::new();
+    let w = FakeWriter::new();
+    // One a second, no burst beyond one, one at a time: the 2nd and the 3rd each wait
+    // about a second for their slot.
+    let settings = PushSettings {
+        rate_per_second: nz(1),
+        burst: nz(1),
+        concurrency: 1,
+        ..fast()
+    };
+    let ops = (1..=3).map(provision).collect();
+    let r = j.push(ops, &w, settings, &CancellationToken::new()).await;
+    assert_eq!(r.applied(), 3);
+    assert!(
+        r.rate_limit_wait >= Duration::from_millis(1900)
+            && r.rate_limit_wait <= Duration::from_millis(2100),
+        "{:?}",
+        r.rate_limit_wait
+    );
+    // Unpaced, nothing is waited for.
+    let j = Journal::new();
+    let ops = (4..=6).map(provision).collect();
+    let r = j.push(ops, &w, fast(), &CancellationToken::new()).await;
+    assert_eq!(r.rate_limit_wait, Duration::ZERO);
+}

@@ -55,6 +55,7 @@ fn the_apply_report_escapes_what_the_directory_and_ad_sent() {
             }],
             stopped: Some(format!("stopping: {EVIL}")),
             interrupted: false,
+            rate_limit_wait: std::time::Duration::ZERO,
         },
         write_back: Some(WriteBackReport {
             attribute: "mail".into(),
