@@ -506,3 +506,35 @@ impl Writer for FakeWriter {
         })
     }
 }
+
+/// A configuration in a temporary directory for tests over the fakes: every person in
+/// RXA, a partnering and a sharing agreement for it, an LDIF source and a snapshot
+/// target that the tests never read (they pass fakes), and `extra` (TOML sections:
+/// `[push]`, `[safety]`, `[daemon]` …) appended.
+pub fn config(dir: &tempfile::TempDir, extra: &str) -> crate::config::Config {
+    const RULES: &str =
+        "[[rule]]\nid = \"staff\"\naction = \"include\"\nods = { constant = \"RXA\" }\n";
+    const AGREEMENTS: &str = r#"[partnering]
+reference = "PA-TEST"
+valid_from = 2026-01-01
+valid_until = 2099-12-31
+
+[[sharing]]
+ods_code = "RXA"
+reference = "SA-RXA"
+valid_from = 2026-01-01
+valid_until = 2099-12-31
+operations = ["provision", "update", "remove", "move", "restore", "join"]
+attributes = ["given_name", "family_name", "display_name", "job_title", "department", "site", "telephone", "mobile", "employee_id"]
+"#;
+    let d = dir.path();
+    std::fs::write(d.join("src.ldif"), "").unwrap();
+    std::fs::write(d.join("snapshot.json"), "{}").unwrap();
+    std::fs::write(d.join("rules.toml"), RULES).unwrap();
+    std::fs::write(d.join("agreements.toml"), AGREEMENTS).unwrap();
+    let text = format!(
+        "agent_id = \"agent-1\"\n\n[source]\nkind = \"ldif\"\npath = \"src.ldif\"\n\n[filters]\nfiles = [\"rules.toml\"]\n\n[target]\nkind = \"snapshot\"\npath = \"snapshot.json\"\n\n[agreements]\nfile = \"agreements.toml\"\n\n{extra}"
+    );
+    std::fs::write(d.join("tansync.toml"), text).unwrap();
+    crate::config::Config::load(&d.join("tansync.toml")).unwrap()
+}

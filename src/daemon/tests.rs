@@ -14,54 +14,11 @@ use std::sync::{Arc, Mutex};
 use time::macros::datetime;
 use tokio_util::sync::CancellationToken;
 
-const RULES: &str =
-    "[[rule]]\nid = \"staff\"\naction = \"include\"\nods = { constant = \"RXA\" }\n";
-
-const AGREEMENTS: &str = r#"[partnering]
-reference = "PA-TEST"
-valid_from = 2026-01-01
-valid_until = 2099-12-31
-
-[[sharing]]
-ods_code = "RXA"
-reference = "SA-RXA"
-valid_from = 2026-01-01
-valid_until = 2099-12-31
-operations = ["provision", "update", "remove", "move", "restore", "join"]
-attributes = ["given_name", "family_name", "display_name", "job_title", "department", "site", "telephone", "mobile", "employee_id"]
-"#;
-
 fn config(dir: &tempfile::TempDir) -> Config {
-    let d = dir.path();
-    std::fs::write(d.join("src.ldif"), "").unwrap();
-    std::fs::write(d.join("snapshot.json"), "{}").unwrap();
-    std::fs::write(d.join("rules.toml"), RULES).unwrap();
-    std::fs::write(d.join("agreements.toml"), AGREEMENTS).unwrap();
-    let text = r#"agent_id = "agent-1"
-[source]
-kind = "ldif"
-path = "src.ldif"
-[filters]
-files = ["rules.toml"]
-[target]
-kind = "snapshot"
-path = "snapshot.json"
-[agreements]
-file = "agreements.toml"
-[safety]
-max_removals = 1
-percent_applies_from = 1000
-[push]
-rate_per_second = 1000
-backoff_base_ms = 1
-backoff_max_secs = 1
-max_attempts = 1
-quarantine_after = 5
-[daemon]
-full_every_hours = 24
-"#;
-    std::fs::write(d.join("tansync.toml"), text).unwrap();
-    Config::load(&d.join("tansync.toml")).unwrap()
+    crate::testing::config(
+        dir,
+        "[safety]\nmax_removals = 1\npercent_applies_from = 1000\n[push]\nrate_per_second = 1000\nbackoff_base_ms = 1\nbackoff_max_secs = 1\nmax_attempts = 1\nquarantine_after = 5\n[daemon]\nfull_every_hours = 24\n",
+    )
 }
 
 struct World {

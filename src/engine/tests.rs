@@ -15,63 +15,13 @@ use crate::testing::{
 use time::macros::datetime;
 use tokio_util::sync::CancellationToken;
 
-const RULES: &str = r#"[[rule]]
-id = "staff"
-action = "include"
-ods = { constant = "RXA" }
-"#;
-
-const AGREEMENTS: &str = r#"[partnering]
-reference = "PA-TEST"
-valid_from = 2026-01-01
-valid_until = 2099-12-31
-
-[[sharing]]
-ods_code = "RXA"
-reference = "SA-RXA"
-valid_from = 2026-01-01
-valid_until = 2099-12-31
-operations = ["provision", "update", "remove", "move", "restore", "join"]
-attributes = ["given_name", "family_name", "display_name", "job_title", "department", "site", "telephone", "mobile", "employee_id"]
-"#;
-
-/// A configuration in a temporary directory: every person in RXA, an agreement for it,
-/// fast pacing, two tries per operation and quarantine after two failed runs. The
-/// configured source and target are files the tests never read (they pass fakes).
+/// A configuration in a temporary directory (see [`crate::testing::config`]): fast
+/// pacing, two tries per operation and quarantine after two failed runs.
 fn config(dir: &tempfile::TempDir) -> Config {
-    let d = dir.path();
-    std::fs::write(d.join("src.ldif"), "").unwrap();
-    std::fs::write(d.join("snapshot.json"), "{}").unwrap();
-    std::fs::write(d.join("rules.toml"), RULES).unwrap();
-    std::fs::write(d.join("agreements.toml"), AGREEMENTS).unwrap();
-    let text = r#"agent_id = "agent-1"
-
-[source]
-kind = "ldif"
-path = "src.ldif"
-
-[filters]
-files = ["rules.toml"]
-
-[target]
-kind = "snapshot"
-path = "snapshot.json"
-
-[agreements]
-file = "agreements.toml"
-
-[state]
-dir = "state"
-
-[push]
-rate_per_second = 1000
-backoff_base_ms = 1
-backoff_max_secs = 1
-max_attempts = 2
-quarantine_after = 2
-"#;
-    std::fs::write(d.join("tansync.toml"), text).unwrap();
-    Config::load(&d.join("tansync.toml")).unwrap()
+    crate::testing::config(
+        dir,
+        "[state]\ndir = \"state\"\n\n[push]\nrate_per_second = 1000\nbackoff_base_ms = 1\nbackoff_max_secs = 1\nmax_attempts = 2\nquarantine_after = 2\n",
+    )
 }
 
 /// The directory as the writer now holds it.
