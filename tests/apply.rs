@@ -107,41 +107,12 @@ impl World {
         }
         std::fs::write(tmp.path().join("agreements.toml"), agreements).expect("agreements");
 
-        let text = format!(
-            r#"agent_id = "{AGENT}"
-
-[source]
-kind = "ldap"
-url = {url}
-ca_file = {ca}
-bind_dn = {bind}
-bind_password_file = {pw}
-base_dns = [{base}]
-
-[filters]
-files = ["filters.toml"]
-
-[target]
-kind = "scim"
-url = {target}
-token_file = {token}
-
-[agreements]
-file = "agreements.toml"
-
-[state]
-dir = "state"
-
-[push]
-{push}
-"#,
-            url = toml_str(&env("TANSYNC_TEST_SAMBA_LDAPS_URL")),
-            ca = toml_str(&env("TANSYNC_TEST_CA")),
-            bind = toml_str(&env("TANSYNC_TEST_SAMBA_BIND_DN")),
-            pw = toml_str(&env("TANSYNC_TEST_SAMBA_PASSWORD_FILE")),
-            base = toml_str(&ou),
-            target = toml_str(&dir.url),
-            token = q(&dir.token_file),
+        let text = samba_agent_config(
+            AGENT,
+            &ou,
+            &dir.url,
+            &dir.token_file,
+            &format!("[push]\n{push}\n"),
         );
         let config = write_config(tmp.path(), &text);
         World {

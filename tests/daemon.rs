@@ -55,47 +55,12 @@ impl World {
             "[partnering]\nreference = \"PA-E2E\"\nvalid_from = 2026-01-01\nvalid_until = 2099-12-31\n\n[[sharing]]\nods_code = \"RXA\"\nreference = \"SA-RXA\"\nvalid_from = 2026-01-01\nvalid_until = 2099-12-31\noperations = [\"provision\", \"update\", \"remove\", \"move\", \"restore\", \"join\"]\nattributes = [\"given_name\", \"family_name\", \"display_name\", \"job_title\", \"department\", \"site\", \"telephone\", \"mobile\", \"employee_id\"]\n",
         )
         .expect("agreements");
-        let text = format!(
-            r#"agent_id = "{AGENT}"
-
-[source]
-kind = "ldap"
-url = {url}
-ca_file = {ca}
-bind_dn = {bind}
-bind_password_file = {pw}
-base_dns = [{base}]
-
-[filters]
-files = ["filters.toml"]
-
-[target]
-kind = "scim"
-url = {target}
-token_file = {token}
-
-[agreements]
-file = "agreements.toml"
-
-[state]
-dir = "state"
-
-[safety]
-{safety}
-
-[push]
-rate_per_second = 50
-
-[daemon]
-{daemon}
-"#,
-            url = toml_str(&env("TANSYNC_TEST_SAMBA_LDAPS_URL")),
-            ca = toml_str(&env("TANSYNC_TEST_CA")),
-            bind = toml_str(&env("TANSYNC_TEST_SAMBA_BIND_DN")),
-            pw = toml_str(&env("TANSYNC_TEST_SAMBA_PASSWORD_FILE")),
-            base = toml_str(&ou),
-            target = toml_str(&dir.url),
-            token = q(&dir.token_file),
+        let text = samba_agent_config(
+            AGENT,
+            &ou,
+            &dir.url,
+            &dir.token_file,
+            &format!("[safety]\n{safety}\n\n[push]\nrate_per_second = 50\n\n[daemon]\n{daemon}\n"),
         );
         let config = write_config(tmp.path(), &text);
         World {

@@ -127,3 +127,49 @@ pub fn toml_str(s: &str) -> String {
 
 pub mod ad;
 pub mod dirsvc;
+
+/// An agent configuration reading the Samba AD DC under `base` over verified LDAPS and
+/// writing to the reference directory at `target` with `token_file`; `filters.toml` and
+/// `agreements.toml` beside it, state in `state/`, and `rest` (further sections) after.
+pub fn samba_agent_config(
+    agent: &str,
+    base: &str,
+    target: &str,
+    token_file: &Path,
+    rest: &str,
+) -> String {
+    format!(
+        r#"agent_id = "{agent}"
+
+[source]
+kind = "ldap"
+url = {url}
+ca_file = {ca}
+bind_dn = {bind}
+bind_password_file = {pw}
+base_dns = [{base}]
+
+[filters]
+files = ["filters.toml"]
+
+[target]
+kind = "scim"
+url = {target}
+token_file = {token}
+
+[agreements]
+file = "agreements.toml"
+
+[state]
+dir = "state"
+
+{rest}"#,
+        url = toml_str(&env("TANSYNC_TEST_SAMBA_LDAPS_URL")),
+        ca = toml_str(&env("TANSYNC_TEST_CA")),
+        bind = toml_str(&env("TANSYNC_TEST_SAMBA_BIND_DN")),
+        pw = toml_str(&env("TANSYNC_TEST_SAMBA_PASSWORD_FILE")),
+        base = toml_str(base),
+        target = toml_str(target),
+        token = q(token_file),
+    )
+}
