@@ -16,6 +16,8 @@ matching NHS Directory snapshot.
       every 200th sits in another organisation (move). The odd-index users have no
       account (provision). REMOVED extra accounts carry anchors the source does not
       have (remove, not_in_source).
+      With --all (bench/delta.sh) every user has an account holding exactly what tansync
+      would send and there are no extra accounts: the plan is all unchanged.
 
 The same --count always gives the same users (fixed seed); the snapshot is derived from
 them, so the expected plan is known: see expected() below.
@@ -164,12 +166,12 @@ def account_attrs(u):
     return a
 
 
-def write_snapshot(count, uuids_path, agent_id, out):
+def write_snapshot(count, uuids_path, agent_id, out, everyone=False):
     uuids = read_uuids(uuids_path)
     persons = []
     missing = 0
     for u in users(count):
-        k = kind_of(u["i"])
+        k = "unchanged" if everyone else kind_of(u["i"])
         if k == "provision":
             continue
         x = uuids.get(u["uid"])
@@ -193,7 +195,7 @@ def write_snapshot(count, uuids_path, agent_id, out):
         })
     if missing:
         sys.exit(f"gen_users.py: {missing} users have no entryUUID in {uuids_path}")
-    for j in range(REMOVED):
+    for j in range(0 if everyone else REMOVED):
         persons.append({
             "target_id": f"nhsdir-gone-{j:05d}",
             "external_id": str(uuid.uuid5(REMOVED_NS, str(j))),
@@ -228,6 +230,7 @@ def main():
     s.add_argument("--uuids", required=True)
     s.add_argument("--agent-id", required=True)
     s.add_argument("--out", required=True)
+    s.add_argument("--all", action="store_true", help="an unchanged account for every user, no extras")
     e = sub.add_parser("expected", help="print the expected plan counts as JSON")
     e.add_argument("--count", type=int, required=True)
     args = ap.parse_args()
@@ -236,7 +239,7 @@ def main():
             write_ldif(args.count, f, args.entry_uuid)
     elif args.cmd == "snapshot":
         with open(args.out, "w", encoding="utf-8") as f:
-            write_snapshot(args.count, args.uuids, args.agent_id, f)
+            write_snapshot(args.count, args.uuids, args.agent_id, f, args.all)
     else:
         print(json.dumps(expected(args.count), sort_keys=True))
 
