@@ -359,14 +359,28 @@ impl Directory {
                 }
             }
         }
+        // A filter that requires `externalId eq X` can only match the account holding
+        // that anchor: read that one instead of every account (the filter is still
+        // applied in full below, so the answer is the same; a look-up by anchor in a
+        // directory of 100,000 accounts was 0.65 s).
+        let anchor = q.filter.as_ref().and_then(|f| {
+            f.required_equalities()
+                .into_iter()
+                .find(|(path, _)| path.is(None, "externalId"))
+                .and_then(|(_, v)| v.as_str().map(|x| x.trim().to_lowercase()))
+        });
         let cfg = self.cfg.clone();
         let now = self.now();
         let base = self.base_url.clone();
         self.store
             .run(move |conn| {
                 sweep(conn, now, &cfg.lifecycle)?;
+                let candidates = match &anchor {
+                    Some(key) => store::by_anchor_key(conn, key)?,
+                    None => store::all(conn)?,
+                };
                 let mut matched = Vec::new();
-                for a in store::all(conn)? {
+                for a in candidates {
                     if !client.organisations.contains(&odscode(&a)?) {
                         continue;
                     }

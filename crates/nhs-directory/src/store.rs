@@ -243,6 +243,14 @@ pub fn all(conn: &Connection) -> Result<Vec<Account>, StoreError> {
     accounts(conn, &sql, &[])
 }
 
+/// The account (if any) whose anchor key is `key` (`externalId`, trimmed and
+/// lowercased): every account a filter `externalId eq X` can match is among these, so a
+/// look-up by anchor need not scan every account.
+pub fn by_anchor_key(conn: &Connection, key: &str) -> Result<Vec<Account>, StoreError> {
+    let sql = format!("SELECT {COLUMNS} FROM accounts WHERE anchor_key = ?1 ORDER BY seq");
+    accounts(conn, &sql, &[&key])
+}
+
 /// Accounts whose lifecycle may move on by itself.
 pub fn lifecycle_candidates(conn: &Connection) -> Result<Vec<Account>, StoreError> {
     let sql = format!(
