@@ -139,11 +139,17 @@ pub async fn run_cycle<S: Source, T: Target, W: Writer, F: Fn() -> Result<W, Eng
         Ok(done) => finish(env, cycle, started, read_time, done),
         Err((kind, e)) => {
             let why = format!("{:#}", anyhow::Error::from(e));
+            // Stopped by a shutdown is not a failure of the cycle: `status` says so.
+            let result = if cancel.is_cancelled() {
+                "interrupted"
+            } else {
+                "failed"
+            };
             let _ = locked(env.store, |s| {
                 s.finish_cycle(
                     cycle,
                     kind.label(),
-                    "failed",
+                    result,
                     None,
                     Some(&why),
                     CycleCounts::default(),

@@ -54,6 +54,17 @@ impl World {
         standby: bool,
         hour: u8,
     ) -> (CycleOutcome, usize) {
+        self.cycle_with(source, standby, hour, &CancellationToken::new())
+            .await
+    }
+
+    async fn cycle_with(
+        &self,
+        source: &FakeSource,
+        standby: bool,
+        hour: u8,
+        cancel: &CancellationToken,
+    ) -> (CycleOutcome, usize) {
         let target = FakeTarget::new([organisation("RXA")], self.writer.accounts());
         let reads = target.full_reads.clone();
         let w = self.writer.clone();
@@ -68,7 +79,7 @@ impl World {
             observer: &self.observer,
         };
         let now = datetime!(2026-06-01 00:00 UTC) + time::Duration::hours(i64::from(hour));
-        let out = run_cycle(&env, now, &CancellationToken::new()).await;
+        let out = run_cycle(&env, now, cancel).await;
         (out, reads.load(std::sync::atomic::Ordering::Relaxed))
     }
 
@@ -249,4 +260,22 @@ async fn without_a_directory_cache_a_delta_becomes_full() {
     assert_eq!(out.report.kind, CycleKind::Full);
     assert!(out.note.unwrap().contains("directory cache"));
     assert_eq!(full_reads, 1);
+}
+
+#[tokio::test]
+async fn a_cycle_stopped_by_a_shutdown_is_recorded_interrupted_not_failed() {
+    let w = World::new();
+    let src = FakeSource::new(people(&[1, 2]));
+    let stop = CancellationToken::new();
+    stop.cancel();
+    let (out, _) = w.cycle_with(&src, false, 0, &stop).await;
+    assert_eq!(out.report.result, CycleResult::Failed);
+    let cycles = crate::state::History::open(&w.cfg.state_dir)
+        .unwrap()
+        .cycles(1)
+        .unwrap();
+    assert_eq!(cycles[0].result, "interrupted", "{cycles:?}");
+    // Nothing was sent, and no watermark saved.
+    assert!(w.writer.calls().is_empty());
+    assert_eq!(w.position(), None);
 }
