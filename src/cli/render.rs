@@ -16,18 +16,11 @@ use crate::engine::check::{CheckReport, Mark};
 use crate::engine::explain::Explanation;
 use crate::engine::history::{JournalEntry, RunSummary};
 use crate::filter::Action;
+use crate::plan::render::code;
 use anyhow::Result;
 use console::style;
 use nhs_model::escape::{Escaped, Quoted};
 use std::io::Write;
-
-/// The snake_case code a serde enum serialises to (reason codes), as in the plan JSON.
-fn code<T: serde::Serialize>(v: &T) -> String {
-    serde_json::to_value(v)
-        .ok()
-        .and_then(|v| v.as_str().map(String::from))
-        .unwrap_or_default()
-}
 
 fn action(a: Action) -> &'static str {
     match a {

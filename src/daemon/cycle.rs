@@ -64,10 +64,7 @@ pub fn held_removals(plan: &Plan) -> (Vec<(String, String, String)>, Option<Stri
             } => Some((
                 external_id.to_string(),
                 target_id.to_string(),
-                serde_json::to_value(reason)
-                    .ok()
-                    .and_then(|v| v.as_str().map(String::from))
-                    .unwrap_or_default(),
+                crate::plan::render::code(reason),
             )),
             _ => None,
         })
@@ -453,11 +450,7 @@ fn finish<S, T, F>(
     };
     let mut blocked: BTreeMap<String, u64> = BTreeMap::new();
     for b in &d.plan.blocked {
-        let code = serde_json::to_value(b.reason)
-            .ok()
-            .and_then(|v| v.as_str().map(String::from))
-            .unwrap_or_default();
-        *blocked.entry(code).or_default() += 1;
+        *blocked.entry(b.reason.code()).or_default() += 1;
     }
     let still_held = d.held_digest.is_some() && !d.held_released;
     let settled = matches!(result, CycleResult::Ok | CycleResult::Standby) && !still_held;

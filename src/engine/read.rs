@@ -142,10 +142,7 @@ fn log_in_scope(p: &Person) {
 
 /// A reason's code as the plan writes it (`invalid_mobile`).
 pub(super) fn code(reason: &RejectReason) -> String {
-    serde_json::to_value(reason)
-        .ok()
-        .and_then(|v| v.as_str().map(String::from))
-        .unwrap_or_else(|| format!("{reason:?}"))
+    crate::plan::render::code(reason)
 }
 
 fn log_rejected(r: &Rejection) {

@@ -270,10 +270,7 @@ impl BlockReason {
 
     /// The plan's code for it (`account_cap`, …).
     pub fn code(self) -> String {
-        serde_json::to_value(self)
-            .ok()
-            .and_then(|v| v.as_str().map(String::from))
-            .unwrap_or_else(|| format!("{self:?}"))
+        render::code(&self)
     }
 }
 
