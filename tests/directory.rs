@@ -423,6 +423,78 @@ async fn a_client_without_an_agreement_for_the_organisation_is_refused() {
     );
 }
 
+/// A search request body.
+fn search(filter: &str, start: usize, count: usize) -> Value {
+    json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:SearchRequest"],
+           "filter": filter, "startIndex": start, "count": count})
+}
+
+fn ids_of(a: &Answer) -> Vec<String> {
+    a.body["Resources"]
+        .as_array()
+        .expect("Resources")
+        .iter()
+        .map(id)
+        .collect()
+}
+
+#[tokio::test]
+async fn an_organisation_pages_in_creation_order_whatever_the_filter_adds() {
+    let env = start("");
+    // Accounts of two organisations, interleaved; RXA80's in creation order.
+    let mut practice = Vec::new();
+    for (n, given) in ["Aled", "Bryn", "Cai", "Dewi", "Elis"].iter().enumerate() {
+        practice.push(id(&create(
+            &env.agent,
+            &person("RXA80", given, "Morgan", None),
+        )
+        .await));
+        if n < 2 {
+            create(&env.agent, &person("RXA", given, "Pugh", None)).await;
+        }
+    }
+    // `odsCode eq X` alone (any case), page by page: exactly X's accounts, in order.
+    for code in ["RXA80", "rxa80"] {
+        let filter = format!("{NHS_SCHEMA}:odsCode eq \"{code}\"");
+        let mut seen = Vec::new();
+        for start in [1, 3, 5] {
+            let a = env
+                .agent
+                .post("/Users/.search", &search(&filter, start, 2))
+                .await;
+            assert_eq!(a.status, 200, "{a:?}");
+            assert_eq!(a.body["totalResults"], 5, "{a:?}");
+            assert_eq!(a.body["startIndex"], start, "{a:?}");
+            seen.extend(ids_of(&a));
+        }
+        assert_eq!(seen, practice, "{code}");
+        let past = env
+            .agent
+            .post("/Users/.search", &search(&filter, 9, 2))
+            .await;
+        assert_eq!(past.body["totalResults"], 5, "{past:?}");
+        assert!(ids_of(&past).is_empty(), "{past:?}");
+    }
+    // With another term, the filter still decides within the organisation.
+    let filter = format!(
+        "{NHS_SCHEMA}:odsCode eq \"RXA80\" and (name.givenName eq \"Bryn\" or name.givenName eq \"Elis\")"
+    );
+    let a = env
+        .agent
+        .post("/Users/.search", &search(&filter, 1, 10))
+        .await;
+    assert_eq!(a.body["totalResults"], 2, "{a:?}");
+    assert_eq!(ids_of(&a), vec![practice[1].clone(), practice[4].clone()]);
+    // A code that is not an ODS code matches nothing (and is no error).
+    let filter = format!("{NHS_SCHEMA}:odsCode eq \" RXA80\"");
+    let a = env
+        .agent
+        .post("/Users/.search", &search(&filter, 1, 10))
+        .await;
+    assert_eq!(a.status, 200, "{a:?}");
+    assert_eq!(a.body["totalResults"], 0, "{a:?}");
+}
+
 #[tokio::test]
 async fn over_the_rate_limit_is_429_with_retry_after() {
     let env = start("[rate_limit]\nrequests_per_second = 0.2\nburst = 2\n");

@@ -97,6 +97,7 @@ CREATE TABLE IF NOT EXISTS accounts (
 );
 CREATE INDEX IF NOT EXISTS accounts_by_org ON accounts (ods_code, status);
 CREATE INDEX IF NOT EXISTS accounts_by_status ON accounts (status);
+CREATE INDEX IF NOT EXISTS accounts_by_org_seq ON accounts (ods_code, seq);
 CREATE TABLE IF NOT EXISTS requests (
     seq     INTEGER PRIMARY KEY AUTOINCREMENT,
     at_ms   INTEGER NOT NULL,
@@ -249,6 +250,38 @@ pub fn all(conn: &Connection) -> Result<Vec<Account>, StoreError> {
 pub fn by_anchor_key(conn: &Connection, key: &str) -> Result<Vec<Account>, StoreError> {
     let sql = format!("SELECT {COLUMNS} FROM accounts WHERE anchor_key = ?1 ORDER BY seq");
     accounts(conn, &sql, &[&key])
+}
+
+/// The accounts of organisation `ods` (its canonical code), oldest first: every account
+/// a filter requiring `odsCode eq X` can match is among these.
+pub fn by_ods(conn: &Connection, ods: &str) -> Result<Vec<Account>, StoreError> {
+    let sql = format!("SELECT {COLUMNS} FROM accounts WHERE ods_code = ?1 ORDER BY seq");
+    accounts(conn, &sql, &[&ods])
+}
+
+/// How many accounts organisation `ods` holds, whatever their status.
+pub fn count_by_ods(conn: &Connection, ods: &str) -> Result<usize, StoreError> {
+    let n: i64 = conn.query_row(
+        "SELECT COUNT(*) FROM accounts WHERE ods_code = ?1",
+        [ods],
+        |r| r.get(0),
+    )?;
+    Ok(usize::try_from(n).unwrap_or(0))
+}
+
+/// One page of `by_ods`: `count` accounts from the `skip`-th (0-based).
+pub fn page_by_ods(
+    conn: &Connection,
+    ods: &str,
+    skip: usize,
+    count: usize,
+) -> Result<Vec<Account>, StoreError> {
+    let sql = format!(
+        "SELECT {COLUMNS} FROM accounts WHERE ods_code = ?1 ORDER BY seq LIMIT ?2 OFFSET ?3"
+    );
+    let limit = i64::try_from(count).unwrap_or(i64::MAX);
+    let offset = i64::try_from(skip).unwrap_or(i64::MAX);
+    accounts(conn, &sql, &[&ods, &limit, &offset])
 }
 
 /// Accounts whose lifecycle may move on by itself.
