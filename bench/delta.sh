@@ -25,6 +25,10 @@
 # (BENCH_NO_MD=1: not). Work dir: bench/out-delta/ (wiped on every run). slapd, the
 # directory and `tansync run` are stopped by their PIDs on exit, also on failure.
 #
+# DELTA_PERF=1: one more delta cycle under `perf record --call-graph dwarf` (build with
+# CARGO_PROFILE_RELEASE_DEBUG=line-tables-only for symbols); the report of where its CPU
+# time went is written to bench/out-delta/delta-perf.txt.
+#
 # Variables: BENCH_USERS, DELTA_RUNS, DELTA_CHANGES, RSS_CYCLES, RSS_CHANGES,
 # BENCH_LDAP_PORT (4389), BENCH_LDAPS_PORT (4636), BENCH_SKIP_BUILD=1, BENCH_NO_MD=1.
 set -euo pipefail
@@ -197,6 +201,20 @@ modify "$DELTA_CHANGES"
 TANSYNC_LOG=tansync=debug "${ONCE[@]}" >"$OUT/delta-debug.out" 2>"$OUT/delta-debug.err" ||
     die "the debug delta run failed (see $OUT/delta-debug.err)"
 check_last delta "$DELTA_CHANGES"
+
+if [[ ${DELTA_PERF:-0} == 1 ]]; then
+    command -v perf >/dev/null || die "DELTA_PERF=1 needs perf"
+    modify "$DELTA_CHANGES"
+    log "a delta cycle under perf record"
+    perf record -q --call-graph dwarf,16384 -F 2000 -o "$OUT/delta.perf" -- "${ONCE[@]}" \
+        >"$OUT/delta-perf.out" 2>"$OUT/delta-perf.err" || die "the perf delta run failed (see $OUT/delta-perf.err)"
+    check_last delta "$DELTA_CHANGES"
+    perf report -q -i "$OUT/delta.perf" --no-children --percent-limit 1 --stdio -g none \
+        >"$OUT/delta-perf.txt" 2>/dev/null || die "perf report failed"
+    perf report -q -i "$OUT/delta.perf" --children --percent-limit 3 --stdio -g none \
+        >"$OUT/delta-perf-children.txt" 2>/dev/null || die "perf report failed"
+    log "perf report: $OUT/delta-perf.txt, $OUT/delta-perf-children.txt"
+fi
 
 # ---------------------------------------------------------------- 3: tansync run
 log "tansync run, interval 1 s, $RSS_CYCLES cycles, $RSS_CHANGES changes after each"

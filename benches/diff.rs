@@ -208,6 +208,7 @@ fn build(n: u64) -> World {
             organisations,
             accounts,
             refused: BTreeMap::new(),
+            census: None,
         },
         orgs: orgs.into_iter().collect(),
         expect,

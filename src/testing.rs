@@ -161,6 +161,9 @@ pub struct FakeTarget {
     pub state: TargetState,
     /// How many full reads (`read_state`) it served.
     pub full_reads: Arc<std::sync::atomic::AtomicUsize>,
+    /// When set, the accounts are this writer's at the time of each read (what a real
+    /// directory answers after a push), not `state.accounts`.
+    pub live: Option<FakeWriter>,
 }
 
 impl FakeTarget {
@@ -176,8 +179,28 @@ impl FakeTarget {
                     .collect(),
                 accounts,
                 refused: BTreeMap::new(),
+                census: None,
             },
             full_reads: Arc::default(),
+            live: None,
+        }
+    }
+
+    /// A directory whose accounts are `writer`'s, read at each call.
+    pub fn over(
+        organisations: impl IntoIterator<Item = Organisation>,
+        writer: &FakeWriter,
+    ) -> Self {
+        Self {
+            live: Some(writer.clone()),
+            ..Self::new(organisations, Vec::new())
+        }
+    }
+
+    fn accounts(&self) -> Vec<Account> {
+        match &self.live {
+            Some(w) => w.accounts(),
+            None => self.state.accounts.clone(),
         }
     }
 }
@@ -195,7 +218,10 @@ impl Target for FakeTarget {
         }
         self.full_reads
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        Ok(self.state.clone())
+        Ok(TargetState {
+            accounts: self.accounts(),
+            ..self.state.clone()
+        })
     }
 
     async fn accounts_with(
@@ -204,11 +230,9 @@ impl Target for FakeTarget {
         _cancel: &CancellationToken,
     ) -> Result<Vec<Account>, TargetError> {
         Ok(self
-            .state
-            .accounts
-            .iter()
+            .accounts()
+            .into_iter()
             .filter(|a| a.external_id.as_ref().is_some_and(|x| anchors.contains(x)))
-            .cloned()
             .collect())
     }
 }
@@ -287,6 +311,12 @@ impl Inner {
 /// a look-up finds the account holding the anchor; a get returns it, or 404.
 #[derive(Clone, Default)]
 pub struct FakeWriter(Arc<Mutex<Inner>>);
+
+impl std::fmt::Debug for FakeWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("FakeWriter")
+    }
+}
 
 impl FakeWriter {
     pub fn new() -> Self {

@@ -7,10 +7,11 @@
 //! for approval, repeats from the old watermark, so the next delta reads the same
 //! changes again and the held set stays the same set until it is approved.
 
-use super::cache;
+use super::cache::{self, Cache};
 use super::observe::{CycleKind, CycleReport, CycleResult, Observer};
 use super::schedule::{self, Next};
 use crate::config::Config;
+use crate::diff;
 use crate::engine::apply::{RunStatus, push_plan, reconcile};
 use crate::engine::plan::decide_cycle;
 use crate::engine::read::collect_since;
@@ -234,7 +235,7 @@ async fn attempt<S: Source, T: Target, W: Writer, F: Fn() -> Result<W, EngineErr
     let t = Instant::now();
     let dir = cfg.state_dir.clone();
     let mut cached = match &next {
-        Next::Delta(_) => cache::load(&dir),
+        Next::Delta(_) => Cache::open(&dir),
         Next::Full(_) => None,
     };
     let next = match next {
@@ -278,8 +279,11 @@ async fn attempt<S: Source, T: Target, W: Writer, F: Fn() -> Result<W, EngineErr
     let err = |e: EngineError| (kind, e);
     // The directory side: a full read, or for a delta the cache with the changed
     // people's accounts read again (see [`cache`]).
-    let state = match (kind, cached.take()) {
-        (CycleKind::Delta, Some(mut state)) => {
+    if kind == CycleKind::Full {
+        cached = None;
+    }
+    let state = match cached.as_mut() {
+        Some(c) => {
             let mut anchors: BTreeSet<ExternalId> = collected.persons.keys().cloned().collect();
             anchors.extend(collected.out_of_scope.iter().cloned());
             anchors.extend(
@@ -294,14 +298,39 @@ async fn attempt<S: Source, T: Target, W: Writer, F: Fn() -> Result<W, EngineErr
                 .accounts_with(&anchors, cancel)
                 .await
                 .map_err(|e| err(e.into()))?;
-            cache::merge(&mut state, &anchors, fresh);
-            state
+            let join: BTreeSet<_> = collected
+                .persons
+                .values()
+                .flat_map(|p| {
+                    cfg.soft_match
+                        .iter()
+                        .filter_map(|k| Some((*k, diff::person_match_value(p, *k)?)))
+                })
+                .collect();
+            match c
+                .replace(&anchors, &fresh)
+                .and_then(|()| c.partial(&anchors, &join, &cfg.agent_id))
+            {
+                Ok(state) => Some(state),
+                Err(e) => {
+                    tracing::warn!(error = %e, "the directory cache cannot be used; reading the directory in full");
+                    None
+                }
+            }
         }
-        _ => env
-            .target
-            .read_state(cancel)
-            .await
-            .map_err(|e| err(e.into()))?,
+        None => None,
+    };
+    let state = match state {
+        Some(s) => s,
+        None => {
+            if cached.take().is_some() {
+                cache::forget(&dir);
+            }
+            env.target
+                .read_state(cancel)
+                .await
+                .map_err(|e| err(e.into()))?
+        }
     };
     let plan = decide_cycle(
         cfg,
@@ -357,27 +386,41 @@ async fn attempt<S: Source, T: Target, W: Writer, F: Fn() -> Result<W, EngineErr
         }
     };
     // Keep the cache consistent with what was applied: read the touched accounts again.
-    let mut state = state;
     let touched: BTreeSet<ExternalId> = pushed
         .iter()
         .flat_map(|p| p.push.items.iter())
         .filter_map(|i| ExternalId::parse(&i.external_id).ok())
         .collect();
-    if touched.is_empty() {
-        cache::save(&dir, &state);
+    let fresh = if touched.is_empty() {
+        Ok(Vec::new())
     } else {
-        match env.target.accounts_with(&touched, cancel).await {
-            Ok(fresh) => {
-                cache::merge(&mut state, &touched, fresh);
+        env.target.accounts_with(&touched, cancel).await
+    };
+    match fresh {
+        Ok(fresh) => {
+            if cached.is_none() {
+                // A full state: it becomes the cache.
                 cache::save(&dir, &state);
+                cached = Cache::open(&dir);
             }
-            Err(e) => {
+            drop(state);
+            let refreshed = match cached.as_mut() {
+                Some(c) => c.replace(&touched, &fresh).map_err(|e| e.to_string()),
+                None => Err("no directory cache was written".to_string()),
+            };
+            if let Err(e) = refreshed
+                && !touched.is_empty()
+            {
                 tracing::warn!(error = %e, "cannot refresh the directory cache; the next cycle is full");
                 cache::forget(&dir);
             }
         }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot refresh the directory cache; the next cycle is full");
+            drop(cached);
+            cache::forget(&dir);
+        }
     }
-    drop(state);
     if held_digest.is_some() && !held_released && note.is_none() {
         note = Some("removals are held".into());
     }

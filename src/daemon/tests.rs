@@ -14,10 +14,12 @@ use std::sync::{Arc, Mutex};
 use time::macros::datetime;
 use tokio_util::sync::CancellationToken;
 
-fn config(dir: &tempfile::TempDir) -> Config {
+fn config(dir: &tempfile::TempDir, safety: &str) -> Config {
     crate::testing::config(
         dir,
-        "[safety]\nmax_removals = 1\npercent_applies_from = 1000\n[push]\nrate_per_second = 1000\nbackoff_base_ms = 1\nbackoff_max_secs = 1\nmax_attempts = 1\nquarantine_after = 5\n[daemon]\nfull_every_hours = 24\n",
+        &format!(
+            "[safety]\nmax_removals = 1\npercent_applies_from = 1000\n{safety}[push]\nrate_per_second = 1000\nbackoff_base_ms = 1\nbackoff_max_secs = 1\nmax_attempts = 1\nquarantine_after = 5\n[daemon]\nfull_every_hours = 24\n"
+        ),
     )
 }
 
@@ -31,8 +33,13 @@ struct World {
 
 impl World {
     fn new() -> Self {
+        Self::with_safety("")
+    }
+
+    /// With more `[safety]` keys.
+    fn with_safety(safety: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let cfg = config(&dir);
+        let cfg = config(&dir, safety);
         let store = Arc::new(Mutex::new(StateStore::open(&cfg.state_dir).unwrap()));
         World {
             _dir: dir,
@@ -65,7 +72,7 @@ impl World {
         hour: u8,
         cancel: &CancellationToken,
     ) -> (CycleOutcome, usize) {
-        let target = FakeTarget::new([organisation("RXA")], self.writer.accounts());
+        let target = FakeTarget::over([organisation("RXA")], &self.writer);
         let reads = target.full_reads.clone();
         let w = self.writer.clone();
         let env = CycleEnv {
@@ -278,4 +285,69 @@ async fn a_cycle_stopped_by_a_shutdown_is_recorded_interrupted_not_failed() {
     // Nothing was sent, and no watermark saved.
     assert!(w.writer.calls().is_empty());
     assert_eq!(w.position(), None);
+}
+
+#[tokio::test]
+async fn a_delta_caps_by_every_account_and_joins_an_unanchored_one() {
+    // A cap of 4 accounts per organisation.
+    let w = World::with_safety("default_account_cap = 4\n");
+    // An account someone made by hand, before the agent: no anchor, not managed.
+    w.writer.seed(crate::scim::User {
+        user_name: "sam.jones@nhs.net".into(),
+        emails: vec![crate::scim::MultiValue {
+            value: "sam.jones@nhs.net".into(),
+            kind: Some("work".into()),
+            primary: Some(true),
+        }],
+        nhs: Some(crate::scim::Nhs {
+            ods_code: Some("RXA".into()),
+            status: Some("active".into()),
+            ..crate::scim::Nhs::default()
+        }),
+        ..crate::scim::User::default()
+    });
+    let mut src = FakeSource::new(people(&[1, 2]));
+    src.watermark = Some(watermark("dc1", 10));
+    assert_eq!(w.cycle(&src, false, 0).await.report.kind, CycleKind::Full);
+    assert_eq!(w.writer.count(Method::Create), 2);
+
+    // Two joiners: the delta's state holds none of the three accounts RXA has (two of
+    // them the agent's), but the cap counts them all: only one, the lower anchor, fits.
+    src.changed = people(&[3, 4]);
+    src.watermark = Some(watermark("dc1", 20));
+    let (out, full_reads) = w.cycle_reads(&src, false, 1).await;
+    assert_eq!((out.report.kind, full_reads), (CycleKind::Delta, 0));
+    assert_eq!(w.writer.count(Method::Create), 3);
+    assert_eq!(
+        out.report.blocked.get("account_cap"),
+        Some(&1),
+        "{:?}",
+        out.report
+    );
+
+    // Sam, whose address is that unanchored account's, joins it on a delta.
+    let sam = SourceEntry::build(
+        "CN=Sam Jones,OU=Staff,DC=example".into(),
+        [
+            ("givenName".to_string(), vec!["Sam".to_string()]),
+            ("sn".to_string(), vec!["Jones".to_string()]),
+            ("mail".to_string(), vec!["Sam.Jones@nhs.net".to_string()]),
+            ("userAccountControl".to_string(), vec!["512".to_string()]),
+        ],
+        [("objectGUID".to_string(), vec![vec![5; 16]])],
+        &crate::source::AnchorKind::ObjectGuid,
+    );
+    src.changed = vec![sam];
+    src.watermark = Some(watermark("dc1", 30));
+    let out = w.cycle(&src, false, 2).await;
+    assert_eq!(out.report.kind, CycleKind::Delta);
+    assert_eq!(
+        out.report
+            .operations
+            .get(&("join".into(), "applied".into())),
+        Some(&1),
+        "{:?}",
+        out.report
+    );
+    assert_eq!(w.writer.count(Method::Create), 3);
 }

@@ -143,6 +143,25 @@ fn is_blank(v: &str) -> bool {
     }
 }
 
+/// An account a first-sync soft match may join: no anchor, not deleted.
+pub fn is_join_candidate(a: &Account) -> bool {
+    a.external_id.is_none() && a.status != Status::Deleted
+}
+
+/// The values an account is soft-matched by, per key (compared as [`person_match_value`]).
+pub fn account_match_values(a: &Account) -> impl Iterator<Item = (MatchKey, String)> {
+    let employee = lower(a.attributes.get(&Field::EmployeeId).map(String::as_str));
+    let email = lower(a.email.as_deref());
+    [(MatchKey::EmployeeId, employee), (MatchKey::Email, email)]
+        .into_iter()
+        .filter_map(|(k, v)| Some((k, v?)))
+}
+
+/// The value a person is soft-matched by on `key`.
+pub fn person_match_value(p: &Person, key: MatchKey) -> Option<String> {
+    lower(p.get(key.field()))
+}
+
 fn lower(v: Option<&str>) -> Option<String> {
     v.map(|s| s.trim().to_lowercase()).filter(|s| !s.is_empty())
 }
@@ -179,13 +198,10 @@ pub fn diff(input: &DiffInput<'_>) -> DiffOutput {
         .target
         .accounts
         .iter()
-        .filter(|a| a.external_id.is_none() && a.status != Status::Deleted)
+        .filter(|a| is_join_candidate(a))
     {
-        if let Some(e) = lower(a.attributes.get(&Field::EmployeeId).map(String::as_str)) {
-            by_key.entry((MatchKey::EmployeeId, e)).or_default().push(a);
-        }
-        if let Some(e) = lower(a.email.as_deref()) {
-            by_key.entry((MatchKey::Email, e)).or_default().push(a);
+        for (key, v) in account_match_values(a) {
+            by_key.entry((key, v)).or_default().push(a);
         }
     }
     let mut joined: BTreeSet<&TargetId> = BTreeSet::new();
@@ -266,6 +282,16 @@ pub fn diff(input: &DiffInput<'_>) -> DiffOutput {
             Status::Pending => out.blocked.push(pending(op, a)),
             Status::Leaver | Status::Deleted => {}
         }
+    }
+    if let Some(c) = &input.target.census {
+        // The state holds some of the accounts (a delta cycle's): the guard's
+        // percentage is of every account the agent manages.
+        out.managed = c
+            .managed
+            .iter()
+            .filter(|(ods, _)| input.managed_orgs.contains(*ods))
+            .map(|(_, n)| *n as usize)
+            .sum();
     }
     out
 }
@@ -418,11 +444,8 @@ fn soft_match<'a>(
         attributes: p.synchronised(),
     };
     for key in input.soft_match {
-        let field = match key {
-            MatchKey::EmployeeId => Field::EmployeeId,
-            MatchKey::Email => Field::Email,
-        };
-        let Some(v) = lower(p.get(field)) else {
+        let field = key.field();
+        let Some(v) = person_match_value(p, *key) else {
             continue;
         };
         let found: Vec<&&Account> = by_key

@@ -1,6 +1,7 @@
 use super::*;
 use crate::ids::RuleId;
 use crate::model::{OrgKind, Organisation};
+use crate::target::Census;
 use time::macros::datetime;
 
 const AGENT: &str = "agent-1";
@@ -71,6 +72,16 @@ fn run_with(c: Case, unanchored_in_scope: usize) -> DiffOutput {
 }
 
 fn run_full_or_delta(c: Case, unanchored_in_scope: usize, deleted: Option<&[u32]>) -> DiffOutput {
+    run_on(c, unanchored_in_scope, deleted, None)
+}
+
+/// As [`run_full_or_delta`], the state holding only `c.accounts` of those `census` counts.
+fn run_on(
+    c: Case,
+    unanchored_in_scope: usize,
+    deleted: Option<&[u32]>,
+    census: Option<Census>,
+) -> DiffOutput {
     let deleted: Option<BTreeSet<ExternalId>> =
         deleted.map(|d| d.iter().copied().map(xid).collect());
     let persons: BTreeMap<_, _> = c
@@ -97,6 +108,7 @@ fn run_full_or_delta(c: Case, unanchored_in_scope: usize, deleted: Option<&[u32]
             .collect(),
         accounts: c.accounts,
         refused: BTreeMap::new(),
+        census,
     };
     let oos: BTreeSet<_> = c.out_of_scope.into_iter().map(xid).collect();
     let rej: BTreeSet<_> = c.rejected.into_iter().map(xid).collect();
@@ -585,4 +597,25 @@ fn a_delta_removes_only_on_evidence() {
     // The same read as a full cycle would remove 1 as well.
     let full = run(case());
     assert!(kinds(&full).contains(&"remove:000000000001".to_string()));
+}
+
+#[test]
+fn a_partial_state_counts_managed_accounts_from_its_census() {
+    // A delta's state: the one changed person's account, of 4,000 the agent manages in
+    // its organisations (RXC's are not its to manage, whatever managedBy says).
+    let census = Census {
+        held: [(ods("RXA"), 2500), (ods("RXC"), 900)].into(),
+        managed: [(ods("RXA"), 2500), (ods("RXB"), 1500), (ods("RXC"), 900)].into(),
+    };
+    let case = || Case {
+        persons: vec![person(1, "RXA", &[(Field::JobTitle, "Nurse")])],
+        accounts: vec![account(1, "RXA", Status::Active, &[])],
+        out_of_scope: vec![],
+        rejected: vec![],
+    };
+    let out = run_on(case(), 0, Some(&[]), Some(census));
+    assert_eq!(out.managed, 4000);
+    assert_eq!(kinds(&out), vec!["update:000000000001"]);
+    // Without a census the state is all there is.
+    assert_eq!(run_on(case(), 0, Some(&[]), None).managed, 1);
 }

@@ -264,9 +264,15 @@ pub fn gate(mut input: GateInput<'_>) -> GateOutput {
     // (returning staff), then moves (joiners), then provisions; within each, by anchor.
     // The anchor never changes, so the same people stay kept from run to run.
     let mut holds: BTreeMap<&OdsCode, u32> = BTreeMap::new();
-    for a in &input.target.accounts {
-        if a.status != Status::Deleted {
-            *holds.entry(&a.ods_code).or_default() += 1;
+    match &input.target.census {
+        // The state holds some of the accounts (a delta cycle's): count them all.
+        Some(c) => holds.extend(c.held.iter().map(|(ods, n)| (ods, *n))),
+        None => {
+            for a in &input.target.accounts {
+                if a.status != Status::Deleted {
+                    *holds.entry(&a.ods_code).or_default() += 1;
+                }
+            }
         }
     }
     let rank = |k: OpKind| match k {

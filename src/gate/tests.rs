@@ -98,6 +98,18 @@ fn run(
     managed: usize,
     persons: &BTreeMap<ExternalId, Person>,
 ) -> GateOutput {
+    run_on(cands, a, accounts, managed, persons, None)
+}
+
+/// As [`run`], the state holding only `accounts` of those `census` counts.
+fn run_on(
+    cands: Vec<Operation>,
+    a: &Agreements,
+    accounts: Vec<Account>,
+    managed: usize,
+    persons: &BTreeMap<ExternalId, Person>,
+    census: Option<crate::target::Census>,
+) -> GateOutput {
     let target = TargetState {
         organisations: [
             org("RXA", true, None),
@@ -111,6 +123,7 @@ fn run(
         accounts,
         // RXA2 is in the agreements file, but the directory refused to show it.
         refused: [(ods("RXA2"), "HTTP 403: no_sharing_agreement".to_string())].into(),
+        census,
     };
     gate(GateInput {
         candidates: cands,
@@ -221,6 +234,29 @@ fn strips_unpermitted_attributes_and_caps_deterministically() {
         reasons(&out),
         vec![(5, BlockReason::AccountCap), (7, BlockReason::AccountCap)]
     );
+    assert!(out.blocked[0].detail.contains("RXB holds 1 of 2 accounts"));
+}
+
+#[test]
+fn a_partial_state_caps_by_its_census_not_by_the_accounts_it_holds() {
+    let none = BTreeMap::new();
+    // A delta's state holds none of RXB's accounts; the census says RXB holds 1 of its
+    // cap of 2 (a deleted account would not be in `held`).
+    let census = crate::target::Census {
+        held: [(ods("RXB"), 1)].into(),
+        managed: BTreeMap::new(),
+    };
+    let out = run_on(
+        vec![provision(7, "RXB"), provision(3, "RXB")],
+        &agreements(),
+        vec![],
+        0,
+        &none,
+        Some(census),
+    );
+    assert_eq!(out.operations.len(), 1);
+    assert_eq!(out.operations[0].op.external_id(), &xid(3));
+    assert_eq!(reasons(&out), vec![(7, BlockReason::AccountCap)]);
     assert!(out.blocked[0].detail.contains("RXB holds 1 of 2 accounts"));
 }
 

@@ -41,6 +41,16 @@ pub enum MatchKey {
     Email,
 }
 
+impl MatchKey {
+    /// The person's field it compares.
+    pub fn field(self) -> Field {
+        match self {
+            MatchKey::EmployeeId => Field::EmployeeId,
+            MatchKey::Email => Field::Email,
+        }
+    }
+}
+
 /// The kinds of operation (plan `kind`).
 #[derive(
     Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, serde::Deserialize,

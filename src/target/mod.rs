@@ -31,6 +31,21 @@ pub struct TargetState {
     /// the gate blocks every operation touching them — fail closed for that organisation
     /// while the others go on.
     pub refused: BTreeMap<OdsCode, String>,
+    /// Set when `accounts` holds only some of the directory's accounts (a delta cycle
+    /// plans against the changed people's and the unanchored ones, from the cache): the
+    /// counts over all of them that the guards need. `None`: `accounts` is all of them.
+    pub census: Option<Census>,
+}
+
+/// Counts over every account of the directory, for a state that holds only some.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Census {
+    /// Accounts per organisation that count towards its cap (every status but deleted).
+    pub held: BTreeMap<OdsCode, u32>,
+    /// Anchored accounts per organisation managed by this agent (`managedBy`), of any
+    /// status: the accounts the diff counts as managed where the agent manages the
+    /// organisation (the mass-removal guard's percentage).
+    pub managed: BTreeMap<OdsCode, u32>,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -625,6 +625,7 @@ impl Target for ScimTarget {
             organisations,
             accounts,
             refused,
+            census: None,
         })
     }
 

@@ -39,6 +39,7 @@ impl SnapshotTarget {
             organisations,
             accounts: raw.persons,
             refused: BTreeMap::new(),
+            census: None,
         })
     }
 }
