@@ -438,6 +438,7 @@ fn a_mass_removal_is_held_the_rest_flows_and_an_approval_releases_that_set() {
     assert_eq!(latest(&st)["held"], 3);
     let note: Value = serde_json::from_str(&std::fs::read_to_string(&got).expect("notified"))
         .expect("notification JSON");
+    assert_eq!(note["event"], "held_removals", "{note:#}");
     assert_eq!(note["digest"], digest.as_str(), "{note:#}");
     assert_eq!(note["held"], 3);
     assert_eq!(note["removals"].as_array().map(Vec::len), Some(3));
@@ -460,6 +461,11 @@ fn a_mass_removal_is_held_the_rest_flows_and_an_approval_releases_that_set() {
     let st = w.status();
     assert!(st["held_removals"].is_null(), "{st:#}");
     assert_eq!(latest(&st)["result"], "ok");
+    // The hook hears that the set cleared.
+    let note: Value = serde_json::from_str(&std::fs::read_to_string(&got).expect("notified"))
+        .expect("notification JSON");
+    assert_eq!(note["event"], "held_removals_cleared", "{note:#}");
+    assert_eq!(note["held"], 0, "{note:#}");
 }
 
 /// One plain HTTP GET to `addr` (`127.0.0.1:PORT`), the whole answer as text.

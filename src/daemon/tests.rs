@@ -208,6 +208,8 @@ async fn held_removals_wait_for_an_approval_of_that_very_set() {
         Some(&3)
     );
     assert!(w.store.lock().unwrap().held().unwrap().is_none());
+    // The set cleared: that is news too (notified as `held_removals_cleared`).
+    assert!(out.held_changed && out.held.is_empty());
 
     // A changed set voids an approval.
     {

@@ -189,14 +189,12 @@ impl StateStore {
     }
 
     /// Replace the held set (keeping its approval only if the digest is unchanged), or
-    /// clear it (`None`). True when the set appeared or changed.
+    /// clear it (`None`). True when the set appeared, changed or was cleared.
     pub fn set_held(&self, held: Option<(&str, i64, &str)>) -> Result<bool, StateError> {
         let old = read_held(&self.conn)?;
         match held {
-            None => {
-                self.conn.execute("DELETE FROM held_removals", [])?;
-                Ok(false)
-            }
+            // Cleared (released, or nothing to hold any more) is news too.
+            None => Ok(self.conn.execute("DELETE FROM held_removals", [])? > 0),
             Some((digest, _, _)) if old.as_ref().is_some_and(|o| o.digest == digest) => Ok(false),
             Some((digest, count, items)) => {
                 self.conn.execute(
