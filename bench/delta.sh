@@ -25,6 +25,14 @@
 # (BENCH_NO_MD=1: not). Work dir: bench/out-delta/ (wiped on every run). slapd, the
 # directory and `tansync run` are stopped by their PIDs on exit, also on failure.
 #
+# DELTA_SOURCE=samba: the same against a Samba AD DC instead of slapd (the test harness's,
+# tests/harness/start-servers.sh, so its packages must be installed first: bash
+# tests/harness/install-deps.sh). BENCH_USERS (10000) users are added over LDAPS under
+# their own OU; the directory starts empty, so run 1 provisions them all (timed,
+# reported apart); then the directory cache is removed and `run --once` is timed again:
+# that full cycle (a no-op) is the one the delta is compared with. Part 3 runs only if
+# RSS_CYCLES is set. Work dir bench/out-delta-samba/; its own BENCHMARKS.md markers.
+#
 # DELTA_PERF=1: one more delta cycle under `perf record --call-graph dwarf` (build with
 # CARGO_PROFILE_RELEASE_DEBUG=line-tables-only for symbols); the report of where its CPU
 # time went is written to bench/out-delta/delta-perf.txt.
@@ -35,14 +43,18 @@ set -euo pipefail
 
 BENCH_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ROOT="$(cd "$BENCH_DIR/.." && pwd)"
-COUNT=${BENCH_USERS:-100000}
+SOURCE=${DELTA_SOURCE:-openldap}
+case $SOURCE in
+openldap) COUNT=${BENCH_USERS:-100000} RSS_CYCLES=${RSS_CYCLES:-50} OUT_NAME=out-delta ;;
+samba) COUNT=${BENCH_USERS:-10000} RSS_CYCLES=${RSS_CYCLES:-0} OUT_NAME=out-delta-samba ;;
+*) echo "DELTA_SOURCE must be openldap or samba, not $SOURCE" >&2; exit 2 ;;
+esac
 DELTA_RUNS=${DELTA_RUNS:-5}
 DELTA_CHANGES=${DELTA_CHANGES:-10}
-RSS_CYCLES=${RSS_CYCLES:-50}
 RSS_CHANGES=${RSS_CHANGES:-3}
 LDAP_PORT=${BENCH_LDAP_PORT:-4389}
 LDAPS_PORT=${BENCH_LDAPS_PORT:-4636}
-OUT="$ROOT/bench/out-delta"
+OUT="$ROOT/bench/$OUT_NAME"
 BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release"
 TANSYNC="$BIN/tansync"
 NHS_DIRECTORY="$BIN/nhs-directory"
@@ -63,32 +75,74 @@ stop_pid() {
     fi
     wait "$pid" 2>/dev/null || true
 }
+SAMBA_WORK=""
 bench_cleanup() {
     [[ -n $RUN_PID ]] && stop_pid "tansync run" "$RUN_PID"
     [[ -n $DIR_PID ]] && stop_pid "nhs-directory" "$DIR_PID"
-    RUN_PID="" DIR_PID=""
+    [[ -n $SAMBA_WORK ]] && bash "$ROOT/tests/harness/stop-servers.sh" "$SAMBA_WORK"
+    RUN_PID="" DIR_PID="" SAMBA_WORK=""
 }
 # shellcheck source=bench/ldap-common.sh
 . "$BENCH_DIR/ldap-common.sh"
 
-for n in "$DELTA_RUNS" "$DELTA_CHANGES" "$RSS_CYCLES" "$RSS_CHANGES"; do
-    [[ $n =~ ^[0-9]+$ && $n -ge 1 ]] || die "DELTA_RUNS, DELTA_CHANGES, RSS_CYCLES, RSS_CHANGES must be numbers >= 1"
+for n in "$DELTA_RUNS" "$DELTA_CHANGES" "$RSS_CHANGES"; do
+    [[ $n =~ ^[0-9]+$ && $n -ge 1 ]] || die "DELTA_RUNS, DELTA_CHANGES, RSS_CHANGES must be numbers >= 1"
 done
+[[ $RSS_CYCLES =~ ^[0-9]+$ ]] || die "RSS_CYCLES must be a number"
 bench_preflight ldapmodify
 [[ -x $NHS_DIRECTORY ]] || die "$NHS_DIRECTORY not found; run cargo build --release --workspace --bins"
-bench_start_slapd
 bench_write_rules
 
+if [[ $SOURCE == samba ]]; then
+    # ------------------------------------------------------------ Samba AD DC
+    SAMBA_WORK="$OUT/servers"
+    log "starting the test harness's Samba AD DC (and slapd) in $SAMBA_WORK"
+    bash "$ROOT/tests/harness/start-servers.sh" "$SAMBA_WORK" >"$OUT/servers.log" 2>&1 ||
+        { show_log_tail "$OUT/servers.log" 30; die "tests/harness/start-servers.sh failed"; }
+    # shellcheck source=/dev/null
+    . "$SAMBA_WORK/env.sh"
+    export LDAPTLS_CACERT="$TANSYNC_TEST_CA" LDAPTLS_REQCERT=demand
+    LDAPS_URL="$TANSYNC_TEST_SAMBA_LDAPS_URL" BIND_DN="$TANSYNC_TEST_SAMBA_BIND_DN"
+    cp "$TANSYNC_TEST_SAMBA_PASSWORD_FILE" "$OUT/bind.password"
+    PEOPLE="OU=Bench,$TANSYNC_TEST_SAMBA_BASE"
+    log "adding $COUNT users under $PEOPLE over LDAPS"
+    t=$SECONDS
+    {
+        printf 'dn: %s\nobjectClass: organizationalUnit\n\n' "$PEOPLE"
+        for ((i = 1; i <= COUNT; i++)); do
+            # 544: enabled, no password required (as the test fixture writes people).
+            printf 'dn: CN=Bench User %05d,%s\nobjectClass: user\nsAMAccountName: bench%05d\ngivenName: Bench\nsn: User %05d\ndisplayName: Bench User %05d\ntitle: Bench Title\nemployeeID: B%05d\nuserAccountControl: 544\n\n' \
+                "$i" "$PEOPLE" "$i" "$i" "$i" "$i"
+        done
+    } >"$OUT/users.ldif"
+    ldapmodify -a -x -o nettimeout=30 -H "$LDAPS_URL" -D "$BIND_DN" -y "$OUT/bind.password" \
+        -f "$OUT/users.ldif" >"$OUT/ldapadd.log" 2>&1 || { show_log_tail "$OUT/ldapadd.log" 20; die "ldapadd into Samba failed"; }
+    log "added in $((SECONDS - t)) s"
+    cat >"$OUT/people.toml" <<EOR
+description = "Benchmark: everyone under $PEOPLE, in RXA"
+
+[[rule]]
+id = "bench-people"
+action = "include"
+under = ["$PEOPLE"]
+ods = { constant = "RXA" }
+EOR
+else
+    bench_start_slapd
+fi
+
 # ---------------------------------------------------------------- the directory
-log "snapshot: an unchanged account for each of the $COUNT users"
-python3 "$BENCH_DIR/gen_users.py" snapshot --all --count "$COUNT" --uuids "$OUT/uuids.ldif" \
-    --agent-id "$AGENT_ID" --out "$OUT/snapshot.json"
+if [[ $SOURCE == openldap ]]; then
+    log "snapshot: an unchanged account for each of the $COUNT users"
+    python3 "$BENCH_DIR/gen_users.py" snapshot --all --count "$COUNT" --uuids "$OUT/uuids.ldif" \
+        --agent-id "$AGENT_ID" --out "$OUT/snapshot.json"
+fi
 write_secret "$OUT/agent.token" "$(openssl rand -hex 32)"
 {
     echo '# Generated by bench/delta.sh. Paths are relative to this file.'
     echo 'listen = "127.0.0.1:0"'
     echo 'database = "directory.sqlite"'
-    echo 'seed = "snapshot.json"'
+    if [[ $SOURCE == openldap ]]; then echo 'seed = "snapshot.json"'; fi
     echo '# No [rate_limit] table: the directory limits no one (the agent paces itself).'
     echo '[[client]]'
     echo "id = \"$AGENT_ID\""
@@ -120,7 +174,23 @@ log "nhs-directory at $URL (PID $DIR_PID), seeded in $((SECONDS - t)) s"
     echo '# Generated by bench/delta.sh. Paths are relative to this file.'
     echo "agent_id = \"$AGENT_ID\""
     echo
-    bench_source_toml
+    if [[ $SOURCE == samba ]]; then
+        cat <<EOS
+[source]
+kind = "ldap"
+url = "$LDAPS_URL"
+ca_file = "$TANSYNC_TEST_CA"
+bind_dn = "$BIND_DN"
+bind_password_file = "bind.password"
+base_dns = ["$PEOPLE"]
+page_size = 1000
+
+[filters]
+files = ["people.toml"]
+EOS
+    else
+        bench_source_toml
+    fi
     cat <<EOF
 
 [target]
@@ -150,12 +220,17 @@ EOF
 
 # ---------------------------------------------------------------- helpers
 NEXT_USER=1
-# modify N: a new title for the next N users (u0000001, u0000002, …), one ldapmodify.
+# modify N: a new title for the next N users (u0000001, u0000002, … or Bench User
+# 00001, …), one ldapmodify.
 modify() {
-    local n=$1 i
+    local n=$1 i dn
     for ((i = 0; i < n; i++)); do
-        printf 'dn: uid=u%07d,%s\nchangetype: modify\nreplace: title\ntitle: Bench Title %d\n\n' \
-            "$NEXT_USER" "$PEOPLE" "$NEXT_USER"
+        if [[ $SOURCE == samba ]]; then
+            dn="$(printf 'CN=Bench User %05d,%s' "$NEXT_USER" "$PEOPLE")"
+        else
+            dn="$(printf 'uid=u%07d,%s' "$NEXT_USER" "$PEOPLE")"
+        fi
+        printf 'dn: %s\nchangetype: modify\nreplace: title\ntitle: Bench Title %d\n\n' "$dn" "$NEXT_USER"
         NEXT_USER=$((NEXT_USER + 1))
     done >"$OUT/modify.ldif"
     ldapmodify -x -o nettimeout=10 -H "$LDAPS_URL" -D "$BIND_DN" -y "$OUT/bind.password" \
@@ -180,7 +255,17 @@ EOF
 ONCE=("$TANSYNC" -c "$OUT/tansync.toml" run --once)
 
 # ---------------------------------------------------------------- 1: the full cycle
-log "run 1: tansync run --once (full)"
+FIRST_T=""
+if [[ $SOURCE == samba ]]; then
+    log "run 1: tansync run --once (full, provisions $COUNT)"
+    run_timed first "0" "$OUT/first.out" "${ONCE[@]}"
+    FIRST_T=$RT_WALL
+    check_last full "$COUNT"
+    log "first cycle: ${FIRST_T}s, peak RSS ${RT_RSS} KB, $COUNT provisions"
+    # Without its cache the next cycle is full: the no-op full cycle to compare with.
+    rm -f "$OUT/state/directory-cache.db"
+fi
+log "tansync run --once (full)"
 run_timed full "0" "$OUT/full.out" "${ONCE[@]}"
 FULL_T=$RT_WALL FULL_RSS=$RT_RSS
 check_last full 0
@@ -217,39 +302,42 @@ if [[ ${DELTA_PERF:-0} == 1 ]]; then
 fi
 
 # ---------------------------------------------------------------- 3: tansync run
-log "tansync run, interval 1 s, $RSS_CYCLES cycles, $RSS_CHANGES changes after each"
 RUN_LOG="$OUT/run.err"
-"$TANSYNC" -c "$OUT/tansync-run.toml" run >"$OUT/run.out" 2>"$RUN_LOG" </dev/null &
-RUN_PID=$!
 : >"$OUT/rss.tsv"
-for ((c = 1; c <= RSS_CYCLES; c++)); do
-    deadline=$((SECONDS + CYCLE_WAIT_SECONDS))
-    until (($(grep -c 'cycle finished' "$RUN_LOG" || true) >= c)); do
-        pid_alive "$RUN_PID" || { show_log_tail "$RUN_LOG" 20; die "tansync run exited before cycle $c"; }
-        ((SECONDS < deadline)) || die "cycle $c did not finish within ${CYCLE_WAIT_SECONDS}s"
-        sleep 0.05
+: >"$RUN_LOG"
+if ((RSS_CYCLES > 0)); then
+    log "tansync run, interval 1 s, $RSS_CYCLES cycles, $RSS_CHANGES changes after each"
+    "$TANSYNC" -c "$OUT/tansync-run.toml" run >"$OUT/run.out" 2>"$RUN_LOG" </dev/null &
+    RUN_PID=$!
+    for ((c = 1; c <= RSS_CYCLES; c++)); do
+        deadline=$((SECONDS + CYCLE_WAIT_SECONDS))
+        until (($(grep -c 'cycle finished' "$RUN_LOG" || true) >= c)); do
+            pid_alive "$RUN_PID" || { show_log_tail "$RUN_LOG" 20; die "tansync run exited before cycle $c"; }
+            ((SECONDS < deadline)) || die "cycle $c did not finish within ${CYCLE_WAIT_SECONDS}s"
+            sleep 0.05
+        done
+        printf '%s\t%s\t%s\n' "$c" \
+            "$(awk '/^VmRSS:/ {print $2}' "/proc/$RUN_PID/status")" \
+            "$(awk '/^VmHWM:/ {print $2}' "/proc/$RUN_PID/status")" >>"$OUT/rss.tsv"
+        if ((c < RSS_CYCLES)); then modify "$RSS_CHANGES"; fi
     done
-    printf '%s\t%s\t%s\n' "$c" \
-        "$(awk '/^VmRSS:/ {print $2}' "/proc/$RUN_PID/status")" \
-        "$(awk '/^VmHWM:/ {print $2}' "/proc/$RUN_PID/status")" >>"$OUT/rss.tsv"
-    if ((c < RSS_CYCLES)); then modify "$RSS_CHANGES"; fi
-done
-kill -TERM "$RUN_PID"
-deadline=$((SECONDS + STOP_SECONDS))
-while pid_alive "$RUN_PID" && ((SECONDS < deadline)); do sleep 0.1; done
-set +e
-wait "$RUN_PID"
-RUN_RC=$?
-set -e
-RUN_PID=""
-[[ $RUN_RC == 0 ]] || { show_log_tail "$RUN_LOG" 20; die "tansync run exited $RUN_RC after SIGTERM"; }
-"$TANSYNC" -c "$OUT/tansync.toml" status --format json >"$OUT/status-run.json"
+    kill -TERM "$RUN_PID"
+    deadline=$((SECONDS + STOP_SECONDS))
+    while pid_alive "$RUN_PID" && ((SECONDS < deadline)); do sleep 0.1; done
+    set +e
+    wait "$RUN_PID"
+    RUN_RC=$?
+    set -e
+    RUN_PID=""
+    [[ $RUN_RC == 0 ]] || { show_log_tail "$RUN_LOG" 20; die "tansync run exited $RUN_RC after SIGTERM"; }
+    "$TANSYNC" -c "$OUT/tansync.toml" status --format json >"$OUT/status-run.json"
+fi
 
 # ---------------------------------------------------------------- report
 report="$(python3 - "$OUT" "$FULL_T" "$FULL_RSS" "${DELTA_T[*]}" "${DELTA_RSS[*]}" \
-    "$COUNT" "$DELTA_CHANGES" "$RSS_CHANGES" "$RSS_CYCLES" <<'EOF'
+    "$COUNT" "$DELTA_CHANGES" "$RSS_CHANGES" "$RSS_CYCLES" "$SOURCE" "$FIRST_T" <<'EOF'
 import json, statistics, sys
-out, full_t, full_rss, delta_t, delta_rss, count, changes, rss_changes, cycles = sys.argv[1:]
+out, full_t, full_rss, delta_t, delta_rss, count, changes, rss_changes, cycles, source, first_t = sys.argv[1:]
 full_t, full_rss = float(full_t), int(full_rss)
 delta_t = [float(x) for x in delta_t.split()]
 delta_rss = [int(x) for x in delta_rss.split()]
@@ -265,18 +353,25 @@ ops = sum(int(c["operations"]) for c in fin)
 failed = sum(1 for c in fin if c["result"] != "ok")
 def mb(kb): return f"{kb / 1024:.1f} MB"
 def verdict(ok, miss): return "met" if ok else f"**missed** ({miss})"
-L = [f"{int(count):,} users in OpenLDAP (LDAPS), the reference directory seeded with a matching account for each (full cycle: 0 operations); `[target] kind = \"scim\"`, `[push] rate_per_second = 1000`, no directory rate limit.", "",
-     "| measure | value | target | |", "| --- | ---: | --- | --- |",
-     f"| full cycle (`run --once`, no watermark) | {full_t:.3f} s | | peak RSS {mb(full_rss)} |",
+if source == "samba":
+    head = f"{int(count):,} users in a Samba AD DC (LDAPS), provisioned by the first cycle into an empty reference directory; the full cycle timed is the next one (its directory cache removed: 0 operations)"
+else:
+    head = f"{int(count):,} users in OpenLDAP (LDAPS), the reference directory seeded with a matching account for each (full cycle: 0 operations)"
+L = [head + "; `[target] kind = \"scim\"`, `[push] rate_per_second = 1000`, no directory rate limit.", "",
+     "| measure | value | target | |", "| --- | ---: | --- | --- |"]
+if first_t:
+    L.append(f"| first cycle (`run --once`, no watermark, {int(count):,} provisions) | {float(first_t):.3f} s | | |")
+L += [f"| full cycle (`run --once`, {'no directory cache' if source == 'samba' else 'no watermark'}) | {full_t:.3f} s | | peak RSS {mb(full_rss)} |",
      f"| delta cycle, {changes} changed users, median of {len(delta_t)} | {med:.3f} s | ≤ 0.5 s | {verdict(med <= 0.5, f'by {med - 0.5:.3f} s')}; runs {', '.join(f'{t:.3f}' for t in delta_t)} s; peak RSS {mb(max(delta_rss))} |",
      f"| delta / full | {share:.1f} % | ≤ 5 % | {verdict(share <= 5, f'by {share - 5:.1f} points')} |"]
-L += ["", f"`tansync run`, `interval_seconds = 1`, {cycles} cycles, {rss_changes} users modified after each; VmRSS (VmHWM) after the cycle's `cycle finished` line:", "",
-      "| after cycle | VmRSS | VmHWM |", "| ---: | ---: | ---: |"]
-for c in (1, 10, 25, 50):
-    if c in rss:
-        L.append(f"| {c} | {mb(rss[c][0])} | {mb(rss[c][1])} |")
-first, last = rss[min(rss)][0], rss[max(rss)][0]
-L += ["", f"Cycles of the run: {', '.join(f'{k}/{r}' for k, r in kinds)}; {ops} operations; {failed} cycles not ok. VmRSS from cycle 10 to {max(rss)}: {mb(rss.get(10, rss[min(rss)])[0])} → {mb(last)} ({(last - rss.get(10, rss[min(rss)])[0]) / 1024:+.1f} MB)."]
+if rss:
+    L += ["", f"`tansync run`, `interval_seconds = 1`, {cycles} cycles, {rss_changes} users modified after each; VmRSS (VmHWM) after the cycle's `cycle finished` line:", "",
+          "| after cycle | VmRSS | VmHWM |", "| ---: | ---: | ---: |"]
+    for c in (1, 10, 25, 50):
+        if c in rss:
+            L.append(f"| {c} | {mb(rss[c][0])} | {mb(rss[c][1])} |")
+    first, last = rss[min(rss)][0], rss[max(rss)][0]
+    L += ["", f"Cycles of the run: {', '.join(f'{k}/{r}' for k, r in kinds)}; {ops} operations; {failed} cycles not ok. VmRSS from cycle 10 to {max(rss)}: {mb(rss.get(10, rss[min(rss)])[0])} → {mb(last)} ({(last - rss.get(10, rss[min(rss)])[0]) / 1024:+.1f} MB)."]
 print("\n".join(L))
 EOF
 )"
@@ -284,17 +379,26 @@ printf '\n%s\n' "$report"
 
 if [[ ${BENCH_NO_MD:-0} != 1 ]]; then
     md="$ROOT/BENCHMARKS.md"
-    section="$(printf '<!-- delta results: begin (written by bench/delta.sh) -->\n### Delta cycles and a long-running `tansync run` %s UTC\n\n`bash bench/delta.sh` (BENCH_USERS=%s DELTA_RUNS=%s DELTA_CHANGES=%s RSS_CYCLES=%s RSS_CHANGES=%s), git %s, release build; %s, %s cores, %s; %s.\n\n%s\n<!-- delta results: end -->' \
-        "$(date -u '+%Y-%m-%d %H:%M')" "$COUNT" "$DELTA_RUNS" "$DELTA_CHANGES" "$RSS_CYCLES" "$RSS_CHANGES" \
+    if [[ $SOURCE == samba ]]; then
+        marker="delta-samba results" title="Delta cycles against Samba AD"
+        server="$(samba -V 2>/dev/null | head -n 1 || true)"
+    else
+        marker="delta results" title="Delta cycles and a long-running \`tansync run\`"
+        server="$(slapd -VV 2>&1 | grep -o 'slapd [0-9.]*' | head -n 1 || true)"
+    fi
+    section="$(printf '<!-- %s: begin (written by bench/delta.sh) -->\n### %s %s UTC\n\n`%sbash bench/delta.sh` (BENCH_USERS=%s DELTA_RUNS=%s DELTA_CHANGES=%s RSS_CYCLES=%s RSS_CHANGES=%s), git %s, release build; %s, %s cores, %s; %s.\n\n%s\n<!-- %s: end -->' \
+        "$marker" "$title" "$(date -u '+%Y-%m-%d %H:%M')" \
+        "$([[ $SOURCE == samba ]] && echo 'DELTA_SOURCE=samba ')" \
+        "$COUNT" "$DELTA_RUNS" "$DELTA_CHANGES" "$RSS_CYCLES" "$RSS_CHANGES" \
         "$(git -C "$ROOT" rev-parse --short HEAD)" \
         "$(lscpu 2>/dev/null | awk -F': +' '/^Model name/ {print $2; exit}')" "$(nproc)" \
         "$(awk '/MemTotal/ {printf "%.0f GB RAM", $2 / 1048576}' /proc/meminfo)" \
-        "$(slapd -VV 2>&1 | grep -o 'slapd [0-9.]*' | head -n 1 || true)" "$report")"
-    python3 - "$md" "$section" <<'EOF'
+        "$server" "$report" "$marker")"
+    python3 - "$md" "$section" "$marker" <<'EOF'
 import re, sys
-path, section = sys.argv[1:]
+path, section, marker = sys.argv[1:]
 text = open(path, encoding="utf-8").read()
-pat = re.compile(r"<!-- delta results: begin.*?<!-- delta results: end -->", re.S)
+pat = re.compile(r"<!-- " + re.escape(marker) + r": begin.*?<!-- " + re.escape(marker) + r": end -->", re.S)
 text = pat.sub(lambda m: section, text) if pat.search(text) else text.rstrip("\n") + "\n\n" + section + "\n"
 open(path, "w", encoding="utf-8").write(text)
 EOF

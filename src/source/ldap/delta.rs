@@ -503,12 +503,24 @@ impl LdapSource {
         sink: &mut dyn EntrySink,
         cancel: &CancellationToken,
     ) -> Result<Delta, SourceError> {
+        // Each step's time, at debug level: where a delta's time goes on this server.
+        let started = std::time::Instant::now();
+        let step = |what: &str| {
+            tracing::debug!(
+                step = what,
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "delta read"
+            );
+        };
         let mut ldap = self.connect_or_cancel(cancel).await?;
+        step("connected and bound");
         let dse = self.root_dse(&mut ldap, cancel).await?;
+        step("root DSE read");
         let contexts = self.contexts(&dse);
         // `changed`: what changed in (since, next] anywhere in the naming contexts.
         let (next, changed, deleted, after) = if dse.ad {
             let next = self.ad_watermark(&mut ldap, &dse, cancel).await?;
+            step("DC identity and USN read");
             let from = match usable_ad(since, &next) {
                 Ok(from) => from,
                 Err(why) => return Ok(Delta::Full { why }),
@@ -520,6 +532,7 @@ impl LdapSource {
             let (changed, _) = self
                 .changed_anchors(&mut ldap, &contexts, &format!("(&{range})"), false, cancel)
                 .await?;
+            step("changed objects listed");
             let deleted = match self.anchor {
                 super::AnchorKind::ObjectGuid => {
                     self.deleted_anchors(&mut ldap, &contexts, &range, cancel)
@@ -535,6 +548,7 @@ impl LdapSource {
                     None
                 }
             };
+            step("deleted objects listed");
             (next, changed, deleted.unwrap_or_default(), after)
         } else {
             let context_csn = self.context_csn(&mut ldap, &dse, &contexts, cancel).await?;
@@ -564,6 +578,7 @@ impl LdapSource {
         let filter = format!("(&{}{after})", self.filter);
         self.read_entries(&mut ldap, req, &filter, sink, Some(&mut seen), cancel)
             .await?;
+        step("changed entries read");
         let mut gone: BTreeSet<ExternalId> = changed.difference(&seen).cloned().collect();
         if let super::AnchorKind::Text(attr) = &self.anchor {
             // A text anchor need not be unique in the naming context (an administrator's
