@@ -404,14 +404,11 @@ async fn attempt<S: Source, T: Target, W: Writer, F: Fn() -> Result<W, EngineErr
                 cached = Cache::open(&dir);
             }
             drop(state);
-            let refreshed = match cached.as_mut() {
-                Some(c) => c.replace(&touched, &fresh).map_err(|e| e.to_string()),
-                None => Err("no directory cache was written".to_string()),
-            };
-            if let Err(e) = refreshed
-                && !touched.is_empty()
-            {
+            // No cache (not kept while an organisation is refused, or not written): the
+            // next cycle is full anyway.
+            if let Some(Err(e)) = cached.as_mut().map(|c| c.replace(&touched, &fresh)) {
                 tracing::warn!(error = %e, "cannot refresh the directory cache; the next cycle is full");
+                drop(cached);
                 cache::forget(&dir);
             }
         }
