@@ -367,7 +367,7 @@ L += [f"| full cycle (`run --once`, {'no directory cache' if source == 'samba' e
 if rss:
     L += ["", f"`tansync run`, `interval_seconds = 1`, {cycles} cycles, {rss_changes} users modified after each; VmRSS (VmHWM) after the cycle's `cycle finished` line:", "",
           "| after cycle | VmRSS | VmHWM |", "| ---: | ---: | ---: |"]
-    for c in (1, 10, 25, 50):
+    for c in sorted({1, 10, 25, 50, 100, 200, 500, 1000, max(rss)} & set(rss)):
         if c in rss:
             L.append(f"| {c} | {mb(rss[c][0])} | {mb(rss[c][1])} |")
     first, last = rss[min(rss)][0], rss[max(rss)][0]
@@ -381,7 +381,7 @@ if [[ ${BENCH_NO_MD:-0} != 1 ]]; then
     md="$ROOT/BENCHMARKS.md"
     if [[ $SOURCE == samba ]]; then
         marker="delta-samba results" title="Delta cycles against Samba AD"
-        server="$(samba -V 2>/dev/null | head -n 1 || true)"
+        server="Samba $(samba -V 2>/dev/null | head -n 1 | sed "s/^Version //" || true)"
     else
         marker="delta results" title="Delta cycles and a long-running \`tansync run\`"
         server="$(slapd -VV 2>&1 | grep -o 'slapd [0-9.]*' | head -n 1 || true)"
