@@ -91,8 +91,6 @@ done
 [[ $RSS_CYCLES =~ ^[0-9]+$ ]] || die "RSS_CYCLES must be a number"
 bench_preflight ldapmodify
 [[ -x $NHS_DIRECTORY ]] || die "$NHS_DIRECTORY not found; run cargo build --release --workspace --bins"
-bench_write_rules
-
 if [[ $SOURCE == samba ]]; then
     # ------------------------------------------------------------ Samba AD DC
     SAMBA_WORK="$OUT/servers"
@@ -118,16 +116,9 @@ if [[ $SOURCE == samba ]]; then
     ldapmodify -a -x -o nettimeout=30 -H "$LDAPS_URL" -D "$BIND_DN" -y "$OUT/bind.password" \
         -f "$OUT/users.ldif" >"$OUT/ldapadd.log" 2>&1 || { show_log_tail "$OUT/ldapadd.log" 20; die "ldapadd into Samba failed"; }
     log "added in $((SECONDS - t)) s"
-    cat >"$OUT/people.toml" <<EOR
-description = "Benchmark: everyone under $PEOPLE, in RXA"
-
-[[rule]]
-id = "bench-people"
-action = "include"
-under = ["$PEOPLE"]
-ods = { constant = "RXA" }
-EOR
+    bench_write_rules '{ constant = "RXA" }' "everyone under $PEOPLE, in RXA"
 else
+    bench_write_rules
     bench_start_slapd
 fi
 

@@ -175,17 +175,20 @@ run_timed() {
 }
 
 # ---------------------------------------------------------------- tansync inputs
-# bench_write_rules: OUT/people.toml (everyone under ou=people, the organisation from o)
-# and OUT/agreements.toml (RXA, RXB, RXC: every operation and attribute).
+# bench_write_rules [ODS DESCRIPTION]: OUT/people.toml (everyone under PEOPLE, the
+# organisation by ODS, a rule's `ods` value: from o unless given) and OUT/agreements.toml
+# (RXA, RXB, RXC: every operation and attribute).
 bench_write_rules() {
+    local ods_spec=${1:-'{ attribute = "o" }'}
+    local what=${2:-"everyone under ou=people; the organisation comes from o"}
     cat >"$OUT/people.toml" <<EOR
-description = "Benchmark: everyone under ou=people; the organisation comes from o"
+description = "Benchmark: $what"
 
 [[rule]]
 id = "bench-people"
 action = "include"
 under = ["$PEOPLE"]
-ods = { attribute = "o" }
+ods = $ods_spec
 EOR
 
     local ods
