@@ -14,6 +14,7 @@ pub mod config;
 pub mod daemon;
 pub mod diff;
 pub mod engine;
+pub mod error_text;
 pub mod filter;
 pub mod gate;
 pub mod model;

@@ -1048,6 +1048,75 @@ fn check_reports_the_directory_and_what_it_refuses() {
     let w = World::new("e2e-check2", "", "rate_per_second = 50");
     let r = w.run(&["check"]);
     assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    // The deployment lines: the state directory, the secrets, the clock against the DC
+    // (Samba's currentTime), the CA file and the DC's own certificate (the test PKI's,
+    // valid for a year).
+    for line in [
+        "✓ state directory: ",
+        "✓ secrets: every secret file is a regular file readable by its owner only",
+        "✓ clock: ",
+        "✓ source CA file: ",
+        "✓ source server certificate: 127.0.0.1:636: valid until ",
+    ] {
+        assert!(r.stdout.contains(line), "{line:?} missing:\n{}", r.stdout);
+    }
+    assert!(
+        r.stdout
+            .contains("the domain controller (Kerberos allows 300 s)"),
+        "{}",
+        r.stdout
+    );
+
+    // A CA bundle holding a certificate that expires in 10 days (beside the real CA, so
+    // the DC still verifies): a problem that names it and says when.
+    let soon = w._tmp.path().join("soon");
+    let ok = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "10",
+            "-subj",
+            "/CN=Expiring Test CA",
+            "-keyout",
+        ])
+        .arg(soon.with_extension("key"))
+        .arg("-out")
+        .arg(soon.with_extension("pem"))
+        .output()
+        .expect("run openssl");
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let bundle = w._tmp.path().join("bundle.pem");
+    let mut pem = std::fs::read_to_string(env("TANSYNC_TEST_CA")).expect("CA");
+    pem.push_str(&std::fs::read_to_string(soon.with_extension("pem")).expect("pem"));
+    std::fs::write(&bundle, pem).expect("bundle");
+    let text = std::fs::read_to_string(&w.config).expect("config");
+    let ca_line = format!("ca_file = {}", toml_str(&env("TANSYNC_TEST_CA")));
+    assert!(text.contains(&ca_line), "{text}");
+    std::fs::write(
+        &w.config,
+        text.replacen(&ca_line, &format!("ca_file = {}", q(&bundle)), 1),
+    )
+    .expect("config");
+    let r = w.run(&["check"]);
+    assert_eq!(r.code, 1, "{}", r.stdout);
+    assert!(
+        r.stdout.contains("✗ source CA file: ")
+            && r.stdout.contains("CN=Expiring Test CA expires on ")
+            && r.stdout.contains("renew it before then"),
+        "{}",
+        r.stdout
+    );
+    // The rest still ran: the source was read and the directory checked.
+    assert!(r.stdout.contains("✓ source read: "), "{}", r.stdout);
+    assert!(r.stdout.contains("✓ target: scim "), "{}", r.stdout);
 }
 
 #[test]

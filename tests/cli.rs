@@ -675,9 +675,9 @@ fn secret_files_group_or_others_may_read_are_refused() {
     let r = tansync(&cfg, &["check"]);
     assert_eq!(r.code, 1);
     assert!(
-        r.stderr.contains("cannot connect and bind to the source"),
+        r.stdout.contains("✗ cannot connect and bind to the source"),
         "{}",
-        r.stderr
+        r.stdout
     );
 }
 

@@ -66,6 +66,8 @@ pub struct Config {
     pub push: PushSettings,
     /// Where the journal and run history live (locked while a run writes).
     pub state_dir: PathBuf,
+    /// `[safety] allow_insecure_secret_files` (for `check` to point out).
+    pub allow_insecure_secret_files: bool,
     /// Writing the allocated NHSmail address back to an AD attribute (opt-in; LDAP
     /// sources only).
     pub write_back: Option<WriteBackSettings>,
@@ -626,6 +628,7 @@ impl Config {
             write_back,
             push,
             state_dir: cx.path(&raw.state.dir),
+            allow_insecure_secret_files: cx.allow_insecure_secret_files,
             file: PathBuf::from(file),
             agent_id,
             source,

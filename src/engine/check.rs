@@ -2,13 +2,16 @@
 //! what the server offers, what a read finds) and the directory (registry, refusals), as
 //! a list of findings. Reads only, through the same stage calls as a plan.
 
+use super::deploy_check::{self, Verdict};
+use super::read::Collected;
 use super::read::collect;
 use super::{EngineError, Progress};
 use crate::config::Config;
+use crate::error_text::chain;
 use crate::source::AnySource;
-use crate::target::Target;
+use crate::target::{Target, TargetState};
 use std::collections::BTreeMap;
-use time::Date;
+use time::{Date, OffsetDateTime};
 use tokio_util::sync::CancellationToken;
 
 /// How a finding reads.
@@ -44,6 +47,12 @@ impl CheckReport {
     }
     fn detail(&mut self, text: impl Into<String>) {
         self.push(Mark::Detail, "", text);
+    }
+    fn verdict(&mut self, label: &str, v: Verdict) {
+        match v {
+            Verdict::Ok(text) => self.ok(label, text),
+            Verdict::Problem(text) => self.problem(format!("{label}: {text}")),
+        }
     }
     fn push(&mut self, mark: Mark, label: &str, text: impl Into<String>) {
         self.findings.push(Finding {
@@ -101,6 +110,157 @@ fn agreements(cfg: &Config, today: Date, r: &mut CheckReport) {
     }
 }
 
+/// The server's side: the state directory, secret files, and the certificates of the CA
+/// files and of the servers (see [`deploy_check`]).
+async fn deployment(cfg: &Config, r: &mut CheckReport) {
+    r.verdict("state directory", deploy_check::state_dir(&cfg.state_dir));
+    if cfg.allow_insecure_secret_files {
+        r.problem(
+            "secrets: [safety] allow_insecure_secret_files = true lets group or others read the password and token files: chmod 600 them and remove the setting",
+        );
+    } else {
+        r.ok(
+            "secrets",
+            "every secret file is a regular file readable by its owner only (checked as the configuration loaded)",
+        );
+    }
+    let now = OffsetDateTime::now_utc();
+    let mut cas: Vec<(&str, &std::path::Path)> = Vec::new();
+    // (what, URL, CA file) of each TLS server the agent talks to.
+    let mut servers: Vec<(&str, &str, Option<&std::path::Path>)> = Vec::new();
+    if let AnySource::Ldap(l) = &cfg.source {
+        if let Some(ca) = &l.ca_file {
+            cas.push(("source CA file", ca));
+        }
+        servers.push(("source server certificate", &l.url, l.ca_file.as_deref()));
+    }
+    if let Some(s) = &cfg.scim {
+        if let Some(ca) = &s.ca_file {
+            cas.push(("directory CA file", ca));
+        }
+        servers.push(("directory server certificate", &s.url, s.ca_file.as_deref()));
+    }
+    for (what, path) in cas {
+        match deploy_check::pem_file(path) {
+            Ok(certs) => r.verdict(
+                what,
+                deploy_check::expiry(&path.display().to_string(), &certs, now),
+            ),
+            Err(e) => r.problem(format!("{what}: {e}")),
+        }
+    }
+    for (what, url, ca) in servers {
+        let Some((host, port)) = tls_endpoint(url) else {
+            // ldap:// with StartTLS or plain http to loopback: no TLS handshake of its own
+            // to look at here (StartTLS is verified at every bind).
+            continue;
+        };
+        match deploy_check::server_chain(&host, port, ca).await {
+            Ok(chain) => r.verdict(
+                what,
+                deploy_check::expiry(&format!("{host}:{port}"), &chain, now),
+            ),
+            Err(e) => r.problem(format!("{what}: {e}")),
+        }
+    }
+}
+
+/// Host and port of an `ldaps://` or `https://` URL.
+fn tls_endpoint(url: &str) -> Option<(String, u16)> {
+    let u = url::Url::parse(url).ok()?;
+    let default = match u.scheme() {
+        "ldaps" => 636,
+        "https" => 443,
+        _ => return None,
+    };
+    let host = match u.host()? {
+        url::Host::Domain(d) => d.to_string(),
+        url::Host::Ipv4(a) => a.to_string(),
+        url::Host::Ipv6(a) => a.to_string(),
+    };
+    Some((host, u.port().unwrap_or(default)))
+}
+
+/// Connect, bind and describe the server (LDAP sources); false when that failed.
+async fn source(cfg: &Config, r: &mut CheckReport) -> bool {
+    let AnySource::Ldap(l) = &cfg.source else {
+        return true;
+    };
+    let info = match l.probe().await {
+        Ok(info) => info,
+        Err(e) => {
+            r.problem(chain(&EngineError::Probe(e)));
+            return false;
+        }
+    };
+    if let Some(t) = &info.current_time {
+        r.verdict("clock", deploy_check::clock(t, OffsetDateTime::now_utc()));
+    }
+    r.ok(
+        "source",
+        format!(
+            "{} — bound as {} over {}; server: {}; paged results: {}; in-chain matching: {}",
+            l.url,
+            l.bind_dn,
+            info.tls,
+            info.vendor.as_deref().unwrap_or("unknown"),
+            if info.paged_results { "yes" } else { "NO" },
+            if info.in_chain { "yes" } else { "no" }
+        ),
+    );
+    if !info.paged_results {
+        r.problem("the server does not offer paged results: large reads will fail");
+    }
+    true
+}
+
+fn source_read(cfg: &Config, collected: &Collected, r: &mut CheckReport) {
+    r.ok(
+        "source read",
+        format!(
+            "{} entries: {} in scope, {} out of scope, {} rejected",
+            collected.read,
+            collected.persons.len(),
+            collected.out_of_scope.len(),
+            collected.rejected.len()
+        ),
+    );
+    let mut per_rule: BTreeMap<&str, usize> = BTreeMap::new();
+    for p in collected.persons.values() {
+        *per_rule.entry(p.rule.as_str()).or_default() += 1;
+    }
+    for rule in &cfg.rules.rules {
+        if let Some(n) = per_rule.get(rule.id.as_str()) {
+            r.detail(format!("rule {}: {n} included", rule.id));
+        }
+    }
+}
+
+fn target(cfg: &Config, state: &TargetState, r: &mut CheckReport) {
+    r.ok(
+        "target",
+        format!(
+            "{} {}: {} organisations, {} accounts",
+            cfg.target.kind(),
+            cfg.target.location(),
+            state.organisations.len(),
+            state.accounts.len()
+        ),
+    );
+    for (ods, answer) in &state.refused {
+        r.problem(format!(
+            "the directory refuses {ods}'s accounts although a sharing agreement lists it: {answer}"
+        ));
+    }
+    for ods in cfg.agreements.sharing.keys() {
+        if !state.organisations.contains_key(ods) {
+            r.problem(format!(
+                "{ods} has a sharing agreement but is not in the directory's organisation registry"
+            ));
+        }
+    }
+}
+
 /// Check everything `plan` and `apply` rely on, as of `today`.
 pub async fn check(
     cfg: &Config,
@@ -123,66 +283,23 @@ pub async fn check(
         ),
     );
     agreements(cfg, today, &mut r);
-    if let AnySource::Ldap(l) = &cfg.source {
-        let info = l.probe().await.map_err(EngineError::Probe)?;
-        r.ok(
-            "source",
-            format!(
-                "{} — bound as {} over {}; server: {}; paged results: {}; in-chain matching: {}",
-                l.url,
-                l.bind_dn,
-                info.tls,
-                info.vendor.as_deref().unwrap_or("unknown"),
-                if info.paged_results { "yes" } else { "NO" },
-                if info.in_chain { "yes" } else { "no" }
-            ),
-        );
-        if !info.paged_results {
-            r.problem("the server does not offer paged results: large reads will fail");
+    deployment(cfg, &mut r).await;
+    // Every part is checked even when one fails, so that one run lists everything to
+    // fix; a failure is a ✗ line with the error and its causes.
+    if source(cfg, &mut r).await {
+        match collect(cfg, &cfg.source, None, progress, cancel).await {
+            Ok(collected) => source_read(cfg, &collected, &mut r),
+            Err(e) => r.problem(format!("source read: {}", chain(&e))),
         }
     }
-    let collected = collect(cfg, &cfg.source, None, progress, cancel).await?;
-    r.ok(
-        "source read",
-        format!(
-            "{} entries: {} in scope, {} out of scope, {} rejected",
-            collected.read,
-            collected.persons.len(),
-            collected.out_of_scope.len(),
-            collected.rejected.len()
-        ),
-    );
-    let mut per_rule: BTreeMap<&str, usize> = BTreeMap::new();
-    for p in collected.persons.values() {
-        *per_rule.entry(p.rule.as_str()).or_default() += 1;
-    }
-    for rule in &cfg.rules.rules {
-        if let Some(n) = per_rule.get(rule.id.as_str()) {
-            r.detail(format!("rule {}: {n} included", rule.id));
-        }
-    }
-    let state = cfg.target.read_state(cancel).await?;
-    r.ok(
-        "target",
-        format!(
-            "{} {}: {} organisations, {} accounts",
+    match cfg.target.read_state(cancel).await {
+        Ok(state) => target(cfg, &state, &mut r),
+        Err(e) => r.problem(format!(
+            "target {} {}: {}",
             cfg.target.kind(),
             cfg.target.location(),
-            state.organisations.len(),
-            state.accounts.len()
-        ),
-    );
-    for (ods, answer) in &state.refused {
-        r.problem(format!(
-            "the directory refuses {ods}'s accounts although a sharing agreement lists it: {answer}"
-        ));
-    }
-    for ods in cfg.agreements.sharing.keys() {
-        if !state.organisations.contains_key(ods) {
-            r.problem(format!(
-                "{ods} has a sharing agreement but is not in the directory's organisation registry"
-            ));
-        }
+            chain(&e)
+        )),
     }
     Ok(r)
 }

@@ -16,6 +16,7 @@
 pub mod apply;
 pub mod audit;
 pub mod check;
+pub mod deploy_check;
 pub mod explain;
 pub mod history;
 pub mod plan;

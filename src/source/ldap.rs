@@ -58,6 +58,8 @@ pub struct ServerInfo {
     pub paged_results: bool,
     pub in_chain: bool,
     pub tls: &'static str,
+    /// The server's clock (`currentTime`, AD and Samba), as published.
+    pub current_time: Option<String>,
 }
 
 /// Text for the LDAP result codes an operator is likely to meet (RFC 4511 §4.1.9).
@@ -399,6 +401,7 @@ impl LdapSource {
                     "vendorVersion",
                     "supportedCapabilities",
                     "dsServiceName",
+                    "currentTime",
                 ],
             )
             .await
@@ -414,6 +417,7 @@ impl LdapSource {
             let e = SearchEntry::construct(e);
             let get = |k: &str| e.attrs.get(k).cloned().unwrap_or_default();
             info.naming_contexts = get("namingContexts");
+            info.current_time = get("currentTime").into_iter().next();
             let controls = get("supportedControl");
             info.paged_results = controls.iter().any(|c| c == "1.2.840.113556.1.4.319");
             // AD (and Samba) advertise the AD capability OID; the in-chain rule comes with it.

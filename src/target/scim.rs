@@ -46,7 +46,7 @@ pub enum CallError {
         scim: Option<ScimError>,
     },
     /// The request may or may not have reached the server (timeout, reset, refused).
-    #[error("{method} {path}: {}", chain(source.as_ref()))]
+    #[error("{method} {path}: {}", crate::error_text::chain(source.as_ref()))]
     Transport {
         method: &'static str,
         path: String,
@@ -64,22 +64,6 @@ pub enum CallError {
         path: String,
         problem: String,
     },
-}
-
-/// An error with its causes ("error sending request: … : Connection refused"): reqwest's
-/// own message alone does not say what went wrong on the wire.
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        let m = c.to_string();
-        if !s.contains(&m) {
-            s.push_str(": ");
-            s.push_str(&m);
-        }
-        cur = c.source();
-    }
-    s
 }
 
 impl CallError {
