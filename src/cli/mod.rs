@@ -421,8 +421,7 @@ mod tests {
     #[test]
     fn man_pages_are_current() {
         let fresh = tempfile::tempdir().unwrap();
-        clap_mangen::generate_to(<Cli as clap::CommandFactory>::command(), fresh.path())
-            .unwrap();
+        clap_mangen::generate_to(<Cli as clap::CommandFactory>::command(), fresh.path()).unwrap();
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/man");
         if std::env::var_os("TANSYNC_UPDATE_MAN").is_some() {
             let _ = std::fs::remove_dir_all(&dir);

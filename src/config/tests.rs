@@ -381,7 +381,7 @@ fn daemon_observability_keys_are_validated() {
     let e = |section: &str| err(&d, &format!("{LDIF_HEAD}[daemon]\n{section}\n"));
     let m = e("log_format = \"xml\"");
     assert!(
-        m.contains("t.toml: daemon.log_format: \"xml\" is not \"text\" or \"json\""),
+        m.contains("t.toml: daemon.log_format: \"xml\" is not \"text\", \"json\" or \"journald\""),
         "{m}"
     );
     let m = e("listen = \"localhost\"");
@@ -650,4 +650,15 @@ fn credential_errors_name_the_key() {
         got.starts_with("t.toml: write_back.bind_password_credential: credential \"writeback-password\" is not in"),
         "{got}"
     );
+}
+
+#[test]
+fn log_format_journald_is_accepted() {
+    let d = dir_with_files();
+    let c = load(
+        &d,
+        "agent_id = \"a1\"\n[source]\nkind = \"ldif\"\npath = \"src.ldif\"\n[daemon]\nlog_format = \"journald\"",
+    )
+    .unwrap();
+    assert_eq!(c.daemon.log.format, LogFormat::Journald);
 }
