@@ -63,10 +63,12 @@ fi
 
 build() {
     cargo deb -p tansync --output "$tmp/" >"$tmp/cargo-deb.log" 2>&1 || { cat "$tmp/cargo-deb.log"; return 1; }
-    deb="$(ls "$tmp"/tansync_*.deb)" && [[ -f $deb ]]
+    compgen -G "$tmp/tansync_*.deb" >/dev/null
 }
+# (Each check runs in a subshell: what it finds is read again here.)
 check builds_with_cargo_deb build
-[[ -n ${deb:-} ]] || finish
+deb="$(compgen -G "$tmp/tansync_*.deb" | head -n1)"
+[[ -n $deb ]] || finish
 dpkg-deb -c "$deb" | awk '{print $NF}' | sed 's|^\./|/|' | grep -v '/$' | sort >"$tmp/files"
 
 contents() {
@@ -76,7 +78,7 @@ contents() {
         /etc/tansync/filters/single-trust.toml /usr/lib/systemd/system/tansync.service \
         /usr/lib/systemd/system/tansync-plan.service /usr/lib/systemd/system/tansync-plan.timer \
         /usr/lib/systemd/system/tansync-sync.service /usr/lib/systemd/system/tansync-sync.timer \
-        /usr/lib/sysusers.d/tansync.conf /usr/share/man/man1/tansync.1 /usr/share/man/man1/tansync-run.1; do
+        /usr/lib/sysusers.d/tansync.conf /usr/share/man/man1/tansync.1.gz /usr/share/man/man1/tansync-run.1.gz; do
         grep -qx "$want" "$tmp/files" || { echo "$want is not in the package"; return 1; }
     done
     if grep -q nhs-directory "$tmp/files"; then

@@ -18,16 +18,18 @@ pub(super) fn refuse(table: &toml::Table, file: &str) -> Result<(), ConfigError>
     }
     let list: Vec<String> = found
         .iter()
-        .map(|(key, hint)| format!("  {key}: {hint}"))
+        .map(|(key, hint)| format!("{key}: {hint}"))
         .collect();
     Err(ConfigError {
         file: file.to_string(),
         key: String::new(),
         problem: format!(
+            // One line: error chains are escaped whole for the terminal, a line feed
+            // included.
             "this configuration is not filled in yet; replace each {PLACEHOLDER} value \
-             ({} left):\n{}",
+             ({} left): {}",
             found.len(),
-            list.join("\n")
+            list.join("; ")
         ),
     })
 }

@@ -508,9 +508,9 @@ fn placeholders_are_refused_naming_each_key_and_what_to_fill_in() {
     };
     assert_eq!(
         e,
-        "t.toml: this configuration is not filled in yet; replace each FILL-IN value (3 left):\n  \
-         agent_id: a name for this agent\n  \
-         source.base_dns: the subtrees to read\n  \
+        "t.toml: this configuration is not filled in yet; replace each FILL-IN value (3 left): \
+         agent_id: a name for this agent; \
+         source.base_dns: the subtrees to read; \
          source.url: the domain controller's ldaps:// URL"
     );
     // Once filled in, the same file loads.
