@@ -154,7 +154,8 @@ pub async fn run(
     }
     // State lock held, configuration loaded, listener bound: ready.
     notify::ready("started; the first cycle is running");
-    tokio::spawn({
+    // STOPPING=1 as soon as the stop begins, not once the cycle in flight has finished.
+    let stopping = tokio::spawn({
         let shutdown = shutdown.clone();
         async move {
             shutdown.cancelled().await;
@@ -211,6 +212,12 @@ pub async fn run(
         if shutdown.is_cancelled() {
             break;
         }
+    }
+    if shutdown.is_cancelled() {
+        // Sent before the process exits, however soon after the signal that is.
+        let _ = stopping.await;
+    } else {
+        stopping.abort();
     }
     tracing::info!("tansync run stopped");
     Ok(0)
