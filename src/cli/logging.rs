@@ -6,6 +6,11 @@
 //! every other value is scrubbed of DNs, addresses and phone numbers. Text lines are also
 //! escaped like any other value that reaches a terminal.
 //!
+//! Under systemd, `log_format = "journald"` (or text whose stderr is the journal,
+//! `JOURNAL_STREAM`) sends each event to the journal itself ([`Journald`], over
+//! libsystemd's native protocol): its fields become journal fields (`KIND=delta`,
+//! `RESULT=ok`, `OPERATIONS=3`), redacted and escaped like JSON lines.
+//!
 //! The JSON lines are written by [`JsonLines`], not tracing-subscriber's JSON formatter:
 //! that one serialises event fields itself, past any field formatter, so it could not
 //! redact them. Their string values are escaped as text lines are (serde's JSON would
@@ -15,6 +20,7 @@ use crate::config::{LogFormat, LogSettings};
 use nhs_model::escape::Escaped;
 use nhs_model::redact::{REDACTED, is_personal_field, scrub};
 use std::fmt;
+use std::path::Path;
 use tracing::field::{Field, Visit};
 use tracing::{Event, Subscriber};
 use tracing_subscriber::fmt::format::Writer;
@@ -34,12 +40,35 @@ pub(super) const DAEMON_FILTER: &str =
 pub(super) fn init(settings: LogSettings, default_filter: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("TANSYNC_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
+    let journald = match settings.format {
+        LogFormat::Journald => true,
+        LogFormat::Text => libsystemd::logging::connected_to_journal(),
+        LogFormat::Json => false,
+    };
+    if journald {
+        if Path::new(JOURNAL_SOCKET).exists() {
+            use tracing_subscriber::layer::SubscriberExt;
+            use tracing_subscriber::util::SubscriberInitExt;
+            tracing_subscriber::registry()
+                .with(filter)
+                .with(Journald {
+                    personal_data: settings.personal_data,
+                })
+                .init();
+            return;
+        }
+        if settings.format == LogFormat::Journald {
+            eprintln!(
+                "tansync: log_format = \"journald\" but there is no journal ({JOURNAL_SOCKET}); logging text to stderr"
+            );
+        }
+    }
     let builder = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .fmt_fields(escaped_fields(settings.personal_data))
         .with_env_filter(filter);
     match settings.format {
-        LogFormat::Text => builder
+        LogFormat::Text | LogFormat::Journald => builder
             .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
             .init(),
         LogFormat::Json => builder
@@ -123,6 +152,76 @@ where
     }
 }
 
+/// Where journald listens for native-protocol messages (libsystemd sends there).
+const JOURNAL_SOCKET: &str = "/run/systemd/journal/socket";
+
+/// Events straight to the journal, their fields as journal fields, redacted.
+pub(super) struct Journald {
+    pub personal_data: bool,
+}
+
+impl<S: Subscriber> tracing_subscriber::Layer<S> for Journald {
+    fn on_event(&self, event: &Event<'_>, _ctx: tracing_subscriber::layer::Context<'_, S>) {
+        use libsystemd::logging::{Priority, journal_send};
+        let meta = event.metadata();
+        let priority = match *meta.level() {
+            tracing::Level::ERROR => Priority::Error,
+            tracing::Level::WARN => Priority::Warning,
+            tracing::Level::INFO => Priority::Info,
+            _ => Priority::Debug,
+        };
+        let (message, fields) = journal_fields(event, self.personal_data);
+        // Nowhere else to report a journal that went away.
+        let _ = journal_send(priority, &message, fields.iter().map(|(k, v)| (k, v)));
+    }
+}
+
+/// An event as the journal gets it: the message, and its other fields named as journal
+/// fields (upper case, `[A-Z0-9_]`, not starting with a digit or `_`), with
+/// `SYSLOG_IDENTIFIER`, `TARGET` and where the event was logged. Values are redacted and
+/// escaped as in JSON lines.
+pub(super) fn journal_fields(
+    event: &Event<'_>,
+    personal_data: bool,
+) -> (String, Vec<(String, String)>) {
+    let meta = event.metadata();
+    let mut f = JsonFields {
+        map: serde_json::Map::new(),
+        personal_data,
+    };
+    event.record(&mut f);
+    let text = |v: serde_json::Value| match v {
+        serde_json::Value::String(s) => s,
+        other => other.to_string(),
+    };
+    let message = f.map.remove("message").map(text).unwrap_or_default();
+    let mut fields = vec![
+        ("SYSLOG_IDENTIFIER".to_string(), "tansync".to_string()),
+        ("TARGET".to_string(), meta.target().to_string()),
+    ];
+    if let Some(file) = meta.file() {
+        fields.push(("CODE_FILE".into(), file.into()));
+    }
+    if let Some(line) = meta.line() {
+        fields.push(("CODE_LINE".into(), line.to_string()));
+    }
+    for (k, v) in f.map {
+        let mut name: String = k
+            .chars()
+            .map(|c| match c {
+                'a'..='z' | 'A'..='Z' | '0'..='9' => c.to_ascii_uppercase(),
+                _ => '_',
+            })
+            .collect();
+        if !name.starts_with(|c: char| c.is_ascii_uppercase()) {
+            name.insert_str(0, "F_");
+        }
+        name.truncate(64);
+        fields.push((name, text(v)));
+    }
+    (message, fields)
+}
+
 struct JsonFields {
     map: serde_json::Map<String, serde_json::Value>,
     personal_data: bool,
@@ -202,7 +301,9 @@ mod tests {
             .with_ansi(false)
             .fmt_fields(escaped_fields(personal_data));
         match format {
-            LogFormat::Text => tracing::subscriber::with_default(b.finish(), log),
+            LogFormat::Text | LogFormat::Journald => {
+                tracing::subscriber::with_default(b.finish(), log)
+            }
             LogFormat::Json => tracing::subscriber::with_default(
                 b.event_format(JsonLines { personal_data }).finish(),
                 log,
@@ -308,6 +409,67 @@ mod tests {
         for secret in ["Siân", "Evans", "s.evans", "7123456001"] {
             assert!(!lines[0].contains(secret), "{secret} in {text}");
         }
+    }
+
+    /// What the journal layer would send for `log`'s one event.
+    fn journal(personal_data: bool, log: impl FnOnce()) -> (String, Vec<(String, String)>) {
+        type Seen = Arc<Mutex<Option<(String, Vec<(String, String)>)>>>;
+        struct Grab(Seen, bool);
+        impl<S: Subscriber> tracing_subscriber::Layer<S> for Grab {
+            fn on_event(&self, e: &Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
+                *self.0.lock().unwrap() = Some(journal_fields(e, self.1));
+            }
+        }
+        use tracing_subscriber::layer::SubscriberExt;
+        let seen = Seen::default();
+        tracing::subscriber::with_default(
+            tracing_subscriber::registry().with(Grab(seen.clone(), personal_data)),
+            log,
+        );
+        seen.lock().unwrap().take().unwrap()
+    }
+
+    #[test]
+    fn journal_fields_are_named_for_the_journal_and_redacted() {
+        let (msg, fields) = journal(false, || {
+            personal_event();
+            tracing::info!(
+                kind = "delta",
+                result = "ok",
+                operations = 3u64,
+                "cycle finished"
+            );
+        });
+        assert_eq!(msg, "cycle finished");
+        let get = |k: &str| fields.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+        assert_eq!(get("KIND"), Some("delta"));
+        assert_eq!(get("RESULT"), Some("ok"));
+        assert_eq!(get("OPERATIONS"), Some("3"));
+        assert_eq!(get("SYSLOG_IDENTIFIER"), Some("tansync"));
+        assert_eq!(get("TARGET"), Some(module_path!()));
+        let (msg, fields) = journal(false, personal_event);
+        assert_eq!(msg, "entry refused");
+        let get = |k: &str| fields.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+        for k in ["DN", "DISPLAY_NAME", "EMAIL", "MOBILE"] {
+            assert_eq!(get(k).as_deref(), Some(REDACTED), "{k}");
+        }
+        assert_eq!(
+            get("ERROR").as_deref(),
+            Some("the directory refused [redacted]: [redacted] is taken")
+        );
+        let all = format!("{fields:?}");
+        for secret in ["Siân", "Evans", "s.evans", "7123456001"] {
+            assert!(!all.contains(secret), "{secret} in {all}");
+        }
+        // Opted in, shown; and escaped either way.
+        let (_, fields) = journal(true, || {
+            tracing::warn!(dn = DN, error = %"x\u{202e}y", "refused");
+        });
+        assert!(fields.contains(&("DN".into(), DN.into())), "{fields:?}");
+        assert!(
+            fields.contains(&("ERROR".into(), r"x\u{202e}y".into())),
+            "{fields:?}"
+        );
     }
 
     #[test]

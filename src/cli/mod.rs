@@ -392,3 +392,52 @@ async fn run(cli: Cli, shutdown: &CancellationToken) -> Result<u8> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Cli;
+    use std::collections::BTreeMap;
+    use std::path::Path;
+
+    fn pages(dir: &Path) -> BTreeMap<String, Vec<u8>> {
+        std::fs::read_dir(dir)
+            .map(|d| {
+                d.map(|e| {
+                    let e = e.unwrap();
+                    (
+                        e.file_name().to_string_lossy().into_owned(),
+                        std::fs::read(e.path()).unwrap(),
+                    )
+                })
+                .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// `deploy/man/`, the man pages the Debian package installs (`tansync(1)` and one
+    /// per subcommand, `tansync-plan(1)`, …), are the command line's own definition
+    /// rendered by clap_mangen: they cannot drift from `--help`.
+    /// `TANSYNC_UPDATE_MAN=1 cargo test -p tansync --lib man_pages` writes them again.
+    #[test]
+    fn man_pages_are_current() {
+        let fresh = tempfile::tempdir().unwrap();
+        clap_mangen::generate_to(<Cli as clap::CommandFactory>::command(), fresh.path()).unwrap();
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/man");
+        if std::env::var_os("TANSYNC_UPDATE_MAN").is_some() {
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).unwrap();
+            for (name, page) in pages(fresh.path()) {
+                std::fs::write(dir.join(name), page).unwrap();
+            }
+        }
+        let (want, shipped) = (pages(fresh.path()), pages(&dir));
+        assert!(want.contains_key("tansync.1") && want.contains_key("tansync-plan.1"));
+        assert!(
+            shipped == want,
+            "{} is out of date (has {:?}, should have {:?}): run TANSYNC_UPDATE_MAN=1 cargo test -p tansync --lib man_pages",
+            dir.display(),
+            shipped.keys().collect::<Vec<_>>(),
+            want.keys().collect::<Vec<_>>()
+        );
+    }
+}

@@ -96,6 +96,10 @@ pub enum LogFormat {
     Text,
     /// JSON lines, one object an event.
     Json,
+    /// Straight to the systemd journal (native protocol), each event's fields as journal
+    /// fields (`KIND=full`, `RESULT=ok`, `OPERATIONS=3`, …), redacted as in text. Text is
+    /// sent this way too when stderr is the journal (`JOURNAL_STREAM`).
+    Journald,
 }
 
 impl LogFormat {
@@ -103,6 +107,7 @@ impl LogFormat {
         match s {
             "text" => Some(LogFormat::Text),
             "json" => Some(LogFormat::Json),
+            "journald" => Some(LogFormat::Journald),
             _ => None,
         }
     }
@@ -209,7 +214,10 @@ pub(super) fn settings(cx: &Ctx<'_>, raw: RawDaemon) -> Result<DaemonSettings, C
     let format = LogFormat::parse(raw.log_format.trim()).ok_or_else(|| {
         cx.err(
             "daemon.log_format",
-            format!("{:?} is not \"text\" or \"json\"", raw.log_format),
+            format!(
+                "{:?} is not \"text\", \"json\" or \"journald\"",
+                raw.log_format
+            ),
         )
     })?;
     Ok(DaemonSettings {

@@ -1,9 +1,12 @@
 //! Configuration, in two phases: raw TOML structs (unknown keys rejected) → one validated
 //! [`Config`] with compiled rules, parsed agreements, resolved paths and secrets. Every
-//! error names the file, the key and the problem. Secrets come from a file or an
-//! environment variable only, and are held as [`secrecy::SecretString`].
+//! error names the file, the key and the problem. Secrets come from a file, an
+//! environment variable or a systemd credential (`LoadCredential=`) only, and are held
+//! as [`secrecy::SecretString`]. A value still reading `"FILL-IN: …"` (the packaged
+//! configuration ships them) stops every command, naming each such key.
 
 pub mod daemon;
+mod placeholder;
 mod raw;
 
 use crate::filter::{self, RuleSet};
@@ -84,6 +87,18 @@ struct Ctx<'a> {
     /// `[safety] allow_insecure_secret_files`: read secret files that group or others
     /// may read too.
     allow_insecure_secret_files: bool,
+    /// `$CREDENTIALS_DIRECTORY`: where systemd put the unit's `LoadCredential=` files.
+    credentials_dir: Option<&'a Path>,
+}
+
+/// Where one secret comes from, as configured: `KEY_file`, `KEY_env` or
+/// `KEY_credential` (exactly one). A new secret (a keytab, say) adds its three keys to
+/// the raw section and goes through [`Ctx::secret`] like the others.
+#[derive(Clone, Copy, Default)]
+struct SecretKeys<'a> {
+    file: Option<&'a str>,
+    env: Option<&'a str>,
+    credential: Option<&'a str>,
 }
 
 impl Ctx<'_> {
@@ -116,37 +131,88 @@ impl Ctx<'_> {
         Ok(path)
     }
 
-    fn secret(
-        &self,
-        key: &str,
-        file: Option<&str>,
-        env: Option<&str>,
-    ) -> Result<SecretString, ConfigError> {
-        match (file, env) {
-            (Some(f), None) => {
+    fn secret(&self, key: &str, from: SecretKeys<'_>) -> Result<SecretString, ConfigError> {
+        let (value, shown, key) = match (from.file, from.env, from.credential) {
+            (Some(f), None, None) => {
                 let key = format!("{key}_file");
                 let path = self.path(f);
                 let text = read_secret_file(&path, self.allow_insecure_secret_files)
                     .map_err(|problem| self.err(&key, problem))?;
-                let v = text.trim_end_matches(['\r', '\n']);
-                if v.is_empty() {
-                    return Err(self.err(&key, format!("{} is empty", path.display())));
-                }
-                Ok(SecretString::from(v.to_string()))
+                (text, path.display().to_string(), key)
             }
-            (None, Some(var)) => match std::env::var(var) {
-                Ok(v) if !v.is_empty() => Ok(SecretString::from(v)),
-                _ => Err(self.err(
-                    &format!("{key}_env"),
-                    format!("environment variable {var} is not set or empty"),
-                )),
-            },
-            (Some(_), Some(_)) => Err(self.err(key, format!("give {key}_file or {key}_env, not both"))),
-            (None, None) => Err(self.err(
-                key,
-                format!("a secret is needed: set {key}_file (a file readable only by tansync) or {key}_env; inline secrets are not accepted"),
-            )),
+            (None, Some(var), None) => {
+                return match std::env::var(var) {
+                    Ok(v) if !v.is_empty() => Ok(SecretString::from(v)),
+                    _ => Err(self.err(
+                        &format!("{key}_env"),
+                        format!("environment variable {var} is not set or empty"),
+                    )),
+                };
+            }
+            (None, None, Some(name)) => {
+                let key = format!("{key}_credential");
+                let path = self.credential(&key, name)?;
+                // The credentials directory is the unit's own (systemd makes it readable
+                // by the service's user only), so the file's mode is not checked.
+                let text =
+                    read_secret_file(&path, true).map_err(|problem| self.err(&key, problem))?;
+                (text, path.display().to_string(), key)
+            }
+            (None, None, None) => {
+                return Err(self.err(
+                    key,
+                    format!(
+                        "a secret is needed: set {key}_file (a file readable only by tansync), \
+                         {key}_env or {key}_credential (a systemd LoadCredential= name); \
+                         inline secrets are not accepted"
+                    ),
+                ));
+            }
+            _ => {
+                return Err(self.err(
+                    key,
+                    format!("give one of {key}_file, {key}_env or {key}_credential, not more"),
+                ));
+            }
+        };
+        let v = value.trim_end_matches(['\r', '\n']);
+        if v.is_empty() {
+            return Err(self.err(&key, format!("{shown} is empty")));
         }
+        Ok(SecretString::from(v.to_string()))
+    }
+
+    /// The file of systemd credential `name`: `$CREDENTIALS_DIRECTORY/name`.
+    fn credential(&self, key: &str, name: &str) -> Result<PathBuf, ConfigError> {
+        // systemd's credential names: a file name, no path.
+        if name.is_empty() || name == "." || name == ".." || name.contains(['/', '\0']) {
+            return Err(self.err(
+                key,
+                format!("{name:?} is not a credential name (a LoadCredential= name, no '/')"),
+            ));
+        }
+        let Some(dir) = self.credentials_dir else {
+            return Err(self.err(
+                key,
+                format!(
+                    "credential {name:?} needs $CREDENTIALS_DIRECTORY, which is not set: \
+                     run tansync from a systemd unit with LoadCredential={name}:FILE \
+                     (or use systemd-run -p LoadCredential=…), or use a _file key instead"
+                ),
+            ));
+        };
+        let path = dir.join(name);
+        if !path.is_file() {
+            return Err(self.err(
+                key,
+                format!(
+                    "credential {name:?} is not in $CREDENTIALS_DIRECTORY ({}): \
+                     add LoadCredential={name}:FILE to the unit",
+                    dir.display()
+                ),
+            ));
+        }
+        Ok(path)
     }
 }
 
@@ -276,8 +342,28 @@ impl Config {
         Self::from_str(&text, &file, dir)
     }
 
-    /// Validate configuration text; relative paths resolve against `dir`.
+    /// Validate configuration text; relative paths resolve against `dir`, credentials
+    /// against `$CREDENTIALS_DIRECTORY`.
     pub fn from_str(text: &str, file: &str, dir: &Path) -> Result<Config, LoadError> {
+        let creds = std::env::var_os("CREDENTIALS_DIRECTORY")
+            .filter(|d| !d.is_empty())
+            .map(PathBuf::from);
+        Self::from_str_with(text, file, dir, creds.as_deref())
+    }
+
+    /// [`Config::from_str`] with the credentials directory given.
+    pub fn from_str_with(
+        text: &str,
+        file: &str,
+        dir: &Path,
+        credentials_dir: Option<&Path>,
+    ) -> Result<Config, LoadError> {
+        let value: toml::Table = toml::from_str(text).map_err(|e| ConfigError {
+            file: file.to_string(),
+            key: String::new(),
+            problem: crate::toml_error::describe(text, &e),
+        })?;
+        placeholder::refuse(&value, file)?;
         let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError {
             file: file.to_string(),
             key: String::new(),
@@ -287,6 +373,7 @@ impl Config {
             file,
             dir,
             allow_insecure_secret_files: raw.safety.allow_insecure_secret_files,
+            credentials_dir,
         };
 
         let agent_id = raw.agent_id.trim().to_string();
@@ -417,8 +504,11 @@ impl Config {
                         .transpose()?,
                     bind_password: cx.secret(
                         "source.bind_password",
-                        l.bind_password_file.as_deref(),
-                        l.bind_password_env.as_deref(),
+                        SecretKeys {
+                            file: l.bind_password_file.as_deref(),
+                            env: l.bind_password_env.as_deref(),
+                            credential: l.bind_password_credential.as_deref(),
+                        },
                     )?,
                     url,
                     starttls: l.starttls,
@@ -485,8 +575,11 @@ impl Config {
                 let settings = ScimSettings {
                     token: cx.secret(
                         "target.token",
-                        t.token_file.as_deref(),
-                        t.token_env.as_deref(),
+                        SecretKeys {
+                            file: t.token_file.as_deref(),
+                            env: t.token_env.as_deref(),
+                            credential: t.token_credential.as_deref(),
+                        },
                     )?,
                     ca_file: t
                         .ca_file
@@ -599,8 +692,11 @@ impl Config {
                 };
                 let bind_password = cx.secret(
                     "write_back.bind_password",
-                    w.bind_password_file.as_deref(),
-                    w.bind_password_env.as_deref(),
+                    SecretKeys {
+                        file: w.bind_password_file.as_deref(),
+                        env: w.bind_password_env.as_deref(),
+                        credential: w.bind_password_credential.as_deref(),
+                    },
                 )?;
                 let base_dns: Vec<String> = match w.base_dns {
                     None => ldap.base_dns.clone(),

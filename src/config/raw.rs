@@ -72,6 +72,8 @@ pub(super) struct RawWriteBack {
     pub bind_dn: Option<String>,
     pub bind_password_file: Option<String>,
     pub bind_password_env: Option<String>,
+    /// A systemd credential name (`LoadCredential=`), read from `$CREDENTIALS_DIRECTORY`.
+    pub bind_password_credential: Option<String>,
     /// Entries it may write to (default: the source's base DNs).
     pub base_dns: Option<Vec<String>>,
 }
@@ -168,6 +170,8 @@ pub(super) struct RawLdap {
     pub bind_dn: String,
     pub bind_password_file: Option<String>,
     pub bind_password_env: Option<String>,
+    /// A systemd credential name (`LoadCredential=`), read from `$CREDENTIALS_DIRECTORY`.
+    pub bind_password_credential: Option<String>,
     pub base_dns: Vec<String>,
     #[serde(default = "default_filter")]
     pub filter: String,
@@ -231,6 +235,8 @@ pub(super) struct RawScim {
     pub url: String,
     pub token_file: Option<String>,
     pub token_env: Option<String>,
+    /// A systemd credential name (`LoadCredential=`), read from `$CREDENTIALS_DIRECTORY`.
+    pub token_credential: Option<String>,
     pub ca_file: Option<String>,
     #[serde(default = "default_scim_page")]
     pub page_size: usize,

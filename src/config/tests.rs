@@ -381,7 +381,7 @@ fn daemon_observability_keys_are_validated() {
     let e = |section: &str| err(&d, &format!("{LDIF_HEAD}[daemon]\n{section}\n"));
     let m = e("log_format = \"xml\"");
     assert!(
-        m.contains("t.toml: daemon.log_format: \"xml\" is not \"text\" or \"json\""),
+        m.contains("t.toml: daemon.log_format: \"xml\" is not \"text\", \"json\" or \"journald\""),
         "{m}"
     );
     let m = e("listen = \"localhost\"");
@@ -494,4 +494,171 @@ fn daemon_section_is_validated_and_names_its_keys() {
         assert!(e.contains(key), "{text}: {e}");
     }
     assert!(err(&d, &head("interval = 5")).contains("interval"));
+}
+
+#[test]
+fn placeholders_are_refused_naming_each_key_and_what_to_fill_in() {
+    let d = dir_with_files();
+    let text = format!(
+        "agent_id = \"FILL-IN: a name for this agent\"\n[source]\nkind = \"ldap\"\nurl = \"FILL-IN: the domain controller's ldaps:// URL\"\nbind_dn = \"CN=x\"\nbind_password_file = \"pw\"\nbase_dns = [\"DC=x\", \"FILL-IN: the subtrees to read\"]\n{TAIL}"
+    );
+    let e = match Config::from_str(&text, "t.toml", d.path()) {
+        Ok(_) => panic!("placeholders accepted"),
+        Err(e) => e.to_string(),
+    };
+    assert_eq!(
+        e,
+        "t.toml: this configuration is not filled in yet; replace each FILL-IN value (3 left): \
+         agent_id: a name for this agent; \
+         source.base_dns: the subtrees to read; \
+         source.url: the domain controller's ldaps:// URL"
+    );
+    // Once filled in, the same file loads.
+    let filled = text
+        .replace("FILL-IN: a name for this agent", "a1")
+        .replace(
+            "FILL-IN: the domain controller's ldaps:// URL",
+            "ldaps://dc:636",
+        )
+        .replace(", \"FILL-IN: the subtrees to read\"", "");
+    assert!(Config::from_str(&filled, "t.toml", d.path()).is_ok());
+}
+
+/// An LDAP source over a SCIM target, the secrets' keys given by `secrets`.
+fn with_secrets(
+    d: &tempfile::TempDir,
+    source: &str,
+    token: &str,
+    creds: Option<&Path>,
+) -> Result<Config, LoadError> {
+    let text = format!(
+        "agent_id = \"a1\"\n[source]\nkind = \"ldap\"\nurl = \"ldaps://dc:636\"\nbind_dn = \"CN=x\"\nbase_dns = [\"DC=x\"]\n{source}\n[filters]\nfiles = [\"r.toml\"]\n[target]\nkind = \"scim\"\nurl = \"https://directory.example\"\n{token}\n[agreements]\nfile = \"a.toml\"\n[write_back]\nattribute = \"mail\"\nbind_dn = \"CN=w\"\nbind_password_credential = \"writeback-password\"\n"
+    );
+    Config::from_str_with(&text, "t.toml", d.path(), creds)
+}
+
+#[test]
+fn secrets_come_from_systemd_credentials() {
+    use secrecy::ExposeSecret;
+    let d = dir_with_files();
+    let creds = tempfile::tempdir().unwrap();
+    // systemd's credential files are 0400, but their directory is the unit's own: the
+    // mode is not what keeps them private, so it is not checked.
+    secret(&creds.path().join("bind-password"), "b1nd\n", 0o440);
+    secret(&creds.path().join("directory-token"), "t0k", 0o400);
+    secret(&creds.path().join("writeback-password"), "wr1te\n", 0o400);
+    let c = with_secrets(
+        &d,
+        "bind_password_credential = \"bind-password\"",
+        "token_credential = \"directory-token\"",
+        Some(creds.path()),
+    )
+    .unwrap();
+    let AnySource::Ldap(l) = &c.source else {
+        panic!("ldap")
+    };
+    assert_eq!(l.bind_password.expose_secret(), "b1nd");
+    assert_eq!(c.scim.as_ref().unwrap().token.expose_secret(), "t0k");
+    assert_eq!(
+        c.write_back.as_ref().unwrap().bind_password.expose_secret(),
+        "wr1te"
+    );
+}
+
+#[test]
+fn credential_errors_name_the_key() {
+    let d = dir_with_files();
+    let creds = tempfile::tempdir().unwrap();
+    secret(&creds.path().join("directory-token"), "t0k", 0o400);
+    secret(&creds.path().join("writeback-password"), "w", 0o400);
+    secret(&creds.path().join("empty"), "\n", 0o400);
+    let e = |source: &str, token: &str, dir: Option<&Path>| match with_secrets(
+        &d, source, token, dir,
+    ) {
+        Ok(_) => panic!("accepted: {source} {token}"),
+        Err(e) => e.to_string(),
+    };
+    let tok = "token_credential = \"directory-token\"";
+    // No $CREDENTIALS_DIRECTORY at all.
+    let got = e("bind_password_credential = \"bind-password\"", tok, None);
+    assert!(
+        got.starts_with(
+            "t.toml: source.bind_password_credential: credential \"bind-password\" needs $CREDENTIALS_DIRECTORY, which is not set"
+        ),
+        "{got}"
+    );
+    assert!(got.contains("LoadCredential=bind-password:FILE"), "{got}");
+    // The directory, without that credential.
+    let got = e(
+        "bind_password_credential = \"bind-password\"",
+        tok,
+        Some(creds.path()),
+    );
+    assert!(
+        got.starts_with(&format!(
+            "t.toml: source.bind_password_credential: credential \"bind-password\" is not in $CREDENTIALS_DIRECTORY ({})",
+            creds.path().display()
+        )),
+        "{got}"
+    );
+    // Empty, a path instead of a name, or two sources at once.
+    let got = e(
+        "bind_password_credential = \"empty\"",
+        tok,
+        Some(creds.path()),
+    );
+    assert_eq!(
+        got,
+        format!(
+            "t.toml: source.bind_password_credential: {} is empty",
+            creds.path().join("empty").display()
+        )
+    );
+    let got = e(
+        "bind_password_credential = \"../pw\"",
+        tok,
+        Some(creds.path()),
+    );
+    assert!(
+        got.starts_with(
+            "t.toml: source.bind_password_credential: \"../pw\" is not a credential name"
+        ),
+        "{got}"
+    );
+    let got = e(
+        "bind_password_file = \"pw\"\nbind_password_credential = \"empty\"",
+        tok,
+        Some(creds.path()),
+    );
+    assert_eq!(
+        got,
+        "t.toml: source.bind_password: give one of source.bind_password_file, source.bind_password_env or source.bind_password_credential, not more"
+    );
+    // The token and the write-back password go the same way.
+    let got = e(
+        "bind_password_file = \"pw\"",
+        "token_credential = \"nope\"",
+        Some(creds.path()),
+    );
+    assert!(
+        got.starts_with("t.toml: target.token_credential: credential \"nope\" is not in"),
+        "{got}"
+    );
+    std::fs::remove_file(creds.path().join("writeback-password")).unwrap();
+    let got = e("bind_password_file = \"pw\"", tok, Some(creds.path()));
+    assert!(
+        got.starts_with("t.toml: write_back.bind_password_credential: credential \"writeback-password\" is not in"),
+        "{got}"
+    );
+}
+
+#[test]
+fn log_format_journald_is_accepted() {
+    let d = dir_with_files();
+    let c = load(
+        &d,
+        "agent_id = \"a1\"\n[source]\nkind = \"ldif\"\npath = \"src.ldif\"\n[daemon]\nlog_format = \"journald\"",
+    )
+    .unwrap();
+    assert_eq!(c.daemon.log.format, LogFormat::Journald);
 }

@@ -1,7 +1,8 @@
 //! Continuous mode (`tansync run`): cycles on a schedule — a full cycle first, then delta
 //! cycles, and a full reconcile at least every `full_every_hours` — each one the engine's
 //! plan and apply, with the source's watermark saved only after the cycle's operations
-//! have all settled. What operators see of it (health, metrics) is in [`observe`].
+//! have all settled. What operators see of it (health, metrics) is in [`observe`]; what
+//! systemd is told (readiness, status, watchdog), in [`notify`].
 //!
 //! It must never treat absence from a delta read as a removal, never advance a watermark
 //! past a cycle that failed, and never run twice on one state directory.
@@ -9,6 +10,7 @@
 pub mod cache;
 pub mod cycle;
 pub mod http;
+pub mod notify;
 pub mod observe;
 pub mod schedule;
 pub mod status;
@@ -112,16 +114,20 @@ pub async fn run(
     }
     let store = open_store(&cfg)?;
     let standby = |c: &Config| opts.standby || c.daemon.standby;
+    let mut watchdog = notify::Watchdog::from_env();
     if opts.once {
-        let out = cycle_once(
-            &cfg,
-            &store,
-            standby(&cfg),
-            observer,
-            OffsetDateTime::now_utc(),
-            shutdown,
-        )
-        .await;
+        notify::ready("running one cycle");
+        let out = watchdog
+            .guard(cycle_once(
+                &cfg,
+                &store,
+                standby(&cfg),
+                observer,
+                OffsetDateTime::now_utc(),
+                shutdown,
+            ))
+            .await;
+        notify::status(&notify::cycle_status(&out.report));
         if let Some(e) = &out.report.error {
             eprintln!(
                 "tansync: the cycle failed: {}",
@@ -141,10 +147,21 @@ pub async fn run(
             shutdown.clone(),
         ));
     }
+    // Before READY=1, so a SIGHUP sent once systemd reports the unit started is heard.
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
     if hup.is_none() {
         tracing::warn!("cannot listen for SIGHUP: the configuration will not be reloaded");
     }
+    // State lock held, configuration loaded, listener bound: ready.
+    notify::ready("started; the first cycle is running");
+    // STOPPING=1 as soon as the stop begins, not once the cycle in flight has finished.
+    let stopping = tokio::spawn({
+        let shutdown = shutdown.clone();
+        async move {
+            shutdown.cancelled().await;
+            notify::stopping();
+        }
+    });
     tracing::info!(
         mode = if standby(&cfg) { "standby" } else { "active" },
         state_dir = %cfg.state_dir.display(),
@@ -152,7 +169,17 @@ pub async fn run(
     );
     loop {
         let started = OffsetDateTime::now_utc();
-        cycle_once(&cfg, &store, standby(&cfg), observer, started, shutdown).await;
+        let out = watchdog
+            .guard(cycle_once(
+                &cfg,
+                &store,
+                standby(&cfg),
+                observer,
+                started,
+                shutdown,
+            ))
+            .await;
+        notify::status(&notify::cycle_status(&out.report));
         if shutdown.is_cancelled() {
             break;
         }
@@ -174,14 +201,23 @@ pub async fn run(
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 _ = &mut sleep => break,
+                () = watchdog.tick() => {}
                 Some(()) = async { match hup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => {
+                    notify::reloading();
                     cfg = reload(config_path, cfg);
+                    notify::ready("waiting for the next cycle (configuration reload done: see the log)");
                 }
             }
         }
         if shutdown.is_cancelled() {
             break;
         }
+    }
+    if shutdown.is_cancelled() {
+        // Sent before the process exits, however soon after the signal that is.
+        let _ = stopping.await;
+    } else {
+        stopping.abort();
     }
     tracing::info!("tansync run stopped");
     Ok(0)

@@ -10,6 +10,10 @@
 # A system slapd (Debian's own, /var/run/slapd/slapd.pid) is stopped if it
 # runs, since it would hold the LDAP port 389 that the Samba DC needs.
 #
+# The package test (tests/package.sh) needs dpkg (there on Debian), systemd for
+# systemd-analyze and systemd-sysusers (installed, not started), and cargo-deb: installed
+# with `cargo install --locked cargo-deb` when missing (a few minutes' compile, once).
+#
 # Then the Python tools of python-requirements.txt (pinned) go into a
 # virtualenv of their own, $PYTOOLS_DIR (default target/pytools), so the
 # system's Python is left alone. That is redone only when the pins change or
@@ -22,6 +26,7 @@ set -euo pipefail
 PACKAGES=(
     samba samba-ad-provision samba-dsdb-modules samba-vfs-modules
     ldb-tools slapd ldap-utils openssl python3 python3-venv
+    systemd util-linux
 )
 POLICY=/usr/sbin/policy-rc.d
 
@@ -99,6 +104,15 @@ stop_system_daemon /var/run/slapd/slapd.pid slapd
 for p in "${PACKAGES[@]}"; do
     is_installed "$p" || die "package $p is still not installed"
 done
+
+# cargo-deb builds the Debian package (tests/package.sh); pinned by its own lock file.
+if ! command -v cargo-deb >/dev/null 2>&1; then
+    log "installing cargo-deb (cargo install --locked cargo-deb; a few minutes)"
+    # Its own target dir: the install must not share (or wipe) the project's.
+    CARGO_TARGET_DIR="$(mktemp -d)" cargo install --locked cargo-deb ||
+        die "cargo install cargo-deb failed"
+fi
+command -v cargo-deb >/dev/null 2>&1 || die "cargo-deb is not on PATH after the install"
 
 # install_python_tools: the pinned Python tools, in their own virtualenv.
 install_python_tools() {

@@ -13,6 +13,9 @@
 #   TANSYNC_HARNESS_WORKDIR   work dir (default: target/test-servers; it is
 #                             wiped and recreated on every run)
 #   TANSYNC_HARNESS_SKIP_CHECKS=1  skip check-servers.sh before the tests
+#
+# The default run also runs tests/package.sh (the Debian package: build, install,
+# check, purge) after cargo's tests; its checks count in the summary line.
 set -euo pipefail
 
 # shellcheck source=tests/harness/lib.sh
@@ -68,6 +71,10 @@ if [[ -n ${TANSYNC_TEST_CMD:-} ]]; then
 else
     log "running: cargo test --workspace"
     cargo test --workspace 2>&1 | tee "$WORKDIR/cargo-test.log" || test_rc=$?
+    log "running: bash tests/package.sh"
+    pkg_rc=0
+    bash tests/package.sh "$WORKDIR/cargo-test.log" || pkg_rc=$?
+    ((test_rc == 0)) && test_rc=$pkg_rc
     # One closing line for the whole run (cargo prints one result line per test
     # binary, and the last of them is often an empty doc-test run).
     summary_line=$(awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
