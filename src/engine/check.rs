@@ -121,7 +121,7 @@ async fn deployment(cfg: &Config, r: &mut CheckReport) {
     } else {
         r.ok(
             "secrets",
-            "every secret file is a regular file readable by its owner only (checked as the configuration loaded)",
+            "every secret file is a regular file readable by its owner only (checked as the configuration loaded; systemd credentials are the service's own)",
         );
     }
     let now = OffsetDateTime::now_utc();
