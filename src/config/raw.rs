@@ -165,9 +165,15 @@ pub(super) struct RawLdap {
     #[serde(default)]
     pub starttls: bool,
     pub ca_file: Option<String>,
-    pub bind_dn: String,
+    /// `simple` (bind_dn + password) or `kerberos` (keytab + principal).
+    #[serde(default = "default_auth")]
+    pub auth: String,
+    pub bind_dn: Option<String>,
     pub bind_password_file: Option<String>,
     pub bind_password_env: Option<String>,
+    pub keytab: Option<String>,
+    pub principal: Option<String>,
+    pub sasl_host: Option<String>,
     pub base_dns: Vec<String>,
     #[serde(default = "default_filter")]
     pub filter: String,
@@ -187,6 +193,9 @@ pub(super) struct RawLdap {
     pub nested_groups: String,
 }
 
+fn default_auth() -> String {
+    "simple".into()
+}
 fn default_filter() -> String {
     "(&(objectCategory=person)(objectClass=user))".into()
 }

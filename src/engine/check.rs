@@ -39,6 +39,10 @@ impl CheckReport {
     fn ok(&mut self, label: &str, text: impl Into<String>) {
         self.push(Mark::Ok, label, text);
     }
+    /// A labelled check that failed (shown with ✗, counted as a problem).
+    fn fail(&mut self, label: &str, text: impl Into<String>) {
+        self.push(Mark::Problem, label, text);
+    }
     fn problem(&mut self, text: impl Into<String>) {
         self.push(Mark::Problem, "", text);
     }
@@ -124,13 +128,36 @@ pub async fn check(
     );
     agreements(cfg, today, &mut r);
     if let AnySource::Ldap(l) = &cfg.source {
+        match l.kerberos_ticket() {
+            None => {}
+            Some(Ok(k)) => r.ok(
+                "kerberos",
+                format!(
+                    "ticket for {} as {} from the KDC (keytab {})",
+                    k.service(),
+                    k.principal,
+                    k.keytab.display()
+                ),
+            ),
+            Some(Err(e)) => {
+                // Every bind would fail the same way: say what to do and stop here.
+                r.fail(
+                    "kerberos",
+                    format!(
+                        "no ticket: {e}; check the keytab (klist -k), the principal, \
+                         source.sasl_host and that the KDC in krb5.conf (KRB5_CONFIG) answers"
+                    ),
+                );
+                return Ok(r);
+            }
+        }
         let info = l.probe().await.map_err(EngineError::Probe)?;
         r.ok(
             "source",
             format!(
                 "{} — bound as {} over {}; server: {}; paged results: {}; in-chain matching: {}",
                 l.url,
-                l.bind_dn,
+                l.identity(),
                 info.tls,
                 info.vendor.as_deref().unwrap_or("unknown"),
                 if info.paged_results { "yes" } else { "NO" },
