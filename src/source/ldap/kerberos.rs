@@ -79,6 +79,7 @@ pub fn classify(message: &str) -> &'static str {
     } else if has("key table entry not found")
         || has("no key table entry found")
         || has("no kerberos credentials available")
+        || has("can't find client principal")
         || has("key table file") && has("not found")
     {
         "the keytab does not hold this principal (or cannot be read): check the principal \
@@ -163,7 +164,8 @@ mod bind {
         let cred = credential(url, k)?;
         // The GSSAPI calls block while the KDC answers (krb5.conf's timeouts bound
         // them); ldap3 makes them inside its async bind.
-        ldap.sasl_gssapi_cred_bind(cred, &k.sasl_host)
+        let res = ldap
+            .sasl_gssapi_cred_bind(cred, &k.sasl_host)
             .await
             .map_err(|e| match e {
                 ldap3::LdapError::GssapiOperationError(m) => {
@@ -174,8 +176,24 @@ mod bind {
                     context: format!("GSSAPI bind as {}", k.principal),
                     source: Box::new(other),
                 },
-            })
+            })?;
+        if res.rc == STRONGER_AUTH_REQUIRED {
+            return Err(SourceError::Kerberos {
+                url: url.to_string(),
+                principal: k.principal.clone(),
+                keytab: k.keytab.display().to_string(),
+                cause: "the DC wants a SASL signing or sealing layer on top of TLS, which \
+                        tansync does not offer (its Kerberos bind relies on TLS): on a Samba \
+                        DC before 4.20 set `ldap server require strong auth = \
+                        allow_sasl_over_tls`",
+                detail: format!("server answered 8 (strongerAuthRequired): {}", res.text.trim()),
+            });
+        }
+        Ok(res)
     }
+
+    /// LDAP's strongerAuthRequired (RFC 4511 §4.1.9).
+    const STRONGER_AUTH_REQUIRED: u32 = 8;
 }
 
 #[cfg(feature = "kerberos")]
@@ -219,6 +237,10 @@ mod tests {
             ),
             (
                 "Key table entry not found",
+                "the keytab does not hold this principal",
+            ),
+            (
+                "(Can't find client principal svc@T.TEST in cache collection)",
                 "the keytab does not hold this principal",
             ),
             (
