@@ -269,3 +269,31 @@ fn an_unknown_service_host_is_named() {
         run.stderr
     );
 }
+
+#[test]
+fn a_keytab_bind_over_starttls_reads_the_fixture() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (keytab, principal) = (env("TANSYNC_TEST_KEYTAB"), env("TANSYNC_TEST_KRB5_PRINCIPAL"));
+    let cfg = config(dir.path(), service_account(&keytab, &principal));
+    let ldaps = format!("url = {}", toml_str(&env("TANSYNC_TEST_SAMBA_LDAPS_URL")));
+    let text = std::fs::read_to_string(&cfg).expect("config");
+    assert!(text.contains(&ldaps), "{text}");
+    let starttls = format!(
+        "url = {}\nstarttls = true",
+        toml_str(&env("TANSYNC_TEST_SAMBA_LDAP_URL"))
+    );
+    std::fs::write(&cfg, text.replace(&ldaps, &starttls)).expect("config");
+    let (run, v) = plan(&krb5_conf(), &cfg);
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert_eq!(v.expect("plan JSON")["source"]["read"], 1235);
+    let run = tansync_krb(&krb5_conf(), &cfg, &["check"]);
+    assert!(
+        run.stdout.contains(&format!(
+            "bound as {principal} (Kerberos, ldap/{}) over starttls",
+            host()
+        )),
+        "{}\n{}",
+        run.stdout,
+        run.stderr
+    );
+}
