@@ -117,7 +117,11 @@ fn krb5_conf() -> String {
 }
 
 fn plan(krb5_conf: &str, config: &Path) -> (Run, Option<Value>) {
-    let r = tansync_krb(krb5_conf, config, &["plan", "--format", "json", "--now", NOW]);
+    let r = tansync_krb(
+        krb5_conf,
+        config,
+        &["plan", "--format", "json", "--now", NOW],
+    );
     let v = serde_json::from_str(&r.stdout).ok();
     (r, v)
 }
@@ -126,7 +130,10 @@ fn plan(krb5_conf: &str, config: &Path) -> (Run, Option<Value>) {
 fn a_keytab_bind_plans_the_same_people_as_a_simple_bind() {
     let simple_dir = tempfile::tempdir().expect("tempdir");
     let krb_dir = tempfile::tempdir().expect("tempdir");
-    let (keytab, principal) = (env("TANSYNC_TEST_KEYTAB"), env("TANSYNC_TEST_KRB5_PRINCIPAL"));
+    let (keytab, principal) = (
+        env("TANSYNC_TEST_KEYTAB"),
+        env("TANSYNC_TEST_KRB5_PRINCIPAL"),
+    );
     let krb_cfg = config(krb_dir.path(), service_account(&keytab, &principal));
     let text = std::fs::read_to_string(&krb_cfg).expect("config");
     assert!(
@@ -152,7 +159,10 @@ fn a_keytab_bind_plans_the_same_people_as_a_simple_bind() {
 #[test]
 fn check_reports_the_ticket_and_the_kerberos_bind() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (keytab, principal) = (env("TANSYNC_TEST_KEYTAB"), env("TANSYNC_TEST_KRB5_PRINCIPAL"));
+    let (keytab, principal) = (
+        env("TANSYNC_TEST_KEYTAB"),
+        env("TANSYNC_TEST_KRB5_PRINCIPAL"),
+    );
     // The URL names the DC by IP address, so sasl_host gives its FQDN.
     let cfg = config(dir.path(), service_account(&keytab, &principal));
     let run = tansync_krb(&krb5_conf(), &cfg, &["check"]);
@@ -161,10 +171,27 @@ fn check_reports_the_ticket_and_the_kerberos_bind() {
         host(),
         dir.path().join("svc.keytab").display()
     );
-    assert!(run.stdout.contains(&want), "{want}\n{}\n{}", run.stdout, run.stderr);
-    let bound = format!("bound as {principal} (Kerberos, ldap/{}) over ldaps", host());
-    assert!(run.stdout.contains(&bound), "{bound}\n{}\n{}", run.stdout, run.stderr);
-    assert!(run.stdout.contains("✓ source read: 1235 entries"), "{}", run.stdout);
+    assert!(
+        run.stdout.contains(&want),
+        "{want}\n{}\n{}",
+        run.stdout,
+        run.stderr
+    );
+    let bound = format!(
+        "bound as {principal} (Kerberos, ldap/{}) over ldaps",
+        host()
+    );
+    assert!(
+        run.stdout.contains(&bound),
+        "{bound}\n{}\n{}",
+        run.stdout,
+        run.stderr
+    );
+    assert!(
+        run.stdout.contains("✓ source read: 1235 entries"),
+        "{}",
+        run.stdout
+    );
 }
 
 /// The keytab exported before the account's password was set again: old key, old key
@@ -190,7 +217,11 @@ fn a_stale_keytab_is_refused_as_a_wrong_key() {
     let run = tansync_krb(&krb5_conf(), &cfg, &["check"]);
     eprintln!("check, stale keytab: {}", run.stdout);
     assert_eq!(run.code, 1, "{}\n{}", run.stdout, run.stderr);
-    assert!(run.stdout.contains("✗ kerberos: no ticket: "), "{}", run.stdout);
+    assert!(
+        run.stdout.contains("✗ kerberos: no ticket: "),
+        "{}",
+        run.stdout
+    );
     assert!(run.stdout.contains(&want), "{}", run.stdout);
     assert!(!run.stdout.contains("✓ source"), "{}", run.stdout);
 }
@@ -235,7 +266,10 @@ fn a_kdc_that_does_not_answer_is_named() {
          [realms]\n    TANSYNC.TEST = {\n        kdc = 127.0.0.1:1\n    }\n",
     )
     .expect("krb5.conf");
-    let (keytab, principal) = (env("TANSYNC_TEST_KEYTAB"), env("TANSYNC_TEST_KRB5_PRINCIPAL"));
+    let (keytab, principal) = (
+        env("TANSYNC_TEST_KEYTAB"),
+        env("TANSYNC_TEST_KRB5_PRINCIPAL"),
+    );
     let cfg = config(dir.path(), service_account(&keytab, &principal));
     let (run, _) = plan(&conf.display().to_string(), &cfg);
     eprintln!("plan, no KDC: {}", run.stderr);
@@ -251,7 +285,10 @@ fn a_kdc_that_does_not_answer_is_named() {
 #[test]
 fn an_unknown_service_host_is_named() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (keytab, principal) = (env("TANSYNC_TEST_KEYTAB"), env("TANSYNC_TEST_KRB5_PRINCIPAL"));
+    let (keytab, principal) = (
+        env("TANSYNC_TEST_KEYTAB"),
+        env("TANSYNC_TEST_KRB5_PRINCIPAL"),
+    );
     let cfg = config(
         dir.path(),
         Auth::Kerberos {
@@ -264,7 +301,8 @@ fn an_unknown_service_host_is_named() {
     eprintln!("plan, unknown service host: {}", run.stderr);
     assert_eq!(run.code, 1, "{}", run.stderr);
     assert!(
-        run.stderr.contains("the KDC knows no ldap/ service principal for this host"),
+        run.stderr
+            .contains("the KDC knows no ldap/ service principal for this host"),
         "{}",
         run.stderr
     );
@@ -273,7 +311,10 @@ fn an_unknown_service_host_is_named() {
 #[test]
 fn a_keytab_bind_over_starttls_reads_the_fixture() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (keytab, principal) = (env("TANSYNC_TEST_KEYTAB"), env("TANSYNC_TEST_KRB5_PRINCIPAL"));
+    let (keytab, principal) = (
+        env("TANSYNC_TEST_KEYTAB"),
+        env("TANSYNC_TEST_KRB5_PRINCIPAL"),
+    );
     let cfg = config(dir.path(), service_account(&keytab, &principal));
     let ldaps = format!("url = {}", toml_str(&env("TANSYNC_TEST_SAMBA_LDAPS_URL")));
     let text = std::fs::read_to_string(&cfg).expect("config");

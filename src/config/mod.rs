@@ -14,13 +14,13 @@ use crate::model::mapping::Mapping;
 use crate::plan::MatchKey;
 use crate::push::PushSettings;
 use crate::push::writeback::WriteBackSettings;
+pub use crate::source::ldap::kerberos::use_keytab_for_process;
 use crate::source::ldap::{KerberosAuth, LdapAuth, LdapSource, NestedGroups};
 use crate::source::ldif::{LdifLimits, LdifSource};
 use crate::source::{AnchorKind, AnySource};
 use crate::target::AnyTarget;
 use crate::target::scim::{ScimSettings, ScimTarget};
 use crate::target::snapshot::SnapshotTarget;
-pub use crate::source::ldap::kerberos::use_keytab_for_process;
 pub use daemon::{DEFAULT_HEALTHY_WITHIN, DaemonSettings, LogFormat, LogSettings};
 use raw::{RawConfig, RawLdap, RawSource, RawTarget};
 use secrecy::SecretString;
@@ -793,7 +793,10 @@ fn ldap_auth(cx: &Ctx, l: &RawLdap, url: &str) -> Result<LdapAuth, ConfigError> 
                         format!("{h:?} is not a host name (the DC's name in its ldap/ service principal)"),
                     ));
                 }
-                None => match url::Url::parse(url).ok().and_then(|u| u.host().map(|h| h.to_owned())) {
+                None => match url::Url::parse(url)
+                    .ok()
+                    .and_then(|u| u.host().map(|h| h.to_owned()))
+                {
                     Some(url::Host::Domain(d)) if valid_host_name(&d) => d,
                     _ => {
                         return Err(cx.err(

@@ -123,7 +123,7 @@ impl Default for RawState {
 #[derive(Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub(super) enum RawSource {
-    Ldap(RawLdap),
+    Ldap(Box<RawLdap>),
     Ldif(RawLdif),
 }
 

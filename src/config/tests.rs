@@ -516,7 +516,10 @@ fn kerberos_in_a_build_without_it_is_refused() {
     let d = dir_with_files();
     let e = err(
         &d,
-        &kerberos("ldaps://dc1.example:636", "keytab = \"kt\"\nprincipal = \"svc@EX\""),
+        &kerberos(
+            "ldaps://dc1.example:636",
+            "keytab = \"kt\"\nprincipal = \"svc@EX\"",
+        ),
     );
     assert!(
         e.starts_with("t.toml: source.auth: this tansync was built without Kerberos support"),
@@ -670,16 +673,27 @@ fn auth_keys_belong_to_their_mode() {
         &d,
         "agent_id = \"a1\"\n[source]\nkind = \"ldap\"\nurl = \"ldaps://dc:636\"\nbind_password_file = \"pw\"\nbase_dns = [\"DC=x\"]\n",
     );
-    assert!(e.starts_with("t.toml: source.bind_dn: give the DN to bind as"), "{e}");
+    assert!(
+        e.starts_with("t.toml: source.bind_dn: give the DN to bind as"),
+        "{e}"
+    );
 }
 
 #[test]
 fn the_keytab_is_peeked_as_the_load_resolves_it() {
     let d = tempfile::tempdir().unwrap();
     let cfg = d.path().join("tansync.toml");
-    std::fs::write(&cfg, "[source]\nauth = \"kerberos\"\nkeytab = \"k/svc.keytab\"\n").unwrap();
+    std::fs::write(
+        &cfg,
+        "[source]\nauth = \"kerberos\"\nkeytab = \"k/svc.keytab\"\n",
+    )
+    .unwrap();
     assert_eq!(peek_keytab(&cfg), Some(d.path().join("k/svc.keytab")));
-    std::fs::write(&cfg, "[source]\nauth = \"kerberos\"\nkeytab = \"/etc/svc.keytab\"\n").unwrap();
+    std::fs::write(
+        &cfg,
+        "[source]\nauth = \"kerberos\"\nkeytab = \"/etc/svc.keytab\"\n",
+    )
+    .unwrap();
     assert_eq!(peek_keytab(&cfg), Some(PathBuf::from("/etc/svc.keytab")));
     std::fs::write(&cfg, "[source]\nkeytab = \"svc.keytab\"\n").unwrap();
     assert_eq!(peek_keytab(&cfg), None, "only with auth = kerberos");

@@ -389,13 +389,21 @@ fn a_reload_that_changes_the_keytab_keeps_the_old_configuration() {
     let cfg = Config::load(&path).unwrap();
     write(&krb("a.keytab"), 200);
     let cfg = super::reload(&path, cfg);
-    assert_eq!((cfg.keytab(), page_size(&cfg)), (None, 100), "simple to kerberos");
+    assert_eq!(
+        (cfg.keytab(), page_size(&cfg)),
+        (None, 100),
+        "simple to kerberos"
+    );
 
     write(&krb("a.keytab"), 100);
     let cfg = Config::load(&path).unwrap();
     write(&krb("b.keytab"), 200);
     let cfg = super::reload(&path, cfg);
-    assert_eq!(cfg.keytab(), Some(d.join("a.keytab").as_path()), "another keytab");
+    assert_eq!(
+        cfg.keytab(),
+        Some(d.join("a.keytab").as_path()),
+        "another keytab"
+    );
     assert_eq!(page_size(&cfg), 100);
     write(simple, 200);
     let cfg = super::reload(&path, cfg);

@@ -100,8 +100,7 @@ pub fn classify(message: &str) -> &'static str {
         "this host's clock differs too much from the KDC's: fix the time (NTP)"
     } else if has("expired") {
         "the ticket or the account's password has expired"
-    } else if has("revoked") || has("locked out") || has("client's credentials have been revoked")
-    {
+    } else if has("revoked") || has("locked out") || has("client's credentials have been revoked") {
         "the KDC refuses the account (disabled or locked out)"
     } else {
         "the Kerberos exchange failed"
@@ -186,7 +185,10 @@ mod bind {
                         tansync does not offer (its Kerberos bind relies on TLS): on a Samba \
                         DC before 4.20 set `ldap server require strong auth = \
                         allow_sasl_over_tls`",
-                detail: format!("server answered 8 (strongerAuthRequired): {}", res.text.trim()),
+                detail: format!(
+                    "server answered 8 (strongerAuthRequired): {}",
+                    res.text.trim()
+                ),
             });
         }
         Ok(res)
@@ -256,10 +258,17 @@ mod tests {
                 "the KDC knows no ldap/ service principal",
             ),
             ("Clock skew too great", "this host's clock"),
-            ("Ticket expired", "the ticket or the account's password has expired"),
+            (
+                "Ticket expired",
+                "the ticket or the account's password has expired",
+            ),
             ("something new", "the Kerberos exchange failed"),
         ] {
-            assert!(classify(msg).starts_with(starts), "{msg}: {}", classify(msg));
+            assert!(
+                classify(msg).starts_with(starts),
+                "{msg}: {}",
+                classify(msg)
+            );
         }
     }
 }
