@@ -338,3 +338,35 @@ fn a_keytab_bind_over_starttls_reads_the_fixture() {
         run.stderr
     );
 }
+
+/// Continuous mode reads through the same bind: one standby cycle (plans, writes
+/// nothing) with the keytab, then its status.
+#[test]
+fn a_daemon_cycle_binds_with_the_keytab() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (keytab, principal) = (
+        env("TANSYNC_TEST_KEYTAB"),
+        env("TANSYNC_TEST_KRB5_PRINCIPAL"),
+    );
+    let cfg = config(dir.path(), service_account(&keytab, &principal));
+    let run = tansync_krb(&krb5_conf(), &cfg, &["run", "--once", "--standby"]);
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    let status = tansync_krb(&krb5_conf(), &cfg, &["status", "--format", "json"]);
+    assert_eq!(status.code, 0, "{}", status.stderr);
+    let v: Value = serde_json::from_str(&status.stdout).expect("status JSON");
+    let cycle = &v["cycles"][0];
+    assert_eq!(
+        (&cycle["kind"], &cycle["result"]),
+        (&Value::from("full"), &Value::from("standby")),
+        "{v:#}"
+    );
+    // The DC's watermark, read through the Kerberos bind.
+    assert_eq!(v["watermark"]["kind"], "ad_usn", "{v:#}");
+    // The cycle decided what a plan decides.
+    let (run, plan) = plan(&krb5_conf(), &cfg);
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    let plan = plan.expect("plan JSON");
+    let len = |k: &str| plan[k].as_array().map_or(0, Vec::len);
+    assert_eq!(cycle["operations"], len("operations"), "{v:#}");
+    assert_eq!(cycle["blocked"], len("blocked"), "{v:#}");
+}

@@ -133,10 +133,10 @@ mod bind {
                     url: url.to_string(),
                     principal: k.principal.clone(),
                     keytab: k.keytab.display().to_string(),
-                    cause: "this process was started with another keytab",
+                    cause: "this process was not started with this keytab",
                     detail: format!(
                         "it reads {}; a changed source.keytab needs a restart of tansync",
-                        other.map_or("none".into(), |p| p.display().to_string())
+                        other.map_or("no keytab".into(), |p| p.display().to_string())
                     ),
                 });
             }
