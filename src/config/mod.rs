@@ -456,13 +456,15 @@ impl Config {
                             .into());
                     }
                 };
+                // The CA file first, then the credential, as the keys are written.
+                let ca_file = l
+                    .ca_file
+                    .as_deref()
+                    .map(|p| cx.existing("source.ca_file", p))
+                    .transpose()?;
                 let auth = ldap_auth(&cx, &l, &url)?;
                 AnySource::Ldap(LdapSource {
-                    ca_file: l
-                        .ca_file
-                        .as_deref()
-                        .map(|p| cx.existing("source.ca_file", p))
-                        .transpose()?,
+                    ca_file,
                     auth,
                     url,
                     starttls: l.starttls,
