@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 use tansync::ids::ExternalId;
 use tansync::source::delta::{Delta, Watermark};
-use tansync::source::ldap::{LdapSource, NestedGroups};
+use tansync::source::ldap::{LdapAuth, LdapSource, NestedGroups};
 use tansync::source::{AnchorKind, EntrySink, GroupIndex, ReadRequest, SourceEntry, SourceError};
 use tokio_util::sync::CancellationToken;
 
@@ -47,8 +47,10 @@ fn samba(base: &str) -> LdapSource {
         url: env("TANSYNC_TEST_SAMBA_LDAPS_URL"),
         starttls: false,
         ca_file: Some(env("TANSYNC_TEST_CA").into()),
-        bind_dn: env("TANSYNC_TEST_SAMBA_BIND_DN"),
-        bind_password: password(&env("TANSYNC_TEST_SAMBA_PASSWORD_FILE")),
+        auth: LdapAuth::Simple {
+            bind_dn: env("TANSYNC_TEST_SAMBA_BIND_DN"),
+            bind_password: password(&env("TANSYNC_TEST_SAMBA_PASSWORD_FILE")),
+        },
         base_dns: vec![base.to_string()],
         filter: "(objectClass=user)".to_string(),
         group_filter: "(objectClass=group)".to_string(),
@@ -64,8 +66,10 @@ fn samba(base: &str) -> LdapSource {
 fn slapd(base: &str) -> LdapSource {
     LdapSource {
         url: env("TANSYNC_TEST_SLAPD_LDAPS_URL"),
-        bind_dn: env("TANSYNC_TEST_SLAPD_BIND_DN"),
-        bind_password: password(&env("TANSYNC_TEST_SLAPD_PASSWORD_FILE")),
+        auth: LdapAuth::Simple {
+            bind_dn: env("TANSYNC_TEST_SLAPD_BIND_DN"),
+            bind_password: password(&env("TANSYNC_TEST_SLAPD_PASSWORD_FILE")),
+        },
         filter: "(objectClass=pilotPerson)".to_string(),
         anchor: AnchorKind::Text("entryUUID".to_string()),
         nested_groups: NestedGroups::Expand,

@@ -170,6 +170,12 @@ pub fn main() -> ExitCode {
         logging::DEFAULT_FILTER
     };
     logging::init(crate::config::LogSettings::peek(&cli.config), default_log);
+    if let Some(keytab) = crate::config::peek_keytab(&cli.config) {
+        // SAFETY: the runtime, the first thread besides this one, starts below; nothing
+        // before this line starts a thread. A keytab change therefore needs a restart
+        // (the daemon's reload keeps the old configuration when it sees one).
+        unsafe { crate::config::use_keytab_for_process(&keytab) };
+    }
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -138,7 +138,8 @@ pub fn check(r: &CheckReport, out: &mut dyn Write) -> Result<u8> {
         let text = Escaped(&f.text);
         match f.mark {
             Mark::Ok => writeln!(out, "{} {}: {text}", style("✓").green(), Escaped(&f.label))?,
-            Mark::Problem => writeln!(out, "{} {text}", style("✗").red())?,
+            Mark::Problem if f.label.is_empty() => writeln!(out, "{} {text}", style("✗").red())?,
+            Mark::Problem => writeln!(out, "{} {}: {text}", style("✗").red(), Escaped(&f.label))?,
             Mark::Detail => writeln!(out, "  {text}")?,
         }
     }

@@ -17,14 +17,15 @@ use crate::model::mapping::Mapping;
 use crate::plan::MatchKey;
 use crate::push::PushSettings;
 use crate::push::writeback::WriteBackSettings;
-use crate::source::ldap::{LdapSource, NestedGroups};
+pub use crate::source::ldap::kerberos::use_keytab_for_process;
+use crate::source::ldap::{KerberosAuth, LdapAuth, LdapSource, NestedGroups};
 use crate::source::ldif::{LdifLimits, LdifSource};
 use crate::source::{AnchorKind, AnySource};
 use crate::target::AnyTarget;
 use crate::target::scim::{ScimSettings, ScimTarget};
 use crate::target::snapshot::SnapshotTarget;
 pub use daemon::{DEFAULT_HEALTHY_WITHIN, DaemonSettings, LogFormat, LogSettings};
-use raw::{RawConfig, RawSource, RawTarget};
+use raw::{RawConfig, RawLdap, RawSource, RawTarget};
 use secrecy::SecretString;
 use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
@@ -224,6 +225,24 @@ const MAX_SECRET_BYTES: u64 = 64 * 1024;
 /// checked on the file opened, so it is the file read.
 fn read_secret_file(path: &Path, allow_insecure: bool) -> Result<String, String> {
     use std::io::Read;
+    let shown = path.display();
+    let f = open_secret_file(path, allow_insecure)?;
+    let mut text = String::new();
+    f.take(MAX_SECRET_BYTES + 1)
+        .read_to_string(&mut text)
+        .map_err(|e| format!("cannot read {shown}: {e}"))?;
+    if text.len() as u64 > MAX_SECRET_BYTES {
+        return Err(format!(
+            "{shown} is larger than {MAX_SECRET_BYTES} bytes: not a password or token"
+        ));
+    }
+    Ok(text)
+}
+
+/// Open a secret file (a password, a token, a keytab) after the checks of
+/// [`read_secret_file`]: a regular file that only its owner may read, unless
+/// `allow_insecure`.
+fn open_secret_file(path: &Path, allow_insecure: bool) -> Result<std::fs::File, String> {
     use std::os::unix::fs::PermissionsExt;
     let shown = path.display();
     let f = std::fs::File::open(path).map_err(|e| format!("cannot read {shown}: {e}"))?;
@@ -241,16 +260,7 @@ fn read_secret_file(path: &Path, allow_insecure: bool) -> Result<String, String>
              or set [safety] allow_insecure_secret_files = true"
         ));
     }
-    let mut text = String::new();
-    f.take(MAX_SECRET_BYTES + 1)
-        .read_to_string(&mut text)
-        .map_err(|e| format!("cannot read {shown}: {e}"))?;
-    if text.len() as u64 > MAX_SECRET_BYTES {
-        return Err(format!(
-            "{shown} is larger than {MAX_SECRET_BYTES} bytes: not a password or token"
-        ));
-    }
-    Ok(text)
+    Ok(f)
 }
 
 /// The directory's base URL, parsed: `https` to any host, or plain `http` only to a
@@ -329,7 +339,52 @@ fn host_as_written(raw: &str) -> Option<&str> {
     Some(host_port.split_once(':').map_or(host_port, |(h, _)| h))
 }
 
+/// The keytab a configuration's `[source] auth = "kerberos"` names, resolved as
+/// [`Config::load`] resolves it, read before the configuration is validated: `main`
+/// points MIT krb5 at it while the process still has one thread. Anything unreadable
+/// gives `None`; the full load that follows reports what is wrong.
+pub fn peek_keytab(path: &Path) -> Option<PathBuf> {
+    #[derive(serde::Deserialize)]
+    struct File {
+        source: Option<Section>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Section {
+        auth: Option<String>,
+        keytab: Option<String>,
+        keytab_credential: Option<String>,
+    }
+    let text = std::fs::read_to_string(path).ok()?;
+    let source = toml::from_str::<File>(&text).ok()?.source?;
+    if source.auth.as_deref() != Some("kerberos") {
+        return None;
+    }
+    let credentials = std::env::var_os("CREDENTIALS_DIRECTORY").map(PathBuf::from);
+    let cx = Ctx {
+        file: "",
+        dir: path.parent().unwrap_or(Path::new(".")),
+        allow_insecure_secret_files: false,
+        credentials_dir: credentials.as_deref(),
+    };
+    match (source.keytab, source.keytab_credential) {
+        (Some(k), None) => Some(cx.path(&k)),
+        (None, Some(name)) => cx.credential("source.keytab_credential", &name).ok(),
+        _ => None,
+    }
+}
+
 impl Config {
+    /// The Kerberos keytab the source binds with, if it does.
+    pub fn keytab(&self) -> Option<&Path> {
+        match &self.source {
+            AnySource::Ldap(LdapSource {
+                auth: LdapAuth::Kerberos(k),
+                ..
+            }) => Some(&k.keytab),
+            _ => None,
+        }
+    }
+
     /// Read and validate a configuration file.
     pub fn load(path: &Path) -> Result<Config, LoadError> {
         let file = path.display().to_string();
@@ -496,23 +551,18 @@ impl Config {
                             .into());
                     }
                 };
+                // The CA file first, then the credential, as the keys are written.
+                let ca_file = l
+                    .ca_file
+                    .as_deref()
+                    .map(|p| cx.existing("source.ca_file", p))
+                    .transpose()?;
+                let auth = ldap_auth(&cx, &l, &url)?;
                 AnySource::Ldap(LdapSource {
-                    ca_file: l
-                        .ca_file
-                        .as_deref()
-                        .map(|p| cx.existing("source.ca_file", p))
-                        .transpose()?,
-                    bind_password: cx.secret(
-                        "source.bind_password",
-                        SecretKeys {
-                            file: l.bind_password_file.as_deref(),
-                            env: l.bind_password_env.as_deref(),
-                            credential: l.bind_password_credential.as_deref(),
-                        },
-                    )?,
+                    ca_file,
+                    auth,
                     url,
                     starttls: l.starttls,
-                    bind_dn: l.bind_dn,
                     base_dns: l.base_dns,
                     filter,
                     group_filter: l.group_filter,
@@ -748,6 +798,165 @@ impl Config {
             allow_empty_source: s.allow_empty_source,
         })
     }
+}
+
+/// `[source] auth` and the keys that go with it: a simple bind's DN and password, or
+/// Kerberos's keytab, principal and service host (TLS required).
+fn ldap_auth(cx: &Ctx, l: &RawLdap, url: &str) -> Result<LdapAuth, ConfigError> {
+    let kerberos_keys = [
+        ("source.keytab", l.keytab.is_some()),
+        ("source.keytab_credential", l.keytab_credential.is_some()),
+        ("source.principal", l.principal.is_some()),
+        ("source.sasl_host", l.sasl_host.is_some()),
+    ];
+    match l.auth.as_str() {
+        "simple" => {
+            if let Some((key, _)) = kerberos_keys.iter().find(|(_, set)| *set) {
+                return Err(cx.err(key, "only with source.auth = \"kerberos\""));
+            }
+            let bind_dn = match l.bind_dn.as_deref().map(str::trim) {
+                Some(d) if !d.is_empty() => d.to_string(),
+                _ => {
+                    return Err(cx.err(
+                        "source.bind_dn",
+                        "give the DN to bind as (or set source.auth = \"kerberos\" and a keytab)",
+                    ));
+                }
+            };
+            Ok(LdapAuth::Simple {
+                bind_dn,
+                bind_password: cx.secret(
+                    "source.bind_password",
+                    SecretKeys {
+                        file: l.bind_password_file.as_deref(),
+                        env: l.bind_password_env.as_deref(),
+                        credential: l.bind_password_credential.as_deref(),
+                    },
+                )?,
+            })
+        }
+        "kerberos" => {
+            if !cfg!(feature = "kerberos") {
+                return Err(cx.err(
+                    "source.auth",
+                    "this tansync was built without Kerberos support (build it with \
+                     --features kerberos, which needs MIT krb5: libkrb5-dev, clang)",
+                ));
+            }
+            for (key, set) in [
+                ("source.bind_dn", l.bind_dn.is_some()),
+                ("source.bind_password_file", l.bind_password_file.is_some()),
+                ("source.bind_password_env", l.bind_password_env.is_some()),
+                (
+                    "source.bind_password_credential",
+                    l.bind_password_credential.is_some(),
+                ),
+            ] {
+                if set {
+                    return Err(cx.err(
+                        key,
+                        "not with source.auth = \"kerberos\" (the keytab is the credential)",
+                    ));
+                }
+            }
+            if url.to_ascii_lowercase().starts_with("ldap://") && !l.starttls {
+                return Err(cx.err(
+                    "source.auth",
+                    "Kerberos needs TLS: use an ldaps:// URL or starttls = true (the \
+                     GSSAPI bind has no protection layer here, so the directory's answers \
+                     would cross the network in clear)",
+                ));
+            }
+            let keytab = match (l.keytab.as_deref(), l.keytab_credential.as_deref()) {
+                (Some(_), Some(_)) => {
+                    return Err(cx.err(
+                        "source.keytab_credential",
+                        "give source.keytab or source.keytab_credential, not both",
+                    ));
+                }
+                // systemd's credentials directory is the service's own: no mode check.
+                (None, Some(name)) => cx.credential("source.keytab_credential", name)?,
+                (Some(k), None) if !k.trim().is_empty() => {
+                    let path = cx.path(k);
+                    open_secret_file(&path, cx.allow_insecure_secret_files)
+                        .map_err(|p| cx.err("source.keytab", p))?;
+                    path
+                }
+                _ => {
+                    return Err(cx.err(
+                        "source.keytab",
+                        "give the keytab file holding source.principal's keys (or \
+                         source.keytab_credential, a LoadCredential= name)",
+                    ));
+                }
+            };
+            let principal = match l.principal.as_deref().map(str::trim) {
+                Some(p) if valid_principal(p) => p.to_string(),
+                Some(p) => {
+                    return Err(cx.err(
+                        "source.principal",
+                        format!("{p:?} is not a principal with its realm, such as svc-tansync@NORTHGATE.EXAMPLE"),
+                    ));
+                }
+                None => {
+                    return Err(cx.err(
+                        "source.principal",
+                        "give the service account's principal with its realm, such as \
+                         svc-tansync@NORTHGATE.EXAMPLE",
+                    ));
+                }
+            };
+            let sasl_host = match l.sasl_host.as_deref().map(str::trim) {
+                Some(h) if valid_host_name(h) => h.to_string(),
+                Some(h) => {
+                    return Err(cx.err(
+                        "source.sasl_host",
+                        format!("{h:?} is not a host name (the DC's name in its ldap/ service principal)"),
+                    ));
+                }
+                None => match url::Url::parse(url)
+                    .ok()
+                    .and_then(|u| u.host().map(|h| h.to_owned()))
+                {
+                    Some(url::Host::Domain(d)) if valid_host_name(&d) => d,
+                    _ => {
+                        return Err(cx.err(
+                            "source.sasl_host",
+                            "source.url names the DC by an IP address: give the DC's host \
+                             name for its ldap/HOST service principal, such as dc1.northgate.example",
+                        ));
+                    }
+                },
+            };
+            Ok(LdapAuth::Kerberos(KerberosAuth {
+                principal,
+                keytab,
+                sasl_host,
+            }))
+        }
+        other => Err(cx.err(
+            "source.auth",
+            format!("{other:?} is not simple or kerberos"),
+        )),
+    }
+}
+
+/// `name@REALM`: a non-empty name, one `@`, a non-empty realm, no spaces.
+fn valid_principal(p: &str) -> bool {
+    matches!(p.split_once('@'), Some((n, r)) if !n.is_empty() && !r.is_empty() && !r.contains('@'))
+        && !p.chars().any(|c| c.is_whitespace() || c.is_control())
+}
+
+/// A DNS host name (not an IP address: a service principal names a host).
+fn valid_host_name(h: &str) -> bool {
+    h.parse::<std::net::IpAddr>().is_err()
+        && !h.is_empty()
+        && h.split('.').all(|label| {
+            !label.is_empty()
+                && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+                && !label.starts_with('-')
+        })
+        && h.chars().any(|c| c.is_ascii_alphabetic())
 }
 
 fn anchor_kind(attr: &str) -> AnchorKind {

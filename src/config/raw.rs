@@ -125,7 +125,7 @@ impl Default for RawState {
 #[derive(Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub(super) enum RawSource {
-    Ldap(RawLdap),
+    Ldap(Box<RawLdap>),
     Ldif(RawLdif),
 }
 
@@ -167,11 +167,19 @@ pub(super) struct RawLdap {
     #[serde(default)]
     pub starttls: bool,
     pub ca_file: Option<String>,
-    pub bind_dn: String,
+    /// `simple` (bind_dn + password) or `kerberos` (keytab + principal).
+    #[serde(default = "default_auth")]
+    pub auth: String,
+    pub bind_dn: Option<String>,
     pub bind_password_file: Option<String>,
     pub bind_password_env: Option<String>,
     /// A systemd credential name (`LoadCredential=`), read from `$CREDENTIALS_DIRECTORY`.
     pub bind_password_credential: Option<String>,
+    pub keytab: Option<String>,
+    /// The keytab as a systemd credential (`LoadCredential=`), instead of `keytab`.
+    pub keytab_credential: Option<String>,
+    pub principal: Option<String>,
+    pub sasl_host: Option<String>,
     pub base_dns: Vec<String>,
     #[serde(default = "default_filter")]
     pub filter: String,
@@ -191,6 +199,9 @@ pub(super) struct RawLdap {
     pub nested_groups: String,
 }
 
+fn default_auth() -> String {
+    "simple".into()
+}
 fn default_filter() -> String {
     "(&(objectCategory=person)(objectClass=user))".into()
 }

@@ -28,6 +28,15 @@ fn load(d: &tempfile::TempDir, head: &str) -> Result<Config, LoadError> {
     Config::from_str(&format!("{head}\n{TAIL}"), "t.toml", d.path())
 }
 
+/// A simple bind's password.
+fn password(l: &LdapSource) -> &str {
+    use secrecy::ExposeSecret;
+    match &l.auth {
+        LdapAuth::Simple { bind_password, .. } => bind_password.expose_secret(),
+        LdapAuth::Kerberos(k) => panic!("a simple bind expected, not {k:?}"),
+    }
+}
+
 fn err(d: &tempfile::TempDir, head: &str) -> String {
     match load(d, head) {
         Ok(_) => panic!("expected an error for {head}"),
@@ -89,8 +98,7 @@ fn ldap_settings_are_validated() {
         panic!("ldap")
     };
     assert_eq!(l.page_size, 500);
-    use secrecy::ExposeSecret;
-    assert_eq!(l.bind_password.expose_secret(), "s3cret");
+    assert_eq!(password(l), "s3cret");
     // The secret is not in the Debug output either.
     assert!(!format!("{l:?}").contains("s3cret"));
     assert!(
@@ -290,8 +298,7 @@ fn secret_files_others_may_read_are_refused() {
         let AnySource::Ldap(l) = &c.source else {
             panic!("ldap")
         };
-        use secrecy::ExposeSecret;
-        assert_eq!(l.bind_password.expose_secret(), "s3cret");
+        assert_eq!(password(l), "s3cret");
     }
     for mode in [0o600, 0o400] {
         secret(&pw, "s3cret\n", mode);
@@ -557,7 +564,7 @@ fn secrets_come_from_systemd_credentials() {
     let AnySource::Ldap(l) = &c.source else {
         panic!("ldap")
     };
-    assert_eq!(l.bind_password.expose_secret(), "b1nd");
+    assert_eq!(password(l), "b1nd");
     assert_eq!(c.scim.as_ref().unwrap().token.expose_secret(), "t0k");
     assert_eq!(
         c.write_back.as_ref().unwrap().bind_password.expose_secret(),
@@ -661,4 +668,259 @@ fn log_format_journald_is_accepted() {
     )
     .unwrap();
     assert_eq!(c.daemon.log.format, LogFormat::Journald);
+}
+
+/// `[source]` for Samba by IP address with Kerberos, plus `extra`.
+fn kerberos(url: &str, extra: &str) -> String {
+    format!(
+        "agent_id = \"a1\"\n[source]\nkind = \"ldap\"\nurl = {url:?}\nauth = \"kerberos\"\nbase_dns = [\"DC=x\"]\n{extra}"
+    )
+}
+
+#[cfg(not(feature = "kerberos"))]
+#[test]
+fn kerberos_in_a_build_without_it_is_refused() {
+    let d = dir_with_files();
+    let e = err(
+        &d,
+        &kerberos(
+            "ldaps://dc1.example:636",
+            "keytab = \"kt\"\nprincipal = \"svc@EX\"",
+        ),
+    );
+    assert!(
+        e.starts_with("t.toml: source.auth: this tansync was built without Kerberos support"),
+        "{e}"
+    );
+}
+
+#[cfg(feature = "kerberos")]
+#[test]
+fn kerberos_settings_are_validated() {
+    let d = dir_with_files();
+    let kt = d.path().join("svc.keytab");
+    secret(&kt, "\u{5}\u{2}", 0o600);
+    let ok = "keytab = \"svc.keytab\"\nprincipal = \"svc-tansync@NORTHGATE.EXAMPLE\"";
+    let auth = |url: &str, extra: &str| {
+        let c = load(&d, &kerberos(url, extra)).unwrap();
+        let AnySource::Ldap(l) = c.source else {
+            panic!("ldap")
+        };
+        let LdapAuth::Kerberos(k) = l.auth else {
+            panic!("kerberos")
+        };
+        k
+    };
+    // The service host defaults to the URL's; the keytab is relative to the config.
+    let k = auth("ldaps://dc1.northgate.example", ok);
+    assert_eq!(
+        k,
+        KerberosAuth {
+            principal: "svc-tansync@NORTHGATE.EXAMPLE".into(),
+            keytab: kt.clone(),
+            sasl_host: "dc1.northgate.example".into(),
+        }
+    );
+    assert_eq!(k.service(), "ldap/dc1.northgate.example");
+    let k = auth(
+        "ldap://10.0.0.5",
+        &format!("{ok}\nstarttls = true\nsasl_host = \"dc1.northgate.example\""),
+    );
+    assert_eq!(k.sasl_host, "dc1.northgate.example");
+
+    let cases: &[(&str, String, &str)] = &[
+        // An IP address is no host of a service principal.
+        (
+            "ldaps://10.0.0.5",
+            ok.to_string(),
+            "t.toml: source.sasl_host: source.url names the DC by an IP address",
+        ),
+        (
+            "ldaps://[::1]:636",
+            ok.to_string(),
+            "t.toml: source.sasl_host: source.url names the DC by an IP address",
+        ),
+        (
+            "ldaps://10.0.0.5",
+            format!("{ok}\nsasl_host = \"10.0.0.5\""),
+            "t.toml: source.sasl_host: \"10.0.0.5\" is not a host name",
+        ),
+        // No TLS, no Kerberos; allow_cleartext_bind does not change that.
+        (
+            "ldap://dc1.example",
+            format!("{ok}\nallow_cleartext_bind = true"),
+            "t.toml: source.auth: Kerberos needs TLS",
+        ),
+        (
+            "ldaps://dc1.example",
+            format!("{ok}\nbind_dn = \"CN=x\""),
+            "t.toml: source.bind_dn: not with source.auth = \"kerberos\"",
+        ),
+        (
+            "ldaps://dc1.example",
+            format!("{ok}\nbind_password_file = \"pw\""),
+            "t.toml: source.bind_password_file: not with source.auth = \"kerberos\"",
+        ),
+        (
+            "ldaps://dc1.example",
+            format!("{ok}\nbind_password_env = \"PW\""),
+            "t.toml: source.bind_password_env: not with source.auth = \"kerberos\"",
+        ),
+        (
+            "ldaps://dc1.example",
+            "principal = \"svc@EX\"".to_string(),
+            "t.toml: source.keytab: give the keytab file",
+        ),
+        (
+            "ldaps://dc1.example",
+            "keytab = \"missing.keytab\"\nprincipal = \"svc@EX\"".to_string(),
+            "t.toml: source.keytab: cannot read ",
+        ),
+        (
+            "ldaps://dc1.example",
+            "keytab = \"svc.keytab\"".to_string(),
+            "t.toml: source.principal: give the service account's principal",
+        ),
+        (
+            "ldaps://dc1.example",
+            "keytab = \"svc.keytab\"\nprincipal = \"svc-tansync\"".to_string(),
+            "t.toml: source.principal: \"svc-tansync\" is not a principal with its realm",
+        ),
+        (
+            "ldaps://dc1.example",
+            "keytab = \"svc.keytab\"\nprincipal = \"svc@\"".to_string(),
+            "t.toml: source.principal: \"svc@\" is not a principal with its realm",
+        ),
+    ];
+    for (url, extra, want) in cases {
+        let e = err(&d, &kerberos(url, extra));
+        assert!(e.starts_with(want), "{url} {extra}: {e}");
+    }
+
+    // The keytab is a secret: the mode rule of every secret file holds.
+    secret(&kt, "\u{5}\u{2}", 0o640);
+    let e = err(&d, &kerberos("ldaps://dc1.example", ok));
+    assert!(
+        e.starts_with(&format!(
+            "t.toml: source.keytab: {} has mode 0640: group or others may read this secret",
+            kt.display()
+        )),
+        "{e}"
+    );
+    secret(&kt, "\u{5}\u{2}", 0o400);
+    assert!(load(&d, &kerberos("ldaps://dc1.example", ok)).is_ok());
+}
+
+#[test]
+fn auth_keys_belong_to_their_mode() {
+    let d = dir_with_files();
+    let simple = |extra: &str| {
+        format!(
+            "agent_id = \"a1\"\n[source]\nkind = \"ldap\"\nurl = \"ldaps://dc:636\"\nbind_dn = \"CN=x\"\nbind_password_file = \"pw\"\nbase_dns = [\"DC=x\"]\n{extra}"
+        )
+    };
+    let c = load(&d, &simple("auth = \"simple\"")).unwrap();
+    let AnySource::Ldap(l) = &c.source else {
+        panic!("ldap")
+    };
+    assert_eq!(password(l), "s3cret");
+    assert!(c.keytab().is_none());
+    for key in ["keytab", "principal", "sasl_host"] {
+        let e = err(&d, &simple(&format!("{key} = \"x\"")));
+        assert_eq!(
+            e,
+            format!("t.toml: source.{key}: only with source.auth = \"kerberos\""),
+        );
+    }
+    assert_eq!(
+        err(&d, &simple("auth = \"ntlm\"")),
+        "t.toml: source.auth: \"ntlm\" is not simple or kerberos"
+    );
+    let e = err(
+        &d,
+        "agent_id = \"a1\"\n[source]\nkind = \"ldap\"\nurl = \"ldaps://dc:636\"\nbind_password_file = \"pw\"\nbase_dns = [\"DC=x\"]\n",
+    );
+    assert!(
+        e.starts_with("t.toml: source.bind_dn: give the DN to bind as"),
+        "{e}"
+    );
+}
+
+#[test]
+fn the_keytab_is_peeked_as_the_load_resolves_it() {
+    let d = tempfile::tempdir().unwrap();
+    let cfg = d.path().join("tansync.toml");
+    std::fs::write(
+        &cfg,
+        "[source]\nauth = \"kerberos\"\nkeytab = \"k/svc.keytab\"\n",
+    )
+    .unwrap();
+    assert_eq!(peek_keytab(&cfg), Some(d.path().join("k/svc.keytab")));
+    std::fs::write(
+        &cfg,
+        "[source]\nauth = \"kerberos\"\nkeytab = \"/etc/svc.keytab\"\n",
+    )
+    .unwrap();
+    assert_eq!(peek_keytab(&cfg), Some(PathBuf::from("/etc/svc.keytab")));
+    std::fs::write(&cfg, "[source]\nkeytab = \"svc.keytab\"\n").unwrap();
+    assert_eq!(peek_keytab(&cfg), None, "only with auth = kerberos");
+    assert_eq!(peek_keytab(&d.path().join("missing.toml")), None);
+}
+
+#[cfg(feature = "kerberos")]
+#[test]
+fn a_keytab_can_be_a_systemd_credential() {
+    let d = dir_with_files();
+    let creds = tempfile::tempdir().unwrap();
+    // systemd's credential files are 0400 in the unit's own directory: no mode check.
+    secret(&creds.path().join("tansync-keytab"), "\u{5}\u{2}", 0o440);
+    let text = |extra: &str| {
+        format!(
+            "{}\n{TAIL}",
+            kerberos(
+                "ldaps://dc1.northgate.example",
+                &format!("principal = \"svc-tansync@NORTHGATE.EXAMPLE\"\n{extra}")
+            )
+        )
+    };
+    let c = Config::from_str_with(
+        &text("keytab_credential = \"tansync-keytab\""),
+        "t.toml",
+        d.path(),
+        Some(creds.path()),
+    )
+    .unwrap();
+    assert_eq!(
+        c.keytab(),
+        Some(creds.path().join("tansync-keytab").as_path())
+    );
+    let e = |extra: &str, dir: Option<&Path>| match Config::from_str_with(
+        &text(extra),
+        "t.toml",
+        d.path(),
+        dir,
+    ) {
+        Ok(_) => panic!("accepted: {extra}"),
+        Err(e) => e.to_string(),
+    };
+    let both = e(
+        "keytab = \"k\"\nkeytab_credential = \"tansync-keytab\"",
+        Some(creds.path()),
+    );
+    assert!(
+        both.contains(
+            "source.keytab_credential: give source.keytab or source.keytab_credential, not both"
+        ),
+        "{both}"
+    );
+    let unset = e("keytab_credential = \"tansync-keytab\"", None);
+    assert!(
+        unset.contains("source.keytab_credential") && unset.contains("$CREDENTIALS_DIRECTORY"),
+        "{unset}"
+    );
+    let missing = e("keytab_credential = \"other\"", Some(creds.path()));
+    assert!(
+        missing.contains("add LoadCredential=other:FILE"),
+        "{missing}"
+    );
 }

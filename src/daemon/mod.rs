@@ -234,6 +234,15 @@ fn reload(path: &Path, old: Config) -> Config {
             );
             old
         }
+        Ok(new) if new.keytab() != old.keytab() => {
+            // MIT krb5 reads the keytab's name from the environment, set once at start
+            // while the process had one thread (`cli::main`).
+            tracing::error!(
+                file = %path.display(),
+                "configuration not reloaded: source.auth or source.keytab changed, which needs a restart of tansync (the keytab is chosen at start); keeping the old configuration"
+            );
+            old
+        }
         Ok(new) => {
             tracing::info!(file = %path.display(), "configuration reloaded");
             new
@@ -270,6 +279,9 @@ async fn notify(cfg: &Config, out: &CycleOutcome) {
         use tokio::io::AsyncWriteExt;
         let mut child = tokio::process::Command::new(&cmd[0])
             .args(&cmd[1..])
+            // tansync's own Kerberos settings (its keytab) are not the command's.
+            .env_remove(crate::source::ldap::kerberos::CLIENT_KEYTAB_VAR)
+            .env_remove(crate::source::ldap::kerberos::CCACHE_VAR)
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::null())
             .kill_on_drop(true)

@@ -353,3 +353,64 @@ async fn a_delta_caps_by_every_account_and_joins_an_unanchored_one() {
     );
     assert_eq!(w.writer.count(Method::Create), 3);
 }
+
+/// SIGHUP's reload: a changed `source.auth` or `source.keytab` needs a restart (MIT
+/// krb5 reads the keytab's name from the environment set at start), so the old
+/// configuration is kept; any other change is taken.
+#[cfg(feature = "kerberos")]
+#[test]
+fn a_reload_that_changes_the_keytab_keeps_the_old_configuration() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    crate::testing::config(&dir, "");
+    let d = dir.path();
+    for f in ["a.keytab", "b.keytab", "pw"] {
+        std::fs::write(d.join(f), "x").unwrap();
+        std::fs::set_permissions(d.join(f), std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    let path = d.join("tansync.toml");
+    let write = |auth: &str, page_size: u32| {
+        std::fs::write(
+            &path,
+            format!(
+                "agent_id = \"agent-1\"\n[source]\nkind = \"ldap\"\nurl = \"ldaps://dc1.example\"\n{auth}\nbase_dns = [\"DC=x\"]\npage_size = {page_size}\n[filters]\nfiles = [\"rules.toml\"]\n[target]\nkind = \"snapshot\"\npath = \"snapshot.json\"\n[agreements]\nfile = \"agreements.toml\"\n"
+            ),
+        )
+        .unwrap();
+    };
+    let simple = "bind_dn = \"CN=x\"\nbind_password_file = \"pw\"";
+    let krb = |kt: &str| format!("auth = \"kerberos\"\nkeytab = \"{kt}\"\nprincipal = \"svc@EX\"");
+    let page_size = |c: &Config| match &c.source {
+        crate::source::AnySource::Ldap(l) => l.page_size,
+        _ => panic!("ldap"),
+    };
+
+    write(simple, 100);
+    let cfg = Config::load(&path).unwrap();
+    write(&krb("a.keytab"), 200);
+    let cfg = super::reload(&path, cfg);
+    assert_eq!(
+        (cfg.keytab(), page_size(&cfg)),
+        (None, 100),
+        "simple to kerberos"
+    );
+
+    write(&krb("a.keytab"), 100);
+    let cfg = Config::load(&path).unwrap();
+    write(&krb("b.keytab"), 200);
+    let cfg = super::reload(&path, cfg);
+    assert_eq!(
+        cfg.keytab(),
+        Some(d.join("a.keytab").as_path()),
+        "another keytab"
+    );
+    assert_eq!(page_size(&cfg), 100);
+    write(simple, 200);
+    let cfg = super::reload(&path, cfg);
+    assert_eq!(page_size(&cfg), 100, "kerberos to simple");
+
+    write(&krb("a.keytab"), 300);
+    let cfg = super::reload(&path, cfg);
+    assert_eq!(page_size(&cfg), 300, "the same keytab: reloaded");
+    assert_eq!(cfg.keytab(), Some(d.join("a.keytab").as_path()));
+}

@@ -42,6 +42,10 @@ impl CheckReport {
     fn ok(&mut self, label: &str, text: impl Into<String>) {
         self.push(Mark::Ok, label, text);
     }
+    /// A labelled check that failed (shown with ✗, counted as a problem).
+    fn fail(&mut self, label: &str, text: impl Into<String>) {
+        self.push(Mark::Problem, label, text);
+    }
     fn problem(&mut self, text: impl Into<String>) {
         self.push(Mark::Problem, "", text);
     }
@@ -51,7 +55,7 @@ impl CheckReport {
     fn verdict(&mut self, label: &str, v: Verdict) {
         match v {
             Verdict::Ok(text) => self.ok(label, text),
-            Verdict::Problem(text) => self.problem(format!("{label}: {text}")),
+            Verdict::Problem(text) => self.fail(label, text),
         }
     }
     fn push(&mut self, mark: Mark, label: &str, text: impl Into<String>) {
@@ -186,6 +190,29 @@ async fn source(cfg: &Config, r: &mut CheckReport) -> bool {
     let AnySource::Ldap(l) = &cfg.source else {
         return true;
     };
+    match l.kerberos_ticket() {
+        None => {}
+        Some(Ok(k)) => r.ok(
+            "kerberos",
+            format!(
+                "ticket for {} as {} from the KDC (keytab {})",
+                k.service(),
+                k.principal,
+                k.keytab.display()
+            ),
+        ),
+        Some(Err(e)) => {
+            // Every bind would fail the same way: say what to do and skip the source.
+            r.fail(
+                "kerberos",
+                format!(
+                    "no ticket: {e}; check the keytab (klist -k), the principal, \
+                     source.sasl_host and that the KDC in krb5.conf (KRB5_CONFIG) answers"
+                ),
+            );
+            return false;
+        }
+    }
     let info = match l.probe().await {
         Ok(info) => info,
         Err(e) => {
@@ -201,7 +228,7 @@ async fn source(cfg: &Config, r: &mut CheckReport) -> bool {
         format!(
             "{} — bound as {} over {}; server: {}; paged results: {}; in-chain matching: {}",
             l.url,
-            l.bind_dn,
+            l.identity(),
             info.tls,
             info.vendor.as_deref().unwrap_or("unknown"),
             if info.paged_results { "yes" } else { "NO" },

@@ -1,4 +1,5 @@
-//! LDAP/AD source (ldap3, async): verified TLS (LDAPS or StartTLS), simple bind, paged
+//! LDAP/AD source (ldap3, async): verified TLS (LDAPS or StartTLS), simple or Kerberos
+//! (GSSAPI, `kerberos.rs`) bind, paged
 //! subtree searches, nested groups through AD's in-chain matching rule.
 //!
 //! Never does: a simple bind over cleartext unless the configuration explicitly allows
@@ -18,6 +19,9 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 mod delta;
+pub mod kerberos;
+
+pub use kerberos::KerberosAuth;
 
 /// AD's LDAP_MATCHING_RULE_IN_CHAIN: matches through nested group membership.
 pub const IN_CHAIN_RULE: &str = "1.2.840.113556.1.4.1941";
@@ -37,8 +41,7 @@ pub struct LdapSource {
     pub url: String,
     pub starttls: bool,
     pub ca_file: Option<PathBuf>,
-    pub bind_dn: String,
-    pub bind_password: SecretString,
+    pub auth: LdapAuth,
     pub base_dns: Vec<String>,
     pub filter: String,
     pub group_filter: String,
@@ -48,6 +51,18 @@ pub struct LdapSource {
     pub allow_cleartext_bind: bool,
     pub anchor: AnchorKind,
     pub nested_groups: NestedGroups,
+}
+
+/// How the source binds.
+#[derive(Clone, Debug)]
+pub enum LdapAuth {
+    /// A simple bind with a DN and password.
+    Simple {
+        bind_dn: String,
+        bind_password: SecretString,
+    },
+    /// SASL GSSAPI with a keytab (TLS required).
+    Kerberos(KerberosAuth),
 }
 
 /// What `tansync check` reports about the server.
@@ -144,14 +159,40 @@ impl LdapSource {
     /// credential).
     pub fn with_credentials(&self, bind_dn: &str, bind_password: SecretString) -> LdapSource {
         LdapSource {
-            bind_dn: bind_dn.to_string(),
-            bind_password,
+            auth: LdapAuth::Simple {
+                bind_dn: bind_dn.to_string(),
+                bind_password,
+            },
             ..self.clone()
         }
     }
 
-    /// Connect and bind. Refuses a cleartext simple bind unless allowed.
+    /// Who the source binds as, for messages: the bind DN or the Kerberos principal.
+    pub fn identity(&self) -> String {
+        match &self.auth {
+            LdapAuth::Simple { bind_dn, .. } => bind_dn.clone(),
+            LdapAuth::Kerberos(k) => format!("{} (Kerberos, {})", k.principal, k.service()),
+        }
+    }
+
+    /// With Kerberos: acquire a ticket for the DC's `ldap/` service from the KDC, without
+    /// connecting to LDAP (`tansync check`'s own line). `None` for a simple bind.
+    pub fn kerberos_ticket(&self) -> Option<Result<&KerberosAuth, SourceError>> {
+        match &self.auth {
+            LdapAuth::Simple { .. } => None,
+            LdapAuth::Kerberos(k) => Some(kerberos::ticket(&self.url, k).map(|()| k)),
+        }
+    }
+
+    /// Connect and bind. Refuses a cleartext simple bind unless allowed, and a Kerberos
+    /// bind without TLS always.
     pub async fn connect(&self) -> Result<Ldap, SourceError> {
+        if self.is_cleartext() && matches!(self.auth, LdapAuth::Kerberos(_)) {
+            return Err(SourceError::refused(
+                &self.url,
+                "refusing a Kerberos bind over cleartext LDAP: use ldaps:// or starttls = true",
+            ));
+        }
         if self.is_cleartext() && !self.allow_cleartext_bind {
             return Err(SourceError::refused(
                 &self.url,
@@ -169,12 +210,20 @@ impl LdapSource {
             .await
             .map_err(self.ldap_err("connect"))?;
         ldap3::drive!(conn);
-        let res = ldap
-            .with_timeout(self.operation_timeout)
-            .simple_bind(&self.bind_dn, self.bind_password.expose_secret())
-            .await
-            .map_err(self.ldap_err("bind"))?;
-        self.check_result(&format!("bind as {}", self.bind_dn), res)?;
+        let res = match &self.auth {
+            LdapAuth::Simple {
+                bind_dn,
+                bind_password,
+            } => ldap
+                .with_timeout(self.operation_timeout)
+                .simple_bind(bind_dn, bind_password.expose_secret())
+                .await
+                .map_err(self.ldap_err("bind"))?,
+            LdapAuth::Kerberos(k) => {
+                kerberos::bind(&self.url, ldap.with_timeout(self.operation_timeout), k).await?
+            }
+        };
+        self.check_result(&format!("bind as {}", self.identity()), res)?;
         Ok(ldap)
     }
 

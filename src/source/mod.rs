@@ -48,6 +48,16 @@ pub enum SourceError {
         text: &'static str,
         message: String,
     },
+    /// A Kerberos (GSSAPI) bind or ticket that failed: `cause` says which way, `detail`
+    /// is the GSSAPI/krb5 text.
+    #[error("LDAP {url}: Kerberos as {principal} with keytab {keytab}: {cause} ({detail})")]
+    Kerberos {
+        url: String,
+        principal: String,
+        keytab: String,
+        cause: &'static str,
+        detail: String,
+    },
     #[error("LDAP {url}: {reason}")]
     Refused { url: String, reason: String },
     #[error("TLS setup: {0}")]

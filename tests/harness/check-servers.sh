@@ -99,4 +99,15 @@ else
     [[ $rc -eq 4 ]] || die "limited paged search: expected exit 4 (sizeLimitExceeded), got $rc ($got entries)"
     ok "slapd limited paged search: $got of $total entries, then $(tr '\n' ' ' <"$TMP/err")"
 fi
+# --- Kerberos: the KDC answers on 127.0.0.1:88 and issues a ticket from the
+# service account's keytab, not from its stale one (krb5-user's kinit, its
+# tickets in memory only).
+kinit_keytab() {
+    KRB5_CONFIG="$TANSYNC_TEST_KRB5_CONFIG" KRB5CCNAME=MEMORY:check \
+        kinit -k -t "$1" "$TANSYNC_TEST_KRB5_PRINCIPAL"
+}
+kinit_keytab "$TANSYNC_TEST_KEYTAB" >"$TMP/out" 2>"$TMP/err" ||
+    die "kinit with $TANSYNC_TEST_KEYTAB failed: $(tr '\n' ' ' <"$TMP/err")"
+ok "Samba KDC: a ticket for $TANSYNC_TEST_KRB5_PRINCIPAL from its keytab"
+expect_fail "kinit with the stale keytab" kinit_keytab "$TANSYNC_TEST_STALE_KEYTAB"
 log "all harness checks passed"

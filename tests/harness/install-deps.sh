@@ -27,6 +27,10 @@ PACKAGES=(
     samba samba-ad-provision samba-dsdb-modules samba-vfs-modules
     ldb-tools slapd ldap-utils openssl python3 python3-venv
     systemd util-linux
+    # Kerberos (the `kerberos` feature the suite builds with): bindgen needs clang
+    # and libclang, the GSSAPI bindings need MIT krb5's headers; krb5-user gives
+    # kinit/klist for looking at the harness's keytab by hand.
+    clang libclang-dev libkrb5-dev krb5-user
 )
 POLICY=/usr/sbin/policy-rc.d
 

@@ -9,7 +9,9 @@
 # Exits with the test command's exit code.
 #
 # Environment:
-#   TANSYNC_TEST_CMD          test command (default: cargo test --workspace)
+#   TANSYNC_TEST_CMD          test command (default: cargo test --workspace
+#                             --features tansync/kerberos; tests/kerberos.rs
+#                             needs the feature, so give it in your own command too)
 #   TANSYNC_HARNESS_WORKDIR   work dir (default: target/test-servers; it is
 #                             wiped and recreated on every run)
 #   TANSYNC_HARNESS_SKIP_CHECKS=1  skip check-servers.sh before the tests
@@ -61,16 +63,18 @@ fi
 
 # The tests start both of the workspace's binaries (tansync and nhs-directory); cargo
 # builds only the tested package's own binary for its tests, so build them all first.
-log "running: cargo build --workspace --bins"
-cargo build --workspace --bins
+# With the features the tests are built with, so that cargo does not build the
+# tansync binary twice.
+log "running: cargo build --workspace --bins --features tansync/kerberos"
+cargo build --workspace --bins --features tansync/kerberos
 
 test_rc=0
 if [[ -n ${TANSYNC_TEST_CMD:-} ]]; then
     log "running: $TANSYNC_TEST_CMD"
     bash -c "$TANSYNC_TEST_CMD" || test_rc=$?
 else
-    log "running: cargo test --workspace"
-    cargo test --workspace 2>&1 | tee "$WORKDIR/cargo-test.log" || test_rc=$?
+    log "running: cargo test --workspace --features tansync/kerberos"
+    cargo test --workspace --features tansync/kerberos 2>&1 | tee "$WORKDIR/cargo-test.log" || test_rc=$?
     log "running: bash tests/package.sh"
     pkg_rc=0
     bash tests/package.sh "$WORKDIR/cargo-test.log" || pkg_rc=$?

@@ -3,7 +3,7 @@
 #
 #   bash tests/harness/start-servers.sh WORKDIR
 #
-# Starts a Samba AD DC (LDAP 389 / LDAPS 636 on 127.0.0.1) and an OpenLDAP
+# Starts a Samba AD DC (LDAP 389 / LDAPS 636 / Kerberos KDC 88 on 127.0.0.1) and an OpenLDAP
 # slapd (LDAP 3389 / LDAPS 3636 on 127.0.0.1), both loaded with the fixture
 # from tests/fixtures/gen_fixture.py and using a throw-away test PKI.
 # Stop them with tests/harness/stop-servers.sh WORKDIR.
@@ -24,8 +24,13 @@ SLAPD_BASE="dc=example,dc=org"
 SLAPD_BIND_DN="cn=admin,$SLAPD_BASE"
 SLAPD_LIMITED_DN="cn=limited,$SLAPD_BASE"
 SLAPD_SIZE_LIMIT=700
-# Ports Samba (with "server services = ldap") and slapd listen on.
-SERVER_PORTS=(389 636 3268 3269 3389 3636)
+# Kerberos: a service account that binds with a keytab (never a password).
+SAMBA_HOST=tansyncdc.tansync.test
+KRB5_SERVICE_USER=svc-tansync
+KRB5_OTHER_USER=svc-other
+# Ports Samba (with "server services = ldap cldap kdc": LDAP, GC, the KDC and
+# kpasswd) and slapd listen on.
+SERVER_PORTS=(88 389 464 636 3268 3269 3389 3636)
 WAIT_SECONDS=60
 
 PKI="$WORKDIR/pki"
@@ -34,6 +39,7 @@ FIXTURE="$WORKDIR/fixture"
 PIDS="$WORKDIR/pids"
 SAMBA_DIR="$WORKDIR/samba"
 SLAPD_DIR="$WORKDIR/slapd"
+KRB5_DIR="$WORKDIR/krb5"
 SAMBA_LOG="$SAMBA_DIR/log/samba.out"
 SLAPD_LOG="$SLAPD_DIR/slapd.log"
 
@@ -64,9 +70,9 @@ for port in "${SERVER_PORTS[@]}"; do
 done
 
 # Fresh state for everything this script owns inside WORKDIR.
-rm -rf "$PKI" "$SECRETS" "$FIXTURE" "$PIDS" "$SAMBA_DIR" "$SLAPD_DIR" "$WORKDIR/env.sh"
-mkdir -p "$PKI" "$SECRETS" "$FIXTURE" "$PIDS"
-chmod 700 "$SECRETS"
+rm -rf "$PKI" "$SECRETS" "$FIXTURE" "$PIDS" "$SAMBA_DIR" "$SLAPD_DIR" "$KRB5_DIR" "$WORKDIR/env.sh"
+mkdir -p "$PKI" "$SECRETS" "$FIXTURE" "$PIDS" "$KRB5_DIR"
+chmod 700 "$SECRETS" "$KRB5_DIR"
 
 # On any failure: show what the servers said and stop whatever was started.
 # STAGE_LOGS names the logs worth showing if the current stage fails.
@@ -120,7 +126,8 @@ samba-tool domain provision \
     --option="netbios name = TANSYNCDC" \
     --option="interfaces = lo" \
     --option="bind interfaces only = yes" \
-    --option="server services = ldap cldap" \
+    --option="server services = ldap cldap kdc" \
+    --option="ldap server require strong auth = allow_sasl_over_tls" \
     --option="tls enabled = yes" \
     --option="tls keyfile = $PKI/server.key" \
     --option="tls certfile = $PKI/server.pem" \
@@ -136,6 +143,12 @@ samba-tool domain provision \
 SMB_CONF="$SAMBA_DIR/etc/smb.conf"
 log "provisioned in $((SECONDS - t)) s"
 
+# "ldap server require strong auth = allow_sasl_over_tls": simple binds still
+# need TLS, and a GSSAPI bind without a SASL signing layer is accepted over TLS,
+# as Windows DCs and Samba 4.20+ accept it (Debian 12's Samba 4.17 refuses it
+# with "Sign or Seal are required" under the default "yes"; tansync's Kerberos
+# bind relies on TLS, since ldap3 has no SASL protection layer).
+
 # Load the AD fixture offline, straight into sam.ldb, before Samba starts.
 # The relax control is what lets an entry carry its own objectGUID; Samba's
 # LDAP server does not accept that control from clients, so this cannot be
@@ -147,6 +160,61 @@ ldbadd --configfile="$SMB_CONF" -H "$SAMBA_DIR/private/sam.ldb" --relax \
     "$FIXTURE/ad.ldif" >"$WORKDIR/ad-load.log" 2>&1 ||
     die "ldbadd of ad.ldif into Samba failed"
 log "loaded in $((SECONDS - t)) s"
+
+# Kerberos service accounts and their keytabs, offline like the fixture. The
+# passwords are random (samba-tool's own) and never leave sam.ldb; the keytabs
+# are what tests/kerberos.rs binds with:
+#   svc-tansync.keytab        the account's current keys
+#   svc-tansync-stale.keytab  its keys before a password change (a wrong key, an
+#                             old key version)
+#   svc-other.keytab          another account's keys only
+log "creating Kerberos service accounts and keytabs"
+STAGE_LOGS=("$WORKDIR/krb5-setup.log")
+export_keytab() {
+    rm -f "$2"
+    samba-tool domain exportkeytab "$2" --principal="$1@$SAMBA_REALM" \
+        --configfile="$SMB_CONF" || return 1
+    chmod 600 "$2"
+}
+# Every step checked on its own (set -e does not apply inside `|| die`).
+krb5_setup() {
+    local u db=("--configfile=$SMB_CONF" -H "$SAMBA_DIR/private/sam.ldb")
+    # As a Windows DC registers it: the service principal LDAP clients ask a
+    # ticket for (Samba's provision gives the DC host/ names only).
+    samba-tool spn add "ldap/$SAMBA_HOST" 'TANSYNCDC$' "${db[@]}" || return 1
+    for u in "$KRB5_SERVICE_USER" "$KRB5_OTHER_USER"; do
+        samba-tool user add "$u" --random-password "${db[@]}" || return 1
+    done
+    export_keytab "$KRB5_SERVICE_USER" "$KRB5_DIR/$KRB5_SERVICE_USER-stale.keytab" || return 1
+    samba-tool user setpassword "$KRB5_SERVICE_USER" --random-password "${db[@]}" || return 1
+    export_keytab "$KRB5_SERVICE_USER" "$KRB5_DIR/$KRB5_SERVICE_USER.keytab" || return 1
+    export_keytab "$KRB5_OTHER_USER" "$KRB5_DIR/$KRB5_OTHER_USER.keytab"
+}
+krb5_setup >"$WORKDIR/krb5-setup.log" 2>&1 || die "creating the Kerberos service accounts failed"
+for f in "$KRB5_SERVICE_USER" "$KRB5_SERVICE_USER-stale" "$KRB5_OTHER_USER"; do
+    [[ -s $KRB5_DIR/$f.keytab ]] || die "samba-tool wrote no keytab $KRB5_DIR/$f.keytab"
+done
+# The client configuration the tests give tansync (KRB5_CONFIG): the DC's KDC
+# on loopback, no DNS at all, host names used as written (the DC is reached
+# by IP; its service principal comes from source.sasl_host).
+cat >"$KRB5_DIR/krb5.conf" <<EOF
+[libdefaults]
+    default_realm = $SAMBA_REALM
+    dns_lookup_kdc = false
+    dns_lookup_realm = false
+    rdns = false
+    dns_canonicalize_hostname = false
+    udp_preference_limit = 1
+
+[realms]
+    $SAMBA_REALM = {
+        kdc = 127.0.0.1:88
+    }
+
+[domain_realm]
+    $SAMBA_HOST = $SAMBA_REALM
+    .tansync.test = $SAMBA_REALM
+EOF
 
 log "starting samba"
 STAGE_LOGS=("$SAMBA_LOG")
@@ -253,6 +321,13 @@ env_line() {
     env_line TANSYNC_TEST_SAMBA_BIND_DN "$SAMBA_BIND_DN"
     env_line TANSYNC_TEST_SAMBA_PASSWORD_FILE "$SECRETS/samba-admin.password"
     env_line TANSYNC_TEST_SAMBA_PID "$SAMBA_PID"
+    env_line TANSYNC_TEST_SAMBA_HOST "$SAMBA_HOST"
+    env_line TANSYNC_TEST_KRB5_CONFIG "$KRB5_DIR/krb5.conf"
+    env_line TANSYNC_TEST_KRB5_PRINCIPAL "$KRB5_SERVICE_USER@$SAMBA_REALM"
+    env_line TANSYNC_TEST_KEYTAB "$KRB5_DIR/$KRB5_SERVICE_USER.keytab"
+    env_line TANSYNC_TEST_STALE_KEYTAB "$KRB5_DIR/$KRB5_SERVICE_USER-stale.keytab"
+    env_line TANSYNC_TEST_KRB5_OTHER_PRINCIPAL "$KRB5_OTHER_USER@$SAMBA_REALM"
+    env_line TANSYNC_TEST_OTHER_KEYTAB "$KRB5_DIR/$KRB5_OTHER_USER.keytab"
     env_line TANSYNC_TEST_SLAPD_LDAPS_URL ldaps://127.0.0.1:3636
     env_line TANSYNC_TEST_SLAPD_LDAP_URL ldap://127.0.0.1:3389
     env_line TANSYNC_TEST_SLAPD_BASE "$SLAPD_BASE"
