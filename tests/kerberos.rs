@@ -223,7 +223,7 @@ fn a_stale_keytab_is_refused_as_a_wrong_key() {
         run.stdout
     );
     assert!(run.stdout.contains(&want), "{}", run.stdout);
-    assert!(!run.stdout.contains("✓ source"), "{}", run.stdout);
+    assert!(!run.stdout.contains("✓ source: "), "{}", run.stdout);
 }
 
 /// Another account's keytab: the configured principal is not in it, and tansync does
