@@ -1,6 +1,6 @@
-//! Continuous mode (`tansync run`): cycles on a schedule — a full cycle first, then delta
-//! cycles, and a full reconcile at least every `full_every_hours` — each one the engine's
-//! plan and apply, with the source's watermark saved only after the cycle's operations
+//! Continuous mode (`tansync run`): cycles on a schedule — a full cycle first (while there
+//! is no watermark), then delta cycles, and a full reconcile at least every
+//! `full_every_hours` — each one the engine's plan and apply, with the source's watermark saved only after the cycle's operations
 //! have all settled. What operators see of it (health, metrics) is in [`observe`]; what
 //! systemd is told (readiness, status, watchdog), in [`notify`].
 //!

@@ -61,8 +61,9 @@ pub fn state_dir(dir: &Path) -> Verdict {
             Err(std::fs::TryLockError::WouldBlock) => {
                 return Verdict::Problem(format!(
                     "{shown} is locked by another tansync process (a running `tansync run` \
-                     service, or an apply): plan, apply and run wait for it; stop it first \
-                     if it should not be running"
+                     service, or an apply or sync): apply, sync, run and quarantine clear \
+                     refuse to start beside it (plan, status and approve-removals work); \
+                     stop it first if it should not be running"
                 ));
             }
             Err(std::fs::TryLockError::Error(e)) => {
