@@ -7,16 +7,21 @@ use rustls::pki_types::pem::PemObject;
 use std::path::Path;
 use std::sync::Arc;
 
+/// The certificates of a PEM file; errors name the file.
+pub fn pem_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+    CertificateDer::pem_file_iter(path)
+        .map_err(|e| format!("{}: {e}", path.display()))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("{}: {e}", path.display()))
+}
+
 /// A verifying client configuration. `ca_file`: PEM bundle of trusted CAs; `None`: the
 /// system's trust store.
 pub fn client_config(ca_file: Option<&Path>) -> Result<rustls::ClientConfig, String> {
     let mut roots = rustls::RootCertStore::empty();
     match ca_file {
         Some(ca) => {
-            let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(ca)
-                .map_err(|e| format!("CA file {}: {e}", ca.display()))?
-                .collect::<Result<_, _>>()
-                .map_err(|e| format!("CA file {}: {e}", ca.display()))?;
+            let certs = pem_certs(ca).map_err(|e| format!("CA file {e}"))?;
             if certs.is_empty() {
                 return Err(format!("CA file {} holds no PEM certificate", ca.display()));
             }

@@ -77,6 +77,8 @@ pub enum CacheError {
     Body(#[from] serde_json::Error),
     #[error("directory cache: {0}")]
     Io(#[from] std::io::Error),
+    #[error("directory cache: a stored ODS code is not valid: {0}")]
+    Ods(String),
 }
 
 /// An open, usable cache.
@@ -217,13 +219,7 @@ impl Cache {
 }
 
 fn ods_of(s: String) -> Result<OdsCode, CacheError> {
-    OdsCode::parse(&s).map_err(|e| {
-        CacheError::Sql(rusqlite::Error::FromSqlConversionFailure(
-            0,
-            rusqlite::types::Type::Text,
-            Box::new(e),
-        ))
-    })
+    OdsCode::parse(&s).map_err(|e| CacheError::Ods(e.to_string()))
 }
 
 fn insert_accounts(conn: &Connection, accounts: &[Account]) -> Result<(), CacheError> {

@@ -283,41 +283,9 @@ async fn attempt<S: Source, T: Target, W: Writer, F: Fn() -> Result<W, EngineErr
         cached = None;
     }
     let state = match cached.as_mut() {
-        Some(c) => {
-            let mut anchors: BTreeSet<ExternalId> = collected.persons.keys().cloned().collect();
-            anchors.extend(collected.out_of_scope.iter().cloned());
-            anchors.extend(
-                collected
-                    .rejected
-                    .iter()
-                    .filter_map(|r| r.external_id.clone()),
-            );
-            anchors.extend(deleted.iter().flatten().cloned());
-            let fresh = env
-                .target
-                .accounts_with(&anchors, cancel)
-                .await
-                .map_err(|e| err(e.into()))?;
-            let join: BTreeSet<_> = collected
-                .persons
-                .values()
-                .flat_map(|p| {
-                    cfg.soft_match
-                        .iter()
-                        .filter_map(|k| Some((*k, diff::person_match_value(p, *k)?)))
-                })
-                .collect();
-            match c
-                .replace(&anchors, &fresh)
-                .and_then(|()| c.partial(&anchors, &join, &cfg.agent_id))
-            {
-                Ok(state) => Some(state),
-                Err(e) => {
-                    tracing::warn!(error = %e, "the directory cache cannot be used; reading the directory in full");
-                    None
-                }
-            }
-        }
+        Some(c) => delta_state(env, c, &collected, deleted.as_ref(), cancel)
+            .await
+            .map_err(|e| err(e.into()))?,
         None => None,
     };
     let state = match state {
@@ -431,6 +399,48 @@ async fn attempt<S: Source, T: Target, W: Writer, F: Fn() -> Result<W, EngineErr
         held_digest,
         held_released,
     })
+}
+
+/// The directory's state for a delta: the changed people's accounts read again and
+/// written into the cache, then the cache's partial state (see [`cache`]). `None` when
+/// the cache cannot be used (logged): the caller reads the directory in full.
+async fn delta_state<S: Source, T: Target, F>(
+    env: &CycleEnv<'_, S, T, F>,
+    cache: &mut Cache,
+    collected: &crate::engine::read::Collected,
+    deleted: Option<&BTreeSet<ExternalId>>,
+    cancel: &CancellationToken,
+) -> Result<Option<crate::target::TargetState>, crate::target::TargetError> {
+    let mut anchors: BTreeSet<ExternalId> = collected.persons.keys().cloned().collect();
+    anchors.extend(collected.out_of_scope.iter().cloned());
+    anchors.extend(
+        collected
+            .rejected
+            .iter()
+            .filter_map(|r| r.external_id.clone()),
+    );
+    anchors.extend(deleted.into_iter().flatten().cloned());
+    let fresh = env.target.accounts_with(&anchors, cancel).await?;
+    let join: BTreeSet<_> = collected
+        .persons
+        .values()
+        .flat_map(|p| {
+            env.cfg
+                .soft_match
+                .iter()
+                .filter_map(|k| Some((*k, diff::person_match_value(p, *k)?)))
+        })
+        .collect();
+    match cache
+        .replace(&anchors, &fresh)
+        .and_then(|()| cache.partial(&anchors, &join, &env.cfg.agent_id))
+    {
+        Ok(state) => Ok(Some(state)),
+        Err(e) => {
+            tracing::warn!(error = %e, "the directory cache cannot be used; reading the directory in full");
+            Ok(None)
+        }
+    }
 }
 
 /// The full read, with the source's watermark taken before it (changes made during the

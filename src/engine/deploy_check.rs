@@ -104,12 +104,7 @@ fn validities<'a>(ders: impl IntoIterator<Item = &'a [u8]>) -> Result<Vec<CertVa
 
 /// The certificates of a PEM file (a CA bundle).
 pub fn pem_file(path: &Path) -> Result<Vec<CertValidity>, String> {
-    use rustls::pki_types::CertificateDer;
-    use rustls::pki_types::pem::PemObject;
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
-        .map_err(|e| format!("{}: {e}", path.display()))?
-        .collect::<Result<_, _>>()
-        .map_err(|e| format!("{}: {e}", path.display()))?;
+    let certs = crate::tls::pem_certs(path)?;
     validities(certs.iter().map(|c| c.as_ref())).map_err(|e| format!("{}: {e}", path.display()))
 }
 
