@@ -11,6 +11,7 @@ pub mod escape;
 pub mod field;
 pub mod ids;
 pub mod org;
+pub mod portal;
 pub mod redact;
 pub mod schema;
 pub mod scim;
