@@ -9,6 +9,7 @@
 
 pub mod audit;
 pub mod cycles;
+pub mod portal;
 
 use rusqlite::{Connection, OptionalExtension, params};
 use std::fs::File;
@@ -124,6 +125,7 @@ impl StateStore {
         )?;
         audit::migrate(&conn)?;
         cycles::migrate(&conn)?;
+        portal::migrate(&conn)?;
         Ok(Self {
             conn,
             dir: dir.to_path_buf(),
