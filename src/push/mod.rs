@@ -16,6 +16,7 @@
 
 mod pace;
 pub mod request;
+pub mod portal;
 pub mod writeback;
 
 use crate::ids::{ExternalId, OdsCode, RuleId};
