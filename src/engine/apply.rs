@@ -193,7 +193,7 @@ pub async fn reconcile<W: Writer>(store: &StateStore, writer: &W) -> Result<usiz
 /// The size is checked before the file is read, and the read itself stops past the cap
 /// (the file could be growing); anything but a regular file (a FIFO, a device) is
 /// refused before it is opened, as opening one could wait for ever.
-fn read_plan(path: &Path) -> Result<Plan, EngineError> {
+pub(super) fn read_plan(path: &Path) -> Result<Plan, EngineError> {
     use std::io::Read;
     let err = |problem: String| EngineError::PlanFile {
         path: path.display().to_string(),
@@ -235,7 +235,7 @@ fn read_plan(path: &Path) -> Result<Plan, EngineError> {
 
 /// The plan to apply: the fresh one, or the reviewed one (`saved`, read from `path`) if
 /// it still holds.
-fn chosen_plan(fresh: Plan, saved: Option<(&Path, Plan)>) -> Result<Plan, EngineError> {
+pub(super) fn chosen_plan(fresh: Plan, saved: Option<(&Path, Plan)>) -> Result<Plan, EngineError> {
     let Some((path, saved)) = saved else {
         return Ok(fresh);
     };
@@ -255,6 +255,46 @@ fn chosen_plan(fresh: Plan, saved: Option<(&Path, Plan)>) -> Result<Plan, Engine
         });
     }
     Ok(saved)
+}
+
+/// The operations an apply sends: the plan's, and the removals the mass-change guard
+/// held when `approve` names this plan.
+pub(super) struct Chosen {
+    pub ops: Vec<PlannedOp>,
+    pub mass_held: usize,
+    pub mass_approved: bool,
+}
+
+pub(super) fn chosen_ops(plan: &Plan, approve: Option<&str>) -> Result<Chosen, EngineError> {
+    let mut ops: Vec<PlannedOp> = plan.operations.clone();
+    let mass: Vec<PlannedOp> = plan
+        .blocked
+        .iter()
+        .filter(|b| b.reason == BlockReason::MassChangeThreshold)
+        .map(|b| PlannedOp {
+            op: b.operation.clone(),
+            stripped: vec![],
+        })
+        .collect();
+    let mass_held = mass.len();
+    let mass_approved = match approve {
+        Some(fp) if fp == plan.fingerprint => {
+            ops.extend(mass);
+            true
+        }
+        Some(fp) => {
+            return Err(EngineError::ApprovalMismatch {
+                named: fp.to_string(),
+                plan: plan.fingerprint.clone(),
+            });
+        }
+        None => false,
+    };
+    Ok(Chosen {
+        ops,
+        mass_held,
+        mass_approved,
+    })
 }
 
 /// `tansync apply` / `tansync sync` with the configured source, target and directory.
@@ -311,30 +351,11 @@ pub async fn apply_with<S: Source, T: Target, W: Writer>(
     } = plan_from(cfg, source, target, req.now, None, progress, cancel).await?;
     let plan = chosen_plan(fresh, saved)?;
 
-    let mut ops: Vec<PlannedOp> = plan.operations.clone();
-    let mass: Vec<PlannedOp> = plan
-        .blocked
-        .iter()
-        .filter(|b| b.reason == BlockReason::MassChangeThreshold)
-        .map(|b| PlannedOp {
-            op: b.operation.clone(),
-            stripped: vec![],
-        })
-        .collect();
-    let mass_held = mass.len();
-    let mass_approved = match req.approve_removals {
-        Some(fp) if fp == plan.fingerprint => {
-            ops.extend(mass);
-            true
-        }
-        Some(fp) => {
-            return Err(EngineError::ApprovalMismatch {
-                named: fp.to_string(),
-                plan: plan.fingerprint.clone(),
-            });
-        }
-        None => false,
-    };
+    let Chosen {
+        ops,
+        mass_held,
+        mass_approved,
+    } = chosen_ops(&plan, req.approve_removals)?;
 
     let store = Arc::new(Mutex::new(store));
     let mode = if req.plan_file.is_some() {

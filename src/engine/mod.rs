@@ -82,6 +82,9 @@ pub enum EngineError {
     },
     #[error("cannot connect and bind to the source")]
     Probe(#[source] SourceError),
+    /// A Portal bridge file (a batch, the manifest, the worklist, a results file).
+    #[error("{path}: {problem}")]
+    Portal { path: String, problem: String },
 }
 
 /// How a front end hears about a long run as it goes (a spinner, a bar). Every method

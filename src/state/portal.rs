@@ -318,12 +318,13 @@ impl StateStore {
         Ok(latest)
     }
 
-    /// Record a batch and its rows as `exported`, with their audit records, around
+    /// Record batch `id` and its rows as `exported`, with their audit records, around
     /// `write`, which puts the file in place: the rows are committed only if it
     /// succeeded, and if the commit fails `undo` removes the file again.
     #[allow(clippy::too_many_arguments)]
     pub fn portal_export<E>(
         &self,
+        id: i64,
         run: i64,
         file: &str,
         sha256: &str,
@@ -335,11 +336,11 @@ impl StateStore {
     ) -> Result<Result<i64, E>, StateError> {
         let tx = self.conn.unchecked_transaction()?;
         self.conn.execute(
-            "INSERT INTO portal_batches (run, file, sha256, fingerprint, exported_at, exported_ns)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            params![run, file, sha256, fingerprint, now(), now_ns()],
+            "INSERT INTO portal_batches (id, run, file, sha256, fingerprint, exported_at, exported_ns)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![id, run, file, sha256, fingerprint, now(), now_ns()],
         )?;
-        let batch = self.conn.last_insert_rowid();
+        let batch = id;
         for (i, r) in rows.iter().enumerate() {
             self.conn.execute(
                 "INSERT INTO portal_rows (batch, line, kind, external_id, ods_code, target_id,
@@ -495,6 +496,7 @@ mod tests {
         // The file could not be written: nothing recorded.
         let r = s
             .portal_export(
+                1,
                 run,
                 "batch-0001.csv",
                 "sha256:x",
@@ -511,6 +513,7 @@ mod tests {
 
         let b = s
             .portal_export(
+                1,
                 run,
                 "batch-0001.csv",
                 "sha256:x",

@@ -1,0 +1,727 @@
+//! The NHSmail Portal bridge (`[target] kind = "portal_report"`): `apply`/`sync` and each
+//! continuous cycle read the newest Mailbox Report, settle the batches already exported
+//! from it, plan, and — when no batch is in flight — write the next bulk-upload batch,
+//! the worklist of what CSV cannot do and the manifest. `tansync portal results FILE`
+//! settles a batch from the Portal's returned results file.
+//!
+//! The same plan, gate, journal and audit trail as the SCIM path: every exported row is
+//! journalled `exported` (with its audit record) in the transaction that puts its file
+//! in place; every settlement is journalled and audited.
+//!
+//! Never does: write a second batch while one is in flight (the Portal's "one upload at
+//! a time"); export a row again unless the evidence says it was not applied (see
+//! `push::portal`); send anything anywhere — the Local Administrator uploads the files.
+
+use super::apply::{chosen_ops, chosen_plan, read_plan};
+use super::plan::{PlanRun, plan_from};
+use super::{EngineError, Progress};
+use crate::config::Config;
+use crate::engine::apply::{ApplyRequest, Chosen};
+use crate::ids::ExternalId;
+use crate::model::{Field, Person};
+use crate::plan::Operation;
+use crate::push::portal::{
+    self as decide, Export, ResultLine, Settled, Withheld, Work, by_local_id,
+};
+use crate::source::Source;
+use crate::state::StateStore;
+use crate::state::audit::AuditEntry;
+use crate::state::portal::{Batch, NewTask, Row, RowChange, Task, TaskChange, row_state, task_state};
+use crate::target::portal::{PortalSettings, PortalTarget, UploadRow};
+use crate::target::{Account, Target, TargetError, TargetState};
+use sha2::{Digest, Sha256};
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use time::OffsetDateTime;
+use tokio_util::sync::CancellationToken;
+
+/// The manifest's `format`.
+pub const MANIFEST_FORMAT: &str = "tansync.portal-manifest/v1";
+
+/// A batch as reports show it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct BatchSummary {
+    pub batch: i64,
+    pub file: String,
+    pub sha256: String,
+    pub fingerprint: String,
+    pub exported_at: String,
+    pub settled_at: Option<String>,
+    pub rows: usize,
+    /// Rows by state (exported, reported, confirmed, differs, failed, unsettled).
+    pub states: BTreeMap<String, usize>,
+}
+
+impl From<&Batch> for BatchSummary {
+    fn from(b: &Batch) -> Self {
+        BatchSummary {
+            batch: b.id,
+            file: b.file.clone(),
+            sha256: b.sha256.clone(),
+            fingerprint: b.fingerprint.clone(),
+            exported_at: b.exported_at.clone(),
+            settled_at: b.settled_at.clone(),
+            rows: b.rows.len(),
+            states: b
+                .counts()
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v))
+                .collect(),
+        }
+    }
+}
+
+/// What one Portal apply (or cycle) did.
+#[derive(Clone, Debug)]
+pub struct PortalReport {
+    pub run: i64,
+    pub fingerprint: String,
+    /// The Mailbox Report read.
+    pub report: PathBuf,
+    pub report_accounts: usize,
+    /// Rows this run settled from the report: (batch, line, anchor, new state, why).
+    pub settled: Vec<(i64, u32, String, &'static str, Option<String>)>,
+    /// The batch still in flight: nothing new was exported.
+    pub in_flight: Option<BatchSummary>,
+    /// The batch this run wrote.
+    pub exported: Option<BatchSummary>,
+    /// Creates and updates left for later batches.
+    pub later: usize,
+    /// Operations held back until the evidence about their last export is conclusive.
+    pub withheld: Vec<Withheld>,
+    /// Every row now unsettled (each anchor's latest).
+    pub unsettled: Vec<Row>,
+    /// Worklist: open tasks after this run, and what changed.
+    pub worklist_open: usize,
+    pub worklist_new: usize,
+    pub worklist_confirmed: usize,
+    pub worklist_withdrawn: usize,
+    pub worklist_files: (PathBuf, PathBuf),
+    pub manifest: PathBuf,
+    pub mass_held: usize,
+    pub mass_approved: bool,
+}
+
+/// A target holding a state already read (the report, read once per run).
+struct AlreadyRead<'a>(&'a TargetState);
+
+impl Target for AlreadyRead<'_> {
+    fn kind(&self) -> &'static str {
+        "portal_report"
+    }
+    async fn read_state(&self, _cancel: &CancellationToken) -> Result<TargetState, TargetError> {
+        Ok(self.0.clone())
+    }
+}
+
+fn portal_err(path: &Path, problem: impl Into<String>) -> EngineError {
+    EngineError::Portal {
+        path: path.display().to_string(),
+        problem: problem.into(),
+    }
+}
+
+fn row_audit(b: &Batch, r: &Row, run: i64, outcome: &str, why: Option<&str>) -> AuditEntry {
+    AuditEntry {
+        at: crate::timefmt::now_rfc3339(),
+        run,
+        fingerprint: b.fingerprint.clone(),
+        kind: r.kind.clone(),
+        external_id: r.external_id.clone(),
+        ods_code: r.ods_code.clone(),
+        target_id: r.target_id.clone(),
+        reason: why.map(String::from),
+        outcome: outcome.to_string(),
+        ..AuditEntry::default()
+    }
+}
+
+fn row_changes(b: &Batch, settled: &[Settled], run: i64) -> Vec<RowChange> {
+    settled
+        .iter()
+        .filter_map(|s| {
+            let r = b.rows.iter().find(|r| r.line == s.line)?;
+            Some(RowChange {
+                batch: b.id,
+                line: s.line,
+                state: s.state,
+                detail: s.detail.clone(),
+                audit: row_audit(b, r, run, s.state, s.detail.as_deref()),
+            })
+        })
+        .collect()
+}
+
+/// `tansync apply` / `sync` (`mode`), or a continuous cycle (`run`), on the Portal target.
+pub async fn apply_portal<S: Source>(
+    cfg: &Config,
+    portal: &PortalSettings,
+    target: &PortalTarget,
+    source: &S,
+    mode: &str,
+    req: ApplyRequest<'_>,
+    progress: &dyn Progress,
+    cancel: &CancellationToken,
+) -> Result<PortalReport, EngineError> {
+    let saved = match req.plan_file {
+        Some(path) => Some((path, read_plan(path)?)),
+        None => None,
+    };
+    let store = StateStore::open(&cfg.state_dir)?;
+    store.close_abandoned_runs(None)?;
+    let report = target.read_report()?;
+    let PlanRun {
+        plan: fresh,
+        collected,
+        target: _,
+    } = plan_from(
+        cfg,
+        source,
+        &AlreadyRead(&report.state),
+        req.now,
+        None,
+        progress,
+        cancel,
+    )
+    .await?;
+    let plan = chosen_plan(fresh, saved)?;
+    let Chosen {
+        ops,
+        mass_held,
+        mass_approved,
+    } = chosen_ops(&plan, req.approve_removals)?;
+    let run = store.begin_run(mode, &plan.fingerprint)?;
+
+    // 1. Settle from the report: rows of every batch still open to evidence, then the
+    //    worklist's open tasks.
+    let report_ns = i64::try_from(report.modified.unix_timestamp_nanos()).unwrap_or(i64::MAX);
+    let report_name = format!(
+        "the Mailbox Report {}",
+        report
+            .path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    );
+    let index = by_local_id(&report.state.accounts);
+    let mut changes = Vec::new();
+    for b in store.portal_batches()? {
+        let s = decide::settle_from_report(&b, report_ns, &report_name, &index);
+        changes.extend(row_changes(&b, &s, run));
+    }
+    let by_address: BTreeMap<String, &Account> = report
+        .state
+        .accounts
+        .iter()
+        .map(|a| (a.target_id.as_str().to_lowercase(), a))
+        .collect();
+    let latest_before = store.portal_latest_rows()?;
+    let latest = apply_changes(latest_before, &changes);
+    let routed = decide::route(&ops, &latest, portal.batch_size);
+    let open = store.portal_tasks(Some(task_state::OPEN))?;
+    let (task_changes, new_tasks) = worklist_changes(&open, &routed.work, &by_address, &plan.fingerprint, run, cfg);
+    store.portal_settle(&changes, &task_changes, &new_tasks, run, &plan.fingerprint)?;
+    let settled = changes
+        .iter()
+        .map(|c| {
+            (
+                c.batch,
+                c.line,
+                c.audit.external_id.clone(),
+                c.state,
+                c.detail.clone(),
+            )
+        })
+        .collect();
+
+    // 2. Export the next batch unless one is still in flight.
+    let out = &portal.out_dir;
+    std::fs::create_dir_all(out).map_err(|e| portal_err(out, format!("cannot create: {e}")))?;
+    let in_flight = store.portal_in_flight()?;
+    let (exported, later, withheld) = match &in_flight {
+        Some(_) => (None, 0, Vec::new()),
+        None if routed.export.is_empty() => (None, routed.later, routed.withheld.clone()),
+        None => (
+            Some(export_batch(&store, portal, run, &plan.fingerprint, &routed.export, &collected.persons)?),
+            routed.later,
+            routed.withheld.clone(),
+        ),
+    };
+
+    // 3. The worklist and the manifest, as they stand now.
+    let tasks = store.portal_tasks(Some(task_state::OPEN))?;
+    let worklist_files = write_worklist(out, &tasks, &collected.persons, &by_address)?;
+    let batches = store.portal_batches()?;
+    let manifest = write_manifest(out, &batches, &tasks)?;
+    let unsettled: Vec<Row> = store
+        .portal_latest_rows()?
+        .into_values()
+        .filter(|r| r.state == row_state::UNSETTLED)
+        .collect();
+    store.finish_run(run, "ok")?;
+    let head = store.record_audit_head(run)?;
+    tracing::info!(run, audit_seq = head.seq, audit_hash = %head.hash, "audit trail head");
+    Ok(PortalReport {
+        run,
+        fingerprint: plan.fingerprint.clone(),
+        report: report.path.clone(),
+        report_accounts: report.state.accounts.len(),
+        settled,
+        in_flight: in_flight.as_ref().map(BatchSummary::from),
+        exported: exported.as_ref().map(BatchSummary::from),
+        later,
+        withheld,
+        unsettled,
+        worklist_open: tasks.len(),
+        worklist_new: new_tasks.len(),
+        worklist_confirmed: task_changes
+            .iter()
+            .filter(|c| c.state == task_state::CONFIRMED)
+            .count(),
+        worklist_withdrawn: task_changes
+            .iter()
+            .filter(|c| c.state == task_state::WITHDRAWN)
+            .count(),
+        worklist_files,
+        manifest,
+        mass_held,
+        mass_approved,
+    })
+}
+
+/// Each anchor's latest row with this run's changes applied (what routing sees).
+fn apply_changes(mut latest: BTreeMap<String, Row>, changes: &[RowChange]) -> BTreeMap<String, Row> {
+    for c in changes {
+        if let Some(r) = latest.get_mut(&c.audit.external_id)
+            && r.batch == c.batch
+            && r.line == c.line
+        {
+            r.state = c.state.to_string();
+            r.detail = c.detail.clone();
+        }
+    }
+    latest
+}
+
+fn task_audit(
+    run: i64,
+    fingerprint: &str,
+    kind: &str,
+    external_id: &str,
+    ods_code: &str,
+    target_id: &str,
+    outcome: &str,
+    agreement: Option<String>,
+) -> AuditEntry {
+    AuditEntry {
+        at: crate::timefmt::now_rfc3339(),
+        run,
+        fingerprint: fingerprint.to_string(),
+        kind: kind.to_string(),
+        external_id: external_id.to_string(),
+        ods_code: ods_code.to_string(),
+        target_id: Some(target_id.to_string()),
+        agreement,
+        outcome: outcome.to_string(),
+        ..AuditEntry::default()
+    }
+}
+
+/// Open tasks the report shows done (confirmed) or the plan no longer asks for
+/// (withdrawn), and the plan's tasks not yet open (listed).
+fn worklist_changes(
+    open: &[Task],
+    work: &[Work],
+    by_address: &BTreeMap<String, &Account>,
+    fingerprint: &str,
+    run: i64,
+    cfg: &Config,
+) -> (Vec<TaskChange>, Vec<NewTask>) {
+    let wanted: BTreeSet<(&str, &str)> = work
+        .iter()
+        .map(|w| (w.op.kind().name(), w.op.external_id().as_str()))
+        .collect();
+    let mut still: BTreeSet<(&str, &str)> = BTreeSet::new();
+    let mut changes = Vec::new();
+    for t in open {
+        let state = if decide::task_done(t, by_address) {
+            task_state::CONFIRMED
+        } else if !wanted.contains(&(t.kind.as_str(), t.external_id.as_str())) {
+            task_state::WITHDRAWN
+        } else {
+            still.insert((t.kind.as_str(), t.external_id.as_str()));
+            continue;
+        };
+        changes.push(TaskChange {
+            id: t.id,
+            state,
+            audit: task_audit(
+                run,
+                &t.fingerprint,
+                &t.kind,
+                &t.external_id,
+                &t.ods_code,
+                &t.target_id,
+                state,
+                None,
+            ),
+        });
+    }
+    let new = work
+        .iter()
+        .filter(|w| !still.contains(&(w.op.kind().name(), w.op.external_id().as_str())))
+        .map(|w| {
+            let target_id = target_of(&w.op);
+            let agreement = cfg
+                .agreements
+                .sharing
+                .get(w.op.ods_code())
+                .map(|s| s.reference.clone());
+            NewTask {
+                kind: w.op.kind().name().to_string(),
+                external_id: w.op.external_id().to_string(),
+                ods_code: w.op.ods_code().to_string(),
+                target_id: target_id.clone(),
+                expected: w.expected.clone(),
+                detail: w.detail.clone(),
+                audit: task_audit(
+                    run,
+                    fingerprint,
+                    w.op.kind().name(),
+                    w.op.external_id().as_str(),
+                    w.op.ods_code().as_str(),
+                    &target_id,
+                    "listed",
+                    agreement,
+                ),
+            }
+        })
+        .collect();
+    (changes, new)
+}
+
+fn target_of(op: &Operation) -> String {
+    match op {
+        Operation::Provision { .. } => String::new(),
+        Operation::Update { target_id, .. }
+        | Operation::Remove { target_id, .. }
+        | Operation::Move { target_id, .. }
+        | Operation::Restore { target_id, .. }
+        | Operation::Join { target_id, .. } => target_id.to_string(),
+    }
+}
+
+/// Write `bytes` to `dir/name` through a temporary file in the same folder (readable by
+/// the agent's user only: the files hold names and addresses), replacing an older file.
+fn write_file(dir: &Path, name: &str, bytes: &[u8]) -> Result<PathBuf, EngineError> {
+    let path = dir.join(name);
+    let err = |e: std::io::Error| portal_err(&path, format!("cannot write: {e}"));
+    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(err)?;
+    tmp.write_all(bytes).map_err(err)?;
+    tmp.as_file().sync_all().map_err(err)?;
+    tmp.persist(&path).map_err(|e| err(e.error))?;
+    Ok(path)
+}
+
+/// Write the next batch file and journal its rows, in one transaction.
+fn export_batch(
+    store: &StateStore,
+    portal: &PortalSettings,
+    run: i64,
+    fingerprint: &str,
+    export: &[Export],
+    persons: &BTreeMap<ExternalId, Person>,
+) -> Result<Batch, EngineError> {
+    let rows: Vec<UploadRow> = export
+        .iter()
+        .map(|e| UploadRow {
+            local_id: e.op.external_id().clone(),
+            ods_code: e.op.ods_code().clone(),
+            nhsmail_address: e.address.clone(),
+            values: e.values.clone(),
+        })
+        .collect();
+    let bytes = portal.template.render(&rows);
+    let sha = format!("sha256:{}", hex::encode(Sha256::digest(&bytes)));
+    let number = store
+        .portal_batches()?
+        .first()
+        .map_or(1, |b| b.id + 1);
+    let name = format!("batch-{number:04}.csv");
+    let path = portal.out_dir.join(&name);
+    if path.exists() {
+        return Err(portal_err(
+            &path,
+            "already exists, but the journal has no such batch (a state directory from \
+             elsewhere?): move it away; tansync never overwrites a batch file",
+        ));
+    }
+    let audits: Vec<AuditEntry> = export
+        .iter()
+        .map(|e| AuditEntry {
+            at: crate::timefmt::now_rfc3339(),
+            run,
+            fingerprint: fingerprint.to_string(),
+            kind: e.row.kind.clone(),
+            external_id: e.row.external_id.clone(),
+            ods_code: e.row.ods_code.clone(),
+            target_id: e.row.target_id.clone(),
+            rule: persons
+                .get(e.op.external_id())
+                .map(|p| p.rule.to_string()),
+            outcome: row_state::EXPORTED.to_string(),
+            ..AuditEntry::default()
+        })
+        .collect();
+    let new_rows: Vec<_> = export.iter().map(|e| e.row.clone()).collect();
+    let dir = portal.out_dir.clone();
+    let id = store
+        .portal_export(
+            number,
+            run,
+            &name,
+            &sha,
+            fingerprint,
+            &new_rows,
+            &audits,
+            || write_file(&dir, &name, &bytes).map(|_| ()),
+            || {
+                let _ = std::fs::remove_file(&path);
+            },
+        )?
+        ?;
+    store
+        .portal_batches()?
+        .into_iter()
+        .find(|b| b.id == id)
+        .ok_or_else(|| portal_err(&portal.out_dir, "the batch just written is not in the journal"))
+}
+
+fn who(x: &str, persons: &BTreeMap<ExternalId, Person>, account: Option<&&Account>) -> String {
+    let from = |attrs: &BTreeMap<Field, String>| {
+        attrs.get(&Field::DisplayName).cloned().or_else(|| {
+            let g = attrs.get(&Field::GivenName)?;
+            let f = attrs.get(&Field::FamilyName)?;
+            Some(format!("{g} {f}"))
+        })
+    };
+    ExternalId::parse(x)
+        .ok()
+        .and_then(|x| persons.get(&x))
+        .and_then(|p| from(&p.attributes))
+        .or_else(|| account.and_then(|a| from(&a.attributes)))
+        .unwrap_or_default()
+}
+
+/// `worklist.csv` and `worklist.md`: the open tasks, for the Local Administrator.
+fn write_worklist(
+    out: &Path,
+    tasks: &[Task],
+    persons: &BTreeMap<ExternalId, Person>,
+    by_address: &BTreeMap<String, &Account>,
+) -> Result<(PathBuf, PathBuf), EngineError> {
+    const HEAD: [&str; 8] = [
+        "Task",
+        "Name",
+        "Email Address",
+        "Local ID",
+        "ODS Code",
+        "What to do",
+        "Plan fingerprint",
+        "Listed at",
+    ];
+    let rows: Vec<[String; 8]> = tasks
+        .iter()
+        .map(|t| {
+            [
+                t.kind.clone(),
+                who(
+                    &t.external_id,
+                    persons,
+                    by_address.get(&t.target_id.to_lowercase()),
+                ),
+                t.target_id.clone(),
+                t.external_id.clone(),
+                t.ods_code.clone(),
+                t.detail.clone(),
+                t.fingerprint.clone(),
+                t.listed_at.clone(),
+            ]
+        })
+        .collect();
+    let mut w = csv::Writer::from_writer(Vec::new());
+    let csv_err = |e: csv::Error| portal_err(&out.join("worklist.csv"), e.to_string());
+    w.write_record(HEAD).map_err(csv_err)?;
+    for r in &rows {
+        w.write_record(r.iter().map(|c| nhs_model::portal::neutralise(c)))
+            .map_err(csv_err)?;
+    }
+    let bytes = w
+        .into_inner()
+        .map_err(|e| portal_err(&out.join("worklist.csv"), e.to_string()))?;
+    let csv_path = write_file(out, "worklist.csv", &bytes)?;
+
+    let mut md = String::from("# tansync worklist for the Local Administrator\n\n");
+    if rows.is_empty() {
+        md.push_str("Nothing to do by hand.\n");
+    } else {
+        md.push_str(
+            "What a bulk-upload CSV cannot do. Do each in the NHSmail Portal; the next Mailbox \
+             Report confirms it (`tansync portal status`).\n\n",
+        );
+        md.push_str(&format!("| {} |\n|{}\n", HEAD.join(" | "), "---|".repeat(HEAD.len())));
+        for r in &rows {
+            let cells: Vec<String> = r.iter().map(|c| md_cell(c)).collect();
+            md.push_str(&format!("| {} |\n", cells.join(" | ")));
+        }
+    }
+    let md_path = write_file(out, "worklist.md", md.as_bytes())?;
+    Ok((csv_path, md_path))
+}
+
+/// A value in a Markdown table cell: no line breaks, pipes escaped, no HTML.
+fn md_cell(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '|' => out.push_str("\\|"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '&' => out.push_str("&amp;"),
+            '`' | '*' | '_' | '[' | ']' | '\\' => {
+                out.push('\\');
+                out.push(c);
+            }
+            c if c.is_control() => out.push(' '),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+#[derive(serde::Serialize)]
+struct Manifest<'a> {
+    format: &'static str,
+    written_at: String,
+    /// The batch to upload now, if one is in flight.
+    in_flight: Option<i64>,
+    batches: Vec<BatchSummary>,
+    worklist_open: usize,
+    worklist: [&'a str; 2],
+}
+
+fn write_manifest(out: &Path, batches: &[Batch], tasks: &[Task]) -> Result<PathBuf, EngineError> {
+    let m = Manifest {
+        format: MANIFEST_FORMAT,
+        written_at: crate::timefmt::now_rfc3339(),
+        in_flight: batches
+            .iter()
+            .find(|b| b.settled_at.is_none())
+            .map(|b| b.id),
+        batches: batches.iter().rev().map(BatchSummary::from).collect(),
+        worklist_open: tasks.len(),
+        worklist: ["worklist.csv", "worklist.md"],
+    };
+    let mut json = serde_json::to_string_pretty(&m)
+        .map_err(|e| portal_err(&out.join("manifest.json"), e.to_string()))?;
+    json.push('\n');
+    write_file(out, "manifest.json", json.as_bytes())
+}
+
+/// What `tansync portal results` did.
+#[derive(Clone, Debug)]
+pub struct ResultsReport {
+    pub batch: BatchSummary,
+    /// (line in the results file, anchor, new state, why).
+    pub changed: Vec<(u64, String, &'static str, Option<String>)>,
+    /// Rows whose state the file did not change (already settled by a report).
+    pub unchanged: usize,
+}
+
+/// `tansync portal results FILE`: settle the batch the file returns.
+pub fn results(
+    cfg: &Config,
+    portal: &PortalSettings,
+    file: &Path,
+) -> Result<ResultsReport, EngineError> {
+    let lines: Vec<ResultLine> = crate::target::portal::read_results(file, portal)?
+        .into_iter()
+        .map(|r| ResultLine {
+            line: r.line,
+            local_id: r.local_id,
+            outcome: r.outcome,
+        })
+        .collect();
+    let store = StateStore::open(&cfg.state_dir)?;
+    let batches = store.portal_batches()?;
+    let batch = decide::results_batch(&batches, &lines)
+        .map_err(|e| portal_err(file, format!("not a results file of any batch: {e}")))?
+        .clone();
+    let settled = decide::settle_from_results(&batch, &lines);
+    let run = store.begin_run("portal_results", &batch.fingerprint)?;
+    let changes = row_changes(&batch, &settled, run);
+    store.portal_settle(&changes, &[], &[], run, &batch.fingerprint)?;
+    store.finish_run(run, "ok")?;
+    store.record_audit_head(run)?;
+    let now = store
+        .portal_batches()?
+        .into_iter()
+        .find(|b| b.id == batch.id)
+        .unwrap_or(batch);
+    let changed = settled
+        .iter()
+        .filter_map(|s| {
+            let i = usize::try_from(s.line).ok()?.checked_sub(1)?;
+            let l = lines.get(i)?;
+            Some((l.line, l.local_id.to_string(), s.state, s.detail.clone()))
+        })
+        .collect::<Vec<_>>();
+    Ok(ResultsReport {
+        unchanged: now.rows.len() - changed.len(),
+        batch: BatchSummary::from(&now),
+        changed,
+    })
+}
+
+/// `tansync portal status`: the batches, the rows awaiting evidence and the open tasks.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct PortalStatus {
+    pub batches: Vec<BatchSummary>,
+    pub in_flight: Option<i64>,
+    pub unsettled: Vec<Row>,
+    pub awaiting_report: usize,
+    pub worklist: Vec<Task>,
+}
+
+pub fn status(cfg: &Config) -> Result<PortalStatus, EngineError> {
+    let h = crate::state::History::open(&cfg.state_dir)?;
+    status_from(&h)
+}
+
+pub fn status_from(h: &crate::state::History) -> Result<PortalStatus, EngineError> {
+    let batches = h.portal_batches()?;
+    let mut latest: BTreeMap<&str, &Row> = BTreeMap::new();
+    for b in batches.iter().rev() {
+        for r in &b.rows {
+            latest.insert(r.external_id.as_str(), r);
+        }
+    }
+    Ok(PortalStatus {
+        in_flight: batches
+            .iter()
+            .find(|b| b.settled_at.is_none())
+            .map(|b| b.id),
+        unsettled: latest
+            .values()
+            .filter(|r| r.state == row_state::UNSETTLED)
+            .map(|r| (*r).clone())
+            .collect(),
+        awaiting_report: latest
+            .values()
+            .filter(|r| r.state == row_state::REPORTED)
+            .count(),
+        batches: batches.iter().map(BatchSummary::from).collect(),
+        worklist: h.portal_open_tasks()?,
+    })
+}
