@@ -127,6 +127,12 @@ pub enum Command {
     /// Approve the removals the mass-change guard is holding in continuous mode, named
     /// by the digest `tansync status` shows; void if the held set changes.
     ApproveRemovals { digest: String },
+    /// The NHSmail Portal bridge (`[target] kind = "portal_report"`): feed back a
+    /// results file, see the batches and the worklist, release an unsettled row.
+    Portal {
+        #[command(subcommand)]
+        command: PortalCommand,
+    },
     /// Explain the decision for one person: by sAMAccountName/uid, DN or objectGUID.
     Explain {
         who: String,
@@ -147,6 +153,26 @@ pub enum AuditCommand {
     /// Print every record as a JSON line (with its hash and the previous hash), oldest
     /// first, for an information-governance review.
     Export,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum PortalCommand {
+    /// Settle a batch from the results file the Portal returned (the uploaded file with
+    /// a result column added). Failed rows are exported again by the next apply; rows
+    /// that succeeded are confirmed by the next Mailbox Report.
+    Results { file: PathBuf },
+    /// Batches (in flight, settled), rows awaiting evidence or unsettled, and the open
+    /// worklist.
+    Status {
+        #[arg(long, value_enum, default_value = "human")]
+        format: Format,
+    },
+    /// After checking in the Portal that these rows were NOT applied, let the next apply
+    /// export them again (only rows unsettled or awaiting a report).
+    Release {
+        #[arg(value_name = "LOCAL_ID", required = true)]
+        local_ids: Vec<String>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -280,6 +306,10 @@ async fn run(cli: Cli, shutdown: &CancellationToken) -> Result<u8> {
                 approve_removals: approve_removals.as_deref(),
                 now: now.unwrap_or_else(OffsetDateTime::now_utc),
             };
+            if let Some((portal, target)) = engine::portal::configured(&cfg) {
+                let r = engine::portal::apply(&cfg, portal, target, req, &bars, shutdown).await?;
+                return render::portal::apply(&r, &mut std::io::stdout().lock());
+            }
             let report = engine::apply::apply(&cfg, req, &bars, shutdown).await?;
             render::apply(
                 &report,
@@ -297,6 +327,10 @@ async fn run(cli: Cli, shutdown: &CancellationToken) -> Result<u8> {
                 approve_removals: approve_removals.as_deref(),
                 now: now.unwrap_or_else(OffsetDateTime::now_utc),
             };
+            if let Some((portal, target)) = engine::portal::configured(&cfg) {
+                let r = engine::portal::apply(&cfg, portal, target, req, &bars, shutdown).await?;
+                return render::portal::apply(&r, &mut std::io::stdout().lock());
+            }
             let report = engine::apply::apply(&cfg, req, &bars, shutdown).await?;
             render::apply(
                 &report,
@@ -386,6 +420,30 @@ async fn run(cli: Cli, shutdown: &CancellationToken) -> Result<u8> {
                 Err(why) => {
                     eprintln!("{} {}", style("error:").red().bold(), Escaped(&why));
                     Ok(1)
+                }
+            }
+        }
+        Command::Portal { command } => {
+            let cfg = load(&cli.config)?;
+            let Some((portal, _)) = engine::portal::configured(&cfg) else {
+                anyhow::bail!(
+                    "{}: `tansync portal` needs [target] kind = \"portal_report\"",
+                    cli.config.display()
+                );
+            };
+            let mut out = std::io::stdout().lock();
+            match command {
+                PortalCommand::Results { file } => {
+                    let r = engine::portal::results(&cfg, portal, &file)?;
+                    render::portal::results(&r, &mut out)
+                }
+                PortalCommand::Status { format } => {
+                    let st = engine::portal::status(&cfg)?;
+                    render::portal::status(&st, matches!(format, Format::Json), &mut out)
+                }
+                PortalCommand::Release { local_ids } => {
+                    let rows = engine::portal::release(&cfg, &local_ids)?;
+                    render::portal::released(&rows, &mut out)
                 }
             }
         }

@@ -415,6 +415,8 @@ fn explain_plan(x: &Explanation, who: &str, out: &mut dyn Write) -> Result<()> {
     Ok(())
 }
 
+pub mod portal;
+
 #[cfg(test)]
 mod tests;
 
@@ -456,6 +458,17 @@ pub fn status(st: &crate::daemon::status::Status, json: bool, out: &mut dyn Writ
     writeln!(out, "quarantined: {}", st.quarantined.len())?;
     for (x, n) in &st.quarantined {
         writeln!(out, "  {} ({n} failures)", Escaped(x))?;
+    }
+    if let Some(p) = &st.portal {
+        let settled = p.batches.iter().filter(|b| b.settled_at.is_some()).count();
+        writeln!(
+            out,
+            "portal: batch in flight: {}; {settled} settled; {} row(s) awaiting a report, {} unsettled; worklist: {} open (`tansync portal status` for details)",
+            p.in_flight.map_or("none".to_string(), |b| b.to_string()),
+            p.awaiting_report,
+            p.unsettled.len(),
+            p.worklist.len()
+        )?;
     }
     writeln!(out, "last cycles:")?;
     for c in &st.cycles {

@@ -9,6 +9,7 @@
 
 pub mod cache;
 pub mod cycle;
+pub mod portal;
 pub mod http;
 pub mod notify;
 pub mod observe;
@@ -68,6 +69,16 @@ pub async fn cycle_once(
     now: OffsetDateTime,
     cancel: &CancellationToken,
 ) -> CycleOutcome {
+    if let Some((settings, target)) = crate::engine::portal::configured(cfg) {
+        let out = portal::cycle(
+            cfg, settings, target, store, standby, observer, now, cancel,
+        )
+        .await;
+        if out.held_changed {
+            notify(cfg, &out).await;
+        }
+        return out;
+    }
     let write_back = match (&cfg.write_back, &cfg.source) {
         (Some(w), AnySource::Ldap(l)) if !standby => Some((w, l)),
         _ => None,

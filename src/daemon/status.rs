@@ -21,6 +21,10 @@ pub struct Status {
     pub held_removals: Option<HeldStatus>,
     /// Objects skipped after repeated failures (anchor, failures).
     pub quarantined: Vec<(String, u32)>,
+    /// With the Portal target: batches in flight and settled, rows awaiting evidence,
+    /// the open worklist.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub portal: Option<crate::engine::portal::PortalStatus>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -87,6 +91,10 @@ pub fn status(cfg: &Config, limit: usize) -> Result<Status, StateError> {
         watermark,
         held_removals: h.held()?.map(HeldStatus::from),
         quarantined: h.quarantined(cfg.push.quarantine_after)?,
+        portal: match cfg.portal {
+            Some(_) => Some(crate::engine::portal::status_from(&h)?),
+            None => None,
+        },
     })
 }
 

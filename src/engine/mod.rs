@@ -20,6 +20,7 @@ pub mod deploy_check;
 pub mod explain;
 pub mod history;
 pub mod plan;
+pub mod portal;
 pub mod read;
 
 pub use crate::push::{Outcome, PushProgress};

@@ -101,6 +101,13 @@ pub struct PortalReport {
     pub manifest: PathBuf,
     pub mass_held: usize,
     pub mass_approved: bool,
+    /// The removals the mass-change guard holds (anchor, target id, reason) and their
+    /// digest (continuous mode's `approve-removals`).
+    pub held: Vec<(String, String, String)>,
+    pub held_digest: Option<String>,
+    /// The plan's operations and its blocked ones' reason codes.
+    pub operations: usize,
+    pub blocked: Vec<String>,
 }
 
 /// A target holding a state already read (the report, read once per run).
@@ -154,13 +161,19 @@ fn row_changes(b: &Batch, settled: &[Settled], run: i64) -> Vec<RowChange> {
 }
 
 /// `tansync apply` / `sync` (`mode`), or a continuous cycle (`run`), on the Portal target.
+///
+/// `held_approved`: in continuous mode, the digest of the held removals that
+/// `approve-removals` released (they are listed when it is this plan's held set).
+#[allow(clippy::too_many_arguments)]
 pub async fn apply_portal<S: Source>(
     cfg: &Config,
     portal: &PortalSettings,
     target: &PortalTarget,
     source: &S,
+    store: &StateStore,
     mode: &str,
     req: ApplyRequest<'_>,
+    held_approved: Option<&str>,
     progress: &dyn Progress,
     cancel: &CancellationToken,
 ) -> Result<PortalReport, EngineError> {
@@ -168,7 +181,6 @@ pub async fn apply_portal<S: Source>(
         Some(path) => Some((path, read_plan(path)?)),
         None => None,
     };
-    let store = StateStore::open(&cfg.state_dir)?;
     store.close_abandoned_runs(None)?;
     let report = target.read_report()?;
     let PlanRun {
@@ -186,11 +198,17 @@ pub async fn apply_portal<S: Source>(
     )
     .await?;
     let plan = chosen_plan(fresh, saved)?;
+    let (held, held_digest) = crate::daemon::cycle::held_removals(&plan);
+    let approve = match held_approved {
+        Some(d) if held_digest.as_deref() == Some(d) => Some(plan.fingerprint.as_str()),
+        Some(_) => None,
+        None => req.approve_removals,
+    };
     let Chosen {
         ops,
         mass_held,
         mass_approved,
-    } = chosen_ops(&plan, req.approve_removals)?;
+    } = chosen_ops(&plan, approve)?;
     let run = store.begin_run(mode, &plan.fingerprint)?;
 
     // 1. Settle from the report: rows of every batch still open to evidence, then the
@@ -287,7 +305,29 @@ pub async fn apply_portal<S: Source>(
         manifest,
         mass_held,
         mass_approved,
+        held,
+        held_digest,
+        operations: plan.operations.len(),
+        blocked: plan.blocked.iter().map(|b| b.reason.code()).collect(),
     })
+}
+
+/// `tansync apply` / `sync` on the Portal target: [`apply_portal`] with the configured
+/// source, holding the state directory for the run.
+pub async fn apply(
+    cfg: &Config,
+    portal: &PortalSettings,
+    target: &PortalTarget,
+    req: ApplyRequest<'_>,
+    progress: &dyn Progress,
+    cancel: &CancellationToken,
+) -> Result<PortalReport, EngineError> {
+    let store = StateStore::open(&cfg.state_dir)?;
+    let mode = if req.plan_file.is_some() { "apply" } else { "sync" };
+    apply_portal(
+        cfg, portal, target, &cfg.source, &store, mode, req, None, progress, cancel,
+    )
+    .await
 }
 
 /// Each anchor's latest row with this run's changes applied (what routing sees).
@@ -696,10 +736,13 @@ pub struct PortalStatus {
 
 pub fn status(cfg: &Config) -> Result<PortalStatus, EngineError> {
     let h = crate::state::History::open(&cfg.state_dir)?;
-    status_from(&h)
+    Ok(status_from(&h)?)
 }
 
-pub fn status_from(h: &crate::state::History) -> Result<PortalStatus, EngineError> {
+/// [`status`] from an open history (continuous mode's `status` includes it).
+pub fn status_from(
+    h: &crate::state::History,
+) -> Result<PortalStatus, crate::state::StateError> {
     let batches = h.portal_batches()?;
     let mut latest: BTreeMap<&str, &Row> = BTreeMap::new();
     for b in batches.iter().rev() {
@@ -724,4 +767,68 @@ pub fn status_from(h: &crate::state::History) -> Result<PortalStatus, EngineErro
         batches: batches.iter().map(BatchSummary::from).collect(),
         worklist: h.portal_open_tasks()?,
     })
+}
+
+/// The Portal settings and target of a configuration with `[target] kind =
+/// "portal_report"`.
+pub fn configured(cfg: &Config) -> Option<(&PortalSettings, &PortalTarget)> {
+    match (&cfg.portal, &cfg.target) {
+        (Some(p), crate::target::AnyTarget::Portal(t)) => Some((p, t)),
+        _ => None,
+    }
+}
+
+/// `tansync portal release LOCAL_ID…`: the operator's word that an unsettled row (or one
+/// awaiting the next report) was not applied, after checking the Portal: the row becomes
+/// `failed`, so the next plan may export it again. Every anchor must have such a row.
+pub fn release(cfg: &Config, anchors: &[String]) -> Result<Vec<Row>, EngineError> {
+    let store = StateStore::open(&cfg.state_dir)?;
+    let latest = store.portal_latest_rows()?;
+    let mut rows = Vec::new();
+    for a in anchors {
+        let x = ExternalId::parse(a).map_err(|e| EngineError::Portal {
+            path: "portal release".into(),
+            problem: e.to_string(),
+        })?;
+        match latest.get(x.as_str()) {
+            Some(r) if r.state == row_state::UNSETTLED || r.state == row_state::REPORTED => {
+                rows.push(r.clone())
+            }
+            Some(r) => {
+                return Err(EngineError::Portal {
+                    path: "portal release".into(),
+                    problem: format!(
+                        "Local ID {x}: its latest row (batch {} line {}) is {}, not unsettled or awaiting a report; nothing to release",
+                        r.batch, r.line, r.state
+                    ),
+                });
+            }
+            None => {
+                return Err(EngineError::Portal {
+                    path: "portal release".into(),
+                    problem: format!("Local ID {x} is in no exported batch"),
+                });
+            }
+        }
+    }
+    let batches = store.portal_batches()?;
+    let run = store.begin_run("portal_release", "")?;
+    let why = "released by the operator: the Portal shows it was not applied";
+    let changes: Vec<RowChange> = rows
+        .iter()
+        .filter_map(|r| {
+            let b = batches.iter().find(|b| b.id == r.batch)?;
+            Some(RowChange {
+                batch: r.batch,
+                line: r.line,
+                state: row_state::FAILED,
+                detail: Some(why.into()),
+                audit: row_audit(b, r, run, "released", Some(why)),
+            })
+        })
+        .collect();
+    store.portal_settle(&changes, &[], &[], run, "")?;
+    store.finish_run(run, "ok")?;
+    store.record_audit_head(run)?;
+    Ok(rows)
 }

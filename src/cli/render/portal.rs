@@ -1,0 +1,231 @@
+//! What the command line prints for the Portal bridge: an apply's batch and worklist,
+//! a results file's settlement, `portal status` and `portal release`. Values from the
+//! directory or AD (anchors, file names, the Portal's result text) are escaped.
+
+use crate::engine::portal::{BatchSummary, PortalReport, PortalStatus, ResultsReport};
+use crate::state::portal::{Row, row_state};
+use anyhow::Result;
+use nhs_model::escape::Escaped;
+use std::collections::BTreeMap;
+use std::io::Write;
+
+fn states(s: &BTreeMap<String, usize>) -> String {
+    s.iter()
+        .map(|(k, v)| format!("{v} {k}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn batch_line(b: &BatchSummary) -> String {
+    format!(
+        "batch {} ({}, {} row(s): {}; exported {}{})",
+        b.batch,
+        Escaped(&b.file),
+        b.rows,
+        states(&b.states),
+        b.exported_at,
+        b.settled_at
+            .as_deref()
+            .map(|s| format!(", settled {s}"))
+            .unwrap_or_else(|| ", in flight".into())
+    )
+}
+
+fn unsettled(rows: &[Row], out: &mut dyn Write) -> Result<()> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    writeln!(
+        out,
+        "{} row(s) unsettled: not exported again until a Mailbox Report shows them, or you check \
+         the Portal and run `tansync portal release LOCAL_ID`:",
+        rows.len()
+    )?;
+    for r in rows {
+        writeln!(
+            out,
+            "  batch {} line {} ({} of Local ID {}): {}",
+            r.batch,
+            r.line,
+            r.kind,
+            Escaped(&r.external_id),
+            Escaped(r.detail.as_deref().unwrap_or(""))
+        )?;
+    }
+    Ok(())
+}
+
+/// `apply`/`sync` on the Portal target. Exit 0, or 1 when rows are unsettled (a person
+/// must look).
+pub fn apply(r: &PortalReport, out: &mut dyn Write) -> Result<u8> {
+    writeln!(
+        out,
+        "Mailbox Report {}: {} account(s) of the managed organisations; plan {}",
+        Escaped(&r.report.display().to_string()),
+        r.report_accounts,
+        Escaped(&r.fingerprint)
+    )?;
+    let mut by_batch: BTreeMap<i64, BTreeMap<String, usize>> = BTreeMap::new();
+    for (b, _, _, state, _) in &r.settled {
+        *by_batch.entry(*b).or_default().entry(state.to_string()).or_default() += 1;
+    }
+    for (b, s) in &by_batch {
+        writeln!(out, "settled from the report: batch {b}: {}", states(s))?;
+    }
+    for (b, line, x, state, why) in &r.settled {
+        if *state == row_state::FAILED {
+            writeln!(
+                out,
+                "  batch {b} line {line} (Local ID {}): {}",
+                Escaped(x),
+                Escaped(why.as_deref().unwrap_or(""))
+            )?;
+        }
+    }
+    if r.mass_held > 0 && !r.mass_approved {
+        writeln!(
+            out,
+            "{} removal(s) held by the mass-change guard are not on the worklist; review them and pass --approve-removals {}",
+            r.mass_held,
+            Escaped(&r.fingerprint)
+        )?;
+    }
+    match (&r.in_flight, &r.exported) {
+        (Some(b), _) => {
+            writeln!(out, "{}", batch_line(b))?;
+            writeln!(
+                out,
+                "  nothing new exported: one upload at a time. Upload {} if you have not, wait for it \
+                 to finish, then run `tansync portal results RESULTS.csv` with the file the Portal \
+                 returns, or export the next Mailbox Report and run apply again.",
+                Escaped(&b.file)
+            )?;
+        }
+        (None, Some(b)) => {
+            writeln!(out, "wrote {}", batch_line(b))?;
+            writeln!(
+                out,
+                "  upload it in the NHSmail Portal (bulk upload), wait for it to finish, then run \
+                 `tansync portal results RESULTS.csv` with the file the Portal returns, or export \
+                 the next Mailbox Report and run apply again. Do not upload it twice."
+            )?;
+        }
+        (None, None) => writeln!(out, "no creates or updates to export")?,
+    }
+    if r.later > 0 {
+        writeln!(
+            out,
+            "{} more create(s)/update(s) wait for later batches",
+            r.later
+        )?;
+    }
+    if !r.withheld.is_empty() {
+        let awaiting = r
+            .withheld
+            .iter()
+            .filter(|w| w.state == row_state::REPORTED)
+            .count();
+        writeln!(
+            out,
+            "{} operation(s) withheld: {awaiting} reported done by a results file and awaiting a \
+             Mailbox Report written after the upload, {} unsettled",
+            r.withheld.len(),
+            r.withheld.len() - awaiting
+        )?;
+    }
+    unsettled(&r.unsettled, out)?;
+    writeln!(
+        out,
+        "worklist: {} open task(s) ({} new, {} confirmed done, {} withdrawn): {}",
+        r.worklist_open,
+        r.worklist_new,
+        r.worklist_confirmed,
+        r.worklist_withdrawn,
+        Escaped(&r.worklist_files.1.display().to_string())
+    )?;
+    Ok(if r.unsettled.is_empty() { 0 } else { 1 })
+}
+
+/// `portal results FILE`.
+pub fn results(r: &ResultsReport, out: &mut dyn Write) -> Result<u8> {
+    writeln!(out, "{}", batch_line(&r.batch))?;
+    let failed: Vec<_> = r
+        .changed
+        .iter()
+        .filter(|c| c.2 == row_state::FAILED)
+        .collect();
+    let reported = r
+        .changed
+        .iter()
+        .filter(|c| c.2 == row_state::REPORTED)
+        .count();
+    writeln!(
+        out,
+        "results: {reported} succeeded (confirmed by the next Mailbox Report), {} failed (exported \
+         again by the next apply if the plan still wants them), {} unchanged",
+        failed.len(),
+        r.unchanged
+    )?;
+    for (line, x, state, why) in &r.changed {
+        if *state != row_state::REPORTED {
+            writeln!(
+                out,
+                "  line {line} (Local ID {}): {state}: {}",
+                Escaped(x),
+                Escaped(why.as_deref().unwrap_or(""))
+            )?;
+        }
+    }
+    Ok(0)
+}
+
+/// `portal status`.
+pub fn status(st: &PortalStatus, json: bool, out: &mut dyn Write) -> Result<u8> {
+    if json {
+        serde_json::to_writer_pretty(&mut *out, st)?;
+        writeln!(out)?;
+        return Ok(0);
+    }
+    match st.in_flight {
+        Some(b) => writeln!(out, "in flight: batch {b}")?,
+        None => writeln!(out, "in flight: none")?,
+    }
+    for b in &st.batches {
+        writeln!(out, "  {}", batch_line(b))?;
+    }
+    if st.awaiting_report > 0 {
+        writeln!(
+            out,
+            "{} row(s) reported done by a results file, awaiting the next Mailbox Report",
+            st.awaiting_report
+        )?;
+    }
+    unsettled(&st.unsettled, out)?;
+    writeln!(out, "worklist: {} open task(s)", st.worklist.len())?;
+    for t in &st.worklist {
+        writeln!(
+            out,
+            "  {} {} ({}, Local ID {}): {}",
+            t.kind,
+            Escaped(&t.target_id),
+            Escaped(&t.ods_code),
+            Escaped(&t.external_id),
+            Escaped(&t.detail)
+        )?;
+    }
+    Ok(0)
+}
+
+/// `portal release`.
+pub fn released(rows: &[Row], out: &mut dyn Write) -> Result<u8> {
+    for r in rows {
+        writeln!(
+            out,
+            "released batch {} line {} (Local ID {}): the next apply may export it again",
+            r.batch,
+            r.line,
+            Escaped(&r.external_id)
+        )?;
+    }
+    Ok(0)
+}
