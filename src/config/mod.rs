@@ -7,6 +7,7 @@
 
 pub mod daemon;
 mod placeholder;
+mod portal;
 mod raw;
 
 use crate::filter::{self, RuleSet};
@@ -22,6 +23,7 @@ use crate::source::ldap::{KerberosAuth, LdapAuth, LdapSource, NestedGroups};
 use crate::source::ldif::{LdifLimits, LdifSource};
 use crate::source::{AnchorKind, AnySource};
 use crate::target::AnyTarget;
+use crate::target::portal::{PortalSettings, PortalTarget};
 use crate::target::scim::{ScimSettings, ScimTarget};
 use crate::target::snapshot::SnapshotTarget;
 pub use daemon::{DEFAULT_HEALTHY_WITHIN, DaemonSettings, LogFormat, LogSettings};
@@ -29,6 +31,7 @@ use raw::{RawConfig, RawLdap, RawSource, RawTarget};
 use secrecy::SecretString;
 use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// A configuration problem: file, key, what is wrong.
@@ -60,6 +63,9 @@ pub struct Config {
     pub target: AnyTarget,
     /// How to reach the directory for writing (SCIM targets only; used by `apply`).
     pub scim: Option<ScimSettings>,
+    /// The Portal's CSV files (`kind = "portal_report"` only): the report the target
+    /// reads, the template batches follow, where they go.
+    pub portal: Option<Arc<PortalSettings>>,
     pub agreements: Agreements,
     pub agreements_file: PathBuf,
     pub soft_match: Vec<MatchKey>,
@@ -601,13 +607,30 @@ impl Config {
             problem: p,
         })?;
 
-        let (target, scim) = match raw.target {
+        let (target, scim, portal) = match raw.target {
             RawTarget::Snapshot(t) => (
                 AnyTarget::Snapshot(SnapshotTarget {
                     path: cx.existing("target.path", &t.path)?,
                 }),
                 None,
+                None,
             ),
+            RawTarget::PortalReport(t) => {
+                let settings = Arc::new(portal::settings(
+                    &cx,
+                    t,
+                    &agent_id,
+                    agreements.sharing.keys().cloned().collect(),
+                    &mapping,
+                )?);
+                (
+                    AnyTarget::Portal(PortalTarget {
+                        settings: settings.clone(),
+                    }),
+                    None,
+                    Some(settings),
+                )
+            }
             RawTarget::Scim(t) => {
                 let url = target_url(&t.url)
                     .map_err(|p| cx.err("target.url", p))?
@@ -648,7 +671,7 @@ impl Config {
                 };
                 let reader = ScimTarget::new(settings.clone())
                     .map_err(|e| cx.err("target", format!("cannot set up the SCIM client: {e}")))?;
-                (AnyTarget::Scim(Box::new(reader)), Some(settings))
+                (AnyTarget::Scim(Box::new(reader)), Some(settings), None)
             }
         };
 
@@ -783,6 +806,7 @@ impl Config {
             filter_files,
             target,
             scim,
+            portal,
             agreements,
             agreements_file,
             soft_match: raw.matching.soft_match,

@@ -232,6 +232,27 @@ pub(super) struct RawFilters {
 pub(super) enum RawTarget {
     Snapshot(RawSnapshot),
     Scim(RawScim),
+    PortalReport(RawPortal),
+}
+
+/// `[target] kind = "portal_report"`: the NHSmail Portal's CSV files.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawPortal {
+    pub report: Option<String>,
+    pub drop_dir: Option<String>,
+    pub organisations_file: Option<String>,
+    pub organisations: Option<Vec<crate::model::Organisation>>,
+    pub out_dir: Option<String>,
+    pub template: Option<String>,
+    /// Signed, so a negative value is reported naming the key.
+    pub batch_size: Option<i64>,
+    pub results_column: Option<String>,
+    pub success_values: Option<Vec<String>>,
+    #[serde(default)]
+    pub report_columns: BTreeMap<String, String>,
+    #[serde(default)]
+    pub upload_columns: BTreeMap<String, String>,
 }
 
 #[derive(Deserialize)]

@@ -924,3 +924,204 @@ fn a_keytab_can_be_a_systemd_credential() {
         "{missing}"
     );
 }
+
+/// A portal_report configuration in `d` (with a template file), `target` keys appended
+/// to `[target]` and `after` after it.
+fn portal(d: &tempfile::TempDir, target: &str) -> Result<Config, LoadError> {
+    std::fs::write(
+        d.path().join("template.csv"),
+        format!("{}\r\n", nhs_model::portal::TEMPLATE_HEADINGS.join(",")),
+    )
+    .unwrap();
+    Config::from_str(
+        &format!(
+            "agent_id = \"a1\"\n[source]\nkind = \"ldif\"\npath = \"src.ldif\"\n[filters]\nfiles = [\"r.toml\"]\n[agreements]\nfile = \"a.toml\"\n[target]\nkind = \"portal_report\"\n{target}\n"
+        ),
+        "t.toml",
+        d.path(),
+    )
+}
+
+const PORTAL: &str = "report = \"report.csv\"\ntemplate = \"template.csv\"\nout_dir = \"out\"\norganisations_file = \"s.json\"";
+
+#[test]
+fn portal_report_target_defaults() {
+    let d = dir_with_files();
+    let c = portal(&d, PORTAL).unwrap();
+    let p = c.portal.as_ref().unwrap();
+    assert!(c.scim.is_none(), "nothing to write over SCIM");
+    let AnyTarget::Portal(t) = &c.target else {
+        panic!("portal target")
+    };
+    assert!(Arc::ptr_eq(&t.settings, p));
+    assert_eq!(crate::target::Target::kind(&c.target), "portal_report");
+    assert_eq!(
+        c.target.location(),
+        d.path().join("report.csv").display().to_string()
+    );
+    use crate::target::portal::{Column, OrganisationSource, ReportLocation};
+    assert_eq!(p.report, ReportLocation::File(d.path().join("report.csv")));
+    assert_eq!(
+        p.organisations,
+        OrganisationSource::File(d.path().join("s.json"))
+    );
+    assert_eq!(p.out_dir, d.path().join("out"));
+    assert_eq!(p.batch_size, 100);
+    assert_eq!(p.results_column, "Result");
+    assert_eq!(
+        p.success_values,
+        ["Success", "Succeeded", "Created", "Updated"]
+    );
+    assert_eq!(p.agent_id, "a1");
+    assert_eq!(p.template.path, d.path().join("template.csv"));
+    assert_eq!(p.template.columns[0], Column::LocalId);
+    assert_eq!(
+        p.report_columns.heading(Column::Field(Field::JobTitle)),
+        Some("Job Title")
+    );
+}
+
+#[test]
+fn portal_report_target_keys() {
+    let d = dir_with_files();
+    std::fs::create_dir(d.path().join("drop")).unwrap();
+    let c = portal(
+        &d,
+        "drop_dir = \"drop\"\ntemplate = \"template.csv\"\nout_dir = \"out\"\nbatch_size = 250\nresults_column = \"Outcome\"\nsuccess_values = [\"OK\"]\n\
+         [target.report_columns]\njob_title = \"Role\"\nleaver_date = \"\"\n\
+         [target.upload_columns]\n\"Secondary Email\" = \"\"\n\
+         [[target.organisations]]\nods_code = \"RXA\"\nname = \"N\"\nkind = \"trust\"\nopen = true\n",
+    )
+    .unwrap();
+    use crate::target::portal::{Column, OrganisationSource, ReportLocation};
+    let p = c.portal.as_ref().unwrap();
+    assert_eq!(p.report, ReportLocation::DropDir(d.path().join("drop")));
+    let OrganisationSource::Inline(orgs) = &p.organisations else {
+        panic!("inline organisations")
+    };
+    assert_eq!(orgs[0].ods_code.as_str(), "RXA");
+    assert_eq!((p.batch_size, p.results_column.as_str()), (250, "Outcome"));
+    assert_eq!(p.success_values, ["OK"]);
+    assert_eq!(
+        p.report_columns.heading(Column::Field(Field::JobTitle)),
+        Some("Role")
+    );
+    assert_eq!(p.report_columns.heading(Column::LeaverDate), None);
+    assert_eq!(p.template.columns[12], Column::Blank);
+}
+
+#[test]
+fn portal_report_errors_name_the_key() {
+    let d = dir_with_files();
+    std::fs::write(d.path().join("odd.csv"), "Local ID,ODS Code,Pager\n").unwrap();
+    let without = |key: &str| {
+        PORTAL
+            .lines()
+            .filter(|l| !l.starts_with(key))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let cases: Vec<(String, &str, &str)> = vec![
+        (
+            without("report"),
+            "target.report",
+            "say where the Mailbox Report is",
+        ),
+        (
+            format!("{PORTAL}\ndrop_dir = \"out\""),
+            "target.drop_dir",
+            "not both",
+        ),
+        (
+            format!("{}\ndrop_dir = \"nowhere\"", without("report")),
+            "target.drop_dir",
+            "does not exist",
+        ),
+        (
+            without("organisations_file"),
+            "target.organisations_file",
+            "registry",
+        ),
+        (
+            format!(
+                "{PORTAL}\n[[target.organisations]]\nods_code = \"RXA\"\nkind = \"trust\"\nopen = true"
+            ),
+            "target.organisations",
+            "not both",
+        ),
+        (
+            without("template"),
+            "target.template",
+            "Portal's sample file",
+        ),
+        (
+            format!("{}\ntemplate = \"odd.csv\"", without("template")),
+            "target.template",
+            "\"Pager\"",
+        ),
+        (
+            format!("{PORTAL}\n[target.upload_columns]\n\"Fax\" = \"\""),
+            "target.template",
+            "\"Fax\", which is not a heading",
+        ),
+        (without("out_dir"), "target.out_dir", "give the folder"),
+        (
+            format!("{}\nout_dir = \"no/such/out\"", without("out_dir")),
+            "target.out_dir",
+            "its parent must exist",
+        ),
+        (
+            format!("{PORTAL}\nbatch_size = 0"),
+            "target.batch_size",
+            "1 to 10000",
+        ),
+        (
+            format!("{PORTAL}\nbatch_size = 10001"),
+            "target.batch_size",
+            "1 to 10000",
+        ),
+        (
+            format!("{PORTAL}\nresults_column = \"local id\""),
+            "target.results_column",
+            "already a heading",
+        ),
+        (
+            format!("{PORTAL}\nsuccess_values = []"),
+            "target.success_values",
+            "at least one",
+        ),
+        (
+            format!("{PORTAL}\n[target.report_columns]\njobtitle = \"Role\""),
+            "target.report_columns.jobtitle",
+            "unknown column name",
+        ),
+        (
+            format!("{PORTAL}\n[target.report_columns]\nstatus = \"\""),
+            "target.report_columns.status",
+            "mandatory",
+        ),
+        (
+            format!("{PORTAL}\n[target.report_columns]\njob_title = \"\""),
+            "target.report_columns.job_title",
+            "[mapping] produces job_title",
+        ),
+    ];
+    for (target, key, problem) in cases {
+        let e = match portal(&d, &target) {
+            Ok(_) => panic!("expected an error for {target}"),
+            Err(e) => e.to_string(),
+        };
+        assert!(
+            e.starts_with(&format!("t.toml: {key}: ")) && e.contains(problem),
+            "{e}\n  wanted {key}: …{problem}…"
+        );
+    }
+    // Email is never compared, so the report need not show it.
+    assert!(
+        portal(
+            &d,
+            &format!("{PORTAL}\n[target.report_columns]\nemail = \"\"")
+        )
+        .is_ok()
+    );
+}

@@ -2,10 +2,11 @@
 //! and the accounts in it — behind the [`Target`] trait.
 //!
 //! The trait is read-only on purpose: planning code holds a `Target`, never a [`Writer`],
-//! so a dry run cannot write. Implementations: a JSON snapshot ([`snapshot`]) and a live
-//! SCIM 2.0 service ([`scim`]). The write side, [`Writer`], sends one operation's request
+//! so a dry run cannot write. Implementations: a JSON snapshot ([`snapshot`]), a live
+//! SCIM 2.0 service ([`scim`]) and the NHSmail Portal's Mailbox Report CSV ([`portal`]). The write side, [`Writer`], sends one operation's request
 //! and is held only by the push stage.
 
+pub mod portal;
 pub mod scim;
 pub mod snapshot;
 
@@ -60,6 +61,20 @@ pub enum TargetError {
     Invalid { path: String, problem: String },
     #[error("reading {path} was stopped (shutdown requested)")]
     Cancelled { path: String },
+}
+
+/// An organisation registry file: a JSON list of organisations (the snapshot's
+/// `organisations` entries), as `organisations_file` of the SCIM and Portal targets.
+/// `path` names the file in errors.
+pub fn organisations_from_json(
+    path: &str,
+    text: &str,
+) -> Result<BTreeMap<OdsCode, Organisation>, TargetError> {
+    let list: Vec<Organisation> = serde_json::from_str(text).map_err(|e| TargetError::Invalid {
+        path: path.to_string(),
+        problem: e.to_string(),
+    })?;
+    Ok(list.into_iter().map(|o| (o.ods_code.clone(), o)).collect())
 }
 
 /// Read access to the NHS Directory.
@@ -123,6 +138,7 @@ pub trait Writer: Send + Sync + 'static {
 pub enum AnyTarget {
     Snapshot(snapshot::SnapshotTarget),
     Scim(Box<scim::ScimTarget>),
+    Portal(portal::PortalTarget),
 }
 
 impl AnyTarget {
@@ -131,6 +147,7 @@ impl AnyTarget {
         match self {
             AnyTarget::Snapshot(s) => s.path.display().to_string(),
             AnyTarget::Scim(s) => s.url().to_string(),
+            AnyTarget::Portal(p) => p.settings.report.path().display().to_string(),
         }
     }
 }
@@ -140,6 +157,7 @@ impl Target for AnyTarget {
         match self {
             AnyTarget::Snapshot(s) => s.kind(),
             AnyTarget::Scim(s) => s.kind(),
+            AnyTarget::Portal(p) => p.kind(),
         }
     }
 
@@ -147,6 +165,7 @@ impl Target for AnyTarget {
         match self {
             AnyTarget::Snapshot(s) => s.read_state(cancel).await,
             AnyTarget::Scim(s) => s.read_state(cancel).await,
+            AnyTarget::Portal(p) => p.read_state(cancel).await,
         }
     }
 
@@ -158,6 +177,7 @@ impl Target for AnyTarget {
         match self {
             AnyTarget::Snapshot(s) => s.accounts_with(anchors, cancel).await,
             AnyTarget::Scim(s) => s.accounts_with(anchors, cancel).await,
+            AnyTarget::Portal(p) => p.accounts_with(anchors, cancel).await,
         }
     }
 }

@@ -510,12 +510,7 @@ impl ScimTarget {
                     path: path.clone(),
                     source,
                 })?;
-            let list: Vec<Organisation> =
-                serde_json::from_str(&text).map_err(|e| TargetError::Invalid {
-                    path,
-                    problem: e.to_string(),
-                })?;
-            return Ok(list.into_iter().map(|o| (o.ods_code.clone(), o)).collect());
+            return super::organisations_from_json(&path, &text);
         }
         let list: Vec<OrganisationResource> = self
             .reader
