@@ -160,6 +160,11 @@ fn row_changes(b: &Batch, settled: &[Settled], run: i64) -> Vec<RowChange> {
         .collect()
 }
 
+/// A file time in nanoseconds since the epoch (the journal's unit).
+fn mtime_ns(t: OffsetDateTime) -> i64 {
+    i64::try_from(t.unix_timestamp_nanos()).unwrap_or(i64::MAX)
+}
+
 /// `tansync apply` / `sync` (`mode`), or a continuous cycle (`run`), on the Portal target.
 ///
 /// `held_approved`: in continuous mode, the digest of the held removals that
@@ -213,7 +218,7 @@ pub async fn apply_portal<S: Source>(
 
     // 1. Settle from the report: rows of every batch still open to evidence, then the
     //    worklist's open tasks.
-    let report_ns = i64::try_from(report.modified.unix_timestamp_nanos()).unwrap_or(i64::MAX);
+    let report_ns = mtime_ns(report.modified);
     let report_name = format!(
         "the Mailbox Report {}",
         report
@@ -222,10 +227,15 @@ pub async fn apply_portal<S: Source>(
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default()
     );
+    let report_id = decide::ReportId {
+        sha256: &report.sha256,
+        modified_ns: report_ns,
+        name: &report_name,
+    };
     let index = by_local_id(&report.state.accounts);
     let mut changes = Vec::new();
     for b in store.portal_batches()? {
-        let s = decide::settle_from_report(&b, report_ns, &report_name, &index);
+        let s = decide::settle_from_report(&b, report_id, &index);
         changes.extend(row_changes(&b, &s, run));
     }
     let by_address: BTreeMap<String, &Account> = report
@@ -261,7 +271,15 @@ pub async fn apply_portal<S: Source>(
         Some(_) => (None, 0, Vec::new()),
         None if routed.export.is_empty() => (None, routed.later, routed.withheld.clone()),
         None => (
-            Some(export_batch(&store, portal, run, &plan.fingerprint, &routed.export, &collected.persons)?),
+            Some(export_batch(
+                store,
+                portal,
+                run,
+                &plan.fingerprint,
+                (&report.sha256, report_ns),
+                &routed.export,
+                &collected.persons,
+            )?),
             routed.later,
             routed.withheld.clone(),
         ),
@@ -470,6 +488,7 @@ fn export_batch(
     portal: &PortalSettings,
     run: i64,
     fingerprint: &str,
+    report: (&str, i64),
     export: &[Export],
     persons: &BTreeMap<ExternalId, Person>,
 ) -> Result<Batch, EngineError> {
@@ -523,9 +542,16 @@ fn export_batch(
             &name,
             &sha,
             fingerprint,
+            report,
             &new_rows,
             &audits,
-            || write_file(&dir, &name, &bytes).map(|_| ()),
+            || {
+                let path = write_file(&dir, &name, &bytes)?;
+                let modified = std::fs::metadata(&path)
+                    .and_then(|m| m.modified())
+                    .map_err(|e| portal_err(&path, format!("cannot read its time: {e}")))?;
+                Ok::<_, EngineError>(mtime_ns(modified.into()))
+            },
             || {
                 let _ = std::fs::remove_file(&path);
             },
@@ -594,7 +620,7 @@ fn write_worklist(
     let csv_err = |e: csv::Error| portal_err(&out.join("worklist.csv"), e.to_string());
     w.write_record(HEAD).map_err(csv_err)?;
     for r in &rows {
-        w.write_record(r.iter().map(|c| nhs_model::portal::neutralise(c)))
+        w.write_record(r.iter().map(|c| nhs_model::portal::neutralise(c).into_owned()))
             .map_err(csv_err)?;
     }
     let bytes = w

@@ -377,17 +377,34 @@ pub fn by_local_id(accounts: &[Account]) -> BTreeMap<&str, &Account> {
         .collect()
 }
 
-/// What a Mailbox Report written after the batch's export (`report_ns` >
-/// `batch.exported_ns`; otherwise nothing) says about its rows still open to evidence.
+/// Which Mailbox Report a settlement reads: its digest, its file's modification time
+/// (ns) and a name for messages.
+#[derive(Clone, Copy, Debug)]
+pub struct ReportId<'a> {
+    pub sha256: &'a str,
+    pub modified_ns: i64,
+    pub name: &'a str,
+}
+
+/// Whether a report is evidence about a batch: its file is no older than the batch file
+/// (both times from the file system's clock), and it is not the report the batch was
+/// planned from.
+pub fn is_evidence(batch: &Batch, report: ReportId<'_>) -> bool {
+    report.modified_ns >= batch.exported_ns
+        && !(report.sha256 == batch.report_sha && report.modified_ns == batch.report_ns)
+}
+
+/// What a Mailbox Report that [is evidence](is_evidence) says about the batch's rows
+/// still open to evidence (nothing, from any other report).
 pub fn settle_from_report(
     batch: &Batch,
-    report_ns: i64,
-    report_name: &str,
+    report: ReportId<'_>,
     accounts: &BTreeMap<&str, &Account>,
 ) -> Vec<Settled> {
-    if report_ns <= batch.exported_ns {
+    if !is_evidence(batch, report) {
         return Vec::new();
     }
+    let report_name = report.name;
     let mut out = Vec::new();
     for row in &batch.rows {
         let open = [

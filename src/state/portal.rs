@@ -53,6 +53,8 @@ pub(super) fn migrate(conn: &Connection) -> Result<(), StateError> {
              fingerprint TEXT NOT NULL,
              exported_at TEXT NOT NULL,
              exported_ns INTEGER NOT NULL,
+             report_sha TEXT NOT NULL,
+             report_ns INTEGER NOT NULL,
              settled_at TEXT
          );
          CREATE TABLE IF NOT EXISTS portal_rows (
@@ -127,10 +129,15 @@ pub struct Batch {
     pub sha256: String,
     pub fingerprint: String,
     pub exported_at: String,
-    /// When it was exported, in nanoseconds since the epoch (a report counts as evidence
-    /// for the batch only when it was written after this).
+    /// The batch file's modification time (ns since the epoch): a report counts as
+    /// evidence for the batch only when its own file is no older (the same clock).
     #[serde(skip)]
     pub exported_ns: i64,
+    /// The report the batch was planned from (its digest and modification time), which
+    /// is never evidence about it.
+    pub report_sha: String,
+    #[serde(skip)]
+    pub report_ns: i64,
     pub settled_at: Option<String>,
     pub rows: Vec<Row>,
 }
@@ -202,10 +209,6 @@ fn parse_expected(s: &str) -> Expected {
     serde_json::from_str(s).unwrap_or_default()
 }
 
-fn now_ns() -> i64 {
-    i64::try_from(time::OffsetDateTime::now_utc().unix_timestamp_nanos()).unwrap_or(i64::MAX)
-}
-
 /// Read a batch's rows.
 fn rows_of(conn: &Connection, batch: i64) -> Result<Vec<Row>, StateError> {
     let mut st = conn.prepare(
@@ -232,7 +235,8 @@ fn rows_of(conn: &Connection, batch: i64) -> Result<Vec<Row>, StateError> {
 pub(super) fn batches(conn: &Connection, limit: Option<usize>) -> Result<Vec<Batch>, StateError> {
     let limit = limit.map_or(-1, |l| i64::try_from(l).unwrap_or(i64::MAX));
     let mut st = conn.prepare(
-        "SELECT id, run, file, sha256, fingerprint, exported_at, exported_ns, settled_at
+        "SELECT id, run, file, sha256, fingerprint, exported_at, exported_ns, report_sha,
+                report_ns, settled_at
          FROM portal_batches ORDER BY id DESC LIMIT ?1",
     )?;
     let heads = st
@@ -245,7 +249,9 @@ pub(super) fn batches(conn: &Connection, limit: Option<usize>) -> Result<Vec<Bat
                 fingerprint: r.get(4)?,
                 exported_at: r.get(5)?,
                 exported_ns: r.get(6)?,
-                settled_at: r.get(7)?,
+                report_sha: r.get(7)?,
+                report_ns: r.get(8)?,
+                settled_at: r.get(9)?,
                 rows: Vec::new(),
             })
         })?
@@ -319,8 +325,9 @@ impl StateStore {
     }
 
     /// Record batch `id` and its rows as `exported`, with their audit records, around
-    /// `write`, which puts the file in place: the rows are committed only if it
-    /// succeeded, and if the commit fails `undo` removes the file again.
+    /// `write`, which puts the file in place and returns its modification time (ns):
+    /// the rows are committed only if it succeeded, and if the commit fails `undo`
+    /// removes the file again. `report` is the report planned from (digest, mtime ns).
     #[allow(clippy::too_many_arguments)]
     pub fn portal_export<E>(
         &self,
@@ -329,25 +336,26 @@ impl StateStore {
         file: &str,
         sha256: &str,
         fingerprint: &str,
+        report: (&str, i64),
         rows: &[NewRow],
         audits: &[AuditEntry],
-        write: impl FnOnce() -> Result<(), E>,
+        write: impl FnOnce() -> Result<i64, E>,
         undo: impl FnOnce(),
     ) -> Result<Result<i64, E>, StateError> {
         let tx = self.conn.unchecked_transaction()?;
         self.conn.execute(
-            "INSERT INTO portal_batches (id, run, file, sha256, fingerprint, exported_at, exported_ns)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            params![id, run, file, sha256, fingerprint, now(), now_ns()],
+            "INSERT INTO portal_batches (id, run, file, sha256, fingerprint, exported_at,
+                                         exported_ns, report_sha, report_ns)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, 0, ?7, ?8)",
+            params![id, run, file, sha256, fingerprint, now(), report.0, report.1],
         )?;
-        let batch = id;
         for (i, r) in rows.iter().enumerate() {
             self.conn.execute(
                 "INSERT INTO portal_rows (batch, line, kind, external_id, ods_code, target_id,
                                           expected, state, updated_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'exported', ?8)",
                 params![
-                    batch,
+                    id,
                     i64::try_from(i + 1).unwrap_or(i64::MAX),
                     r.kind,
                     r.external_id,
@@ -361,15 +369,23 @@ impl StateStore {
         for a in audits {
             self.append_audit(a)?;
         }
-        if let Err(e) = write() {
+        let mtime = match write() {
+            Ok(t) => t,
             // Dropping the transaction rolls it back.
-            return Ok(Err(e));
-        }
-        if let Err(e) = tx.commit() {
+            Err(e) => return Ok(Err(e)),
+        };
+        let done = self
+            .conn
+            .execute(
+                "UPDATE portal_batches SET exported_ns = ?1 WHERE id = ?2",
+                params![mtime, id],
+            )
+            .and_then(|_| tx.commit());
+        if let Err(e) = done {
             undo();
             return Err(e.into());
         }
-        Ok(Ok(batch))
+        Ok(Ok(id))
     }
 
     /// Settle rows and tasks from evidence, list new tasks, with their audit records, in
@@ -501,6 +517,7 @@ mod tests {
                 "batch-0001.csv",
                 "sha256:x",
                 "sha256:f",
+                ("sha256:r", 1),
                 &[row("a")],
                 &[audit("a", "exported")],
                 || Err("disk full"),
@@ -518,15 +535,16 @@ mod tests {
                 "batch-0001.csv",
                 "sha256:x",
                 "sha256:f",
+                ("sha256:r", 1),
                 &[row("a"), row("b")],
                 &[audit("a", "exported"), audit("b", "exported")],
-                || Ok::<_, ()>(()),
+                || Ok::<_, ()>(5),
                 || {},
             )
             .unwrap()
             .unwrap();
         let f = s.portal_in_flight().unwrap().unwrap();
-        assert_eq!((f.id, f.rows.len()), (b, 2));
+        assert_eq!((f.id, f.rows.len(), f.exported_ns), (b, 2, 5));
         assert_eq!(f.rows[1].line, 2);
         assert_eq!(f.rows[0].expected, row("a").expected);
 

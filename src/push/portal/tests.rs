@@ -72,6 +72,8 @@ fn batch(rows: &[(&Export, &str)], exported_ns: i64) -> Batch {
         fingerprint: String::new(),
         exported_at: String::new(),
         exported_ns,
+        report_sha: "sha256:planned-from".into(),
+        report_ns: exported_ns - 10,
         settled_at: None,
         rows: rows
             .iter()
@@ -254,8 +256,17 @@ fn a_later_report_confirms_fails_or_leaves_unsettled_and_an_earlier_one_says_not
         account("b", "RXA", "Albert", Status::Active),
     ];
     let idx = by_local_id(&accounts);
-    assert!(settle_from_report(&b, 100, "report.csv", &idx).is_empty());
-    let s = settle_from_report(&b, 101, "report.csv", &idx);
+    let report = |sha256, modified_ns| ReportId {
+        sha256,
+        modified_ns,
+        name: "report.csv",
+    };
+    // Older than the batch file, or the very report it was planned from: no evidence.
+    assert!(settle_from_report(&b, report("sha256:new", 99), &idx).is_empty());
+    assert!(settle_from_report(&b, report("sha256:planned-from", 90), &idx).is_empty());
+    // As new as the batch file (the file system's clock is coarse) counts.
+    assert!(!settle_from_report(&b, report("sha256:new", 100), &idx).is_empty());
+    let s = settle_from_report(&b, report("sha256:new", 101), &idx);
     let got: Vec<(u32, &str)> = s.iter().map(|s| (s.line, s.state)).collect();
     assert_eq!(
         got,
