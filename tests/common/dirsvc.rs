@@ -167,6 +167,44 @@ impl DirectoryService {
         assert_eq!(a.status, 200, "advance clock: {}", a.body);
     }
 
+    /// Mark the account anchored on `external_id` a leaver, as a Local Administrator
+    /// would in the Portal (here through SCIM, as the test reader).
+    pub fn mark_leaver(&self, external_id: &str) {
+        let found = self.get(&format!(
+            "/Users?filter={}",
+            url_escape(&format!("externalId eq \"{external_id}\""))
+        ));
+        let id = found["Resources"][0]["id"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no account anchored on {external_id}: {found}"))
+            .to_string();
+        let schema = tansync::scim::NHS_SCHEMA;
+        let body = serde_json::json!({
+            "schemas": [tansync::scim::PATCH_OP],
+            "Operations": [
+                {"op": "replace", "path": format!("{schema}:status"), "value": "leaver"},
+                {"op": "replace", "path": "active", "value": false}
+            ]
+        });
+        let a = self.rt.block_on(self.reader.call(
+            "PATCH",
+            &format!("/Users/{id}"),
+            Some(&body),
+            &[],
+        ));
+        assert!(
+            a.status == 200 || a.status == 204,
+            "PATCH leaver: HTTP {}: {}",
+            a.status,
+            a.body
+        );
+    }
+
+    /// The directory's configuration file (for `nhs-directory report|ingest|export`).
+    pub fn config_path(&self) -> PathBuf {
+        self.process.dir.path().join("directory.toml")
+    }
+
     pub fn stderr(&self) -> String {
         self.process.log()
     }
@@ -186,4 +224,16 @@ impl DirectoryService {
 /// The NHS extension of a SCIM user.
 pub fn nhs(u: &Value) -> &Value {
     &u[tansync::scim::NHS_SCHEMA]
+}
+
+/// Percent-encode a query value.
+fn url_escape(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }
