@@ -30,6 +30,7 @@ pub mod http;
 pub mod mutability;
 pub mod net;
 pub mod patch;
+pub mod portal;
 pub mod rules;
 pub mod seed;
 pub mod service;
