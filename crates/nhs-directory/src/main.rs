@@ -147,8 +147,9 @@ fn main() -> ExitCode {
     }
     let result = match cli.command {
         Command::Serve { directory_config } => rt.block_on(nhs_directory::serve(&directory_config)),
-        Command::Export { directory_config } => nhs_directory::seed::export(&directory_config)
-            .and_then(|json| print(json.as_bytes())),
+        Command::Export { directory_config } => {
+            nhs_directory::seed::export(&directory_config).and_then(|json| print(json.as_bytes()))
+        }
         Command::Report { directory_config } => {
             nhs_directory::portal::report(&directory_config).and_then(|csv| print(&csv))
         }

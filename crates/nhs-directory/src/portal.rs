@@ -171,7 +171,8 @@ pub fn report(config: &Path) -> anyhow::Result<Vec<u8>> {
     let path = database_file(config, &cfg, "report")?;
     let conn = store::open_read_only(&path)?;
     let accounts = store::all(&conn)?;
-    render_report(&cfg, &accounts).with_context(|| format!("{}: writing the report", path.display()))
+    render_report(&cfg, &accounts)
+        .with_context(|| format!("{}: writing the report", path.display()))
 }
 
 /// One data row of a batch file, as read.
@@ -264,7 +265,15 @@ pub fn run_ingest(
     let batch = read_batch(batch_file, &bytes)?;
     let mut conn = store::open_file(&path)
         .with_context(|| format!("cannot open the directory database {}", path.display()))?;
-    ingest(&cfg, &mut conn, &SystemClock, &batch, results, options, on_lock)
+    ingest(
+        &cfg,
+        &mut conn,
+        &SystemClock,
+        &batch,
+        results,
+        options,
+        on_lock,
+    )
 }
 
 /// Process `batch` under the upload lock and write its results to `results` (see the
@@ -430,7 +439,12 @@ const NO_TRANSFER: &str =
     "CSV uploads cannot transfer accounts between organisations: use the Portal's bulk transfer";
 
 /// Create or update the account a row names, under the directory's rules.
-fn apply(conn: &Connection, cfg: &Config, now: OffsetDateTime, row: &UploadRow<'_>) -> Result<(), String> {
+fn apply(
+    conn: &Connection,
+    cfg: &Config,
+    now: OffsetDateTime,
+    row: &UploadRow<'_>,
+) -> Result<(), String> {
     let detail = |e: ApiError| e.detail;
     let key = row.local_id_key()?;
     if row.ods_code.is_empty() {
@@ -516,4 +530,467 @@ fn write_results(batch: &Batch, outcomes: &[Result<(), String>], out: &Path) -> 
     tmp.persist(out)
         .with_context(|| format!("cannot write the results to {}", out.display()))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use time::macros::datetime;
+
+    struct Fixed(OffsetDateTime);
+    impl Clock for Fixed {
+        fn now(&self) -> OffsetDateTime {
+            self.0
+        }
+    }
+    const CLOCK: Fixed = Fixed(datetime!(2026-11-22 10:00 UTC));
+
+    /// A directory with RXA (cap 3) and RXA80 (cap 1) in a database file of its own.
+    struct Setup {
+        dir: tempfile::TempDir,
+        cfg: Config,
+        conn: Connection,
+    }
+
+    fn setup() -> Setup {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a.token"), "tok").unwrap();
+        let file = dir.path().join("d.toml");
+        std::fs::write(
+            &file,
+            "listen = \"127.0.0.1:0\"\ndatabase = \"d.db\"\n\
+             [[client]]\nid = \"a\"\ntoken_file = \"a.token\"\norganisations = [\"RXA\"]\n\
+             [[organisation]]\nods_code = \"RXA\"\nname = \"Northgate Trust\"\nkind = \"trust\"\nopen = true\ncap = 3\n\
+             [[organisation]]\nods_code = \"RXA80\"\nname = \"Northgate Practice\"\nkind = \"gp\"\nopen = true\ncap = 1\n",
+        )
+        .unwrap();
+        let cfg = Config::load(&file).unwrap();
+        let conn = store::open_file(&dir.path().join("d.db")).unwrap();
+        Setup { dir, cfg, conn }
+    }
+
+    /// A batch file's text: the template's header, then `rows` (cells by heading).
+    fn batch_text(rows: &[&[(&str, &str)]]) -> String {
+        let mut s = sample_template();
+        for row in rows {
+            let cells: Vec<&str> = TEMPLATE_HEADINGS
+                .iter()
+                .map(|h| row.iter().find(|(k, _)| k == h).map_or("", |(_, v)| *v))
+                .collect();
+            s.push_str(&cells.join(","));
+            s.push('\n');
+        }
+        s
+    }
+
+    impl Setup {
+        fn results(&self) -> PathBuf {
+            self.dir.path().join("results.csv")
+        }
+
+        /// Ingest `rows`; the Result cells.
+        fn ingest_with(
+            &mut self,
+            rows: &[&[(&str, &str)]],
+            options: &IngestOptions,
+            on_lock: &mut dyn FnMut(i64) -> anyhow::Result<()>,
+        ) -> Result<Vec<String>, IngestError> {
+            let path = self.dir.path().join("batch.csv");
+            let batch = read_batch(&path, batch_text(rows).as_bytes()).unwrap();
+            let out = self.results();
+            ingest(
+                &self.cfg,
+                &mut self.conn,
+                &CLOCK,
+                &batch,
+                &out,
+                options,
+                on_lock,
+            )?;
+            let mut r = csv::Reader::from_path(&out).unwrap();
+            let last = TEMPLATE_HEADINGS.len();
+            assert_eq!(&r.headers().unwrap()[last], RESULT_HEADING);
+            Ok(r.records()
+                .map(|rec| rec.unwrap()[last].to_string())
+                .collect())
+        }
+
+        fn ingest(&mut self, rows: &[&[(&str, &str)]]) -> Vec<String> {
+            self.ingest_with(rows, &IngestOptions::default(), &mut |_| Ok(()))
+                .unwrap()
+        }
+
+        fn accounts(&self) -> Vec<Account> {
+            store::all(&self.conn).unwrap()
+        }
+
+        fn by_local_id(&self, local_id: &str) -> Account {
+            let id = store::anchor_owner(&self.conn, &local_id.to_lowercase())
+                .unwrap()
+                .unwrap();
+            store::get(&self.conn, &id).unwrap().unwrap()
+        }
+
+        fn upload_states(&self) -> Vec<String> {
+            let mut stmt = self
+                .conn
+                .prepare("SELECT state FROM uploads ORDER BY id")
+                .unwrap();
+            stmt.query_map([], |r| r.get(0))
+                .unwrap()
+                .map(Result::unwrap)
+                .collect()
+        }
+    }
+
+    const ANN: &[(&str, &str)] = &[
+        ("Local ID", "AF40AC76-1201"),
+        ("ODS Code", "RXA"),
+        ("First Name", "Ann"),
+        ("Last Name", "Lee"),
+        ("Job Title", "Nurse"),
+        ("Mobile", "'+447700900123"),
+    ];
+
+    #[test]
+    fn a_new_local_id_creates_an_account_as_a_scim_create_would() {
+        let mut s = setup();
+        assert_eq!(s.ingest(&[ANN]), ["Success"]);
+        let a = s.by_local_id("af40ac76-1201");
+        assert_eq!(a.external_id.as_deref(), Some("AF40AC76-1201"));
+        assert_eq!(a.user_name, "ann.lee@nhs.net");
+        assert_eq!(a.ods_code, "RXA");
+        // pending_seconds defaults to 0: a new account is active at once.
+        assert_eq!(a.status, Status::Active);
+        assert_eq!(a.created, CLOCK.0);
+        let f = a.content.fields();
+        assert_eq!(f[&Field::JobTitle], "Nurse");
+        // The neutraliser's apostrophe is gone.
+        assert_eq!(f[&Field::Mobile], "+447700900123");
+        assert_eq!(
+            a.content.nhs.as_ref().and_then(|n| n.managed_by.clone()),
+            None
+        );
+        assert_eq!(s.upload_states(), ["done"]);
+    }
+
+    #[test]
+    fn an_update_changes_what_is_given_and_a_blank_cell_leaves_the_value() {
+        let mut s = setup();
+        s.ingest(&[ANN]);
+        let before = s.by_local_id("af40ac76-1201");
+        let update: &[(&str, &str)] = &[
+            ("Local ID", "af40ac76-1201"),
+            ("ODS Code", "rxa"),
+            ("Email Address", "Ann.Lee@nhs.net"),
+            ("Job Title", "Ward Sister"),
+        ];
+        assert_eq!(s.ingest(&[update]), ["Success"]);
+        let after = s.by_local_id("af40ac76-1201");
+        let f = after.content.fields();
+        assert_eq!(f[&Field::JobTitle], "Ward Sister");
+        assert_eq!(f[&Field::GivenName], "Ann");
+        assert_eq!(f[&Field::Mobile], "+447700900123");
+        assert_eq!(after.external_id, before.external_id);
+        assert_eq!((after.version, s.accounts().len()), (before.version + 1, 1));
+    }
+
+    #[test]
+    fn a_local_id_twice_in_one_file_is_refused_on_its_second_line() {
+        let mut s = setup();
+        let again: &[(&str, &str)] = &[
+            ("Local ID", " af40ac76-1201 "),
+            ("ODS Code", "RXA"),
+            ("First Name", "Other"),
+            ("Last Name", "Person"),
+        ];
+        assert_eq!(
+            s.ingest(&[ANN, again]),
+            ["Success", "Failed: duplicate Local ID in this file: line 2"]
+        );
+        assert_eq!(s.accounts().len(), 1);
+        assert_eq!(
+            s.by_local_id("af40ac76-1201").content.fields()[&Field::GivenName],
+            "Ann"
+        );
+    }
+
+    #[test]
+    fn another_organisations_local_id_is_refused_and_the_account_stays() {
+        let mut s = setup();
+        s.ingest(&[ANN]);
+        let before = s.by_local_id("af40ac76-1201");
+        let moved: &[(&str, &str)] = &[
+            ("Local ID", "AF40AC76-1201"),
+            ("ODS Code", "RXA80"),
+            ("Job Title", "GP"),
+        ];
+        assert_eq!(
+            s.ingest(&[moved]),
+            [
+                "Failed: CSV uploads cannot transfer accounts between organisations: use the \
+              Portal's bulk transfer"
+            ]
+        );
+        assert_eq!(s.by_local_id("af40ac76-1201"), before);
+    }
+
+    #[test]
+    fn an_address_is_refused_on_a_create_and_must_be_the_accounts_on_an_update() {
+        let mut s = setup();
+        let mut with_address = ANN.to_vec();
+        with_address.push(("Email Address", "ann.lee@nhs.net"));
+        let r = s.ingest(&[&with_address]);
+        assert!(
+            r[0].starts_with("Failed: Email Address ann.lee@nhs.net is given on a create"),
+            "{r:?}"
+        );
+        assert!(s.accounts().is_empty());
+        s.ingest(&[ANN]);
+        let before = s.by_local_id("af40ac76-1201");
+        let wrong: &[(&str, &str)] = &[
+            ("Local ID", "AF40AC76-1201"),
+            ("ODS Code", "RXA"),
+            ("Email Address", "someone.else@nhs.net"),
+            ("Job Title", "GP"),
+        ];
+        assert_eq!(
+            s.ingest(&[wrong]),
+            [
+                "Failed: Email Address someone.else@nhs.net is not the address of the account \
+              with this Local ID"
+            ]
+        );
+        assert_eq!(s.by_local_id("af40ac76-1201"), before);
+    }
+
+    #[test]
+    fn a_row_a_rule_refuses_changes_nothing_and_the_next_row_goes_on() {
+        let mut s = setup();
+        let empty: &[(&str, &str)] = &[
+            ("ODS Code", "RXA"),
+            ("First Name", "No"),
+            ("Last Name", "Id"),
+        ];
+        let first: &[(&str, &str)] = &[
+            ("Local ID", "p1"),
+            ("ODS Code", "RXA80"),
+            ("First Name", "Cy"),
+            ("Last Name", "Ng"),
+        ];
+        // RXA80's cap is 1.
+        let over_cap: &[(&str, &str)] = &[
+            ("Local ID", "p2"),
+            ("ODS Code", "RXA80"),
+            ("First Name", "Di"),
+            ("Last Name", "Ng"),
+        ];
+        let closed_unknown: &[(&str, &str)] = &[
+            ("Local ID", "p3"),
+            ("ODS Code", "ZZZ99"),
+            ("First Name", "Ed"),
+            ("Last Name", "Ng"),
+        ];
+        let long = "x".repeat(200);
+        let too_long: &[(&str, &str)] = &[
+            ("Local ID", "p1"),
+            ("ODS Code", "RXA80"),
+            ("Job Title", &long),
+        ];
+        let r = s.ingest(&[empty, first, over_cap, closed_unknown, ANN]);
+        assert_eq!(r[0], "Failed: Local ID is empty: every row needs one");
+        assert_eq!(r[1], "Success");
+        assert!(
+            r[2].starts_with("Failed: account_cap: RXA80 holds 1 of 1"),
+            "{r:?}"
+        );
+        assert!(
+            r[3].starts_with("Failed: unknown_organisation: ZZZ99"),
+            "{r:?}"
+        );
+        assert_eq!(r[4], "Success");
+        assert_eq!(s.accounts().len(), 2);
+        let before = s.by_local_id("p1");
+        let r = s.ingest(&[too_long]);
+        assert_eq!(
+            r,
+            ["Failed: invalid_value: job_title is longer than 128 characters"]
+        );
+        assert_eq!(s.by_local_id("p1"), before);
+    }
+
+    #[test]
+    fn stop_after_processes_that_many_rows_writes_no_results_and_releases_the_lock() {
+        let mut s = setup();
+        let bo: &[(&str, &str)] = &[
+            ("Local ID", "p2"),
+            ("ODS Code", "RXA"),
+            ("First Name", "Bo"),
+            ("Last Name", "Ray"),
+        ];
+        let e = s
+            .ingest_with(
+                &[ANN, bo],
+                &IngestOptions {
+                    stop_after: Some(1),
+                },
+                &mut |_| Ok(()),
+            )
+            .unwrap_err();
+        assert_eq!(e.to_string(), "upload interrupted after 1 rows (simulated)");
+        assert_eq!(e.exit_code(), EXIT_INTERRUPTED);
+        assert!(!s.results().exists());
+        assert_eq!(s.accounts().len(), 1);
+        assert_eq!(s.upload_states(), ["interrupted"]);
+        // The interrupted upload holds no lock: the next one runs.
+        assert_eq!(s.ingest(&[ANN, bo]), ["Success", "Success"]);
+    }
+
+    #[test]
+    fn a_second_upload_while_one_processes_is_refused_and_processes_nothing() {
+        let mut s = setup();
+        let dir = s.dir.path().to_path_buf();
+        let cfg = s.cfg.clone();
+        let mut second = None;
+        s.ingest_with(&[ANN], &IngestOptions::default(), &mut |id| {
+            let mut conn = store::open_file(&dir.join("d.db"))?;
+            let batch = read_batch(&dir.join("other.csv"), batch_text(&[ANN]).as_bytes())?;
+            second = Some((
+                id,
+                ingest(
+                    &cfg,
+                    &mut conn,
+                    &CLOCK,
+                    &batch,
+                    &dir.join("other-results.csv"),
+                    &IngestOptions::default(),
+                    &mut |_| Ok(()),
+                ),
+                store::all(&conn)?.len(),
+            ));
+            Ok(())
+        })
+        .unwrap();
+        let (id, refused, accounts) = second.unwrap();
+        let e = refused.unwrap_err();
+        assert_eq!(e.exit_code(), EXIT_BUSY);
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "another upload ({id}, batch.csv, started 2026-11-22T10:00:00Z) is still being \
+                 processed: submit one CSV at a time and wait for it to finish"
+            )
+        );
+        assert_eq!(accounts, 0);
+        assert!(!dir.join("other-results.csv").exists());
+        assert_eq!(s.upload_states(), ["done"]);
+    }
+
+    #[test]
+    fn a_header_that_is_not_the_templates_names_the_first_differing_column() {
+        let p = Path::new("in/batch.csv");
+        let swapped = "Local ID,ODS Code,First Name,Email Address,Last Name,Display Name,Job \
+                       Title,Department,Site,Telephone,Mobile,Employee ID,Secondary Email\n";
+        let e = read_batch(p, swapped.as_bytes()).unwrap_err().to_string();
+        assert!(
+            e.starts_with(
+                "in/batch.csv: line 1, column 3: the heading is \"First Name\" where the \
+                 Portal's template has \"Email Address\""
+            ),
+            "{e}"
+        );
+        let short = "Local ID,ODS Code\n";
+        let e = read_batch(p, short.as_bytes()).unwrap_err().to_string();
+        assert!(
+            e.contains("column 3: the template's heading \"Email Address\" is missing"),
+            "{e}"
+        );
+        let extra = format!("{},Result\n", TEMPLATE_HEADINGS.join(","));
+        let e = read_batch(p, extra.as_bytes()).unwrap_err().to_string();
+        assert!(
+            e.contains("column 14: the heading \"Result\" is not in"),
+            "{e}"
+        );
+        // A BOM is not part of the first heading; a short row names its line.
+        let bom = format!("\u{feff}{}x,RXA\n", sample_template());
+        let e = read_batch(p, bom.as_bytes()).unwrap_err().to_string();
+        assert!(e.starts_with("in/batch.csv: line 2: "), "{e}");
+        // Nothing was processed: `run_ingest` reads the file before it takes the lock.
+        let s = setup();
+        let batch = s.dir.path().join("bad.csv");
+        std::fs::write(&batch, swapped).unwrap();
+        let e = run_ingest(
+            &s.dir.path().join("d.toml"),
+            &batch,
+            &s.results(),
+            &IngestOptions::default(),
+            &mut |_| Ok(()),
+        )
+        .unwrap_err();
+        assert_eq!(e.exit_code(), 1);
+        assert!(e.to_string().contains("bad.csv: line 1, column 3"), "{e}");
+        assert!(s.upload_states().is_empty());
+    }
+
+    #[test]
+    fn the_results_are_the_rows_as_read_with_a_result_cell() {
+        let mut s = setup();
+        let quoted: &[(&str, &str)] = &[
+            ("Local ID", "q1"),
+            ("ODS Code", "RXA"),
+            ("First Name", "\"Mary, Ann\""),
+            ("Last Name", "O'Neill"),
+            ("Telephone", "'=1+1"),
+        ];
+        s.ingest(&[quoted]);
+        let text = std::fs::read_to_string(s.results()).unwrap();
+        assert_eq!(
+            text,
+            format!(
+                "{},Result\nq1,RXA,,\"Mary, Ann\",O'Neill,,,,,'=1+1,,,,Success\n",
+                TEMPLATE_HEADINGS.join(",")
+            )
+        );
+        let a = s.by_local_id("q1");
+        assert_eq!(a.content.fields()[&Field::Telephone], "=1+1");
+    }
+
+    #[test]
+    fn the_report_lists_every_account_by_ods_code_then_address_neutralised() {
+        let mut s = setup();
+        let zed: &[(&str, &str)] = &[
+            ("Local ID", "z1"),
+            ("ODS Code", "RXA"),
+            ("First Name", "Zed"),
+            ("Last Name", "Young"),
+            ("Department", "-Cardiology"),
+        ];
+        let gp: &[(&str, &str)] = &[
+            ("Local ID", "g1"),
+            ("ODS Code", "RXA80"),
+            ("First Name", "Al"),
+            ("Last Name", "Bell"),
+        ];
+        s.ingest(&[gp, zed, ANN]);
+        let report = String::from_utf8(render_report(&s.cfg, &s.accounts()).unwrap()).unwrap();
+        let lines: Vec<&str> = report.lines().collect();
+        assert_eq!(lines[0], REPORT_HEADINGS.join(","));
+        assert_eq!(
+            lines[1..],
+            [
+                "ann.lee@nhs.net,AF40AC76-1201,Ann,Lee,,Nurse,,,,'+447700900123,,,RXA,Northgate Trust,Active,",
+                "zed.young@nhs.net,z1,Zed,Young,,,'-Cardiology,,,,,,RXA,Northgate Trust,Active,",
+                "al.bell@nhs.net,g1,Al,Bell,,,,,,,,,RXA80,Northgate Practice,Active,",
+            ]
+        );
+    }
+
+    #[test]
+    fn sample_template_is_the_shipped_example_templates_header() {
+        let example = include_str!("../../../examples/portal/bulk-upload-template.csv");
+        assert_eq!(
+            sample_template().trim_end(),
+            example.lines().next().unwrap().trim_end()
+        );
+    }
 }

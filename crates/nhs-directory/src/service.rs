@@ -178,7 +178,11 @@ impl Candidates {
 }
 
 /// Let the lifecycle catch up with `now`.
-pub(crate) fn sweep(conn: &Connection, now: OffsetDateTime, life: &Lifecycle) -> Result<(), ApiError> {
+pub(crate) fn sweep(
+    conn: &Connection,
+    now: OffsetDateTime,
+    life: &Lifecycle,
+) -> Result<(), ApiError> {
     for mut a in store::lifecycle_candidates(conn)? {
         let mut changed = false;
         let mut purged = false;

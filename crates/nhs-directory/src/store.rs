@@ -455,7 +455,11 @@ pub fn processing_upload(conn: &Connection) -> Result<Option<Upload>, StoreError
 }
 
 /// Record a new upload as processing; its id.
-pub fn begin_upload(conn: &Connection, file_name: &str, started_at: &str) -> Result<i64, StoreError> {
+pub fn begin_upload(
+    conn: &Connection,
+    file_name: &str,
+    started_at: &str,
+) -> Result<i64, StoreError> {
     conn.execute(
         "INSERT INTO uploads (file_name, started_at, state) VALUES (?1, ?2, 'processing')",
         params![file_name, started_at],
