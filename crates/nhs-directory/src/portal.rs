@@ -1,12 +1,17 @@
 //! The NHSmail Portal's CSV side, played by the reference directory so that the agent's
 //! Portal bridge can be tested against something that keeps the directory's rules:
 //! - `report`: the Mailbox Report CSV of every account in the database (all
-//!   organisations), [`REPORT_HEADINGS`] in order, rows by ODS code then address;
+//!   organisations), [`REPORT_HEADINGS`] in order, rows by ODS code then address, as
+//!   stored (it only reads: a due lifecycle step shows once the running directory or an
+//!   upload has swept);
 //! - `sample_template`: the bulk-upload sample file's header line ([`TEMPLATE_HEADINGS`]);
 //! - `ingest`: one bulk-upload CSV, one at a time (an upload lock in the database's
 //!   `uploads` table), each row a create or an update under the same rules a SCIM create
 //!   or PATCH gets (`service::create_account`, `service::update`), the results written as
-//!   the uploaded file with a `Result` column added.
+//!   the uploaded file with a `Result` column added. An upload that ends (done, failed
+//!   or interrupted) releases the lock; a process killed mid-upload leaves its row
+//!   `processing`, as a stuck Portal upload would, and later uploads are refused until
+//!   that row is changed in the database.
 //!
 //! Row semantics: a row whose Local ID belongs to an account of the same ODS code
 //! updates it (a blank cell leaves that value unchanged); a Local ID no account holds
