@@ -6,7 +6,7 @@
 //! `--stop-after` interrupts one (exit 4, no results).
 
 mod common;
-use common::directory::{Api, DirectoryProcess};
+use common::directory::{Api, DirectoryProcess, pct};
 use common::process::{KillOnDrop, Lines, wait_bounded};
 use serde_json::Value;
 use std::io::Write;
@@ -104,19 +104,6 @@ fn ingest(config: &Path, results: &Path, batch: &Path, extra: &[&str]) -> common
         .output()
         .expect("run nhs-directory ingest")
         .into()
-}
-
-/// Percent-encode a query value.
-fn pct(s: &str) -> String {
-    s.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
 }
 
 #[test]
