@@ -9,7 +9,7 @@
 //! of holding a value matters (phones as written).
 
 mod common;
-use common::directory::{Answer, Api, DirectoryProcess};
+use common::directory::{Answer, Api, DirectoryProcess, pct};
 use serde_json::{Value, json};
 use tansync::scim::{ERROR, MEDIA_TYPE, NHS_SCHEMA, PATCH_OP, USER_SCHEMA};
 
@@ -576,19 +576,6 @@ async fn pending_becomes_active_and_leavers_are_deleted_as_the_admin_clock_moves
     assert_eq!(now.body["active"], false);
     env.admin.post("/_admin/clock", &advance(31 * 86_400)).await;
     assert_eq!(env.agent.get(&path).await.status, 404);
-}
-
-/// Percent-encode a query value.
-fn pct(s: &str) -> String {
-    s.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
 }
 
 /// A SCIM error with this status and scimType whose detail contains `needle`.

@@ -224,3 +224,16 @@ impl Api {
         self.call("POST", path, Some(body), &[]).await
     }
 }
+
+/// Percent-encode a query value.
+pub fn pct(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}

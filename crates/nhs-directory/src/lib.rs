@@ -4,7 +4,8 @@
 //! with rate limits, fault injection and an injectable clock for tests. It is what
 //! tests, demos and staging run the agent against (`nhs-directory serve
 //! --directory-config FILE`; see `examples/directory/`). It can start from a target
-//! snapshot (`seed`) and write its state as one (`nhs-directory export`). It is a separate crate and
+//! snapshot (`seed`) and write its state as one (`nhs-directory export`), and play the
+//! NHSmail Portal's CSV side (`report`, `ingest`; see `portal`). It is a separate crate and
 //! binary so the production agent contains no directory server, fault injection or
 //! admin clock.
 //!
@@ -13,11 +14,12 @@
 //! `filter`, `patch` and `mutability` (SCIM, pure; the schema table is
 //! `nhs_model::schema`), `store` (SQLite), `service` (the
 //! operations), `http` (endpoints and the auth/rate/fault gate), `net` (TCP/TLS),
-//! `seed` (snapshot in and out).
+//! `seed` (snapshot in and out), `portal` (the NHSmail Portal's CSV twin: `nhs-directory
+//! report`, `sample-template`, `ingest`).
 //!
 //! It must never log or answer with a bearer token, never let a client read or change an
 //! account outside the organisations its agreement lists, and never print anything to
-//! stdout but the one `listening on URL` line.
+//! stdout but the one `listening on URL` line while serving.
 
 #![deny(clippy::unwrap_used, clippy::expect_used)]
 
@@ -30,6 +32,7 @@ pub mod http;
 pub mod mutability;
 pub mod net;
 pub mod patch;
+pub mod portal;
 pub mod rules;
 pub mod seed;
 pub mod service;

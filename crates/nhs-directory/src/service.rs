@@ -178,7 +178,11 @@ impl Candidates {
 }
 
 /// Let the lifecycle catch up with `now`.
-fn sweep(conn: &Connection, now: OffsetDateTime, life: &Lifecycle) -> Result<(), ApiError> {
+pub(crate) fn sweep(
+    conn: &Connection,
+    now: OffsetDateTime,
+    life: &Lifecycle,
+) -> Result<(), ApiError> {
     for mut a in store::lifecycle_candidates(conn)? {
         let mut changed = false;
         let mut purged = false;
@@ -214,6 +218,11 @@ fn sweep(conn: &Connection, now: OffsetDateTime, life: &Lifecycle) -> Result<(),
         }
     }
     Ok(())
+}
+
+/// The client's sharing agreement, as [`update`] asks it.
+fn agreement_of(client: &Client) -> impl Fn(&OdsCode) -> Result<(), ApiError> + '_ {
+    |ods| rules::agreement(&client.id, &client.organisations, ods)
 }
 
 /// The account, if it exists and the client may see it.
@@ -317,54 +326,7 @@ impl Directory {
                     })?,
                 };
                 rules::agreement(&client.id, &client.organisations, &ods)?;
-                let asked_status = body
-                    .nhs
-                    .as_ref()
-                    .and_then(|n| text(&n.status))
-                    .map(|s| rules::parse_status(&s))
-                    .transpose()?;
-                let status = rules::create_status(asked_status, body.active, &cfg.lifecycle)?;
-                rules::check_texts(&body)?;
-                let content = content_of(&body);
-                rules::check_content(&content)?;
-                let external_id = text(&body.external_id).map(|e| e.trim().to_string());
-                check_anchor(conn, external_id.as_deref(), None)?;
-                let held = store::held(conn, ods.as_str(), None)?;
-                rules::admit(&ods, cfg.organisation(&ods), held)?;
-
-                let name = content.name.clone().unwrap_or_default();
-                let mut lookup_error = None;
-                let user_name = address::allocate(
-                    name.given_name.as_deref().unwrap_or(""),
-                    name.family_name.as_deref().unwrap_or(""),
-                    &cfg.mail_domain,
-                    |candidate| match store::user_name_taken(conn, candidate) {
-                        Ok(taken) => taken,
-                        Err(e) => {
-                            lookup_error = Some(e);
-                            false
-                        }
-                    },
-                );
-                if let Some(e) = lookup_error {
-                    return Err(e.into());
-                }
-                let mut a = Account {
-                    seq: 0,
-                    id: store::new_id(conn)?,
-                    external_id,
-                    user_name,
-                    ods_code: ods.to_string(),
-                    status,
-                    created: now,
-                    modified: now,
-                    leaver_since: (status == Status::Leaver).then_some(now),
-                    deleted_since: None,
-                    version: 1,
-                    content,
-                };
-                a.seq = store::insert(conn, &a)?;
-                Ok(a)
+                create_account(conn, now, &cfg, &ods, &body)
             })
             .await
     }
@@ -480,7 +442,7 @@ impl Directory {
                 if body.active.is_none() {
                     body.active = Some(a.status.is_live());
                 }
-                update(conn, now, &cfg, &client, a, body)
+                update(conn, now, &cfg, &agreement_of(&client), a, body)
             })
             .await
     }
@@ -503,7 +465,7 @@ impl Directory {
                 let mut doc = json_of(&resource(&a, &base))?;
                 patch::apply(&mut doc, &ops)?;
                 let desired = user_of(doc)?;
-                update(conn, now, &cfg, &client, a, desired)
+                update(conn, now, &cfg, &agreement_of(&client), a, desired)
             })
             .await
     }
@@ -576,12 +538,76 @@ impl Directory {
     }
 }
 
-/// Apply a desired User to an account under the rules; store and return the result.
-fn update(
+/// Create an account in `ods` from a User as a client sent it (the caller has checked
+/// that the client may act for `ods`): the status it starts in, the text and content
+/// rules, one account per anchor, the organisation's registry entry and cap, then the
+/// NHSmail address. The SCIM create and the Portal's bulk upload both come here.
+pub(crate) fn create_account(
     conn: &Connection,
     now: OffsetDateTime,
     cfg: &Config,
-    client: &Client,
+    ods: &OdsCode,
+    body: &User,
+) -> Result<Account, ApiError> {
+    let asked_status = body
+        .nhs
+        .as_ref()
+        .and_then(|n| text(&n.status))
+        .map(|s| rules::parse_status(&s))
+        .transpose()?;
+    let status = rules::create_status(asked_status, body.active, &cfg.lifecycle)?;
+    rules::check_texts(body)?;
+    let content = content_of(body);
+    rules::check_content(&content)?;
+    let external_id = text(&body.external_id).map(|e| e.trim().to_string());
+    check_anchor(conn, external_id.as_deref(), None)?;
+    let held = store::held(conn, ods.as_str(), None)?;
+    rules::admit(ods, cfg.organisation(ods), held)?;
+
+    let name = content.name.clone().unwrap_or_default();
+    let mut lookup_error = None;
+    let user_name = address::allocate(
+        name.given_name.as_deref().unwrap_or(""),
+        name.family_name.as_deref().unwrap_or(""),
+        &cfg.mail_domain,
+        |candidate| match store::user_name_taken(conn, candidate) {
+            Ok(taken) => taken,
+            Err(e) => {
+                lookup_error = Some(e);
+                false
+            }
+        },
+    );
+    if let Some(e) = lookup_error {
+        return Err(e.into());
+    }
+    let mut a = Account {
+        seq: 0,
+        id: store::new_id(conn)?,
+        external_id,
+        user_name,
+        ods_code: ods.to_string(),
+        status,
+        created: now,
+        modified: now,
+        leaver_since: (status == Status::Leaver).then_some(now),
+        deleted_since: None,
+        version: 1,
+        content,
+    };
+    a.seq = store::insert(conn, &a)?;
+    Ok(a)
+}
+
+/// Apply a desired User to an account under the rules; store and return the result.
+/// `may_act_for` says whether the change may take the account to another organisation
+/// (the SCIM client's sharing agreement). The SCIM PUT and PATCH and the Portal's bulk
+/// upload all come here.
+pub(crate) fn update(
+    conn: &Connection,
+    now: OffsetDateTime,
+    cfg: &Config,
+    may_act_for: &dyn Fn(&OdsCode) -> Result<(), ApiError>,
     a: Account,
     desired: User,
 ) -> Result<Account, ApiError> {
@@ -613,7 +639,7 @@ fn update(
     let org_changes = target_ods.as_str() != a.ods_code;
     let step = rules::transition(a.status, target, org_changes)?;
     if org_changes {
-        rules::agreement(&client.id, &client.organisations, &target_ods)?;
+        may_act_for(&target_ods)?;
     }
     if step.admits() {
         let held = store::held(conn, target_ods.as_str(), Some(&a.id))?;

@@ -1,6 +1,7 @@
 //! SQLite storage of the reference directory: accounts (indexed columns for what the
 //! rules look up — id, anchor, address, organisation, status, lifecycle times, version —
-//! plus the client-writable content as JSON) and the request log.
+//! plus the client-writable content as JSON), the request log and the Portal twin's
+//! bulk uploads (`uploads`: one `processing` at a time, see `portal`).
 //!
 //! One connection behind a mutex, used from blocking threads: every operation runs as
 //! one closure in one transaction, so checks and writes cannot interleave. This module
@@ -108,6 +109,13 @@ CREATE TABLE IF NOT EXISTS requests (
     status  INTEGER NOT NULL,
     detail  TEXT
 );
+CREATE TABLE IF NOT EXISTS uploads (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    file_name   TEXT NOT NULL,
+    started_at  TEXT NOT NULL,
+    finished_at TEXT,
+    state       TEXT NOT NULL CHECK (state IN ('processing', 'done', 'interrupted'))
+);
 ";
 
 const COLUMNS: &str = "seq, id, external_id, user_name, ods_code, status, created_ms, \
@@ -122,16 +130,14 @@ pub struct Store {
 impl Store {
     pub fn open(db: &Database) -> Result<Store, StoreError> {
         let conn = match db {
-            Database::Memory => Connection::open_in_memory()?,
-            Database::File(p) => {
-                let c = Connection::open(p)?;
-                c.pragma_update(None, "journal_mode", "WAL")?;
-                c.pragma_update(None, "synchronous", "NORMAL")?;
+            Database::Memory => {
+                let c = Connection::open_in_memory()?;
+                c.busy_timeout(std::time::Duration::from_secs(5))?;
+                create_tables(&c)?;
                 c
             }
+            Database::File(p) => open_file(p)?,
         };
-        conn.busy_timeout(std::time::Duration::from_secs(5))?;
-        create_tables(&conn)?;
         Ok(Store {
             conn: Arc::new(Mutex::new(conn)),
         })
@@ -159,6 +165,17 @@ impl Store {
             Err(e) => Err(StoreError::Task(e.to_string()).into()),
         }
     }
+}
+
+/// A read-write connection to a database file (made if missing), with its tables: the
+/// running directory's, and `nhs-directory ingest`'s beside it.
+pub fn open_file(path: &std::path::Path) -> Result<Connection, StoreError> {
+    let c = Connection::open(path)?;
+    c.pragma_update(None, "journal_mode", "WAL")?;
+    c.pragma_update(None, "synchronous", "NORMAL")?;
+    c.busy_timeout(std::time::Duration::from_secs(5))?;
+    create_tables(&c)?;
+    Ok(c)
 }
 
 /// Create the tables (and indexes) where they are missing.
@@ -390,6 +407,78 @@ pub fn update(conn: &Connection, a: &Account) -> Result<(), StoreError> {
 
 pub fn delete(conn: &Connection, id: &str) -> Result<bool, StoreError> {
     Ok(conn.execute("DELETE FROM accounts WHERE id = ?1", params![id])? > 0)
+}
+
+/// Where a bulk upload is (the `uploads` table's `state`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UploadState {
+    Processing,
+    Done,
+    Interrupted,
+}
+
+impl UploadState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UploadState::Processing => "processing",
+            UploadState::Done => "done",
+            UploadState::Interrupted => "interrupted",
+        }
+    }
+}
+
+/// One bulk upload as recorded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Upload {
+    pub id: i64,
+    pub file_name: String,
+    /// RFC 3339.
+    pub started_at: String,
+}
+
+/// The upload still being processed, if any (the oldest, should there be several).
+pub fn processing_upload(conn: &Connection) -> Result<Option<Upload>, StoreError> {
+    Ok(conn
+        .query_row(
+            "SELECT id, file_name, started_at FROM uploads WHERE state = 'processing' \
+             ORDER BY id LIMIT 1",
+            [],
+            |r| {
+                Ok(Upload {
+                    id: r.get(0)?,
+                    file_name: r.get(1)?,
+                    started_at: r.get(2)?,
+                })
+            },
+        )
+        .optional()?)
+}
+
+/// Record a new upload as processing; its id.
+pub fn begin_upload(
+    conn: &Connection,
+    file_name: &str,
+    started_at: &str,
+) -> Result<i64, StoreError> {
+    conn.execute(
+        "INSERT INTO uploads (file_name, started_at, state) VALUES (?1, ?2, 'processing')",
+        params![file_name, started_at],
+    )?;
+    Ok(conn.last_insert_rowid())
+}
+
+/// Record that an upload finished (done or interrupted).
+pub fn end_upload(
+    conn: &Connection,
+    id: i64,
+    state: UploadState,
+    finished_at: &str,
+) -> Result<(), StoreError> {
+    conn.execute(
+        "UPDATE uploads SET state = ?2, finished_at = ?3 WHERE id = ?1",
+        params![id, state.as_str(), finished_at],
+    )?;
+    Ok(())
 }
 
 pub fn log_request(conn: &Connection, e: &LogEntry) -> Result<(), StoreError> {
