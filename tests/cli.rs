@@ -926,3 +926,137 @@ fn logs_show_personal_data_only_when_opted_in() {
         );
     }
 }
+
+fn portal_example() -> std::path::PathBuf {
+    repo().join("examples/portal/tansync.toml")
+}
+
+/// The portal example's configuration in `dir`, reading `report` (and `ldif`, when
+/// given, instead of the quickstart's export), batches into `dir`.
+fn portal_with(dir: &Path, report: &Path, ldif: Option<&Path>) -> std::path::PathBuf {
+    let example = repo().join("examples/portal");
+    let mut text = std::fs::read_to_string(portal_example())
+        .unwrap()
+        .replace("\"../", &format!("\"{}/../", example.display()))
+        .replace("\"mailbox-report.csv\"", &q(report))
+        .replace(
+            "\"organisations.json\"",
+            &q(example.join("organisations.json")),
+        )
+        .replace(
+            "\"bulk-upload-template.csv\"",
+            &q(example.join("bulk-upload-template.csv")),
+        )
+        .replace("\"batches\"", &q(dir.join("batches")));
+    if let Some(l) = ldif {
+        let from = format!("{}/../quickstart/northgate-export.ldif", example.display());
+        text = text.replace(&q(&from), &q(l));
+    }
+    write_config(dir, &text)
+}
+
+const PORTAL_HEADER: &str = "Email Address,Local ID,ODS Code,Status,First Name,Last Name,Display Name,Job Title,Department,Site,Telephone,Mobile,Employee ID,Secondary Email,Leaver Date\n";
+
+/// The portal example reads the same accounts from its Mailbox Report as the quickstart
+/// from its snapshot, so it plans the same operations; only the directory's ids differ
+/// (a report's account is known by its address).
+#[test]
+fn the_portal_example_plans_from_its_mailbox_report() {
+    let (run, plan) = plan_json(&portal_example());
+    assert_eq!(run.code, 2, "changes present → exit 2: {}", run.stderr);
+    assert_eq!(plan["target"]["kind"], "portal_report");
+    assert_eq!(plan["target"]["read"], 8, "the RYY row is skipped");
+    let (_, quick) = plan_json(&quickstart());
+    assert_eq!(plan["summary"], quick["summary"]);
+    let without_ids = |p: &serde_json::Value| {
+        let mut ops = p["operations"].as_array().unwrap().clone();
+        for op in &mut ops {
+            op.as_object_mut().unwrap().remove("target_id");
+        }
+        ops
+    };
+    assert_eq!(without_ids(&plan), without_ids(&quick));
+    let update = plan["operations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o["kind"] == "update")
+        .unwrap();
+    assert_eq!(update["target_id"], "zoe.bronte@nhs.net");
+}
+
+#[test]
+fn a_portal_plan_exits_0_without_changes_and_1_on_a_bad_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let report = dir.path().join("report.csv");
+    let ldif = dir.path().join("empty.ldif");
+    std::fs::write(&ldif, "").unwrap();
+    // An account no one manages, and nobody in the source: nothing to do.
+    std::fs::write(
+        &report,
+        format!("{PORTAL_HEADER}jane.kelly@nhs.net,,RXA,Active,Jane,Kelly,,,,,,,,,\n"),
+    )
+    .unwrap();
+    let (run, plan) = plan_json(&portal_with(dir.path(), &report, Some(&ldif)));
+    assert_eq!(run.code, 0, "no changes → exit 0: {}", run.stdout);
+    assert_eq!(plan["target"]["read"], 1);
+
+    // A report that fails a check is an error naming the file and line, never a plan.
+    std::fs::write(
+        &report,
+        format!("{PORTAL_HEADER}a@nhs.net,x-1,RXA,Active,,,,,,,,,,,\nb@nhs.net,X-1,RXA,Active,,,,,,,,,,,\n"),
+    )
+    .unwrap();
+    let r = tansync(
+        &portal_with(dir.path(), &report, None),
+        &["plan", "--now", NOW],
+    );
+    assert_eq!(r.code, 1);
+    assert!(r.stdout.is_empty(), "no plan: {}", r.stdout);
+    assert!(
+        r.stderr.contains("report.csv:3:") && r.stderr.contains("also the Local ID on line 2"),
+        "{}",
+        r.stderr
+    );
+}
+
+#[test]
+fn check_names_the_portal_report_and_template() {
+    let r = tansync(&portal_example(), &["check"]);
+    let line = |out: &str, label: &str| {
+        out.lines()
+            .find(|l| l.contains(&format!(" {label}: ")))
+            .unwrap_or_else(|| panic!("no {label} line in:\n{out}"))
+            .to_string()
+    };
+    let report = line(&r.stdout, "mailbox report");
+    assert!(
+        report.starts_with('✓')
+            && report.contains("mailbox-report.csv")
+            && report.contains("9 rows, 8 of the organisations managed here, 1 of others"),
+        "{report}"
+    );
+    let template = line(&r.stdout, "upload template");
+    assert!(
+        template.starts_with('✓')
+            && template.contains("bulk-upload-template.csv")
+            && template.contains("13 columns"),
+        "{template}"
+    );
+    let target = line(&r.stdout, "target");
+    assert!(
+        target.contains("portal_report") && target.contains("3 organisations, 8 accounts"),
+        "{target}"
+    );
+
+    // A missing report is a ✗ line naming it.
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = portal_with(dir.path(), &dir.path().join("gone.csv"), None);
+    let r = tansync(&cfg, &["check"]);
+    let report = line(&r.stdout, "mailbox report");
+    assert!(
+        report.starts_with('✗') && report.contains("gone.csv"),
+        "{report}"
+    );
+    assert_ne!(r.code, 0, "a problem: {}", r.stdout);
+}

@@ -9,7 +9,8 @@ use super::{EngineError, Progress};
 use crate::config::Config;
 use crate::error_text::chain;
 use crate::source::AnySource;
-use crate::target::{Target, TargetState};
+use crate::target::portal::PortalTarget;
+use crate::target::{AnyTarget, Target, TargetError, TargetState};
 use std::collections::BTreeMap;
 use time::{Date, OffsetDateTime};
 use tokio_util::sync::CancellationToken;
@@ -288,6 +289,58 @@ fn target(cfg: &Config, state: &TargetState, r: &mut CheckReport) {
     }
 }
 
+/// The Portal's files: the template (checked as the configuration loaded), the batch
+/// folder, and the report a plan would read now (its path, time and rows), read once
+/// for the target line after it too.
+fn portal(p: &PortalTarget, r: &mut CheckReport) -> Result<TargetState, TargetError> {
+    let s = &p.settings;
+    let t = &s.template;
+    let blank = t
+        .columns
+        .iter()
+        .filter(|c| **c == crate::target::portal::Column::Blank)
+        .count();
+    r.ok(
+        "upload template",
+        format!(
+            "{}: {} columns ({} fields, {blank} left blank); batches of up to {} rows, results column {:?}",
+            t.path.display(),
+            t.headings.len(),
+            t.fields().count(),
+            s.batch_size,
+            s.results_column
+        ),
+    );
+    if s.out_dir.is_dir() {
+        r.ok("batch folder", s.out_dir.display().to_string());
+    } else {
+        r.ok(
+            "batch folder",
+            format!("{} (created on the first export)", s.out_dir.display()),
+        );
+    }
+    let report = match p.read_report() {
+        Ok(report) => report,
+        Err(e) => {
+            r.fail("mailbox report", chain(&e));
+            return Err(e);
+        }
+    };
+    r.ok(
+        "mailbox report",
+        format!(
+            "{} (modified {}): {} rows, {} of the organisations managed here, {} of others (skipped); {}",
+            report.path.display(),
+            crate::timefmt::rfc3339(report.modified),
+            report.state.accounts.len() + report.other_organisations,
+            report.state.accounts.len(),
+            report.other_organisations,
+            report.sha256
+        ),
+    );
+    Ok(report.state)
+}
+
 /// Check everything `plan` and `apply` rely on, as of `today`.
 pub async fn check(
     cfg: &Config,
@@ -319,8 +372,14 @@ pub async fn check(
             Err(e) => r.problem(format!("source read: {}", chain(&e))),
         }
     }
-    match cfg.target.read_state(cancel).await {
+    let read = match &cfg.target {
+        AnyTarget::Portal(p) => portal(p, &mut r),
+        other => other.read_state(cancel).await,
+    };
+    match read {
         Ok(state) => target(cfg, &state, &mut r),
+        // The report's own ✗ line says what is wrong.
+        Err(_) if matches!(cfg.target, AnyTarget::Portal(_)) => {}
         Err(e) => r.problem(format!(
             "target {} {}: {}",
             cfg.target.kind(),

@@ -200,9 +200,10 @@ impl ReportColumns {
 
     /// Where each configured column is in a header row: every configured heading must be
     /// there exactly once (the error names the heading and its configuration name).
+    /// The organisation's name is never read, so it is never required.
     pub fn locate(&self, header: &[&str]) -> Result<BTreeMap<Column, usize>, String> {
         let mut at = BTreeMap::new();
-        for (c, h) in self.iter() {
+        for (c, h) in self.iter().filter(|(c, _)| *c != Column::OrganisationName) {
             let mut found = header
                 .iter()
                 .enumerate()
@@ -264,6 +265,13 @@ mod tests {
         let at = cols.locate(&REPORT_HEADINGS).unwrap();
         assert_eq!(at[&Column::NhsmailAddress], 0);
         assert_eq!(at[&Column::LeaverDate], 15);
+        assert!(!at.contains_key(&Column::OrganisationName), "never read");
+        let without: Vec<&str> = REPORT_HEADINGS
+            .iter()
+            .copied()
+            .filter(|h| *h != "Organisation")
+            .collect();
+        assert!(cols.locate(&without).is_ok(), "never required");
         // Every name parses back to its column.
         for c in Column::all() {
             assert_eq!(Column::parse(c.name()), Some(c));

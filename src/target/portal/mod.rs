@@ -32,6 +32,118 @@ use std::sync::Arc;
 use time::OffsetDateTime;
 use tokio_util::sync::CancellationToken;
 
+/// A CSV text with an optional UTF-8 byte-order mark.
+fn strip_bom(text: &str) -> &str {
+    text.strip_prefix('\u{feff}').unwrap_or(text)
+}
+
+/// Line numbers of records by their byte offset, counted as the file is read (the csv
+/// crate's own line count lags by one after a CRLF record end).
+struct Lines<'a> {
+    text: &'a [u8],
+    at: usize,
+    line: u64,
+}
+
+impl<'a> Lines<'a> {
+    /// For the text the csv reader was given.
+    fn new(text: &'a str) -> Self {
+        Self {
+            text: text.as_bytes(),
+            at: 0,
+            line: 1,
+        }
+    }
+
+    /// The line a record starting at `pos` begins on (offsets only grow as records are
+    /// read; line ends before its first cell are skipped, as the reader skips them).
+    fn of(&mut self, pos: Option<&csv::Position>) -> u64 {
+        let mut to = pos.map_or(self.at, |p| usize::try_from(p.byte()).unwrap_or(usize::MAX));
+        while matches!(self.text.get(to), Some(b'\r' | b'\n')) {
+            to += 1;
+        }
+        let to = to.min(self.text.len()).max(self.at);
+        self.line += self.text[self.at..to]
+            .iter()
+            .filter(|b| **b == b'\n')
+            .count() as u64;
+        self.at = to;
+        self.line
+    }
+}
+
+/// A Portal CSV file read row by row (the report and results readers share it): the
+/// header first, then each row with the line it starts on, every row as wide as the
+/// header. Errors name the file and line (`FILE:LINE`).
+struct CsvFile<'a> {
+    shown: &'a str,
+    lines: Lines<'a>,
+    records: csv::StringRecordsIntoIter<&'a [u8]>,
+    width: usize,
+}
+
+impl<'a> CsvFile<'a> {
+    /// The file and its header row; `empty` says what an empty file should have started
+    /// with.
+    fn open(
+        shown: &'a str,
+        text: &'a str,
+        empty: &str,
+    ) -> Result<(Self, csv::StringRecord), TargetError> {
+        let text = strip_bom(text);
+        let mut records = csv::ReaderBuilder::new()
+            .has_headers(false)
+            .flexible(true)
+            .from_reader(text.as_bytes())
+            .into_records();
+        let header = match records.next() {
+            Some(Ok(h)) => h,
+            Some(Err(e)) => return Err(Self::invalid(shown, 1, format!("not CSV: {e}"))),
+            None => {
+                return Err(TargetError::Invalid {
+                    path: shown.to_string(),
+                    problem: format!("is empty: {empty}"),
+                });
+            }
+        };
+        let file = Self {
+            shown,
+            lines: Lines::new(text),
+            records,
+            width: header.len(),
+        };
+        Ok((file, header))
+    }
+
+    fn invalid(shown: &str, line: u64, problem: String) -> TargetError {
+        TargetError::Invalid {
+            path: format!("{shown}:{line}"),
+            problem,
+        }
+    }
+
+    /// The next row and its line.
+    fn next_row(&mut self) -> Result<Option<(u64, csv::StringRecord)>, TargetError> {
+        let rec = match self.records.next() {
+            None => return Ok(None),
+            Some(Ok(r)) => r,
+            Some(Err(e)) => {
+                let line = self.lines.of(e.position());
+                return Err(Self::invalid(self.shown, line, format!("not CSV: {e}")));
+            }
+        };
+        let line = self.lines.of(rec.position());
+        if rec.len() != self.width {
+            return Err(Self::invalid(
+                self.shown,
+                line,
+                format!("{} cells where the header has {}", rec.len(), self.width),
+            ));
+        }
+        Ok(Some((line, rec)))
+    }
+}
+
 /// Where the Mailbox Report is.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ReportLocation {

@@ -12,9 +12,8 @@
 //! Never does: read a column by position; keep part of a report that failed a check;
 //! read a cell without [`nhs_model::portal::restore`].
 
-use super::PortalSettings;
 use super::columns::Column;
-use super::upload::{Lines, strip_bom};
+use super::{CsvFile, PortalSettings};
 use crate::ids::{ExternalId, OdsCode, TargetId};
 use crate::model::{Field, Organisation};
 use crate::target::{Account, Status, TargetError};
@@ -49,53 +48,23 @@ pub fn parse_report(
     registry: &BTreeMap<OdsCode, Organisation>,
 ) -> Result<ReportRows, TargetError> {
     let invalid = |at: String, problem: String| TargetError::Invalid { path: at, problem };
-    let text = strip_bom(text);
-    let mut lines = Lines::new(text);
-    let mut rdr = csv::ReaderBuilder::new()
-        .has_headers(false)
-        .flexible(true)
-        .from_reader(text.as_bytes());
-    let mut records = rdr.records();
-    let header = match records.next() {
-        Some(Ok(h)) => h,
-        Some(Err(e)) => return Err(invalid(shown.to_string(), format!("not CSV: {e}"))),
-        None => {
-            return Err(invalid(
-                shown.to_string(),
-                "is empty: a Mailbox Report starts with its header row".into(),
-            ));
-        }
-    };
+    let (mut file, header) =
+        CsvFile::open(shown, text, "a Mailbox Report starts with its header row")?;
     let header: Vec<&str> = header.iter().collect();
     let at = settings
         .report_columns
         .locate(&header)
         .map_err(|p| invalid(format!("{shown}:1"), p))?;
-    let width = header.len();
     let heading = |c: Column| settings.report_columns.heading(c).unwrap_or_default();
 
     let mut by_address: HashMap<String, u64> = HashMap::new();
     let mut by_local_id: HashMap<ExternalId, u64> = HashMap::new();
     let mut accounts = Vec::new();
     let mut other_organisations = 0;
-    for rec in records {
-        let rec = match rec {
-            Ok(r) => r,
-            Err(e) => {
-                let line = lines.of(e.position());
-                return Err(invalid(format!("{shown}:{line}"), format!("not CSV: {e}")));
-            }
-        };
-        let line = lines.of(rec.position());
+    while let Some((line, rec)) = file.next_row()? {
         let here = || format!("{shown}:{line}");
         let bad =
             |c: Column, problem: String| invalid(here(), format!("{:?}: {problem}", heading(c)));
-        if rec.len() != width {
-            return Err(invalid(
-                here(),
-                format!("{} cells where the header has {width}", rec.len()),
-            ));
-        }
         let cell = |c: Column| {
             at.get(&c)
                 .and_then(|i| rec.get(*i))

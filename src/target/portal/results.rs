@@ -9,9 +9,8 @@
 //! a success or a failure); decide what to do about an outcome (the caller settles the
 //! batch from these rows).
 
-use super::PortalSettings;
 use super::columns::{Column, same_heading};
-use super::upload::{Lines, strip_bom};
+use super::{CsvFile, PortalSettings};
 use crate::ids::ExternalId;
 use crate::target::TargetError;
 use nhs_model::portal::restore;
@@ -48,25 +47,11 @@ pub fn parse_results(
     let t = &settings.template;
     let mut want: Vec<&str> = t.headings.iter().map(String::as_str).collect();
     want.push(&settings.results_column);
-    let text = strip_bom(text);
-    let mut lines = Lines::new(text);
-    let mut rdr = csv::ReaderBuilder::new()
-        .has_headers(false)
-        .flexible(true)
-        .from_reader(text.as_bytes());
-    let mut records = rdr.records();
-    let header = match records.next() {
-        Some(Ok(h)) => h,
-        Some(Err(e)) => return Err(invalid(shown.to_string(), format!("not CSV: {e}"))),
-        None => {
-            return Err(invalid(
-                shown.to_string(),
-                "is empty: a results file starts with the batch's header row and the results \
-                 column"
-                    .into(),
-            ));
-        }
-    };
+    let (mut file, header) = CsvFile::open(
+        shown,
+        text,
+        "a results file starts with the batch's header row and the results column",
+    )?;
     let got: Vec<&str> = header.iter().collect();
     for i in 0..want.len().max(got.len()) {
         let problem = match (want.get(i), got.get(i)) {
@@ -103,22 +88,8 @@ pub fn parse_results(
     })?;
     let result = want.len() - 1;
     let mut out = Vec::new();
-    for rec in records {
-        let rec = match rec {
-            Ok(r) => r,
-            Err(e) => {
-                let line = lines.of(e.position());
-                return Err(invalid(format!("{shown}:{line}"), format!("not CSV: {e}")));
-            }
-        };
-        let line = lines.of(rec.position());
+    while let Some((line, rec)) = file.next_row()? {
         let at = || format!("{shown}:{line}");
-        if rec.len() != want.len() {
-            return Err(invalid(
-                at(),
-                format!("{} cells where the header has {}", rec.len(), want.len()),
-            ));
-        }
         let cell = |i: usize| restore(rec.get(i).unwrap_or_default()).trim();
         let local_id = ExternalId::parse(cell(local))
             .map_err(|e| invalid(at(), format!("the {:?} cell: {e}", t.headings[local])))?;

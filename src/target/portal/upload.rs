@@ -10,6 +10,7 @@
 //! deciding so); write anything but RFC 4180 CSV (the csv crate quotes).
 
 use super::columns::{Column, same_heading};
+use super::strip_bom;
 use crate::ids::{ExternalId, OdsCode};
 use crate::model::Field;
 use nhs_model::portal::neutralise;
@@ -33,46 +34,6 @@ pub struct UploadRow {
     pub nhsmail_address: Option<String>,
     /// Values to set; a field not here is written blank (an update leaves it unchanged).
     pub values: BTreeMap<Field, String>,
-}
-
-/// A CSV text with an optional UTF-8 byte-order mark.
-pub(super) fn strip_bom(text: &str) -> &str {
-    text.strip_prefix('\u{feff}').unwrap_or(text)
-}
-
-/// Line numbers of records by their byte offset, counted as the file is read (the csv
-/// crate's own line count lags by one after a CRLF record end).
-pub(super) struct Lines<'a> {
-    text: &'a [u8],
-    at: usize,
-    line: u64,
-}
-
-impl<'a> Lines<'a> {
-    /// For the text the csv reader was given.
-    pub(super) fn new(text: &'a str) -> Self {
-        Self {
-            text: text.as_bytes(),
-            at: 0,
-            line: 1,
-        }
-    }
-
-    /// The line a record starting at `pos` begins on (offsets only grow as records are
-    /// read; line ends before its first cell are skipped, as the reader skips them).
-    pub(super) fn of(&mut self, pos: Option<&csv::Position>) -> u64 {
-        let mut to = pos.map_or(self.at, |p| usize::try_from(p.byte()).unwrap_or(usize::MAX));
-        while matches!(self.text.get(to), Some(b'\r' | b'\n')) {
-            to += 1;
-        }
-        let to = to.min(self.text.len()).max(self.at);
-        self.line += self.text[self.at..to]
-            .iter()
-            .filter(|b| **b == b'\n')
-            .count() as u64;
-        self.at = to;
-        self.line
-    }
 }
 
 /// Columns a batch file can carry (the rest describe the directory's own state).
