@@ -501,7 +501,7 @@ fn a_results_file_with_failed_rows_re_exports_exactly_those() {
         format!(
             "{},Result\r\nnot-a-batch-row,RXA{}\r\n",
             nhs_model::portal::TEMPLATE_HEADINGS.join(","),
-            ",".repeat(nhs_model::portal::TEMPLATE_HEADINGS.len() - 1) + ",Success"
+            ",".repeat(nhs_model::portal::TEMPLATE_HEADINGS.len() - 2) + ",Success"
         ),
     )
     .expect("stray results");
@@ -597,14 +597,19 @@ fn a_report_with_a_duplicated_local_id_or_a_wrong_header_is_an_error() {
     let good = w.drop_report();
     let text = std::fs::read_to_string(&good).expect("report");
     let mut lines: Vec<&str> = text.lines().collect();
-    let row = lines[1].to_string();
+    // The same Local ID on another mailbox.
+    let row = lines[1].replacen("@", ".second@", 1);
     lines.push(&row);
     let dup = w.tmp.path().join("reports").join("mailbox-report-dup.csv");
     std::fs::write(&dup, lines.join("\r\n")).expect("dup report");
     let r = w.run(&["plan"]);
     assert_eq!(r.code, 1, "{}", r.stdout);
     assert!(r.stderr.contains("Local ID"), "{}", r.stderr);
-    assert!(r.stderr.contains("line 2") && r.stderr.contains("line 3"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("mailbox-report-dup.csv:3:") && r.stderr.contains("line 2"),
+        "{}",
+        r.stderr
+    );
 
     let wrong = w.tmp.path().join("reports").join("mailbox-report-wrong.csv");
     std::fs::write(&wrong, text.replacen("ODS Code", "ODS", 1)).expect("wrong report");

@@ -83,6 +83,8 @@ pub enum EngineError {
     },
     #[error("cannot connect and bind to the source")]
     Probe(#[source] SourceError),
+    #[error("the results file cannot be used, so no batch was settled")]
+    Results(#[source] TargetError),
     /// A Portal bridge file (a batch, the manifest, the worklist, a results file).
     #[error("{path}: {problem}")]
     Portal { path: String, problem: String },

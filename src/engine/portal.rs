@@ -711,7 +711,8 @@ pub fn results(
     portal: &PortalSettings,
     file: &Path,
 ) -> Result<ResultsReport, EngineError> {
-    let lines: Vec<ResultLine> = crate::target::portal::read_results(file, portal)?
+    let lines: Vec<ResultLine> = crate::target::portal::read_results(file, portal)
+        .map_err(EngineError::Results)?
         .into_iter()
         .map(|r| ResultLine {
             line: r.line,
