@@ -211,7 +211,10 @@ dir = "state"
             }
             Some(_) => {
                 assert_eq!(r.code, 4, "interrupted ingest {batch}: {}", r.stderr);
-                assert!(!results.exists(), "an interrupted upload returns no results");
+                assert!(
+                    !results.exists(),
+                    "an interrupted upload returns no results"
+                );
                 None
             }
         }
@@ -280,8 +283,7 @@ fn anchored(accounts: &[Value]) -> BTreeMap<String, usize> {
 /// one is being processed. Values a spreadsheet would run as formulas are neutralised in
 /// the batch file and arrive intact.
 #[test]
-fn provisions_land_exactly_once_across_batches_and_an_interrupted_upload_settles_from_the_report()
-{
+fn provisions_land_exactly_once_across_batches_and_an_interrupted_upload_settles_from_the_report() {
     let mut w = World::new("portal-once", 3);
     ad::add_users(
         &w.sub("Main"),
@@ -340,8 +342,15 @@ fn provisions_land_exactly_once_across_batches_and_an_interrupted_upload_settles
         w.out("batch-0001.csv").to_str().expect("path"),
     ]);
     assert_eq!(second.code, 3, "{}", second.stderr);
-    assert!(second.stderr.contains("one CSV at a time"), "{}", second.stderr);
-    assert!(w.accounts().is_empty(), "the refused upload created nothing");
+    assert!(
+        second.stderr.contains("one CSV at a time"),
+        "{}",
+        second.stderr
+    );
+    assert!(
+        w.accounts().is_empty(),
+        "the refused upload created nothing"
+    );
     first
         .stdin
         .take()
@@ -406,7 +415,11 @@ fn provisions_land_exactly_once_across_batches_and_an_interrupted_upload_settles
     assert_eq!(r.code, 0, "{}", r.stderr);
     w.drop_report();
     let r = w.sync();
-    assert!(r.stdout.contains("no creates or updates to export"), "{}", r.stdout);
+    assert!(
+        r.stdout.contains("no creates or updates to export"),
+        "{}",
+        r.stdout
+    );
     assert!(!w.out("batch-0004.csv").exists());
     let accounts = w.accounts();
     let counts = anchored(&accounts);
@@ -427,7 +440,12 @@ fn provisions_land_exactly_once_across_batches_and_an_interrupted_upload_settles
         .iter()
         .filter_map(|a| a["attributes"]["job_title"].as_str())
         .collect();
-    for t in ["=HYPERLINK(\"http://x\")", "-Ward clerk", "@Porter", "+Matron"] {
+    for t in [
+        "=HYPERLINK(\"http://x\")",
+        "-Ward clerk",
+        "@Porter",
+        "+Matron",
+    ] {
         assert!(titles.contains(t), "{t} in {titles:?}");
     }
     let (run, _) = plan_json(&w.config);
@@ -549,7 +567,11 @@ fn the_worklist_lists_exactly_the_leavers_and_moves_of_the_plan() {
     assert_eq!(want.len(), 2);
 
     let r = w.sync();
-    assert!(r.stdout.contains("worklist: 2 open task(s) (2 new"), "{}", r.stdout);
+    assert!(
+        r.stdout.contains("worklist: 2 open task(s) (2 new"),
+        "{}",
+        r.stdout
+    );
     let listed: BTreeSet<(String, String)> = rows(&w.out("worklist.csv"))
         .into_iter()
         .map(|r| (r["Task"].clone(), r["Local ID"].clone()))
@@ -586,7 +608,10 @@ fn the_worklist_lists_exactly_the_leavers_and_moves_of_the_plan() {
 #[test]
 fn a_report_with_a_duplicated_local_id_or_a_wrong_header_is_an_error() {
     let mut w = World::new("portal-bad", 10);
-    ad::add_users(&w.sub("Main"), &[user("Ned Nettle", "Ned", "Nettle", "Nurse")]);
+    ad::add_users(
+        &w.sub("Main"),
+        &[user("Ned Nettle", "Ned", "Nettle", "Nurse")],
+    );
     w.sync();
     let results = w.ingest("batch-0001.csv", None).expect("results");
     assert_eq!(
@@ -611,7 +636,11 @@ fn a_report_with_a_duplicated_local_id_or_a_wrong_header_is_an_error() {
         r.stderr
     );
 
-    let wrong = w.tmp.path().join("reports").join("mailbox-report-wrong.csv");
+    let wrong = w
+        .tmp
+        .path()
+        .join("reports")
+        .join("mailbox-report-wrong.csv");
     std::fs::write(&wrong, text.replacen("ODS Code", "ODS", 1)).expect("wrong report");
     let r = w.run(&["sync"]);
     assert_eq!(r.code, 1, "{}", r.stdout);

@@ -9,10 +9,10 @@
 
 pub mod cache;
 pub mod cycle;
-pub mod portal;
 pub mod http;
 pub mod notify;
 pub mod observe;
+pub mod portal;
 pub mod schedule;
 pub mod status;
 
@@ -70,10 +70,7 @@ pub async fn cycle_once(
     cancel: &CancellationToken,
 ) -> CycleOutcome {
     if let Some((settings, target)) = crate::engine::portal::configured(cfg) {
-        let out = portal::cycle(
-            cfg, settings, target, store, standby, observer, now, cancel,
-        )
-        .await;
+        let out = portal::cycle(cfg, settings, target, store, standby, observer, now, cancel).await;
         if out.held_changed {
             notify(cfg, &out).await;
         }

@@ -102,7 +102,10 @@ pub async fn cycle(
                 held_changed = s
                     .set_held(set.as_ref().map(|(d, n, i)| (d.as_str(), *n, i.as_str())))
                     .unwrap_or(false);
-                note = r.in_flight.as_ref().map(|b| format!("batch {} in flight", b.batch));
+                note = r
+                    .in_flight
+                    .as_ref()
+                    .map(|b| format!("batch {} in flight", b.batch));
             }
             let counts = CycleCounts {
                 operations: n_ops as i64,
@@ -141,7 +144,14 @@ pub async fn cycle(
                 CycleCounts::default(),
                 None,
             );
-            (CycleResult::Failed, Some(why.clone()), 1, Vec::new(), false, Some(why))
+            (
+                CycleResult::Failed,
+                Some(why.clone()),
+                1,
+                Vec::new(),
+                false,
+                Some(why),
+            )
         }
     };
     drop(s);
@@ -160,7 +170,12 @@ pub async fn cycle(
         rate_limit_wait: Duration::ZERO,
     };
     observer.cycle(report.clone());
-    tracing::info!(kind = "full", mode, result = result.label(), "portal cycle finished");
+    tracing::info!(
+        kind = "full",
+        mode,
+        result = result.label(),
+        "portal cycle finished"
+    );
     CycleOutcome {
         report,
         cycle,

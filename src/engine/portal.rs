@@ -26,7 +26,9 @@ use crate::push::portal::{
 use crate::source::Source;
 use crate::state::StateStore;
 use crate::state::audit::AuditEntry;
-use crate::state::portal::{Batch, NewTask, Row, RowChange, Task, TaskChange, row_state, task_state};
+use crate::state::portal::{
+    Batch, NewTask, Row, RowChange, Task, TaskChange, row_state, task_state,
+};
 use crate::target::portal::{PortalSettings, PortalTarget, UploadRow};
 use crate::target::{Account, Target, TargetError, TargetState};
 use sha2::{Digest, Sha256};
@@ -248,7 +250,14 @@ pub async fn apply_portal<S: Source>(
     let latest = apply_changes(latest_before, &changes);
     let routed = decide::route(&ops, &latest, portal.batch_size);
     let open = store.portal_tasks(Some(task_state::OPEN))?;
-    let (task_changes, new_tasks) = worklist_changes(&open, &routed.work, &by_address, &plan.fingerprint, run, cfg);
+    let (task_changes, new_tasks) = worklist_changes(
+        &open,
+        &routed.work,
+        &by_address,
+        &plan.fingerprint,
+        run,
+        cfg,
+    );
     store.portal_settle(&changes, &task_changes, &new_tasks, run, &plan.fingerprint)?;
     let settled = changes
         .iter()
@@ -341,15 +350,31 @@ pub async fn apply(
     cancel: &CancellationToken,
 ) -> Result<PortalReport, EngineError> {
     let store = StateStore::open(&cfg.state_dir)?;
-    let mode = if req.plan_file.is_some() { "apply" } else { "sync" };
+    let mode = if req.plan_file.is_some() {
+        "apply"
+    } else {
+        "sync"
+    };
     apply_portal(
-        cfg, portal, target, &cfg.source, &store, mode, req, None, progress, cancel,
+        cfg,
+        portal,
+        target,
+        &cfg.source,
+        &store,
+        mode,
+        req,
+        None,
+        progress,
+        cancel,
     )
     .await
 }
 
 /// Each anchor's latest row with this run's changes applied (what routing sees).
-fn apply_changes(mut latest: BTreeMap<String, Row>, changes: &[RowChange]) -> BTreeMap<String, Row> {
+fn apply_changes(
+    mut latest: BTreeMap<String, Row>,
+    changes: &[RowChange],
+) -> BTreeMap<String, Row> {
     for c in changes {
         if let Some(r) = latest.get_mut(&c.audit.external_id)
             && r.batch == c.batch
@@ -362,16 +387,15 @@ fn apply_changes(mut latest: BTreeMap<String, Row>, changes: &[RowChange]) -> BT
     latest
 }
 
+/// A task's audit record; `what` is its (kind, anchor, ODS code, address).
 fn task_audit(
     run: i64,
     fingerprint: &str,
-    kind: &str,
-    external_id: &str,
-    ods_code: &str,
-    target_id: &str,
+    what: (&str, &str, &str, &str),
     outcome: &str,
     agreement: Option<String>,
 ) -> AuditEntry {
+    let (kind, external_id, ods_code, target_id) = what;
     AuditEntry {
         at: crate::timefmt::now_rfc3339(),
         run,
@@ -417,10 +441,7 @@ fn worklist_changes(
             audit: task_audit(
                 run,
                 &t.fingerprint,
-                &t.kind,
-                &t.external_id,
-                &t.ods_code,
-                &t.target_id,
+                (&t.kind, &t.external_id, &t.ods_code, &t.target_id),
                 state,
                 None,
             ),
@@ -446,10 +467,12 @@ fn worklist_changes(
                 audit: task_audit(
                     run,
                     fingerprint,
-                    w.op.kind().name(),
-                    w.op.external_id().as_str(),
-                    w.op.ods_code().as_str(),
-                    &target_id,
+                    (
+                        w.op.kind().name(),
+                        w.op.external_id().as_str(),
+                        w.op.ods_code().as_str(),
+                        &target_id,
+                    ),
                     "listed",
                     agreement,
                 ),
@@ -503,10 +526,7 @@ fn export_batch(
         .collect();
     let bytes = portal.template.render(&rows);
     let sha = format!("sha256:{}", hex::encode(Sha256::digest(&bytes)));
-    let number = store
-        .portal_batches()?
-        .first()
-        .map_or(1, |b| b.id + 1);
+    let number = store.portal_batches()?.first().map_or(1, |b| b.id + 1);
     let name = format!("batch-{number:04}.csv");
     let path = portal.out_dir.join(&name);
     if path.exists() {
@@ -526,42 +546,43 @@ fn export_batch(
             external_id: e.row.external_id.clone(),
             ods_code: e.row.ods_code.clone(),
             target_id: e.row.target_id.clone(),
-            rule: persons
-                .get(e.op.external_id())
-                .map(|p| p.rule.to_string()),
+            rule: persons.get(e.op.external_id()).map(|p| p.rule.to_string()),
             outcome: row_state::EXPORTED.to_string(),
             ..AuditEntry::default()
         })
         .collect();
     let new_rows: Vec<_> = export.iter().map(|e| e.row.clone()).collect();
     let dir = portal.out_dir.clone();
-    let id = store
-        .portal_export(
-            number,
-            run,
-            &name,
-            &sha,
-            fingerprint,
-            report,
-            &new_rows,
-            &audits,
-            || {
-                let path = write_file(&dir, &name, &bytes)?;
-                let modified = std::fs::metadata(&path)
-                    .and_then(|m| m.modified())
-                    .map_err(|e| portal_err(&path, format!("cannot read its time: {e}")))?;
-                Ok::<_, EngineError>(mtime_ns(modified.into()))
-            },
-            || {
-                let _ = std::fs::remove_file(&path);
-            },
-        )?
-        ?;
+    let id = store.portal_export(
+        number,
+        run,
+        &name,
+        &sha,
+        fingerprint,
+        report,
+        &new_rows,
+        &audits,
+        || {
+            let path = write_file(&dir, &name, &bytes)?;
+            let modified = std::fs::metadata(&path)
+                .and_then(|m| m.modified())
+                .map_err(|e| portal_err(&path, format!("cannot read its time: {e}")))?;
+            Ok::<_, EngineError>(mtime_ns(modified.into()))
+        },
+        || {
+            let _ = std::fs::remove_file(&path);
+        },
+    )??;
     store
         .portal_batches()?
         .into_iter()
         .find(|b| b.id == id)
-        .ok_or_else(|| portal_err(&portal.out_dir, "the batch just written is not in the journal"))
+        .ok_or_else(|| {
+            portal_err(
+                &portal.out_dir,
+                "the batch just written is not in the journal",
+            )
+        })
 }
 
 fn who(x: &str, persons: &BTreeMap<ExternalId, Person>, account: Option<&&Account>) -> String {
@@ -620,8 +641,11 @@ fn write_worklist(
     let csv_err = |e: csv::Error| portal_err(&out.join("worklist.csv"), e.to_string());
     w.write_record(HEAD).map_err(csv_err)?;
     for r in &rows {
-        w.write_record(r.iter().map(|c| nhs_model::portal::neutralise(c).into_owned()))
-            .map_err(csv_err)?;
+        w.write_record(
+            r.iter()
+                .map(|c| nhs_model::portal::neutralise(c).into_owned()),
+        )
+        .map_err(csv_err)?;
     }
     let bytes = w
         .into_inner()
@@ -636,7 +660,11 @@ fn write_worklist(
             "What a bulk-upload CSV cannot do. Do each in the NHSmail Portal; the next Mailbox \
              Report confirms it (`tansync portal status`).\n\n",
         );
-        md.push_str(&format!("| {} |\n|{}\n", HEAD.join(" | "), "---|".repeat(HEAD.len())));
+        md.push_str(&format!(
+            "| {} |\n|{}\n",
+            HEAD.join(" | "),
+            "---|".repeat(HEAD.len())
+        ));
         for r in &rows {
             let cells: Vec<String> = r.iter().map(|c| md_cell(c)).collect();
             md.push_str(&format!("| {} |\n", cells.join(" | ")));
@@ -767,9 +795,7 @@ pub fn status(cfg: &Config) -> Result<PortalStatus, EngineError> {
 }
 
 /// [`status`] from an open history (continuous mode's `status` includes it).
-pub fn status_from(
-    h: &crate::state::History,
-) -> Result<PortalStatus, crate::state::StateError> {
+pub fn status_from(h: &crate::state::History) -> Result<PortalStatus, crate::state::StateError> {
     let batches = h.portal_batches()?;
     let mut latest: BTreeMap<&str, &Row> = BTreeMap::new();
     for b in batches.iter().rev() {

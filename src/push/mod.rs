@@ -15,8 +15,8 @@
 //! transaction as the final journal state).
 
 mod pace;
-pub mod request;
 pub mod portal;
+pub mod request;
 pub mod writeback;
 
 use crate::ids::{ExternalId, OdsCode, RuleId};

@@ -97,7 +97,11 @@ fn reason_text(r: RemoveReason) -> &'static str {
 }
 
 fn names(fields: &[Field]) -> String {
-    fields.iter().map(|f| f.name()).collect::<Vec<_>>().join(", ")
+    fields
+        .iter()
+        .map(|f| f.name())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Divide the operations: creates and updates into the next batch (unless withheld),
@@ -300,11 +304,7 @@ pub fn results_batch<'a>(
     }
     let theirs: Vec<&str> = results.iter().map(|r| r.local_id.as_str()).collect();
     if let Some(b) = batches.iter().find(|b| {
-        b.rows.len() == theirs.len()
-            && b.rows
-                .iter()
-                .zip(&theirs)
-                .all(|(r, x)| r.external_id == *x)
+        b.rows.len() == theirs.len() && b.rows.iter().zip(&theirs).all(|(r, x)| r.external_id == *x)
     }) {
         return Ok(b);
     }
@@ -347,7 +347,9 @@ pub fn settle_from_results(batch: &Batch, results: &[ResultLine]) -> Vec<Settled
                 row_state::UNSETTLED,
                 Some(format!(
                     "the results file says it succeeded, but {}",
-                    row.detail.as_deref().unwrap_or("earlier evidence said it failed")
+                    row.detail
+                        .as_deref()
+                        .unwrap_or("earlier evidence said it failed")
                 )),
             )),
             (Err(why), row_state::REPORTED) => Some((

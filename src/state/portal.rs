@@ -347,7 +347,16 @@ impl StateStore {
             "INSERT INTO portal_batches (id, run, file, sha256, fingerprint, exported_at,
                                          exported_ns, report_sha, report_ns)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, 0, ?7, ?8)",
-            params![id, run, file, sha256, fingerprint, now(), report.0, report.1],
+            params![
+                id,
+                run,
+                file,
+                sha256,
+                fingerprint,
+                now(),
+                report.0,
+                report.1
+            ],
         )?;
         for (i, r) in rows.iter().enumerate() {
             self.conn.execute(
@@ -555,9 +564,18 @@ mod tests {
             detail: None,
             audit: audit("a", state),
         };
-        s.portal_settle(&[change(1, row_state::CONFIRMED)], &[], &[], run, "sha256:f")
-            .unwrap();
-        assert!(s.portal_in_flight().unwrap().is_some(), "row 2 is still exported");
+        s.portal_settle(
+            &[change(1, row_state::CONFIRMED)],
+            &[],
+            &[],
+            run,
+            "sha256:f",
+        )
+        .unwrap();
+        assert!(
+            s.portal_in_flight().unwrap().is_some(),
+            "row 2 is still exported"
+        );
         s.portal_settle(&[change(2, row_state::FAILED)], &[], &[], run, "sha256:f")
             .unwrap();
         assert!(s.portal_in_flight().unwrap().is_none());

@@ -186,12 +186,11 @@ impl DirectoryService {
                 {"op": "replace", "path": "active", "value": false}
             ]
         });
-        let a = self.rt.block_on(self.reader.call(
-            "PATCH",
-            &format!("/Users/{id}"),
-            Some(&body),
-            &[],
-        ));
+        let a =
+            self.rt.block_on(
+                self.reader
+                    .call("PATCH", &format!("/Users/{id}"), Some(&body), &[]),
+            );
         assert!(
             a.status == 200 || a.status == 204,
             "PATCH leaver: HTTP {}: {}",

@@ -36,7 +36,9 @@ use super::service;
 use super::store::{self, Account, UploadState};
 use anyhow::Context;
 use nhs_model::ids::OdsCode;
-use nhs_model::portal::{REPORT_HEADINGS, RESULT_HEADING, TEMPLATE_HEADINGS, neutralise, restore};
+use nhs_model::portal::{
+    REPORT_HEADINGS, RESULT_HEADING, TEMPLATE_HEADINGS, heading_field, neutralise, restore,
+};
 use nhs_model::scim::{Nhs, User};
 use nhs_model::{Field, Status};
 use rusqlite::{Connection, TransactionBehavior};
@@ -51,26 +53,6 @@ pub const EXIT_BUSY: u8 = 3;
 pub const EXIT_INTERRUPTED: u8 = 4;
 
 /// The Field each person-attribute heading carries (report and template share them).
-const FIELD_HEADINGS: [(&str, Field); 10] = [
-    ("First Name", Field::GivenName),
-    ("Last Name", Field::FamilyName),
-    ("Display Name", Field::DisplayName),
-    ("Job Title", Field::JobTitle),
-    ("Department", Field::Department),
-    ("Site", Field::Site),
-    ("Telephone", Field::Telephone),
-    ("Mobile", Field::Mobile),
-    ("Employee ID", Field::EmployeeId),
-    ("Secondary Email", Field::Email),
-];
-
-fn field_of(heading: &str) -> Option<Field> {
-    FIELD_HEADINGS
-        .iter()
-        .find(|(h, _)| *h == heading)
-        .map(|(_, f)| *f)
-}
-
 /// Why an upload did not run to its results.
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {
@@ -141,7 +123,7 @@ pub fn render_report(cfg: &Config, accounts: &[Account]) -> Result<Vec<u8>, csv:
                 "Organisation" => organisation.clone(),
                 "Status" => status_name(a.status).to_string(),
                 "Leaver Date" => a.leaver_since.map(rfc3339).unwrap_or_default(),
-                other => field_of(other)
+                other => heading_field(other)
                     .and_then(|f| fields.get(&f).cloned())
                     .unwrap_or_default(),
             })
@@ -419,7 +401,7 @@ impl<'a> UploadRow<'a> {
                 "ODS Code" => r.ods_code = v.trim(),
                 "Email Address" => r.address = v.trim(),
                 other => {
-                    if let Some(f) = field_of(other)
+                    if let Some(f) = heading_field(other)
                         && !v.trim().is_empty()
                     {
                         r.values.insert(f, v.to_string());

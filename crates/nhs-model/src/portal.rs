@@ -45,11 +45,43 @@ pub const TEMPLATE_HEADINGS: [&str; 13] = [
     "Secondary Email",
 ];
 
+/// The default heading of each person field, in the report and the template alike.
+pub const FIELD_HEADINGS: [(Field, &str); 10] = [
+    (Field::GivenName, "First Name"),
+    (Field::FamilyName, "Last Name"),
+    (Field::DisplayName, "Display Name"),
+    (Field::JobTitle, "Job Title"),
+    (Field::Department, "Department"),
+    (Field::Site, "Site"),
+    (Field::Telephone, "Telephone"),
+    (Field::Mobile, "Mobile"),
+    (Field::EmployeeId, "Employee ID"),
+    (Field::Email, "Secondary Email"),
+];
+
+/// A field's default heading.
+pub fn field_heading(f: Field) -> &'static str {
+    FIELD_HEADINGS
+        .iter()
+        .find(|(g, _)| *g == f)
+        .map_or("", |(_, h)| h)
+}
+
+/// The field a default heading stands for (exactly as written).
+pub fn heading_field(heading: &str) -> Option<Field> {
+    FIELD_HEADINGS
+        .iter()
+        .find(|(_, h)| *h == heading)
+        .map(|(f, _)| *f)
+}
+
 /// The column the Portal adds to an uploaded file when it returns it as the results.
 pub const RESULT_HEADING: &str = "Result";
 
 /// Characters that make a spreadsheet treat a cell as a formula (or hide what follows)
 /// when they come first (OWASP's CSV-injection list).
+use crate::field::Field;
+
 const FORMULA_STARTS: [char; 6] = ['=', '+', '-', '@', '\t', '\r'];
 
 fn starts_formula(s: &str) -> bool {
@@ -78,6 +110,15 @@ pub fn restore(cell: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_field_has_a_heading_in_the_template() {
+        for f in Field::ALL {
+            assert!(TEMPLATE_HEADINGS.contains(&field_heading(f)), "{f:?}");
+            assert!(REPORT_HEADINGS.contains(&field_heading(f)), "{f:?}");
+            assert_eq!(heading_field(field_heading(f)), Some(f));
+        }
+    }
 
     #[test]
     fn formula_starts_are_neutralised_and_restored() {

@@ -67,7 +67,11 @@ pub fn apply(r: &PortalReport, out: &mut dyn Write) -> Result<u8> {
     )?;
     let mut by_batch: BTreeMap<i64, BTreeMap<String, usize>> = BTreeMap::new();
     for (b, _, _, state, _) in &r.settled {
-        *by_batch.entry(*b).or_default().entry(state.to_string()).or_default() += 1;
+        *by_batch
+            .entry(*b)
+            .or_default()
+            .entry(state.to_string())
+            .or_default() += 1;
     }
     for (b, s) in &by_batch {
         writeln!(out, "settled from the report: batch {b}: {}", states(s))?;

@@ -125,7 +125,11 @@ fn creates_and_updates_are_exported_up_to_the_batch_size_and_the_rest_is_worklis
         planned(provision("g", "Al")),
     ];
     let r = route(&ops, &BTreeMap::new(), 2);
-    let exported: Vec<&str> = r.export.iter().map(|e| e.row.external_id.as_str()).collect();
+    let exported: Vec<&str> = r
+        .export
+        .iter()
+        .map(|e| e.row.external_id.as_str())
+        .collect();
     assert_eq!(exported, ["a", "b"]);
     assert_eq!(r.later, 1, "g waits for the next batch");
     assert_eq!(r.export[0].address, None);
@@ -148,8 +152,16 @@ fn creates_and_updates_are_exported_up_to_the_batch_size_and_the_rest_is_worklis
             ("join", "f")
         ]
     );
-    assert!(r.work[0].detail.contains("cannot clear"), "{}", r.work[0].detail);
-    assert!(r.work[2].detail.contains("RXA to RYY"), "{}", r.work[2].detail);
+    assert!(
+        r.work[0].detail.contains("cannot clear"),
+        "{}",
+        r.work[0].detail
+    );
+    assert!(
+        r.work[2].detail.contains("RXA to RYY"),
+        "{}",
+        r.work[2].detail
+    );
 }
 
 #[test]
@@ -174,7 +186,11 @@ fn a_row_awaiting_confirmation_or_unsettled_is_withheld_a_failed_one_is_not() {
         .map(|r| (r.external_id.clone(), r.clone()))
         .collect();
     let r = route(&ops, &latest, 10);
-    let exported: Vec<&str> = r.export.iter().map(|e| e.row.external_id.as_str()).collect();
+    let exported: Vec<&str> = r
+        .export
+        .iter()
+        .map(|e| e.row.external_id.as_str())
+        .collect();
     assert_eq!(exported, ["c"]);
     let held: Vec<(&str, &str)> = r
         .withheld
@@ -308,5 +324,8 @@ fn worklist_tasks_are_done_when_the_report_shows_them() {
     assert!(task_done(&task("move", moved), &idx(&gone)));
     assert!(!task_done(&task("remove", Expected::new()), &idx(&live)));
     assert!(task_done(&task("remove", Expected::new()), &idx(&gone)));
-    assert!(task_done(&task("remove", Expected::new()), &BTreeMap::new()));
+    assert!(task_done(
+        &task("remove", Expected::new()),
+        &BTreeMap::new()
+    ));
 }

@@ -71,18 +71,7 @@ impl Column {
             Column::OrganisationName => "Organisation",
             Column::Status => "Status",
             Column::LeaverDate => "Leaver Date",
-            Column::Field(f) => match f {
-                Field::GivenName => "First Name",
-                Field::FamilyName => "Last Name",
-                Field::DisplayName => "Display Name",
-                Field::JobTitle => "Job Title",
-                Field::Department => "Department",
-                Field::Site => "Site",
-                Field::Telephone => "Telephone",
-                Field::Mobile => "Mobile",
-                Field::EmployeeId => "Employee ID",
-                Field::Email => "Secondary Email",
-            },
+            Column::Field(f) => nhs_model::portal::field_heading(f),
             Column::Blank => return None,
         })
     }
