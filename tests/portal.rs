@@ -647,3 +647,60 @@ fn a_report_with_a_duplicated_local_id_or_a_wrong_header_is_an_error() {
     assert!(r.stderr.contains("ODS Code"), "{}", r.stderr);
     assert!(!w.out("batch-0002.csv").exists());
 }
+
+/// Continuous mode on the Portal target: each `run --once` cycle reads the newest report
+/// in the drop folder, settles, and exports the next batch only when none is in flight;
+/// `status` shows the batches.
+#[test]
+fn continuous_mode_settles_from_the_newest_report_and_exports_one_batch_at_a_time() {
+    let mut w = World::new("portal-run", 2);
+    let text = std::fs::read_to_string(&w.config).expect("config");
+    std::fs::write(&w.config, format!("{text}\n[daemon]\ninterval_seconds = 3600\n"))
+        .expect("config");
+    ad::add_users(
+        &w.sub("Main"),
+        &[
+            user("Oda Oak", "Oda", "Oak", "Nurse"),
+            user("Pip Pine", "Pip", "Pine", "Nurse"),
+            user("Quin Quince", "Quin", "Quince", "Nurse"),
+        ],
+    );
+    let once = |w: &World| {
+        let r = w.run(&["run", "--once"]);
+        assert_eq!(r.code, 0, "run --once: {}\n{}", r.stdout, r.stderr);
+    };
+    let status = |w: &World| -> Value {
+        let r = w.run(&["status", "--format", "json"]);
+        assert_eq!(r.code, 0, "status: {}", r.stderr);
+        serde_json::from_str(&r.stdout).expect("status JSON")
+    };
+    once(&w);
+    assert_eq!(local_ids(&w.out("batch-0001.csv")).len(), 2);
+    once(&w);
+    assert!(!w.out("batch-0002.csv").exists(), "one batch in flight at a time");
+    assert_eq!(status(&w)["portal"]["in_flight"], 1);
+    let human = w.run(&["status"]);
+    assert!(
+        human.stdout.contains("portal: batch in flight: 1; 0 settled"),
+        "{}",
+        human.stdout
+    );
+
+    w.ingest("batch-0001.csv", None).expect("results");
+    w.drop_report();
+    once(&w);
+    assert_eq!(local_ids(&w.out("batch-0002.csv")).len(), 1);
+    let st = status(&w);
+    assert_eq!(st["portal"]["in_flight"], 2, "{st}");
+    let b1 = &st["portal"]["batches"][1];
+    assert_eq!(b1["batch"], 1);
+    assert_eq!(b1["states"]["confirmed"], 2, "{st}");
+
+    w.ingest("batch-0002.csv", None).expect("results");
+    w.drop_report();
+    once(&w);
+    let st = status(&w);
+    assert_eq!(st["portal"]["in_flight"], Value::Null, "{st}");
+    assert!(!w.out("batch-0003.csv").exists());
+    assert_eq!(w.accounts().len(), 3);
+}

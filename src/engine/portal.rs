@@ -637,19 +637,10 @@ fn write_worklist(
             ]
         })
         .collect();
-    let mut w = csv::Writer::from_writer(Vec::new());
-    let csv_err = |e: csv::Error| portal_err(&out.join("worklist.csv"), e.to_string());
-    w.write_record(HEAD).map_err(csv_err)?;
-    for r in &rows {
-        w.write_record(
-            r.iter()
-                .map(|c| nhs_model::portal::neutralise(c).into_owned()),
-        )
-        .map_err(csv_err)?;
-    }
-    let bytes = w
-        .into_inner()
-        .map_err(|e| portal_err(&out.join("worklist.csv"), e.to_string()))?;
+    let bytes = crate::target::portal::upload::neutralised_csv(
+        std::iter::once(HEAD.to_vec())
+            .chain(rows.iter().map(|r| r.iter().map(String::as_str).collect())),
+    );
     let csv_path = write_file(out, "worklist.csv", &bytes)?;
 
     let mut md = String::from("# tansync worklist for the Local Administrator\n\n");

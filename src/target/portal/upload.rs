@@ -177,22 +177,27 @@ impl UploadTemplate {
 
     /// The batch file's bytes: header then one row per UploadRow, every cell neutralised.
     pub fn render(&self, rows: &[UploadRow]) -> Vec<u8> {
-        let mut w = csv::WriterBuilder::new()
-            .terminator(csv::Terminator::CRLF)
-            .from_writer(Vec::new());
-        let mut records: Vec<Vec<&str>> = Vec::with_capacity(rows.len() + 1);
-        records.push(self.headings.iter().map(String::as_str).collect());
-        records.extend(rows.iter().map(|r| self.cells(r)));
-        for rec in records {
-            // Writing to a Vec<u8> cannot fail: there is no I/O, and every record has
-            // the template's width (`cells` yields one cell per column).
-            #[allow(clippy::expect_used)]
-            w.write_record(rec.iter().map(|c| neutralise(c).into_owned()))
-                .expect("writing CSV to memory");
-        }
-        #[allow(clippy::expect_used)]
-        w.into_inner().expect("flushing CSV to memory")
+        let head = std::iter::once(self.headings.iter().map(String::as_str).collect());
+        neutralised_csv(head.chain(rows.iter().map(|r| self.cells(r))))
     }
+}
+
+/// RFC 4180 CSV (CRLF line ends) of these records, every cell through `neutralise`: the
+/// one writer of every CSV file a person may open in a spreadsheet (batches, worklist).
+pub fn neutralised_csv<'a>(records: impl IntoIterator<Item = Vec<&'a str>>) -> Vec<u8> {
+    let mut w = csv::WriterBuilder::new()
+        .terminator(csv::Terminator::CRLF)
+        .flexible(true)
+        .from_writer(Vec::new());
+    for rec in records {
+        // Writing to a Vec<u8> cannot fail: there is no I/O, and the writer accepts
+        // records of any width (`flexible`).
+        #[allow(clippy::expect_used)]
+        w.write_record(rec.iter().map(|c| neutralise(c).into_owned()))
+            .expect("writing CSV to memory");
+    }
+    #[allow(clippy::expect_used)]
+    w.into_inner().expect("flushing CSV to memory")
 }
 
 #[cfg(test)]
