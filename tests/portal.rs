@@ -655,8 +655,11 @@ fn a_report_with_a_duplicated_local_id_or_a_wrong_header_is_an_error() {
 fn continuous_mode_settles_from_the_newest_report_and_exports_one_batch_at_a_time() {
     let mut w = World::new("portal-run", 2);
     let text = std::fs::read_to_string(&w.config).expect("config");
-    std::fs::write(&w.config, format!("{text}\n[daemon]\ninterval_seconds = 3600\n"))
-        .expect("config");
+    std::fs::write(
+        &w.config,
+        format!("{text}\n[daemon]\ninterval_seconds = 3600\n"),
+    )
+    .expect("config");
     ad::add_users(
         &w.sub("Main"),
         &[
@@ -677,11 +680,16 @@ fn continuous_mode_settles_from_the_newest_report_and_exports_one_batch_at_a_tim
     once(&w);
     assert_eq!(local_ids(&w.out("batch-0001.csv")).len(), 2);
     once(&w);
-    assert!(!w.out("batch-0002.csv").exists(), "one batch in flight at a time");
+    assert!(
+        !w.out("batch-0002.csv").exists(),
+        "one batch in flight at a time"
+    );
     assert_eq!(status(&w)["portal"]["in_flight"], 1);
     let human = w.run(&["status"]);
     assert!(
-        human.stdout.contains("portal: batch in flight: 1; 0 settled"),
+        human
+            .stdout
+            .contains("portal: batch in flight: 1; 0 settled"),
         "{}",
         human.stdout
     );

@@ -17,7 +17,7 @@ use crate::engine::plan::decide_cycle;
 use crate::engine::read::collect_since;
 use crate::engine::{EngineError, Silent};
 use crate::ids::ExternalId;
-use crate::plan::{BlockReason, Operation, Plan, PlannedOp};
+use crate::plan::{BlockReason, Plan, PlannedOp};
 use crate::push::Outcome;
 use crate::push::writeback::WriteBackSettings;
 use crate::source::Source;
@@ -26,7 +26,6 @@ use crate::source::ldap::LdapSource;
 use crate::state::StateStore;
 use crate::state::cycles::CycleCounts;
 use crate::target::{Target, Writer};
-use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
@@ -47,39 +46,6 @@ pub struct CycleOutcome {
     pub held: Vec<(String, String, String)>,
     /// Why the cycle was full, or why it failed.
     pub note: Option<String>,
-}
-
-/// The held removals of a plan: sorted (anchor, target id, reason), and their digest
-/// (SHA-256 over those lines) — what `approve-removals` names.
-pub fn held_removals(plan: &Plan) -> (Vec<(String, String, String)>, Option<String>) {
-    let mut held: Vec<(String, String, String)> = plan
-        .blocked
-        .iter()
-        .filter(|b| b.reason == BlockReason::MassChangeThreshold)
-        .filter_map(|b| match &b.operation {
-            Operation::Remove {
-                external_id,
-                target_id,
-                reason,
-                ..
-            } => Some((
-                external_id.to_string(),
-                target_id.to_string(),
-                crate::plan::render::code(reason),
-            )),
-            _ => None,
-        })
-        .collect();
-    held.sort();
-    held.dedup();
-    if held.is_empty() {
-        return (held, None);
-    }
-    let mut h = Sha256::new();
-    for (x, t, r) in &held {
-        h.update(format!("{x}\t{t}\t{r}\n"));
-    }
-    (held, Some(format!("sha256:{}", hex::encode(h.finalize()))))
 }
 
 /// Run `f` on the shared store.
@@ -310,7 +276,7 @@ async fn attempt<S: Source, T: Target, W: Writer, F: Fn() -> Result<W, EngineErr
         deleted.as_ref(),
     )
     .map_err(err)?;
-    let (held, held_digest) = held_removals(&plan);
+    let (held, held_digest) = plan.held_removals();
     let approved = match &held_digest {
         Some(d) => locked(env.store, |s| s.held())
             .map_err(|e| err(e.into()))?

@@ -26,9 +26,9 @@ use crate::push::portal::{
 use crate::source::Source;
 use crate::state::StateStore;
 use crate::state::audit::AuditEntry;
-use crate::state::portal::{
-    Batch, NewTask, Row, RowChange, Task, TaskChange, row_state, task_state,
-};
+use crate::state::portal::{Batch, NewTask, RowChange, TaskChange, task_state};
+/// The journal's row and task types and row states, as the front ends show them.
+pub use crate::state::portal::{Row, Task, row_state};
 use crate::target::portal::{PortalSettings, PortalTarget, UploadRow};
 use crate::target::{Account, Target, TargetError, TargetState};
 use sha2::{Digest, Sha256};
@@ -205,7 +205,7 @@ pub async fn apply_portal<S: Source>(
     )
     .await?;
     let plan = chosen_plan(fresh, saved)?;
-    let (held, held_digest) = crate::daemon::cycle::held_removals(&plan);
+    let (held, held_digest) = plan.held_removals();
     let approve = match held_approved {
         Some(d) if held_digest.as_deref() == Some(d) => Some(plan.fingerprint.as_str()),
         Some(_) => None,

@@ -403,6 +403,41 @@ pub(crate) fn sort_in_place_by<T>(v: &mut [T], cmp: impl Fn(&T, &T) -> std::cmp:
 }
 
 impl Plan {
+    /// The removals the mass-change guard holds: sorted (anchor, target id, reason), and
+    /// their digest (SHA-256 over those lines) — what continuous mode's
+    /// `approve-removals` names.
+    pub fn held_removals(&self) -> (Vec<(String, String, String)>, Option<String>) {
+        use sha2::{Digest, Sha256};
+        let mut held: Vec<(String, String, String)> = self
+            .blocked
+            .iter()
+            .filter(|b| b.reason == BlockReason::MassChangeThreshold)
+            .filter_map(|b| match &b.operation {
+                Operation::Remove {
+                    external_id,
+                    target_id,
+                    reason,
+                    ..
+                } => Some((
+                    external_id.to_string(),
+                    target_id.to_string(),
+                    render::code(reason),
+                )),
+                _ => None,
+            })
+            .collect();
+        held.sort();
+        held.dedup();
+        if held.is_empty() {
+            return (held, None);
+        }
+        let mut h = Sha256::new();
+        for (x, t, r) in &held {
+            h.update(format!("{x}\t{t}\t{r}\n"));
+        }
+        (held, Some(format!("sha256:{}", hex::encode(h.finalize()))))
+    }
+
     /// Assemble a plan, putting everything in its deterministic order.
     #[allow(clippy::too_many_arguments)]
     pub fn new(

@@ -2,8 +2,9 @@
 //! a results file's settlement, `portal status` and `portal release`. Values from the
 //! directory or AD (anchors, file names, the Portal's result text) are escaped.
 
-use crate::engine::portal::{BatchSummary, PortalReport, PortalStatus, ResultsReport};
-use crate::state::portal::{Row, row_state};
+use crate::engine::portal::{
+    BatchSummary, PortalReport, PortalStatus, ResultsReport, Row, row_state,
+};
 use anyhow::Result;
 use nhs_model::escape::Escaped;
 use std::collections::BTreeMap;
