@@ -92,14 +92,7 @@ impl World {
         let text = format!(
             r#"agent_id = "{AGENT}"
 
-[source]
-kind = "ldap"
-url = {url}
-ca_file = {ca}
-bind_dn = {bind}
-bind_password_file = {pw}
-base_dns = [{base}]
-
+{source}
 [filters]
 files = ["filters.toml"]
 
@@ -128,11 +121,7 @@ file = "agreements.toml"
 [state]
 dir = "state"
 "#,
-            url = toml_str(&env("TANSYNC_TEST_SAMBA_LDAPS_URL")),
-            ca = toml_str(&env("TANSYNC_TEST_CA")),
-            bind = toml_str(&env("TANSYNC_TEST_SAMBA_BIND_DN")),
-            pw = toml_str(&env("TANSYNC_TEST_SAMBA_PASSWORD_FILE")),
-            base = toml_str(&ou),
+            source = samba_source(&ou),
             template = q(&template),
         );
         let config = write_config(tmp.path(), &text);
@@ -504,6 +493,13 @@ fn a_results_file_with_failed_rows_re_exports_exactly_those() {
     assert!(r.stdout.contains("2 succeeded"), "{}", r.stdout);
     assert!(r.stdout.contains("1 failed"), "{}", r.stdout);
     assert!(r.stdout.contains("cannot transfer"), "{}", r.stdout);
+    let again = w.run(&["portal", "results", results.to_str().expect("path")]);
+    assert_eq!(again.code, 1, "{}", again.stdout);
+    assert!(
+        again.stderr.contains("already settled batch 1"),
+        "a results file is applied once: {}",
+        again.stderr
+    );
 
     let r = w.sync();
     assert!(r.stdout.contains("wrote batch 2"), "{}", r.stdout);

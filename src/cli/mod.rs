@@ -160,7 +160,12 @@ pub enum PortalCommand {
     /// Settle a batch from the results file the Portal returned (the uploaded file with
     /// a result column added). Failed rows are exported again by the next apply; rows
     /// that succeeded are confirmed by the next Mailbox Report.
-    Results { file: PathBuf },
+    Results {
+        file: PathBuf,
+        /// The batch it returns, when several batches hold exactly its rows.
+        #[arg(long)]
+        batch: Option<i64>,
+    },
     /// Batches (in flight, settled), rows awaiting evidence or unsettled, and the open
     /// worklist.
     Status {
@@ -433,8 +438,8 @@ async fn run(cli: Cli, shutdown: &CancellationToken) -> Result<u8> {
             };
             let mut out = std::io::stdout().lock();
             match command {
-                PortalCommand::Results { file } => {
-                    let r = engine::portal::results(&cfg, portal, &file)?;
+                PortalCommand::Results { file, batch } => {
+                    let r = engine::portal::results(&cfg, portal, &file, batch)?;
                     render::portal::results(&r, &mut out)
                 }
                 PortalCommand::Status { format } => {

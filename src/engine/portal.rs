@@ -258,7 +258,14 @@ pub async fn apply_portal<S: Source>(
         run,
         cfg,
     );
-    store.portal_settle(&changes, &task_changes, &new_tasks, run, &plan.fingerprint)?;
+    store.portal_settle(
+        &changes,
+        &task_changes,
+        &new_tasks,
+        run,
+        &plan.fingerprint,
+        None,
+    )?;
     let settled = changes
         .iter()
         .map(|c| {
@@ -724,11 +731,13 @@ pub struct ResultsReport {
     pub unchanged: usize,
 }
 
-/// `tansync portal results FILE`: settle the batch the file returns.
+/// `tansync portal results FILE [--batch N]`: settle the batch the file returns (see
+/// `push::portal::results_batch`). The same file (by digest) is never applied twice.
 pub fn results(
     cfg: &Config,
     portal: &PortalSettings,
     file: &Path,
+    named: Option<i64>,
 ) -> Result<ResultsReport, EngineError> {
     let lines: Vec<ResultLine> = crate::target::portal::read_results(file, portal)
         .map_err(EngineError::Results)?
@@ -739,15 +748,36 @@ pub fn results(
             outcome: r.outcome,
         })
         .collect();
+    let bytes = std::fs::read(file).map_err(|e| portal_err(file, format!("cannot read: {e}")))?;
+    let sha = format!("sha256:{}", hex::encode(Sha256::digest(&bytes)));
     let store = StateStore::open(&cfg.state_dir)?;
+    if let Some((batch, name, at)) = store.portal_results_fed(&sha)? {
+        return Err(portal_err(
+            file,
+            format!(
+                "this results file ({name}) already settled batch {batch} at {at}; a file is applied once"
+            ),
+        ));
+    }
     let batches = store.portal_batches()?;
-    let batch = decide::results_batch(&batches, &lines)
+    let batch = decide::results_batch(&batches, &lines, named)
         .map_err(|e| portal_err(file, format!("not a results file of any batch: {e}")))?
         .clone();
     let settled = decide::settle_from_results(&batch, &lines);
     let run = store.begin_run("portal_results", &batch.fingerprint)?;
     let changes = row_changes(&batch, &settled, run);
-    store.portal_settle(&changes, &[], &[], run, &batch.fingerprint)?;
+    let name = file
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    store.portal_settle(
+        &changes,
+        &[],
+        &[],
+        run,
+        &batch.fingerprint,
+        Some((&sha, batch.id, &name)),
+    )?;
     store.finish_run(run, "ok")?;
     store.record_audit_head(run)?;
     let now = store
@@ -871,7 +901,7 @@ pub fn release(cfg: &Config, anchors: &[String]) -> Result<Vec<Row>, EngineError
             })
         })
         .collect();
-    store.portal_settle(&changes, &[], &[], run, "")?;
+    store.portal_settle(&changes, &[], &[], run, "", None)?;
     store.finish_run(run, "ok")?;
     store.record_audit_head(run)?;
     Ok(rows)

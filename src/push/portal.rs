@@ -285,6 +285,12 @@ pub struct ResultLine {
 pub enum ResultsMismatch {
     #[error("it has no rows")]
     Empty,
+    #[error(
+        "it matches batches {batches} (the same rows), none of them in flight: name the batch it returns with --batch N"
+    )]
+    Ambiguous { batches: String },
+    #[error("its rows are not batch {named}'s (batches with exactly its rows: {matching})")]
+    NotThatBatch { named: i64, matching: String },
     #[error("no batch holds exactly its rows (line {line}: Local ID {local_id} {why})")]
     NoBatch {
         line: u64,
@@ -293,20 +299,57 @@ pub enum ResultsMismatch {
     },
 }
 
-/// The batch a results file belongs to: the newest whose rows are exactly the file's
-/// (the Portal returns the uploaded file with a result column added).
+/// The batch a results file belongs to: the one whose rows are exactly the file's, in
+/// order (the Portal returns the uploaded file with a result column added). Batches can
+/// hold the same rows (a failed row exported again on its own): then the batch `named`
+/// (`portal results --batch N`), or else the one in flight; otherwise the file is
+/// refused as ambiguous rather than settled against a guess.
 pub fn results_batch<'a>(
     batches: &'a [Batch],
     results: &[ResultLine],
+    named: Option<i64>,
 ) -> Result<&'a Batch, ResultsMismatch> {
     if results.is_empty() {
         return Err(ResultsMismatch::Empty);
     }
     let theirs: Vec<&str> = results.iter().map(|r| r.local_id.as_str()).collect();
-    if let Some(b) = batches.iter().find(|b| {
-        b.rows.len() == theirs.len() && b.rows.iter().zip(&theirs).all(|(r, x)| r.external_id == *x)
-    }) {
-        return Ok(b);
+    let candidates: Vec<&Batch> = batches
+        .iter()
+        .filter(|b| {
+            b.rows.len() == theirs.len()
+                && b.rows.iter().zip(&theirs).all(|(r, x)| r.external_id == *x)
+        })
+        .collect();
+    let ids = || {
+        candidates
+            .iter()
+            .map(|b| b.id.to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    if let Some(n) = named {
+        return match candidates.iter().find(|b| b.id == n) {
+            Some(b) => Ok(b),
+            None => Err(ResultsMismatch::NotThatBatch {
+                named: n,
+                matching: if candidates.is_empty() {
+                    "none".into()
+                } else {
+                    ids()
+                },
+            }),
+        };
+    }
+    match candidates.as_slice() {
+        [one] => return Ok(one),
+        [] => {}
+        many => {
+            let in_flight: Vec<&&Batch> = many.iter().filter(|b| b.settled_at.is_none()).collect();
+            return match in_flight.as_slice() {
+                [one] => Ok(one),
+                _ => Err(ResultsMismatch::Ambiguous { batches: ids() }),
+            };
+        }
     }
     // Say which line no batch explains, against the newest batch.
     let newest: BTreeSet<&str> = batches

@@ -71,6 +71,12 @@ pub(super) fn migrate(conn: &Connection) -> Result<(), StateError> {
              PRIMARY KEY (batch, line)
          );
          CREATE INDEX IF NOT EXISTS portal_rows_anchor ON portal_rows(external_id);
+         CREATE TABLE IF NOT EXISTS portal_results (
+             sha256 TEXT PRIMARY KEY,
+             batch INTEGER NOT NULL,
+             file TEXT NOT NULL,
+             fed_at TEXT NOT NULL
+         );
          CREATE TABLE IF NOT EXISTS portal_tasks (
              id INTEGER PRIMARY KEY,
              run INTEGER NOT NULL,
@@ -399,6 +405,9 @@ impl StateStore {
 
     /// Settle rows and tasks from evidence, list new tasks, with their audit records, in
     /// one transaction; a batch none of whose rows is still `exported` is settled.
+    /// `fed`: the results file this settles from (digest, batch, file name), recorded so
+    /// that the same file is never applied twice.
+    #[allow(clippy::too_many_arguments)]
     pub fn portal_settle(
         &self,
         rows: &[RowChange],
@@ -406,9 +415,16 @@ impl StateStore {
         new_tasks: &[NewTask],
         run: i64,
         fingerprint: &str,
+        fed: Option<(&str, i64, &str)>,
     ) -> Result<(), StateError> {
         let tx = self.conn.unchecked_transaction()?;
         let at = now();
+        if let Some((sha, batch, file)) = fed {
+            self.conn.execute(
+                "INSERT INTO portal_results (sha256, batch, file, fed_at) VALUES (?1, ?2, ?3, ?4)",
+                params![sha, batch, file, at],
+            )?;
+        }
         for c in rows {
             self.conn.execute(
                 "UPDATE portal_rows SET state = ?1, detail = ?2, updated_at = ?3
@@ -451,6 +467,22 @@ impl StateStore {
         }
         tx.commit()?;
         Ok(())
+    }
+
+    /// The batch a results file with this digest already settled, the file's name then,
+    /// and when.
+    pub fn portal_results_fed(
+        &self,
+        sha256: &str,
+    ) -> Result<Option<(i64, String, String)>, StateError> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT batch, file, fed_at FROM portal_results WHERE sha256 = ?1",
+                params![sha256],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .optional()?)
     }
 
     /// Worklist tasks (`state`: only those in it).
@@ -570,14 +602,27 @@ mod tests {
             &[],
             run,
             "sha256:f",
+            Some(("sha256:results", b, "results.csv")),
         )
         .unwrap();
+        assert_eq!(
+            s.portal_results_fed("sha256:results").unwrap().map(|r| r.0),
+            Some(b)
+        );
+        assert!(s.portal_results_fed("sha256:other").unwrap().is_none());
         assert!(
             s.portal_in_flight().unwrap().is_some(),
             "row 2 is still exported"
         );
-        s.portal_settle(&[change(2, row_state::FAILED)], &[], &[], run, "sha256:f")
-            .unwrap();
+        s.portal_settle(
+            &[change(2, row_state::FAILED)],
+            &[],
+            &[],
+            run,
+            "sha256:f",
+            None,
+        )
+        .unwrap();
         assert!(s.portal_in_flight().unwrap().is_none());
         let latest = s.portal_latest_rows().unwrap();
         assert_eq!(latest["b"].state, row_state::FAILED);

@@ -128,6 +128,25 @@ pub fn toml_str(s: &str) -> String {
 pub mod ad;
 pub mod dirsvc;
 
+/// The `[source]` section reading the Samba AD DC under `base` over verified LDAPS.
+pub fn samba_source(base: &str) -> String {
+    format!(
+        r#"[source]
+kind = "ldap"
+url = {url}
+ca_file = {ca}
+bind_dn = {bind}
+bind_password_file = {pw}
+base_dns = [{base}]
+"#,
+        url = toml_str(&env("TANSYNC_TEST_SAMBA_LDAPS_URL")),
+        ca = toml_str(&env("TANSYNC_TEST_CA")),
+        bind = toml_str(&env("TANSYNC_TEST_SAMBA_BIND_DN")),
+        pw = toml_str(&env("TANSYNC_TEST_SAMBA_PASSWORD_FILE")),
+        base = toml_str(base),
+    )
+}
+
 /// An agent configuration reading the Samba AD DC under `base` over verified LDAPS and
 /// writing to the reference directory at `target` with `token_file`; `filters.toml` and
 /// `agreements.toml` beside it, state in `state/`, and `rest` (further sections) after.
@@ -141,14 +160,7 @@ pub fn samba_agent_config(
     format!(
         r#"agent_id = "{agent}"
 
-[source]
-kind = "ldap"
-url = {url}
-ca_file = {ca}
-bind_dn = {bind}
-bind_password_file = {pw}
-base_dns = [{base}]
-
+{source}
 [filters]
 files = ["filters.toml"]
 
@@ -164,11 +176,7 @@ file = "agreements.toml"
 dir = "state"
 
 {rest}"#,
-        url = toml_str(&env("TANSYNC_TEST_SAMBA_LDAPS_URL")),
-        ca = toml_str(&env("TANSYNC_TEST_CA")),
-        bind = toml_str(&env("TANSYNC_TEST_SAMBA_BIND_DN")),
-        pw = toml_str(&env("TANSYNC_TEST_SAMBA_PASSWORD_FILE")),
-        base = toml_str(base),
+        source = samba_source(base),
         target = toml_str(target),
         token = q(token_file),
     )

@@ -227,7 +227,7 @@ fn a_results_file_settles_its_own_batch_only() {
         },
     ];
     let batches = vec![b];
-    let found = results_batch(&batches, &lines).unwrap();
+    let found = results_batch(&batches, &lines, None).unwrap();
     let s = settle_from_results(found, &lines);
     assert_eq!(s.len(), 2);
     assert_eq!((s[0].line, s[0].state), (1, row_state::REPORTED));
@@ -239,11 +239,32 @@ fn a_results_file_settles_its_own_batch_only() {
         local_id: x("zz"),
         outcome: Ok(()),
     }];
-    let e = results_batch(&batches, &other).unwrap_err();
+    let e = results_batch(&batches, &other, None).unwrap_err();
     assert!(e.to_string().contains("line 2: Local ID zz"), "{e}");
     let reordered = vec![lines[1].clone(), lines[0].clone()];
-    assert!(results_batch(&batches, &reordered).is_err());
-    assert_eq!(results_batch(&batches, &[]), Err(ResultsMismatch::Empty));
+    assert!(results_batch(&batches, &reordered, None).is_err());
+    assert_eq!(
+        results_batch(&batches, &[], None),
+        Err(ResultsMismatch::Empty)
+    );
+
+    // Two batches with the same rows: the one in flight, the one named, or refused.
+    let mut older = batches[0].clone();
+    older.id = 3;
+    older.settled_at = Some("then".into());
+    let mut newer = batches[0].clone();
+    newer.id = 8;
+    let both = vec![newer.clone(), older.clone()];
+    assert_eq!(results_batch(&both, &lines, None).unwrap().id, 8);
+    assert_eq!(results_batch(&both, &lines, Some(3)).unwrap().id, 3);
+    assert!(matches!(
+        results_batch(&both, &lines, Some(5)),
+        Err(ResultsMismatch::NotThatBatch { named: 5, .. })
+    ));
+    newer.settled_at = Some("now".into());
+    let settled = vec![newer, older];
+    let e = results_batch(&settled, &lines, None).unwrap_err();
+    assert!(e.to_string().contains("--batch"), "{e}");
 }
 
 #[test]
