@@ -301,8 +301,16 @@ fn provisions_land_exactly_once_across_batches_and_an_interrupted_upload_settles
             .expect("manifest JSON");
     assert_eq!(manifest["in_flight"], 1, "{manifest}");
 
-    // While batch 1 is in flight, no second batch, however often the agent runs.
+    // While batch 1 is in flight, no second batch, however often the agent runs — also
+    // when the report it was planned from is saved again (a copy: a newer time, the same
+    // content), which says nothing about the upload.
     let r = w.sync();
+    assert!(r.stdout.contains("nothing new exported"), "{}", r.stdout);
+    let first_report = w.tmp.path().join("reports").join("mailbox-report-01.csv");
+    let copy = w.tmp.path().join("reports").join("mailbox-report-01-copy.csv");
+    std::fs::copy(&first_report, &copy).expect("copy the report");
+    let r = w.sync();
+    assert!(r.stdout.contains("same content"), "{}", r.stdout);
     assert!(r.stdout.contains("nothing new exported"), "{}", r.stdout);
     assert!(!w.out("batch-0002.csv").exists());
 
@@ -440,6 +448,17 @@ fn provisions_land_exactly_once_across_batches_and_an_interrupted_upload_settles
     let (run, _) = plan_json(&w.config);
     assert_eq!(run.code, 0, "no changes left: {}", run.stdout);
 
+    // A stale or partial report (here: the very first, empty one, saved again as the
+    // newest) does not make the agent create anyone a second time.
+    let stale = w.tmp.path().join("reports").join("mailbox-report-99.csv");
+    std::fs::copy(&first_report, &stale).expect("stale report");
+    let r = w.run(&["sync"]);
+    assert_eq!(r.code, 1, "a person must look: {}", r.stdout);
+    assert!(r.stdout.contains("7 operation(s) withheld"), "{}", r.stdout);
+    assert!(r.stdout.contains("stale or partial"), "{}", r.stdout);
+    assert!(!w.out("batch-0004.csv").exists());
+    std::fs::remove_file(&stale).expect("remove the stale report");
+
     let st = w.run(&["portal", "status", "--format", "json"]);
     assert_eq!(st.code, 0, "{}", st.stderr);
     let st: Value = serde_json::from_str(&st.stdout).expect("status JSON");
@@ -508,6 +527,19 @@ fn a_results_file_with_failed_rows_re_exports_exactly_those() {
         BTreeSet::from([taken.clone()]),
         "exactly the failed row"
     );
+    // Batch 2 will never be uploaded (say, the file was lost): discarded, it settles as
+    // not applied and the next apply exports its row afresh.
+    let r = w.run(&["portal", "discard", "2"]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    let r = w.sync();
+    assert!(r.stdout.contains("wrote batch 3"), "{}", r.stdout);
+    assert_eq!(
+        local_ids(&w.out("batch-0003.csv")),
+        BTreeSet::from([taken.clone()])
+    );
+    let r = w.run(&["portal", "discard", "1"]);
+    assert_eq!(r.code, 1, "a settled batch cannot be discarded: {}", r.stdout);
+
     // A results file of no batch is refused, naming the line.
     let stray = w.tmp.path().join("stray.csv");
     std::fs::write(

@@ -172,12 +172,16 @@ pub enum PortalCommand {
         #[arg(long, value_enum, default_value = "human")]
         format: Format,
     },
-    /// After checking in the Portal that these rows were NOT applied, let the next apply
-    /// export them again (only rows unsettled or awaiting a report).
+    /// After checking in the Portal that these people have NO mailbox although the
+    /// journal says they may (rows reported, unsettled, confirmed or differs), let the
+    /// next apply create them again.
     Release {
         #[arg(value_name = "LOCAL_ID", required = true)]
         local_ids: Vec<String>,
     },
+    /// The batch in flight was not uploaded and never will be (a lost file, a wrong
+    /// template): settle it as not applied, so the next apply exports afresh.
+    Discard { batch: i64 },
 }
 
 #[derive(Subcommand, Debug)]
@@ -448,7 +452,15 @@ async fn run(cli: Cli, shutdown: &CancellationToken) -> Result<u8> {
                 }
                 PortalCommand::Release { local_ids } => {
                     let rows = engine::portal::release(&cfg, &local_ids)?;
-                    render::portal::released(&rows, &mut out)
+                    render::portal::released(&rows, "the next apply may create it again", &mut out)
+                }
+                PortalCommand::Discard { batch } => {
+                    let rows = engine::portal::discard(&cfg, batch)?;
+                    render::portal::released(
+                        &rows,
+                        "not applied: the next apply exports it afresh",
+                        &mut out,
+                    )
                 }
             }
         }

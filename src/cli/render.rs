@@ -469,6 +469,14 @@ pub fn status(st: &crate::daemon::status::Status, json: bool, out: &mut dyn Writ
             p.unsettled.len(),
             p.worklist.len()
         )?;
+        if let Some(c) = p.conflicts.first() {
+            writeln!(
+                out,
+                "portal: DO NOT UPLOAD batch {}: an older batch may already have created {} of its mailboxes (`tansync portal status`)",
+                c.batch,
+                p.conflicts.len()
+            )?;
+        }
     }
     writeln!(out, "last cycles:")?;
     for c in &st.cycles {

@@ -126,6 +126,20 @@ pub(super) fn settings(
         .map_err(|e| cx.err("target.template", format!("cannot read: {e}")))?;
     let template = UploadTemplate::parse(&template_path, &text, &t.upload_columns)
         .map_err(|p| cx.err("target.template", p))?;
+    // A synchronised field no template column carries could never be sent: each create
+    // would lack it and every plan would export an update that cannot carry it either.
+    for f in mapping.fields.keys() {
+        if f.is_synchronised() && !template.fields().any(|g| g == *f) {
+            return Err(cx.err(
+                "target.upload_columns",
+                format!(
+                    "[mapping] produces {f}, but no column of the template {} carries it: map \
+                     a template heading to it (\"Heading\" = \"{f}\"), or drop {f} from [mapping]",
+                    template_path.display()
+                ),
+            ));
+        }
+    }
 
     let out_dir = match t.out_dir.as_deref() {
         Some(d) if !d.trim().is_empty() => cx.path(d),
@@ -154,6 +168,22 @@ pub(super) fn settings(
             ));
         }
         _ => {}
+    }
+
+    // The drop folder's newest *.csv is read as the report: batch files, worklists or
+    // results saved there would be read as one.
+    if let ReportLocation::DropDir(d) = &report
+        && out_dir.starts_with(d)
+    {
+        return Err(cx.err(
+            "target.out_dir",
+            format!(
+                "{} is inside target.drop_dir {} (whose newest *.csv is read as the Mailbox \
+                 Report): keep batch files elsewhere",
+                out_dir.display(),
+                d.display()
+            ),
+        ));
     }
 
     let batch_size = match t.batch_size {

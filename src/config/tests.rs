@@ -1014,6 +1014,12 @@ fn portal_report_target_keys() {
 fn portal_report_errors_name_the_key() {
     let d = dir_with_files();
     std::fs::write(d.path().join("odd.csv"), "Local ID,ODS Code,Pager\n").unwrap();
+    std::fs::write(
+        d.path().join("few.csv"),
+        "Local ID,ODS Code,First Name,Last Name\n",
+    )
+    .unwrap();
+    std::fs::create_dir(d.path().join("drops")).unwrap();
     let without = |key: &str| {
         PORTAL
             .lines()
@@ -1065,6 +1071,16 @@ fn portal_report_errors_name_the_key() {
             "\"Fax\", which is not a heading",
         ),
         (without("out_dir"), "target.out_dir", "give the folder"),
+        (
+            "drop_dir = \"drops\"\ntemplate = \"template.csv\"\nout_dir = \"drops/out\"\norganisations_file = \"s.json\"".to_string(),
+            "target.out_dir",
+            "inside target.drop_dir",
+        ),
+        (
+            format!("{}\ntemplate = \"few.csv\"", without("template")),
+            "target.upload_columns",
+            "[mapping] produces",
+        ),
         (
             format!("{}\nout_dir = \"no/such/out\"", without("out_dir")),
             "target.out_dir",

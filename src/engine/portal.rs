@@ -92,8 +92,13 @@ pub struct PortalReport {
     pub later: usize,
     /// Operations held back until the evidence about their last export is conclusive.
     pub withheld: Vec<Withheld>,
-    /// Every row now unsettled (each anchor's latest).
+    /// Every row now unsettled, in every batch.
     pub unsettled: Vec<Row>,
+    /// Rows of the batch in flight whose person an older batch's evidence now says may
+    /// already have been created: that batch must not be uploaded.
+    pub conflicts: Vec<Conflict>,
+    /// Why the report settled nothing about a batch waiting for evidence.
+    pub notes: Vec<String>,
     /// Worklist: open tasks after this run, and what changed.
     pub worklist_open: usize,
     pub worklist_new: usize,
@@ -190,6 +195,24 @@ pub async fn apply_portal<S: Source>(
     };
     store.close_abandoned_runs(None)?;
     let report = target.read_report()?;
+    // A report older than one already planned from would show mailboxes created since as
+    // missing: refused, rather than trusted.
+    if let Some(b) = store
+        .portal_batches()?
+        .into_iter()
+        .max_by_key(|b| b.report_ns)
+        .filter(|b| mtime_ns(report.modified) < b.report_ns)
+    {
+        return Err(portal_err(
+            &report.path,
+            format!(
+                "this Mailbox Report was saved before the one batch {} was planned from: an \
+                 older report would show the mailboxes created since as missing; export a \
+                 fresh one",
+                b.id
+            ),
+        ));
+    }
     let PlanRun {
         plan: fresh,
         collected,
@@ -236,9 +259,12 @@ pub async fn apply_portal<S: Source>(
     };
     let index = by_local_id(&report.state.accounts);
     let mut changes = Vec::new();
-    for b in store.portal_batches()? {
-        let s = decide::settle_from_report(&b, report_id, &index);
-        changes.extend(row_changes(&b, &s, run));
+    let mut notes = Vec::new();
+    let before = store.portal_batches()?;
+    for b in &before {
+        let r = decide::settle_from_report(b, report_id, &index);
+        changes.extend(row_changes(b, &r.settled, run));
+        notes.extend(r.note);
     }
     let by_address: BTreeMap<String, &Account> = report
         .state
@@ -246,9 +272,13 @@ pub async fn apply_portal<S: Source>(
         .iter()
         .map(|a| (a.target_id.as_str().to_lowercase(), a))
         .collect();
-    let latest_before = store.portal_latest_rows()?;
-    let latest = apply_changes(latest_before, &changes);
-    let routed = decide::route(&ops, &latest, portal.batch_size);
+    let rows_now = journal_rows(&before, &changes);
+    let routed = decide::route(
+        &ops,
+        &rows_now,
+        portal.batch_size,
+        cfg.push.quarantine_after,
+    );
     let open = store.portal_tasks(Some(task_state::OPEN))?;
     let (task_changes, new_tasks) = worklist_changes(
         &open,
@@ -305,12 +335,9 @@ pub async fn apply_portal<S: Source>(
     let tasks = store.portal_tasks(Some(task_state::OPEN))?;
     let worklist_files = write_worklist(out, &tasks, &collected.persons, &by_address)?;
     let batches = store.portal_batches()?;
-    let manifest = write_manifest(out, &batches, &tasks)?;
-    let unsettled: Vec<Row> = store
-        .portal_latest_rows()?
-        .into_values()
-        .filter(|r| r.state == row_state::UNSETTLED)
-        .collect();
+    let conflicts = conflicts(&batches);
+    let manifest = write_manifest(out, &batches, &tasks, &conflicts)?;
+    let unsettled = unsettled_rows(&batches);
     store.finish_run(run, "ok")?;
     let head = store.record_audit_head(run)?;
     tracing::info!(run, audit_seq = head.seq, audit_hash = %head.hash, "audit trail head");
@@ -325,6 +352,8 @@ pub async fn apply_portal<S: Source>(
         later,
         withheld,
         unsettled,
+        conflicts,
+        notes,
         worklist_open: tasks.len(),
         worklist_new: new_tasks.len(),
         worklist_confirmed: task_changes
@@ -377,21 +406,77 @@ pub async fn apply(
     .await
 }
 
-/// Each anchor's latest row with this run's changes applied (what routing sees).
-fn apply_changes(
-    mut latest: BTreeMap<String, Row>,
-    changes: &[RowChange],
-) -> BTreeMap<String, Row> {
+/// Every batch's rows, oldest first, with this run's changes applied (what routing sees).
+fn journal_rows(batches: &[Batch], changes: &[RowChange]) -> Vec<Row> {
+    let mut rows: Vec<Row> = batches.iter().rev().flat_map(|b| b.rows.clone()).collect();
     for c in changes {
-        if let Some(r) = latest.get_mut(&c.audit.external_id)
-            && r.batch == c.batch
-            && r.line == c.line
+        if let Some(r) = rows
+            .iter_mut()
+            .find(|r| r.batch == c.batch && r.line == c.line)
         {
             r.state = c.state.to_string();
             r.detail = c.detail.clone();
         }
     }
-    latest
+    rows
+}
+
+/// Unsettled rows of every batch (batches newest first, as the journal lists them).
+fn unsettled_rows(batches: &[Batch]) -> Vec<Row> {
+    batches
+        .iter()
+        .flat_map(|b| b.rows.iter())
+        .filter(|r| r.state == row_state::UNSETTLED)
+        .cloned()
+        .collect()
+}
+
+/// A row of the batch in flight whose person an older batch may already have created.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Conflict {
+    pub external_id: String,
+    pub batch: i64,
+    pub line: u32,
+    /// The older row that may have created the mailbox, and its state.
+    pub older_batch: i64,
+    pub older_line: u32,
+    pub older_state: String,
+}
+
+/// Rows of the in-flight batch that would create a mailbox an older batch's evidence
+/// says may exist (its row `reported` or `unsettled`): uploading the batch could make a
+/// second mailbox.
+fn conflicts(batches: &[Batch]) -> Vec<Conflict> {
+    let Some(flying) = batches.iter().find(|b| b.settled_at.is_none()) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for r in flying
+        .rows
+        .iter()
+        .filter(|r| r.kind == "provision" && r.state == row_state::EXPORTED)
+    {
+        let older = batches
+            .iter()
+            .filter(|b| b.id < flying.id)
+            .flat_map(|b| b.rows.iter())
+            .find(|o| {
+                o.external_id == r.external_id
+                    && o.kind == "provision"
+                    && (o.state == row_state::REPORTED || o.state == row_state::UNSETTLED)
+            });
+        if let Some(o) = older {
+            out.push(Conflict {
+                external_id: r.external_id.clone(),
+                batch: flying.id,
+                line: r.line,
+                older_batch: o.batch,
+                older_line: o.line,
+                older_state: o.state.clone(),
+            });
+        }
+    }
+    out
 }
 
 /// A task's audit record; `what` is its (kind, anchor, ODS code, address).
@@ -427,16 +512,31 @@ fn worklist_changes(
     run: i64,
     cfg: &Config,
 ) -> (Vec<TaskChange>, Vec<NewTask>) {
-    let wanted: BTreeSet<(&str, &str)> = work
+    // An open task stays only while the plan asks for exactly the same thing (the same
+    // instruction and the same expected result): a person moved on again gets a new task.
+    let wanted: BTreeSet<(&str, &str, &str, &crate::state::portal::Expected)> = work
         .iter()
-        .map(|w| (w.op.kind().name(), w.op.external_id().as_str()))
+        .map(|w| {
+            (
+                w.op.kind().name(),
+                w.op.external_id().as_str(),
+                w.detail.as_str(),
+                &w.expected,
+            )
+        })
         .collect();
     let mut still: BTreeSet<(&str, &str)> = BTreeSet::new();
     let mut changes = Vec::new();
     for t in open {
+        let key = (
+            t.kind.as_str(),
+            t.external_id.as_str(),
+            t.detail.as_str(),
+            &t.expected,
+        );
         let state = if decide::task_done(t, by_address) {
             task_state::CONFIRMED
-        } else if !wanted.contains(&(t.kind.as_str(), t.external_id.as_str())) {
+        } else if !wanted.contains(&key) {
             task_state::WITHDRAWN
         } else {
             still.insert((t.kind.as_str(), t.external_id.as_str()));
@@ -509,6 +609,10 @@ fn write_file(dir: &Path, name: &str, bytes: &[u8]) -> Result<PathBuf, EngineErr
     tmp.write_all(bytes).map_err(err)?;
     tmp.as_file().sync_all().map_err(err)?;
     tmp.persist(&path).map_err(|e| err(e.error))?;
+    // The rename itself survives a power loss only once the folder is on disk.
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(err)?;
     Ok(path)
 }
 
@@ -539,8 +643,11 @@ fn export_batch(
     if path.exists() {
         return Err(portal_err(
             &path,
-            "already exists, but the journal has no such batch (a state directory from \
-             elsewhere?): move it away; tansync never overwrites a batch file",
+            "already exists, but the journal has no such batch: a run stopped between \
+             writing it and recording it, or the state directory is not this folder's. Do not \
+             upload it; if it was uploaded, let the upload finish and save the next Mailbox \
+             Report first (it shows what was created). Then move the file away: tansync never \
+             overwrites a batch file",
         ));
     }
     let audits: Vec<AuditEntry> = export
@@ -698,12 +805,21 @@ struct Manifest<'a> {
     written_at: String,
     /// The batch to upload now, if one is in flight.
     in_flight: Option<i64>,
+    /// The batch in flight must not be uploaded: an older batch may already have created
+    /// some of its mailboxes (`conflicts`).
+    do_not_upload: Option<i64>,
+    conflicts: &'a [Conflict],
     batches: Vec<BatchSummary>,
     worklist_open: usize,
     worklist: [&'a str; 2],
 }
 
-fn write_manifest(out: &Path, batches: &[Batch], tasks: &[Task]) -> Result<PathBuf, EngineError> {
+fn write_manifest(
+    out: &Path,
+    batches: &[Batch],
+    tasks: &[Task],
+    conflicts: &[Conflict],
+) -> Result<PathBuf, EngineError> {
     let m = Manifest {
         format: MANIFEST_FORMAT,
         written_at: crate::timefmt::now_rfc3339(),
@@ -711,6 +827,8 @@ fn write_manifest(out: &Path, batches: &[Batch], tasks: &[Task]) -> Result<PathB
             .iter()
             .find(|b| b.settled_at.is_none())
             .map(|b| b.id),
+        do_not_upload: conflicts.first().map(|c| c.batch),
+        conflicts,
         batches: batches.iter().rev().map(BatchSummary::from).collect(),
         worklist_open: tasks.len(),
         worklist: ["worklist.csv", "worklist.md"],
@@ -750,19 +868,20 @@ pub fn results(
         .collect();
     let bytes = std::fs::read(file).map_err(|e| portal_err(file, format!("cannot read: {e}")))?;
     let sha = format!("sha256:{}", hex::encode(Sha256::digest(&bytes)));
-    let store = StateStore::open(&cfg.state_dir)?;
-    if let Some((batch, name, at)) = store.portal_results_fed(&sha)? {
-        return Err(portal_err(
-            file,
-            format!(
-                "this results file ({name}) already settled batch {batch} at {at}; a file is applied once"
-            ),
-        ));
-    }
+    let store = open_store(cfg)?;
     let batches = store.portal_batches()?;
     let batch = decide::results_batch(&batches, &lines, named)
         .map_err(|e| portal_err(file, format!("not a results file of any batch: {e}")))?
         .clone();
+    if let Some((name, at)) = store.portal_results_fed(&sha, batch.id)? {
+        return Err(portal_err(
+            file,
+            format!(
+                "this results file ({name}) already settled batch {} at {at}; a file is applied once per batch",
+                batch.id
+            ),
+        ));
+    }
     let settled = decide::settle_from_results(&batch, &lines);
     let run = store.begin_run("portal_results", &batch.fingerprint)?;
     let changes = row_changes(&batch, &settled, run);
@@ -807,6 +926,8 @@ pub struct PortalStatus {
     pub in_flight: Option<i64>,
     pub unsettled: Vec<Row>,
     pub awaiting_report: usize,
+    /// The batch in flight must not be uploaded (see [`Conflict`]).
+    pub conflicts: Vec<Conflict>,
     pub worklist: Vec<Task>,
 }
 
@@ -818,26 +939,18 @@ pub fn status(cfg: &Config) -> Result<PortalStatus, EngineError> {
 /// [`status`] from an open history (continuous mode's `status` includes it).
 pub fn status_from(h: &crate::state::History) -> Result<PortalStatus, crate::state::StateError> {
     let batches = h.portal_batches()?;
-    let mut latest: BTreeMap<&str, &Row> = BTreeMap::new();
-    for b in batches.iter().rev() {
-        for r in &b.rows {
-            latest.insert(r.external_id.as_str(), r);
-        }
-    }
     Ok(PortalStatus {
         in_flight: batches
             .iter()
             .find(|b| b.settled_at.is_none())
             .map(|b| b.id),
-        unsettled: latest
-            .values()
-            .filter(|r| r.state == row_state::UNSETTLED)
-            .map(|r| (*r).clone())
-            .collect(),
-        awaiting_report: latest
-            .values()
+        unsettled: unsettled_rows(&batches),
+        awaiting_report: batches
+            .iter()
+            .flat_map(|b| b.rows.iter())
             .filter(|r| r.state == row_state::REPORTED)
             .count(),
+        conflicts: conflicts(&batches),
         batches: batches.iter().map(BatchSummary::from).collect(),
         worklist: h.portal_open_tasks()?,
     })
@@ -852,42 +965,32 @@ pub fn configured(cfg: &Config) -> Option<(&PortalSettings, &PortalTarget)> {
     }
 }
 
-/// `tansync portal release LOCAL_ID…`: the operator's word that an unsettled row (or one
-/// awaiting the next report) was not applied, after checking the Portal: the row becomes
-/// `failed`, so the next plan may export it again. Every anchor must have such a row.
-pub fn release(cfg: &Config, anchors: &[String]) -> Result<Vec<Row>, EngineError> {
-    let store = StateStore::open(&cfg.state_dir)?;
-    let latest = store.portal_latest_rows()?;
-    let mut rows = Vec::new();
-    for a in anchors {
-        let x = ExternalId::parse(a).map_err(|e| EngineError::Portal {
-            path: "portal release".into(),
-            problem: e.to_string(),
-        })?;
-        match latest.get(x.as_str()) {
-            Some(r) if r.state == row_state::UNSETTLED || r.state == row_state::REPORTED => {
-                rows.push(r.clone())
-            }
-            Some(r) => {
-                return Err(EngineError::Portal {
-                    path: "portal release".into(),
-                    problem: format!(
-                        "Local ID {x}: its latest row (batch {} line {}) is {}, not unsettled or awaiting a report; nothing to release",
-                        r.batch, r.line, r.state
-                    ),
-                });
-            }
-            None => {
-                return Err(EngineError::Portal {
-                    path: "portal release".into(),
-                    problem: format!("Local ID {x} is in no exported batch"),
-                });
-            }
-        }
+/// The state directory for a Portal command run by hand. A running `tansync run` holds
+/// it for its whole life: say how to go on rather than "wait".
+fn open_store(cfg: &Config) -> Result<StateStore, EngineError> {
+    match StateStore::open(&cfg.state_dir) {
+        Err(crate::state::StateError::Locked(dir)) => Err(EngineError::Portal {
+            path: dir,
+            problem: "a running `tansync run` (or another tansync) holds this state directory: \
+                      stop it first (e.g. `systemctl stop tansync`), then run this command; \
+                      meanwhile each cycle settles batches from the newest Mailbox Report in \
+                      drop_dir"
+                .into(),
+        }),
+        other => Ok(other?),
     }
+}
+
+/// Mark rows settled by the operator's word (`release`, `discard`), audited.
+fn settle_by_hand(
+    store: &StateStore,
+    rows: &[Row],
+    state: &'static str,
+    outcome: &str,
+    why: &str,
+) -> Result<(), EngineError> {
     let batches = store.portal_batches()?;
-    let run = store.begin_run("portal_release", "")?;
-    let why = "released by the operator: the Portal shows it was not applied";
+    let run = store.begin_run(&format!("portal_{outcome}"), "")?;
     let changes: Vec<RowChange> = rows
         .iter()
         .filter_map(|r| {
@@ -895,14 +998,109 @@ pub fn release(cfg: &Config, anchors: &[String]) -> Result<Vec<Row>, EngineError
             Some(RowChange {
                 batch: r.batch,
                 line: r.line,
-                state: row_state::FAILED,
+                state,
                 detail: Some(why.into()),
-                audit: row_audit(b, r, run, "released", Some(why)),
+                audit: row_audit(b, r, run, outcome, Some(why)),
             })
         })
         .collect();
     store.portal_settle(&changes, &[], &[], run, "", None)?;
     store.finish_run(run, "ok")?;
     store.record_audit_head(run)?;
+    Ok(())
+}
+
+/// `tansync portal release LOCAL_ID…`: the operator's word, after checking the Portal,
+/// that these people's mailboxes do not exist although the journal says they may (rows
+/// `reported`, `unsettled`, `confirmed` or `differs`, in any batch): those rows become
+/// `released`, so the next plan may create the mailbox again. Every anchor must have one.
+pub fn release(cfg: &Config, anchors: &[String]) -> Result<Vec<Row>, EngineError> {
+    let store = open_store(cfg)?;
+    let releasable = [
+        row_state::REPORTED,
+        row_state::UNSETTLED,
+        row_state::CONFIRMED,
+        row_state::DIFFERS,
+    ];
+    let all: Vec<Row> = store
+        .portal_batches()?
+        .into_iter()
+        .flat_map(|b| b.rows)
+        .collect();
+    let mut rows = Vec::new();
+    for a in anchors {
+        let x = ExternalId::parse(a).map_err(|e| EngineError::Portal {
+            path: "portal release".into(),
+            problem: e.to_string(),
+        })?;
+        let mine: Vec<&Row> = all.iter().filter(|r| r.external_id == x.as_str()).collect();
+        if mine.is_empty() {
+            return Err(EngineError::Portal {
+                path: "portal release".into(),
+                problem: format!("Local ID {x} is in no exported batch"),
+            });
+        }
+        let found: Vec<Row> = mine
+            .iter()
+            .filter(|r| releasable.contains(&r.state.as_str()))
+            .map(|r| (*r).clone())
+            .collect();
+        if found.is_empty() {
+            return Err(EngineError::Portal {
+                path: "portal release".into(),
+                problem: format!(
+                    "Local ID {x}: no row of it is reported, unsettled, confirmed or differs (its rows: {}); nothing to release",
+                    mine.iter()
+                        .map(|r| format!("batch {} line {} {}", r.batch, r.line, r.state))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            });
+        }
+        rows.extend(found);
+    }
+    settle_by_hand(
+        &store,
+        &rows,
+        row_state::RELEASED,
+        "released",
+        "released by the operator: the Portal shows no such mailbox",
+    )?;
+    Ok(rows)
+}
+
+/// `tansync portal discard BATCH`: the operator's word that the batch in flight was not
+/// uploaded and never will be (a lost file, a wrong template): its rows still `exported`
+/// become `failed`, the batch settles, and the next apply exports afresh.
+pub fn discard(cfg: &Config, batch: i64) -> Result<Vec<Row>, EngineError> {
+    let store = open_store(cfg)?;
+    let Some(b) = store.portal_batches()?.into_iter().find(|b| b.id == batch) else {
+        return Err(EngineError::Portal {
+            path: "portal discard".into(),
+            problem: format!("there is no batch {batch}"),
+        });
+    };
+    if b.settled_at.is_some() {
+        return Err(EngineError::Portal {
+            path: "portal discard".into(),
+            problem: format!(
+                "batch {batch} is settled already ({}): only the batch in flight can be discarded",
+                b.settled_at.unwrap_or_default()
+            ),
+        });
+    }
+    let rows: Vec<Row> = b
+        .rows
+        .iter()
+        .filter(|r| r.state == row_state::EXPORTED)
+        .cloned()
+        .collect();
+    settle_by_hand(
+        &store,
+        &rows,
+        row_state::FAILED,
+        "discarded",
+        "discarded by the operator: the batch was not uploaded",
+    )?;
     Ok(rows)
 }

@@ -68,14 +68,61 @@ pub struct Work {
     pub detail: String,
 }
 
-/// A planned operation the agent holds back: the evidence about its last export is not
-/// yet conclusive.
+/// A planned operation the agent holds back: the evidence about its earlier exports is
+/// not conclusive, or says it was already applied.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Withheld {
     pub op: Operation,
     pub batch: i64,
+    /// The state of the journal's row that holds it back.
     pub state: String,
+    pub why: String,
 }
+
+/// What the journal says about one anchor, over every batch.
+#[derive(Clone, Debug, Default)]
+struct Record<'a> {
+    /// A row in `reported` or `unsettled`: the evidence is not conclusive yet.
+    open: Option<&'a Row>,
+    /// A create the evidence says happened (or may have).
+    created: Option<&'a Row>,
+    /// Rows the Portal's results file said failed, and the last one.
+    refused: u32,
+    last_refusal: Option<&'a Row>,
+}
+
+fn records(rows: &[Row]) -> BTreeMap<&str, Record<'_>> {
+    let mut m: BTreeMap<&str, Record<'_>> = BTreeMap::new();
+    for r in rows {
+        let e = m.entry(r.external_id.as_str()).or_default();
+        match r.state.as_str() {
+            row_state::REPORTED | row_state::UNSETTLED => {
+                e.open = Some(r);
+                if r.kind == "provision" {
+                    e.created = Some(r);
+                }
+            }
+            row_state::CONFIRMED | row_state::DIFFERS | row_state::EXPORTED
+                if r.kind == "provision" =>
+            {
+                e.created = Some(r)
+            }
+            row_state::FAILED
+                if r.detail
+                    .as_deref()
+                    .is_some_and(|d| d.starts_with(RESULTS_SAID)) =>
+            {
+                e.refused += 1;
+                e.last_refusal = Some(r);
+            }
+            _ => {}
+        }
+    }
+    m
+}
+
+/// How a row's detail starts when the Portal's results file said it failed.
+pub const RESULTS_SAID: &str = "the Portal's results file: ";
 
 /// How the plan's operations divide.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -104,9 +151,14 @@ fn names(fields: &[Field]) -> String {
         .join(", ")
 }
 
-/// Divide the operations: creates and updates into the next batch (unless withheld),
-/// the rest to the worklist. `latest` is each anchor's newest exported row.
-pub fn route(ops: &[PlannedOp], latest: &BTreeMap<String, Row>, batch_size: usize) -> Routed {
+/// Divide the operations: creates and updates into the next batch, the rest to the
+/// worklist. `rows` is the journal (every batch's rows, oldest first). Held back:
+/// anything whose last evidence is not conclusive, and any create of a person the journal
+/// knows a create of (a report that does not show it is stale or partial: a second create
+/// would be a second mailbox — `portal release` after checking the Portal). A row the
+/// Portal refused `refuse_after` times goes to the worklist instead of the next batch.
+pub fn route(ops: &[PlannedOp], rows: &[Row], batch_size: usize, refuse_after: u32) -> Routed {
+    let journal = records(rows);
     let mut out = Routed::default();
     for p in ops {
         let op = &p.op;
@@ -142,21 +194,63 @@ pub fn route(ops: &[PlannedOp], latest: &BTreeMap<String, Row>, batch_size: usiz
                         continue;
                     }
                 }
-                if let Some(r) = latest.get(x)
-                    && (r.state == row_state::REPORTED || r.state == row_state::UNSETTLED)
+                let rec = journal.get(x);
+                let held = |r: &Row, why: String| Withheld {
+                    op: op.clone(),
+                    batch: r.batch,
+                    state: r.state.clone(),
+                    why,
+                };
+                if let Some(r) = rec.and_then(|r| r.open) {
+                    out.withheld.push(held(
+                        r,
+                        format!(
+                            "batch {} line {} is {}: awaiting a Mailbox Report that settles it",
+                            r.batch, r.line, r.state
+                        ),
+                    ));
+                    continue;
+                }
+                if matches!(op, Operation::Provision { .. })
+                    && let Some(r) = rec.and_then(|r| r.created)
                 {
-                    out.withheld.push(Withheld {
-                        op: op.clone(),
-                        batch: r.batch,
-                        state: r.state.clone(),
-                    });
+                    out.withheld.push(held(
+                        r,
+                        format!(
+                            "batch {} line {} created it ({}), but this Mailbox Report does not show                              its Local ID: is the report stale or partial? If the mailbox is really                              gone, `tansync portal release {x}`",
+                            r.batch, r.line, r.state
+                        ),
+                    ));
+                    continue;
+                }
+                if let Some(rec) = rec
+                    && rec.refused >= refuse_after
+                {
+                    let why = rec
+                        .last_refusal
+                        .and_then(|r| r.detail.as_deref())
+                        .unwrap_or("");
+                    out.work.push(work(
+                        format!(
+                            "The Portal refused this {} {} times (last: {}): enter it by hand, or                              correct it in Active Directory (it is not exported again)",
+                            op.kind().name(),
+                            rec.refused,
+                            why.strip_prefix(RESULTS_SAID).unwrap_or(why)
+                        ),
+                        export(op).row.expected,
+                    ));
+                    continue;
+                }
+                let e = export(op);
+                if e.values.is_empty() && matches!(op, Operation::Update { .. }) {
+                    // Nothing the template carries: nothing to upload.
                     continue;
                 }
                 if out.export.len() >= batch_size {
                     out.later += 1;
                     continue;
                 }
-                out.export.push(export(op));
+                out.export.push(e);
             }
             Operation::Remove { reason, .. } => out.work.push(work(
                 format!("Mark as a leaver in the Portal: {}", reason_text(*reason)),
@@ -286,7 +380,7 @@ pub enum ResultsMismatch {
     #[error("it has no rows")]
     Empty,
     #[error(
-        "it matches batches {batches} (the same rows), none of them in flight: name the batch it returns with --batch N"
+        "it matches batches {batches} (the same rows): name the batch it returns with --batch N"
     )]
     Ambiguous { batches: String },
     #[error("its rows are not batch {named}'s (batches with exactly its rows: {matching})")]
@@ -301,9 +395,9 @@ pub enum ResultsMismatch {
 
 /// The batch a results file belongs to: the one whose rows are exactly the file's, in
 /// order (the Portal returns the uploaded file with a result column added). Batches can
-/// hold the same rows (a failed row exported again on its own): then the batch `named`
-/// (`portal results --batch N`), or else the one in flight; otherwise the file is
-/// refused as ambiguous rather than settled against a guess.
+/// hold the same rows (a failed row exported again on its own): then only the batch
+/// `named` (`portal results --batch N`) is taken — the file is refused as ambiguous
+/// rather than settled against a guess.
 pub fn results_batch<'a>(
     batches: &'a [Batch],
     results: &[ResultLine],
@@ -343,13 +437,7 @@ pub fn results_batch<'a>(
     match candidates.as_slice() {
         [one] => return Ok(one),
         [] => {}
-        many => {
-            let in_flight: Vec<&&Batch> = many.iter().filter(|b| b.settled_at.is_none()).collect();
-            return match in_flight.as_slice() {
-                [one] => Ok(one),
-                _ => Err(ResultsMismatch::Ambiguous { batches: ids() }),
-            };
-        }
+        _ => return Err(ResultsMismatch::Ambiguous { batches: ids() }),
     }
     // Say which line no batch explains, against the newest batch.
     let newest: BTreeSet<&str> = batches
@@ -382,10 +470,9 @@ pub fn settle_from_results(batch: &Batch, results: &[ResultLine]) -> Vec<Settled
     for (row, res) in batch.rows.iter().zip(results) {
         let next = match (&res.outcome, row.state.as_str()) {
             (Ok(()), row_state::EXPORTED) => Some((row_state::REPORTED, None)),
-            (Err(why), row_state::EXPORTED) => Some((
-                row_state::FAILED,
-                Some(format!("the Portal's results file: {why}")),
-            )),
+            (Err(why), row_state::EXPORTED) => {
+                Some((row_state::FAILED, Some(format!("{RESULTS_SAID}{why}"))))
+            }
             (Ok(()), row_state::FAILED) => Some((
                 row_state::UNSETTLED,
                 Some(format!(
@@ -431,32 +518,81 @@ pub struct ReportId<'a> {
     pub name: &'a str,
 }
 
-/// Whether a report is evidence about a batch: its file is no older than the batch file
-/// (both times from the file system's clock), and it is not the report the batch was
-/// planned from.
-pub fn is_evidence(batch: &Batch, report: ReportId<'_>) -> bool {
-    report.modified_ns >= batch.exported_ns
-        && !(report.sha256 == batch.report_sha && report.modified_ns == batch.report_ns)
+/// Why a report is not evidence about a batch, or `None` when it is: its file must be no
+/// older than the batch file (both times from the file system's clock), and its content
+/// must differ from the report the batch was planned from (the same content, whatever
+/// its time, says nothing about an upload).
+pub fn not_evidence(batch: &Batch, report: ReportId<'_>) -> Option<String> {
+    if report.sha256 == batch.report_sha {
+        return Some(format!(
+            "{} has the same content as the report batch {} was planned from",
+            report.name, batch.id
+        ));
+    }
+    if report.modified_ns < batch.exported_ns {
+        return Some(format!(
+            "{} was saved before batch {}'s file was written (compare their modification times)",
+            report.name, batch.id
+        ));
+    }
+    None
 }
 
-/// What a Mailbox Report that [is evidence](is_evidence) says about the batch's rows
-/// still open to evidence (nothing, from any other report).
+/// What a Mailbox Report says about a batch's rows still open to evidence.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FromReport {
+    pub settled: Vec<Settled>,
+    /// Why the report settled nothing although rows wait for evidence.
+    pub note: Option<String>,
+}
+
+/// What a Mailbox Report says about the batch's rows still open to evidence: nothing,
+/// from a report that is [not evidence](not_evidence) about it. A report that shows none
+/// of the batch's new mailboxes is taken as "not uploaded yet", not as "none created":
+/// its creates stay in flight (feed the results file, or `portal discard` a batch that
+/// will never be uploaded).
 pub fn settle_from_report(
     batch: &Batch,
     report: ReportId<'_>,
     accounts: &BTreeMap<&str, &Account>,
-) -> Vec<Settled> {
-    if !is_evidence(batch, report) {
-        return Vec::new();
+) -> FromReport {
+    let open = [
+        row_state::EXPORTED,
+        row_state::REPORTED,
+        row_state::UNSETTLED,
+    ];
+    let waiting = batch
+        .rows
+        .iter()
+        .filter(|r| open.contains(&r.state.as_str()))
+        .count();
+    if waiting == 0 {
+        return FromReport::default();
+    }
+    if let Some(why) = not_evidence(batch, report) {
+        return FromReport {
+            settled: Vec::new(),
+            note: Some(format!("not evidence about batch {}: {why}", batch.id)),
+        };
     }
     let report_name = report.name;
-    let mut out = Vec::new();
+    let creates_seen = batch
+        .rows
+        .iter()
+        .any(|r| r.kind == "provision" && accounts.contains_key(r.external_id.as_str()));
+    let creates_exported = batch
+        .rows
+        .iter()
+        .any(|r| r.kind == "provision" && r.state == row_state::EXPORTED);
+    let mut out = FromReport::default();
+    if creates_exported && !creates_seen {
+        out.note = Some(format!(
+            "{report_name} shows none of batch {}'s new mailboxes: not uploaded yet? Upload it \
+             and feed its results file, or `tansync portal discard {}` if it will never be uploaded",
+            batch.id, batch.id
+        ));
+    }
     for row in &batch.rows {
-        let open = [
-            row_state::EXPORTED,
-            row_state::REPORTED,
-            row_state::UNSETTLED,
-        ];
         if !open.contains(&row.state.as_str()) {
             continue;
         }
@@ -476,10 +612,11 @@ pub fn settle_from_report(
                 }
             }
             None => match row.state.as_str() {
+                row_state::EXPORTED if row.kind == "provision" && !creates_seen => None,
                 row_state::EXPORTED => Some((
                     row_state::FAILED,
                     Some(format!(
-                        "not in {report_name}, written after the batch: not {}",
+                        "not in {report_name}, which shows others of its batch: not {}",
                         if row.kind == "provision" {
                             "created"
                         } else {
@@ -499,7 +636,7 @@ pub fn settle_from_report(
         if let Some((state, detail)) = next
             && (state != row.state || detail != row.detail)
         {
-            out.push(Settled {
+            out.settled.push(Settled {
                 line: row.line,
                 state,
                 detail,

@@ -32,6 +32,9 @@ pub mod row_state {
     pub const FAILED: &str = "failed";
     /// The evidence contradicts itself; never exported again until a report settles it.
     pub const UNSETTLED: &str = "unsettled";
+    /// The operator checked the Portal and found no such mailbox (`portal release`): a
+    /// later plan may create it again.
+    pub const RELEASED: &str = "released";
 }
 
 /// Worklist task states (`portal_tasks.state`).
@@ -72,10 +75,11 @@ pub(super) fn migrate(conn: &Connection) -> Result<(), StateError> {
          );
          CREATE INDEX IF NOT EXISTS portal_rows_anchor ON portal_rows(external_id);
          CREATE TABLE IF NOT EXISTS portal_results (
-             sha256 TEXT PRIMARY KEY,
+             sha256 TEXT NOT NULL,
              batch INTEGER NOT NULL,
              file TEXT NOT NULL,
-             fed_at TEXT NOT NULL
+             fed_at TEXT NOT NULL,
+             PRIMARY KEY (sha256, batch)
          );
          CREATE TABLE IF NOT EXISTS portal_tasks (
              id INTEGER PRIMARY KEY,
@@ -318,18 +322,6 @@ impl StateStore {
         })
     }
 
-    /// Each anchor's latest row (the newest batch that holds it).
-    pub fn portal_latest_rows(&self) -> Result<BTreeMap<String, Row>, StateError> {
-        let mut latest = BTreeMap::new();
-        // Oldest first, so a newer batch's row replaces an older one.
-        for b in batches(&self.conn, None)?.into_iter().rev() {
-            for r in b.rows {
-                latest.insert(r.external_id.clone(), r);
-            }
-        }
-        Ok(latest)
-    }
-
     /// Record batch `id` and its rows as `exported`, with their audit records, around
     /// `write`, which puts the file in place and returns its modification time (ns):
     /// the rows are committed only if it succeeded, and if the commit fails `undo`
@@ -469,18 +461,18 @@ impl StateStore {
         Ok(())
     }
 
-    /// The batch a results file with this digest already settled, the file's name then,
-    /// and when.
+    /// When a results file with this digest already settled `batch`, and its name then.
     pub fn portal_results_fed(
         &self,
         sha256: &str,
-    ) -> Result<Option<(i64, String, String)>, StateError> {
+        batch: i64,
+    ) -> Result<Option<(String, String)>, StateError> {
         Ok(self
             .conn
             .query_row(
-                "SELECT batch, file, fed_at FROM portal_results WHERE sha256 = ?1",
-                params![sha256],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                "SELECT file, fed_at FROM portal_results WHERE sha256 = ?1 AND batch = ?2",
+                params![sha256, batch],
+                |r| Ok((r.get(0)?, r.get(1)?)),
             )
             .optional()?)
     }
@@ -605,11 +597,13 @@ mod tests {
             Some(("sha256:results", b, "results.csv")),
         )
         .unwrap();
-        assert_eq!(
-            s.portal_results_fed("sha256:results").unwrap().map(|r| r.0),
-            Some(b)
+        assert!(s.portal_results_fed("sha256:results", b).unwrap().is_some());
+        assert!(
+            s.portal_results_fed("sha256:results", b + 1)
+                .unwrap()
+                .is_none()
         );
-        assert!(s.portal_results_fed("sha256:other").unwrap().is_none());
+        assert!(s.portal_results_fed("sha256:other", b).unwrap().is_none());
         assert!(
             s.portal_in_flight().unwrap().is_some(),
             "row 2 is still exported"
@@ -624,8 +618,8 @@ mod tests {
         )
         .unwrap();
         assert!(s.portal_in_flight().unwrap().is_none());
-        let latest = s.portal_latest_rows().unwrap();
-        assert_eq!(latest["b"].state, row_state::FAILED);
+        let batches = s.portal_batches().unwrap();
+        assert_eq!(batches[0].rows[1].state, row_state::FAILED);
         assert_eq!(s.audit_head().unwrap().seq, 4);
         let v = crate::state::History::open(dir.path())
             .unwrap()

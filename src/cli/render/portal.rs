@@ -3,7 +3,7 @@
 //! directory or AD (anchors, file names, the Portal's result text) are escaped.
 
 use crate::engine::portal::{
-    BatchSummary, PortalReport, PortalStatus, ResultsReport, Row, row_state,
+    BatchSummary, Conflict, PortalReport, PortalStatus, ResultsReport, Row, row_state,
 };
 use anyhow::Result;
 use nhs_model::escape::Escaped;
@@ -56,8 +56,35 @@ fn unsettled(rows: &[Row], out: &mut dyn Write) -> Result<()> {
     Ok(())
 }
 
-/// `apply`/`sync` on the Portal target. Exit 0, or 1 when rows are unsettled (a person
-/// must look).
+fn conflicts(c: &[Conflict], out: &mut dyn Write) -> Result<()> {
+    let Some(first) = c.first() else {
+        return Ok(());
+    };
+    writeln!(
+        out,
+        "DO NOT UPLOAD batch {}: an older batch may already have created {} of its mailboxes \
+         (uploading it could make second mailboxes). If it is already uploaded, feed its results \
+         file; otherwise `tansync portal discard {}`:",
+        first.batch,
+        c.len(),
+        first.batch
+    )?;
+    for x in c {
+        writeln!(
+            out,
+            "  line {} (Local ID {}): batch {} line {} is {}",
+            x.line,
+            Escaped(&x.external_id),
+            x.older_batch,
+            x.older_line,
+            x.older_state
+        )?;
+    }
+    Ok(())
+}
+
+/// `apply`/`sync` on the Portal target. Exit 0, or 1 when rows are unsettled or the batch
+/// in flight must not be uploaded (a person must look).
 pub fn apply(r: &PortalReport, out: &mut dyn Write) -> Result<u8> {
     writeln!(
         out,
@@ -95,7 +122,11 @@ pub fn apply(r: &PortalReport, out: &mut dyn Write) -> Result<u8> {
             Escaped(&r.fingerprint)
         )?;
     }
+    for n in &r.notes {
+        writeln!(out, "{}", Escaped(n))?;
+    }
     match (&r.in_flight, &r.exported) {
+        (Some(b), _) if !r.conflicts.is_empty() => writeln!(out, "{}", batch_line(b))?,
         (Some(b), _) => {
             writeln!(out, "{}", batch_line(b))?;
             writeln!(
@@ -125,20 +156,19 @@ pub fn apply(r: &PortalReport, out: &mut dyn Write) -> Result<u8> {
         )?;
     }
     if !r.withheld.is_empty() {
-        let awaiting = r
-            .withheld
-            .iter()
-            .filter(|w| w.state == row_state::REPORTED)
-            .count();
-        writeln!(
-            out,
-            "{} operation(s) withheld: {awaiting} reported done by a results file and awaiting a \
-             Mailbox Report written after the upload, {} unsettled",
-            r.withheld.len(),
-            r.withheld.len() - awaiting
-        )?;
+        writeln!(out, "{} operation(s) withheld:", r.withheld.len())?;
+        for w in &r.withheld {
+            writeln!(
+                out,
+                "  {} {}: {}",
+                w.op.kind(),
+                Escaped(w.op.external_id().as_str()),
+                Escaped(&w.why)
+            )?;
+        }
     }
     unsettled(&r.unsettled, out)?;
+    conflicts(&r.conflicts, out)?;
     writeln!(
         out,
         "worklist: {} open task(s) ({} new, {} confirmed done, {} withdrawn): {}",
@@ -148,7 +178,19 @@ pub fn apply(r: &PortalReport, out: &mut dyn Write) -> Result<u8> {
         r.worklist_withdrawn,
         Escaped(&r.worklist_files.1.display().to_string())
     )?;
-    Ok(if r.unsettled.is_empty() { 0 } else { 1 })
+    // A create withheld because the journal says it happened while the report does not
+    // show it: the report is stale or partial, and a person must look.
+    let contradicted = r
+        .withheld
+        .iter()
+        .any(|w| w.state == row_state::CONFIRMED || w.state == row_state::DIFFERS);
+    Ok(
+        if r.unsettled.is_empty() && r.conflicts.is_empty() && !contradicted {
+            0
+        } else {
+            1
+        },
+    )
 }
 
 /// `portal results FILE`.
@@ -164,10 +206,16 @@ pub fn results(r: &ResultsReport, out: &mut dyn Write) -> Result<u8> {
         .iter()
         .filter(|c| c.2 == row_state::REPORTED)
         .count();
+    let unsettled = r
+        .changed
+        .iter()
+        .filter(|c| c.2 == row_state::UNSETTLED)
+        .count();
     writeln!(
         out,
         "results: {reported} succeeded (confirmed by the next Mailbox Report), {} failed (exported \
-         again by the next apply if the plan still wants them), {} unchanged",
+         again by the next apply if the plan still wants them), {unsettled} unsettled (the file \
+         contradicts earlier evidence), {} unchanged",
         failed.len(),
         r.unchanged
     )?;
@@ -206,6 +254,7 @@ pub fn status(st: &PortalStatus, json: bool, out: &mut dyn Write) -> Result<u8> 
         )?;
     }
     unsettled(&st.unsettled, out)?;
+    conflicts(&st.conflicts, out)?;
     writeln!(out, "worklist: {} open task(s)", st.worklist.len())?;
     for t in &st.worklist {
         writeln!(
@@ -221,16 +270,20 @@ pub fn status(st: &PortalStatus, json: bool, out: &mut dyn Write) -> Result<u8> 
     Ok(0)
 }
 
-/// `portal release`.
-pub fn released(rows: &[Row], out: &mut dyn Write) -> Result<u8> {
+/// `portal release` / `portal discard`: each row settled by hand, and what follows.
+pub fn released(rows: &[Row], then: &str, out: &mut dyn Write) -> Result<u8> {
     for r in rows {
         writeln!(
             out,
-            "released batch {} line {} (Local ID {}): the next apply may export it again",
+            "batch {} line {} ({} of Local ID {}): {then}",
             r.batch,
             r.line,
+            r.kind,
             Escaped(&r.external_id)
         )?;
+    }
+    if rows.is_empty() {
+        writeln!(out, "no row was waiting: nothing changed")?;
     }
     Ok(0)
 }

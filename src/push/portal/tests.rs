@@ -124,7 +124,7 @@ fn creates_and_updates_are_exported_up_to_the_batch_size_and_the_rest_is_worklis
         }),
         planned(provision("g", "Al")),
     ];
-    let r = route(&ops, &BTreeMap::new(), 2);
+    let r = route(&ops, &[], 2, 3);
     let exported: Vec<&str> = r
         .export
         .iter()
@@ -171,7 +171,7 @@ fn a_row_awaiting_confirmation_or_unsettled_is_withheld_a_failed_one_is_not() {
         planned(provision("b", "Al")),
         planned(provision("c", "Cy")),
     ];
-    let r0 = route(&ops, &BTreeMap::new(), 10);
+    let r0 = route(&ops, &[], 10, 3);
     let b = batch(
         &[
             (&r0.export[0], row_state::REPORTED),
@@ -180,12 +180,7 @@ fn a_row_awaiting_confirmation_or_unsettled_is_withheld_a_failed_one_is_not() {
         ],
         0,
     );
-    let latest: BTreeMap<String, Row> = b
-        .rows
-        .iter()
-        .map(|r| (r.external_id.clone(), r.clone()))
-        .collect();
-    let r = route(&ops, &latest, 10);
+    let r = route(&ops, &b.rows, 10, 3);
     let exported: Vec<&str> = r
         .export
         .iter()
@@ -201,11 +196,88 @@ fn a_row_awaiting_confirmation_or_unsettled_is_withheld_a_failed_one_is_not() {
 }
 
 #[test]
+fn a_create_the_journal_knows_happened_is_never_exported_again() {
+    // The report read does not show a and b (stale, or filtered to some organisations):
+    // their creates were confirmed or differ, so a second create would be a second
+    // mailbox. c's create failed and d's was released by the operator: exported.
+    let ops = vec![
+        planned(provision("a", "Jo")),
+        planned(provision("b", "Al")),
+        planned(provision("c", "Cy")),
+        planned(provision("d", "Di")),
+    ];
+    let r0 = route(&ops, &[], 10, 3);
+    let b = batch(
+        &[
+            (&r0.export[0], row_state::CONFIRMED),
+            (&r0.export[1], row_state::DIFFERS),
+            (&r0.export[2], row_state::FAILED),
+            (&r0.export[3], row_state::RELEASED),
+        ],
+        0,
+    );
+    let r = route(&ops, &b.rows, 10, 3);
+    let exported: Vec<&str> = r
+        .export
+        .iter()
+        .map(|e| e.row.external_id.as_str())
+        .collect();
+    assert_eq!(exported, ["c", "d"]);
+    assert_eq!(r.withheld.len(), 2);
+    assert!(
+        r.withheld[0].why.contains("stale or partial"),
+        "{}",
+        r.withheld[0].why
+    );
+    assert!(
+        r.withheld[0].why.contains("portal release a"),
+        "{}",
+        r.withheld[0].why
+    );
+    // An update for a confirmed person is still exported (it makes no second mailbox).
+    let upd = vec![planned(update(
+        "a",
+        vec![change(Field::JobTitle, Some("Nurse"))],
+    ))];
+    assert_eq!(route(&upd, &b.rows, 10, 3).export.len(), 1);
+}
+
+#[test]
+fn a_row_the_portal_refused_again_and_again_goes_to_the_worklist() {
+    let ops = vec![planned(provision("a", "Jo"))];
+    let r0 = route(&ops, &[], 10, 3);
+    let refused = |id: i64| {
+        let mut b = batch(&[(&r0.export[0], row_state::FAILED)], 0);
+        b.id = id;
+        b.rows[0].batch = id;
+        b.rows[0].detail = Some(format!("{RESULTS_SAID}Failed: mailbox exists"));
+        b.rows.remove(0)
+    };
+    let twice = vec![refused(1), refused(2)];
+    assert_eq!(route(&ops, &twice, 10, 3).export.len(), 1, "not yet");
+    let thrice = vec![refused(1), refused(2), refused(3)];
+    let r = route(&ops, &thrice, 10, 3);
+    assert!(r.export.is_empty());
+    assert_eq!(r.work.len(), 1);
+    assert!(
+        r.work[0].detail.contains("refused this provision 3 times"),
+        "{}",
+        r.work[0].detail
+    );
+    assert!(
+        r.work[0].detail.contains("Failed: mailbox exists"),
+        "{}",
+        r.work[0].detail
+    );
+}
+
+#[test]
 fn a_results_file_settles_its_own_batch_only() {
     let r = route(
         &[planned(provision("a", "Jo")), planned(provision("b", "Al"))],
-        &BTreeMap::new(),
+        &[],
         10,
+        3,
     );
     let b = batch(
         &[
@@ -248,23 +320,20 @@ fn a_results_file_settles_its_own_batch_only() {
         Err(ResultsMismatch::Empty)
     );
 
-    // Two batches with the same rows: the one in flight, the one named, or refused.
+    // Two batches with the same rows: only the one named, else refused.
     let mut older = batches[0].clone();
     older.id = 3;
     older.settled_at = Some("then".into());
     let mut newer = batches[0].clone();
     newer.id = 8;
-    let both = vec![newer.clone(), older.clone()];
-    assert_eq!(results_batch(&both, &lines, None).unwrap().id, 8);
+    let both = vec![newer, older];
+    let e = results_batch(&both, &lines, None).unwrap_err();
+    assert!(e.to_string().contains("--batch"), "{e}");
     assert_eq!(results_batch(&both, &lines, Some(3)).unwrap().id, 3);
     assert!(matches!(
         results_batch(&both, &lines, Some(5)),
         Err(ResultsMismatch::NotThatBatch { named: 5, .. })
     ));
-    newer.settled_at = Some("now".into());
-    let settled = vec![newer, older];
-    let e = results_batch(&settled, &lines, None).unwrap_err();
-    assert!(e.to_string().contains("--batch"), "{e}");
 }
 
 #[test]
@@ -276,8 +345,9 @@ fn a_later_report_confirms_fails_or_leaves_unsettled_and_an_earlier_one_says_not
             planned(provision("c", "Cy")),
             planned(provision("d", "Di")),
         ],
-        &BTreeMap::new(),
+        &[],
         10,
+        3,
     );
     let b = batch(
         &[
@@ -298,12 +368,27 @@ fn a_later_report_confirms_fails_or_leaves_unsettled_and_an_earlier_one_says_not
         modified_ns,
         name: "report.csv",
     };
-    // Older than the batch file, or the very report it was planned from: no evidence.
-    assert!(settle_from_report(&b, report("sha256:new", 99), &idx).is_empty());
-    assert!(settle_from_report(&b, report("sha256:planned-from", 90), &idx).is_empty());
+    // Older than the batch file, or with the content of the report it was planned from
+    // (whatever its time: a copy or a `touch` changes that): no evidence, and says why.
+    let early = settle_from_report(&b, report("sha256:new", 99), &idx);
+    assert!(early.settled.is_empty());
+    assert!(
+        early.note.as_deref().unwrap().contains("saved before"),
+        "{early:?}"
+    );
+    let same = settle_from_report(&b, report("sha256:planned-from", 500), &idx);
+    assert!(same.settled.is_empty());
+    assert!(
+        same.note.as_deref().unwrap().contains("same content"),
+        "{same:?}"
+    );
     // As new as the batch file (the file system's clock is coarse) counts.
-    assert!(!settle_from_report(&b, report("sha256:new", 100), &idx).is_empty());
-    let s = settle_from_report(&b, report("sha256:new", 101), &idx);
+    assert!(
+        !settle_from_report(&b, report("sha256:new", 100), &idx)
+            .settled
+            .is_empty()
+    );
+    let s = settle_from_report(&b, report("sha256:new", 101), &idx).settled;
     let got: Vec<(u32, &str)> = s.iter().map(|s| (s.line, s.state)).collect();
     assert_eq!(
         got,
@@ -316,6 +401,16 @@ fn a_later_report_confirms_fails_or_leaves_unsettled_and_an_earlier_one_says_not
     );
     assert!(s[1].detail.as_deref().unwrap().contains("given_name"));
     assert!(s[2].detail.as_deref().unwrap().contains("not created"));
+
+    // A report that shows none of the batch's new mailboxes: not uploaded yet, so no
+    // create is marked failed (the one a results file reported is still contradicted).
+    let none = settle_from_report(&b, report("sha256:new", 101), &BTreeMap::new());
+    let got: Vec<(u32, &str)> = none.settled.iter().map(|s| (s.line, s.state)).collect();
+    assert_eq!(got, [(4, row_state::UNSETTLED)]);
+    assert!(
+        none.note.as_deref().unwrap().contains("not uploaded yet"),
+        "{none:?}"
+    );
 }
 
 #[test]
