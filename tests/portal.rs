@@ -307,7 +307,11 @@ fn provisions_land_exactly_once_across_batches_and_an_interrupted_upload_settles
     let r = w.sync();
     assert!(r.stdout.contains("nothing new exported"), "{}", r.stdout);
     let first_report = w.tmp.path().join("reports").join("mailbox-report-01.csv");
-    let copy = w.tmp.path().join("reports").join("mailbox-report-01-copy.csv");
+    let copy = w
+        .tmp
+        .path()
+        .join("reports")
+        .join("mailbox-report-01-copy.csv");
     std::fs::copy(&first_report, &copy).expect("copy the report");
     let r = w.sync();
     assert!(r.stdout.contains("same content"), "{}", r.stdout);
@@ -538,7 +542,11 @@ fn a_results_file_with_failed_rows_re_exports_exactly_those() {
         BTreeSet::from([taken.clone()])
     );
     let r = w.run(&["portal", "discard", "1"]);
-    assert_eq!(r.code, 1, "a settled batch cannot be discarded: {}", r.stdout);
+    assert_eq!(
+        r.code, 1,
+        "a settled batch cannot be discarded: {}",
+        r.stdout
+    );
 
     // A results file of no batch is refused, naming the line.
     let stray = w.tmp.path().join("stray.csv");
