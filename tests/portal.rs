@@ -9,7 +9,7 @@
 mod common;
 use common::ad::{self, User};
 use common::dirsvc::{DirectoryService, OTHER_ORG, Org};
-use common::process::{Lines, wait_bounded};
+use common::process::{KillOnDrop, Lines, wait_bounded};
 use common::*;
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
@@ -740,11 +740,50 @@ fn continuous_mode_settles_from_the_newest_report_and_exports_one_batch_at_a_tim
     assert_eq!(b1["batch"], 1);
     assert_eq!(b1["states"]["confirmed"], 2, "{st}");
 
-    w.ingest("batch-0002.csv", None).expect("results");
-    w.drop_report();
+    // While `tansync run` holds the state directory, a results file is queued, and the
+    // daemon's next cycle (here: the next `run --once`) settles its batch from it.
+    let results2 = w.ingest("batch-0002.csv", None).expect("results");
+    let mut daemon = KillOnDrop(
+        Command::new(env!("CARGO_BIN_EXE_tansync"))
+            .arg("--config")
+            .arg(&w.config)
+            .arg("run")
+            .env_remove("TANSYNC_CONFIG")
+            .env_remove("TANSYNC_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start run"),
+    );
+    let mut log = Lines::new(daemon.0.stderr.take().expect("stderr"));
+    log.wait_for(SAFETY_NET, |l| l.contains("cycle finished"))
+        .unwrap_or_else(|e| panic!("{e}\n{}", log.text()));
+    let r = w.run(&["portal", "results", results2.to_str().expect("path")]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    assert!(r.stdout.contains("queued"), "{}", r.stdout);
+    let st = w.run(&["portal", "status"]);
+    assert!(
+        st.stdout.contains("results file queued for the next cycle"),
+        "{}",
+        st.stdout
+    );
+    let stop = Command::new("kill")
+        .args(["-TERM", &daemon.0.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(stop.success());
+    assert_eq!(wait_bounded(&mut daemon.0, SAFETY_NET), 0);
     once(&w);
     let st = status(&w);
     assert_eq!(st["portal"]["in_flight"], Value::Null, "{st}");
+    assert_eq!(st["portal"]["queued"], serde_json::json!([]), "{st}");
+    assert_eq!(st["portal"]["batches"][0]["states"]["reported"], 1, "{st}");
+
+    w.drop_report();
+    once(&w);
+    let st = status(&w);
+    assert_eq!(st["portal"]["batches"][0]["states"]["confirmed"], 1, "{st}");
     assert!(!w.out("batch-0003.csv").exists());
     assert_eq!(w.accounts().len(), 3);
 }

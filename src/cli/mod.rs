@@ -443,8 +443,14 @@ async fn run(cli: Cli, shutdown: &CancellationToken) -> Result<u8> {
             let mut out = std::io::stdout().lock();
             match command {
                 PortalCommand::Results { file, batch } => {
-                    let r = engine::portal::results(&cfg, portal, &file, batch)?;
-                    render::portal::results(&r, &mut out)
+                    match engine::portal::results(&cfg, portal, &file, batch)? {
+                        engine::portal::ResultsOutcome::Settled(r) => {
+                            render::portal::results(&r, &mut out)
+                        }
+                        engine::portal::ResultsOutcome::Queued(q) => {
+                            render::portal::queued(&q, &mut out)
+                        }
+                    }
                 }
                 PortalCommand::Status { format } => {
                     let st = engine::portal::status(&cfg)?;

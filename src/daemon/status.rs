@@ -92,7 +92,10 @@ pub fn status(cfg: &Config, limit: usize) -> Result<Status, StateError> {
         held_removals: h.held()?.map(HeldStatus::from),
         quarantined: h.quarantined(cfg.push.quarantine_after)?,
         portal: match cfg.portal {
-            Some(_) => Some(crate::engine::portal::status_from(&h)?),
+            Some(_) => Some(crate::engine::portal::status_from(
+                &h,
+                &crate::engine::portal::inbox(cfg),
+            )?),
             None => None,
         },
     })

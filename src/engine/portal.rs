@@ -194,6 +194,8 @@ pub async fn apply_portal<S: Source>(
         None => None,
     };
     store.close_abandoned_runs(None)?;
+    // Results files queued while a `tansync run` held the state directory.
+    let mut notes = drain_inbox(cfg, portal, store);
     let report = target.read_report()?;
     // A report older than one already planned from would show mailboxes created since as
     // missing: refused, rather than trusted.
@@ -259,7 +261,6 @@ pub async fn apply_portal<S: Source>(
     };
     let index = by_local_id(&report.state.accounts);
     let mut changes = Vec::new();
-    let mut notes = Vec::new();
     let before = store.portal_batches()?;
     for b in &before {
         let r = decide::settle_from_report(b, report_id, &index);
@@ -849,10 +850,106 @@ pub struct ResultsReport {
     pub unchanged: usize,
 }
 
+/// What `tansync portal results` did: settled a batch, or — while a `tansync run` holds
+/// the state directory — queued the file for its next cycle.
+#[derive(Clone, Debug)]
+pub enum ResultsOutcome {
+    Settled(ResultsReport),
+    Queued(PathBuf),
+}
+
+/// The folder in the state directory where results files wait for a running daemon.
+pub fn inbox(cfg: &Config) -> PathBuf {
+    cfg.state_dir.join("portal-inbox")
+}
+
 /// `tansync portal results FILE [--batch N]`: settle the batch the file returns (see
-/// `push::portal::results_batch`). The same file (by digest) is never applied twice.
+/// `push::portal::results_batch`). The same file (by digest) is applied to a batch once.
+/// While a `tansync run` holds the state directory, the file is checked and queued in
+/// [`inbox`]; the daemon settles it at the start of its next cycle.
 pub fn results(
     cfg: &Config,
+    portal: &PortalSettings,
+    file: &Path,
+    named: Option<i64>,
+) -> Result<ResultsOutcome, EngineError> {
+    // Checked before anything else, also before it is queued.
+    crate::target::portal::read_results(file, portal).map_err(EngineError::Results)?;
+    match StateStore::open(&cfg.state_dir) {
+        Err(crate::state::StateError::Locked(_)) => {
+            queue(cfg, file, named).map(ResultsOutcome::Queued)
+        }
+        store => Ok(ResultsOutcome::Settled(results_with(
+            &store?, portal, file, named,
+        )?)),
+    }
+}
+
+/// Copy a results file into the inbox as `<time>-b<batch or 0>-<name>`.
+fn queue(cfg: &Config, file: &Path, named: Option<i64>) -> Result<PathBuf, EngineError> {
+    let dir = inbox(cfg);
+    std::fs::create_dir_all(&dir).map_err(|e| portal_err(&dir, format!("cannot create: {e}")))?;
+    let name = file
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "results.csv".into());
+    let bytes = std::fs::read(file).map_err(|e| portal_err(file, format!("cannot read: {e}")))?;
+    let stamp = mtime_ns(OffsetDateTime::now_utc());
+    write_file(
+        &dir,
+        &format!("{stamp:020}-b{}-{name}", named.unwrap_or(0)),
+        &bytes,
+    )
+}
+
+/// Settle every queued results file, oldest first (continuous mode, each cycle). A file
+/// that settles is removed; one that cannot be used moves to `failed/` with the reason
+/// logged — never retried blindly.
+pub fn drain_inbox(cfg: &Config, portal: &PortalSettings, store: &StateStore) -> Vec<String> {
+    let dir = inbox(cfg);
+    let Ok(list) = std::fs::read_dir(&dir) else {
+        return Vec::new();
+    };
+    let mut files: Vec<PathBuf> = list
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| p.is_file())
+        .collect();
+    files.sort();
+    let mut said = Vec::new();
+    for f in files {
+        let name = f
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let named = name
+            .split('-')
+            .nth(1)
+            .and_then(|b| b.strip_prefix('b'))
+            .and_then(|n| n.parse::<i64>().ok())
+            .filter(|n| *n > 0);
+        match results_with(store, portal, &f, named) {
+            Ok(r) => {
+                tracing::info!(file = %name, batch = r.batch.batch, "queued results file settled its batch");
+                said.push(format!("{name}: settled batch {}", r.batch.batch));
+                let _ = std::fs::remove_file(&f);
+            }
+            Err(e) => {
+                let why = format!("{:#}", anyhow::Error::from(e));
+                tracing::error!(file = %name, error = %why, "queued results file not used; moved to failed/");
+                said.push(format!("{name}: not used: {why}"));
+                let failed = dir.join("failed");
+                let _ = std::fs::create_dir_all(&failed);
+                let _ = std::fs::rename(&f, failed.join(&name));
+            }
+        }
+    }
+    said
+}
+
+/// [`results`] on an open store.
+fn results_with(
+    store: &StateStore,
     portal: &PortalSettings,
     file: &Path,
     named: Option<i64>,
@@ -868,7 +965,6 @@ pub fn results(
         .collect();
     let bytes = std::fs::read(file).map_err(|e| portal_err(file, format!("cannot read: {e}")))?;
     let sha = format!("sha256:{}", hex::encode(Sha256::digest(&bytes)));
-    let store = open_store(cfg)?;
     let batches = store.portal_batches()?;
     let batch = decide::results_batch(&batches, &lines, named)
         .map_err(|e| portal_err(file, format!("not a results file of any batch: {e}")))?
@@ -929,17 +1025,39 @@ pub struct PortalStatus {
     /// The batch in flight must not be uploaded (see [`Conflict`]).
     pub conflicts: Vec<Conflict>,
     pub worklist: Vec<Task>,
+    /// Results files queued for the running daemon's next cycle, and those it could not
+    /// use (in `portal-inbox/failed/`, the reason in its log).
+    pub queued: Vec<String>,
+    pub queued_failed: Vec<String>,
 }
 
 pub fn status(cfg: &Config) -> Result<PortalStatus, EngineError> {
     let h = crate::state::History::open(&cfg.state_dir)?;
-    Ok(status_from(&h)?)
+    Ok(status_from(&h, &inbox(cfg))?)
+}
+
+fn file_names(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .filter(|e| e.path().is_file())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
 }
 
 /// [`status`] from an open history (continuous mode's `status` includes it).
-pub fn status_from(h: &crate::state::History) -> Result<PortalStatus, crate::state::StateError> {
+pub fn status_from(
+    h: &crate::state::History,
+    inbox: &Path,
+) -> Result<PortalStatus, crate::state::StateError> {
     let batches = h.portal_batches()?;
     Ok(PortalStatus {
+        queued: file_names(inbox),
+        queued_failed: file_names(&inbox.join("failed")),
         in_flight: batches
             .iter()
             .find(|b| b.settled_at.is_none())
@@ -972,9 +1090,9 @@ fn open_store(cfg: &Config) -> Result<StateStore, EngineError> {
         Err(crate::state::StateError::Locked(dir)) => Err(EngineError::Portal {
             path: dir,
             problem: "a running `tansync run` (or another tansync) holds this state directory: \
-                      stop it first (e.g. `systemctl stop tansync`), then run this command; \
-                      meanwhile each cycle settles batches from the newest Mailbox Report in \
-                      drop_dir"
+                      stop it first (e.g. `systemctl stop tansync`), then run this command \
+                      (results files need not wait: `tansync portal results` queues them for \
+                      the next cycle)"
                 .into(),
         }),
         other => Ok(other?),

@@ -232,6 +232,17 @@ pub fn results(r: &ResultsReport, out: &mut dyn Write) -> Result<u8> {
     Ok(0)
 }
 
+/// `portal results` beside a running `tansync run`.
+pub fn queued(path: &std::path::Path, out: &mut dyn Write) -> Result<u8> {
+    writeln!(
+        out,
+        "a running `tansync run` holds the state directory: the results file is queued as {} \
+         and settles its batch at the start of the next cycle (see `tansync portal status`)",
+        Escaped(&path.display().to_string())
+    )?;
+    Ok(0)
+}
+
 /// `portal status`.
 pub fn status(st: &PortalStatus, json: bool, out: &mut dyn Write) -> Result<u8> {
     if json {
@@ -255,6 +266,20 @@ pub fn status(st: &PortalStatus, json: bool, out: &mut dyn Write) -> Result<u8> 
     }
     unsettled(&st.unsettled, out)?;
     conflicts(&st.conflicts, out)?;
+    for q in &st.queued {
+        writeln!(
+            out,
+            "results file queued for the next cycle: {}",
+            Escaped(q)
+        )?;
+    }
+    for q in &st.queued_failed {
+        writeln!(
+            out,
+            "queued results file not used (see the daemon's log; portal-inbox/failed/): {}",
+            Escaped(q)
+        )?;
+    }
     writeln!(out, "worklist: {} open task(s)", st.worklist.len())?;
     for t in &st.worklist {
         writeln!(
