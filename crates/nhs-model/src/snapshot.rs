@@ -86,7 +86,20 @@ impl Snapshot {
     /// Parse a snapshot and check what makes it one: the format, and no organisation,
     /// target id or anchor (compared ignoring case) listed twice.
     pub fn parse(text: &str) -> Result<Snapshot, SnapshotError> {
-        let s: Snapshot = serde_json::from_str(text)?;
+        serde_json::from_str::<Snapshot>(text)?.checked()
+    }
+
+    /// [`Snapshot::parse`] straight from a reader (buffer it), without holding the
+    /// document's text beside what is parsed from it: a large directory's snapshot is
+    /// tens of megabytes.
+    pub fn from_reader(r: impl std::io::Read) -> Result<Snapshot, SnapshotError> {
+        let mut s = serde_json::from_reader::<_, Snapshot>(r)?.checked()?;
+        s.persons.shrink_to_fit();
+        Ok(s)
+    }
+
+    fn checked(self) -> Result<Snapshot, SnapshotError> {
+        let s = self;
         if s.format != FORMAT {
             return Err(SnapshotError::Format(s.format));
         }
