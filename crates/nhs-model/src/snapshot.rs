@@ -180,4 +180,28 @@ mod tests {
             "organisation RXA is listed twice"
         );
     }
+
+    /// Read from a reader, a snapshot is what `parse` makes of its text, with the same
+    /// checks and errors (also for a document cut short).
+    #[test]
+    fn from_reader_parses_and_checks_as_parse_does() {
+        let acc = r#"{"target_id":"t1","external_id":"AF40","ods_code":"rxa","status":"active","attributes":{"given_name":"Siân"}}"#;
+        let other = acc.replace("\"t1\"", "\"t2\"").replace("AF40", "BF40");
+        let text = doc(&format!("{acc},{other}"));
+        let s = Snapshot::from_reader(text.as_bytes()).unwrap();
+        assert_eq!(s, Snapshot::parse(&text).unwrap());
+        assert_eq!(s.persons.len(), 2);
+        let twice = doc(&format!("{acc},{acc}"));
+        assert_eq!(
+            Snapshot::from_reader(twice.as_bytes())
+                .unwrap_err()
+                .to_string(),
+            "target_id t1 is listed twice"
+        );
+        let cut = &text[..text.len() - 3];
+        let e = Snapshot::from_reader(cut.as_bytes())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("EOF"), "{e}");
+    }
 }
