@@ -214,9 +214,19 @@ EOR
     } >"$OUT/agreements.toml"
 }
 
-# The [source] table of tansync.toml for this slapd (paths relative to OUT).
+# bench_source_toml [LDIF]: the [source], [mapping] and [filters] tables of tansync.toml
+# (paths relative to OUT): this slapd over LDAPS, or with LDIF given, `kind = "ldif"` on
+# that export of it (same anchor, mapping and rules).
 bench_source_toml() {
-    cat <<EOS
+    if [[ -n ${1:-} ]]; then
+        cat <<EOS
+[source]
+kind = "ldif"
+path = "$1"
+anchor = "entryUUID"
+EOS
+    else
+        cat <<EOS
 [source]
 kind = "ldap"
 url = "$LDAPS_URL"
@@ -228,6 +238,9 @@ filter = "$FILTER"
 page_size = $PAGE
 anchor = "entryUUID"
 nested_groups = "expand"
+EOS
+    fi
+    cat <<EOS
 
 [mapping]
 display_name = "cn"
@@ -236,4 +249,13 @@ employee_id = "employeeNumber"
 [filters]
 files = ["people.toml"]
 EOS
+}
+
+# bench_reload_slapd: stop this script's slapd and start a fresh one (bench_start_slapd)
+# loaded with COUNT users; the previous data, users and entryUUIDs are deleted first.
+bench_reload_slapd() {
+    stop_slapd
+    rm -rf "$SLAPD_DIR" "$OUT/users.ldif" "$OUT/uuids.ldif"
+    mkdir -p "$SLAPD_DIR/data"
+    bench_start_slapd
 }

@@ -480,3 +480,42 @@ async fn invalid_values_reach_the_plan_as_rejections_and_warnings() {
         })
     );
 }
+
+/// The people in scope are gathered in read order and built into their map when the
+/// read is done: a duplicated anchor still drops every entry that claims it (the first
+/// one too, even after others were read, and a third claim as well), and everyone else
+/// is in the map exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn collect_drops_every_claimant_of_a_shared_anchor_and_keeps_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(&dir);
+    let mut people: Vec<SourceEntry> = (1..=40u8)
+        .rev()
+        .map(|n| person(n, "Given", &format!("Family{n}")))
+        .collect();
+    people.insert(10, person(7, "Dup", "Second"));
+    people.push(person(7, "Dup", "Third"));
+    people.push(person(41, "Late", "Comer"));
+    let source = FakeSource::new(people);
+    let c = super::read::collect(&cfg, &source, None, &Silent, &CancellationToken::new())
+        .await
+        .unwrap();
+    assert_eq!(c.read, 43);
+    let want: Vec<_> = (1..=41u8).filter(|n| *n != 7).map(anchor).collect();
+    assert_eq!(c.persons.keys().cloned().collect::<Vec<_>>(), want);
+    assert!(c.persons.iter().all(|(x, p)| *x == p.external_id));
+    let dup: Vec<&str> = c
+        .rejected
+        .iter()
+        .filter(|r| r.reason == crate::model::RejectReason::DuplicateAnchor)
+        .map(|r| r.dn.as_str())
+        .collect();
+    assert_eq!(
+        dup,
+        [
+            "CN=Dup Second,OU=Staff,DC=example",
+            "CN=Given Family7,OU=Staff,DC=example",
+            "CN=Dup Third,OU=Staff,DC=example",
+        ]
+    );
+}

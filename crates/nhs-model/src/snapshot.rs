@@ -86,7 +86,20 @@ impl Snapshot {
     /// Parse a snapshot and check what makes it one: the format, and no organisation,
     /// target id or anchor (compared ignoring case) listed twice.
     pub fn parse(text: &str) -> Result<Snapshot, SnapshotError> {
-        let s: Snapshot = serde_json::from_str(text)?;
+        serde_json::from_str::<Snapshot>(text)?.checked()
+    }
+
+    /// [`Snapshot::parse`] straight from a reader (buffer it), without holding the
+    /// document's text beside what is parsed from it: a large directory's snapshot is
+    /// tens of megabytes.
+    pub fn from_reader(r: impl std::io::Read) -> Result<Snapshot, SnapshotError> {
+        let mut s = serde_json::from_reader::<_, Snapshot>(r)?.checked()?;
+        s.persons.shrink_to_fit();
+        Ok(s)
+    }
+
+    fn checked(self) -> Result<Snapshot, SnapshotError> {
+        let s = self;
         if s.format != FORMAT {
             return Err(SnapshotError::Format(s.format));
         }
@@ -166,5 +179,29 @@ mod tests {
             Snapshot::parse(orgs).unwrap_err().to_string(),
             "organisation RXA is listed twice"
         );
+    }
+
+    /// Read from a reader, a snapshot is what `parse` makes of its text, with the same
+    /// checks and errors (also for a document cut short).
+    #[test]
+    fn from_reader_parses_and_checks_as_parse_does() {
+        let acc = r#"{"target_id":"t1","external_id":"AF40","ods_code":"rxa","status":"active","attributes":{"given_name":"Siân"}}"#;
+        let other = acc.replace("\"t1\"", "\"t2\"").replace("AF40", "BF40");
+        let text = doc(&format!("{acc},{other}"));
+        let s = Snapshot::from_reader(text.as_bytes()).unwrap();
+        assert_eq!(s, Snapshot::parse(&text).unwrap());
+        assert_eq!(s.persons.len(), 2);
+        let twice = doc(&format!("{acc},{acc}"));
+        assert_eq!(
+            Snapshot::from_reader(twice.as_bytes())
+                .unwrap_err()
+                .to_string(),
+            "target_id t1 is listed twice"
+        );
+        let cut = &text[..text.len() - 3];
+        let e = Snapshot::from_reader(cut.as_bytes())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("EOF"), "{e}");
     }
 }
