@@ -184,53 +184,17 @@ const PARALLEL_FROM: usize = 20_000;
 /// so a thread per core pays; more than a few would only contend.
 const MAX_THREADS: usize = 8;
 
-/// An anchor as the index holds it. Most anchors (AD objectGUIDs in string form,
-/// OpenLDAP entryUUIDs) are a UUID in canonical lowercase text, held as its 128 bits, so
-/// comparing two reads no text (each read is a cache miss at directory scale). Any other
-/// anchor is held as its text. Equal anchors give equal keys: the same text is either
-/// canonical or not, and canonical text maps one-to-one to its bits.
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
-enum AnchorKey<'a> {
-    Uuid(u128),
-    Text(&'a str),
-}
-
-impl<'a> AnchorKey<'a> {
-    fn of(x: &'a ExternalId) -> Self {
-        let s = x.as_str();
-        uuid_bits(s.as_bytes()).map_or(AnchorKey::Text(s), AnchorKey::Uuid)
-    }
-}
-
-/// The bits of `xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx` in lowercase hex, or `None`.
-fn uuid_bits(b: &[u8]) -> Option<u128> {
-    if b.len() != 36 {
-        return None;
-    }
-    let mut v: u128 = 0;
-    for (i, &c) in b.iter().enumerate() {
-        let d = match c {
-            b'-' if matches!(i, 8 | 13 | 18 | 23) => continue,
-            b'0'..=b'9' if !matches!(i, 8 | 13 | 18 | 23) => c - b'0',
-            b'a'..=b'f' if !matches!(i, 8 | 13 | 18 | 23) => c - b'a' + 10,
-            _ => return None,
-        };
-        v = (v << 4) | u128::from(d);
-    }
-    Some(v)
-}
-
-/// An anchor key with its hash computed once (on the thread that read the account), so
-/// building and probing the index need not hash again.
+/// An anchor with its hash computed once, so the index compares hashes before it reads
+/// an anchor's text (each read is a cache miss at directory scale).
 #[derive(Clone, Copy)]
 struct Anchor<'a> {
     hash: u64,
-    key: AnchorKey<'a>,
+    id: &'a str,
 }
 
 impl PartialEq for Anchor<'_> {
     fn eq(&self, o: &Self) -> bool {
-        self.hash == o.hash && self.key == o.key
+        self.hash == o.hash && self.id == o.id
     }
 }
 impl Eq for Anchor<'_> {}
@@ -253,16 +217,15 @@ struct AnchorIndex<'a> {
 }
 
 impl AnchorIndex<'_> {
-    fn anchor<'x>(hasher: &foldhash::fast::RandomState, x: &'x ExternalId) -> Anchor<'x> {
-        let key = AnchorKey::of(x);
+    fn anchor<'x>(&self, x: &'x ExternalId) -> Anchor<'x> {
         Anchor {
-            hash: hasher.hash_one(key),
-            key,
+            hash: self.hasher.hash_one(x.as_str()),
+            id: x.as_str(),
         }
     }
 
     fn get(&self, x: &ExternalId) -> Option<usize> {
-        let k = Self::anchor(&self.hasher, x);
+        let k = self.anchor(x);
         self.shards[shard_of(k.hash, self.shards.len())]
             .get(&k)
             .copied()
@@ -279,10 +242,10 @@ fn shard_of(hash: u64, shards: usize) -> usize {
 /// concatenating them gives the sequential answer whatever the thread count. `f` gets
 /// each chunk's offset into `items`. A thread that cannot be spawned runs its chunk on
 /// the caller's thread instead.
-fn in_chunks<'t, T: Sync, R: Send>(
-    items: &'t [T],
+fn in_chunks<T: Sync, R: Send>(
+    items: &[T],
     threads: usize,
-    f: impl Fn(usize, &'t [T]) -> R + Sync,
+    f: impl Fn(usize, &[T]) -> R + Sync,
 ) -> Vec<R> {
     let size = items.len().div_ceil(threads.max(1)).max(1);
     if threads <= 1 || items.len() <= size {
@@ -349,12 +312,12 @@ fn diff_on(input: &DiffInput<'_>, threads: usize) -> DiffOutput {
                     .external_id
                     .as_ref()
                     .filter(|_| a.status != Status::Deleted);
-                let anchor = live.map(|x| AnchorIndex::anchor(&hasher, x));
-                (is_managed(a, input.agent_id, input.managed_orgs), anchor)
+                let hash = live.map(|x| hasher.hash_one(x.as_str()));
+                (is_managed(a, input.agent_id, input.managed_orgs), hash)
             })
             .collect::<Vec<_>>()
     });
-    let firsts: Vec<(bool, Option<Anchor<'_>>)> = firsts.into_iter().flatten().collect();
+    let firsts: Vec<(bool, Option<u64>)> = firsts.into_iter().flatten().collect();
     let shards = threads.max(1);
     let built = in_chunks(&(0..shards).collect::<Vec<_>>(), shards, |_, mine| {
         mine.iter()
@@ -363,12 +326,18 @@ fn diff_on(input: &DiffInput<'_>, threads: usize) -> DiffOutput {
                     accounts.len() / shards + 1,
                     Default::default(),
                 );
-                for (i, &(_, anchor)) in firsts.iter().enumerate() {
-                    if let Some(k) = anchor
-                        && shard_of(k.hash, shards) == s
+                for (i, (a, &(_, hash))) in accounts.iter().zip(&firsts).enumerate() {
+                    if let (Some(hash), Some(x)) = (hash, &a.external_id)
+                        && shard_of(hash, shards) == s
                     {
                         // A later account with the same anchor replaces the index.
-                        m.insert(k, i);
+                        m.insert(
+                            Anchor {
+                                hash,
+                                id: x.as_str(),
+                            },
+                            i,
+                        );
                     }
                 }
                 m
@@ -389,11 +358,8 @@ fn diff_on(input: &DiffInput<'_>, threads: usize) -> DiffOutput {
     let persons: Vec<(&ExternalId, &Person)> = input.persons.iter().collect();
     let chunks = in_chunks(&persons, threads, |offset, chunk| {
         let mut d = ChunkDecisions::default();
-        // All the look-ups first: a short loop whose cache misses the processor overlaps
-        // across people, where interleaved with the comparisons they would come one by one.
-        let found: Vec<Option<usize>> = chunk.iter().map(|(xid, _)| index.get(xid)).collect();
-        for (k, (&(_, p), i)) in chunk.iter().zip(found).enumerate() {
-            let Some(i) = i else {
+        for (k, &(xid, p)) in chunk.iter().enumerate() {
+            let Some(i) = index.get(xid) else {
                 if p.enabled {
                     d.unmatched.push(offset + k);
                 } // Disabled and never provisioned: nothing to do.
