@@ -4,6 +4,10 @@
 //! Only accounts this agent manages (its `agent_id`, an anchor, an organisation it has an
 //! agreement for) are ever candidates for update, remove or move (DESIGN.md, "Safety
 //! rules"). Accounts in `pending` are never edited (`target_pending`).
+//!
+//! At directory scale the passes over accounts and people run on scoped threads over
+//! consecutive chunks, their results put back in order, so the output never depends on
+//! the thread count (`diff_on`; tested against the sequential diff in `tests.rs`).
 
 use crate::ids::{ExternalId, OdsCode, TargetId};
 use crate::model::validate::{email_domain, phone_comparable, same_comparable};
