@@ -4,6 +4,10 @@
 //! Only accounts this agent manages (its `agent_id`, an anchor, an organisation it has an
 //! agreement for) are ever candidates for update, remove or move (DESIGN.md, "Safety
 //! rules"). Accounts in `pending` are never edited (`target_pending`).
+//!
+//! At directory scale the passes over accounts and people run on scoped threads over
+//! consecutive chunks, their results put back in order, so the output never depends on
+//! the thread count (`diff_on`; tested against the sequential diff in `tests.rs`).
 
 use crate::ids::{ExternalId, OdsCode, TargetId};
 use crate::model::validate::{email_domain, phone_comparable, same_comparable};
@@ -12,6 +16,8 @@ use crate::plan::{BlockReason, Blocked, FieldChange, MatchKey, Operation, Remove
 use crate::target::{Account, Status, TargetState};
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::hash::BuildHasher;
+use std::sync::atomic::{AtomicBool, Ordering as AtomicOrdering};
 use time::{Duration, OffsetDateTime};
 
 /// Everything the diff looks at.
@@ -167,120 +173,290 @@ fn lower(v: Option<&str>) -> Option<String> {
 }
 
 pub fn diff(input: &DiffInput<'_>) -> DiffOutput {
-    let mut out = DiffOutput::default();
-    let accounts = &input.target.accounts;
-    // Anchor → index of the (last) live account holding it. Only looked up, never
-    // iterated, so a HashMap cannot reach the plan's order; at directory scale it is
-    // several times faster than a BTreeMap of string keys. foldhash (already in the tree
-    // through hashbrown) rather than SipHash: hashing was a quarter of the diff's
-    // instructions; it is still seeded per process, and the keys come from our own AD
-    // and the directory, not from strangers.
-    let mut by_anchor: HashMap<&ExternalId, usize, foldhash::fast::RandomState> =
-        HashMap::with_capacity_and_hasher(accounts.len(), Default::default());
-    // Whether the agent manages each account, decided once in this pass over the
-    // accounts: both later passes need it, and at directory scale each test is a cache
-    // miss (the account's `managed_by` text).
-    let mut managed = Vec::with_capacity(accounts.len());
-    for (i, a) in accounts.iter().enumerate() {
-        managed.push(is_managed(a, input.agent_id, input.managed_orgs));
-        if a.status != Status::Deleted
-            && let Some(x) = &a.external_id
-        {
-            by_anchor.insert(x, i);
+    let threads = if input.persons.len() < PARALLEL_FROM {
+        1
+    } else {
+        std::thread::available_parallelism().map_or(1, |n| n.get().min(MAX_THREADS))
+    };
+    diff_on(input, threads)
+}
+
+/// Below this many people the diff runs on the calling thread: spawning costs more than
+/// it saves.
+const PARALLEL_FROM: usize = 20_000;
+/// The diff is bound by memory latency (each person and account is a few cache misses),
+/// so a thread per core pays; more than a few would only contend.
+const MAX_THREADS: usize = 8;
+
+/// An anchor with its hash computed once, so the index compares hashes before it reads
+/// an anchor's text (each read is a cache miss at directory scale).
+#[derive(Clone, Copy)]
+struct Anchor<'a> {
+    hash: u64,
+    id: &'a str,
+}
+
+impl PartialEq for Anchor<'_> {
+    fn eq(&self, o: &Self) -> bool {
+        self.hash == o.hash && self.id == o.id
+    }
+}
+impl Eq for Anchor<'_> {}
+impl std::hash::Hash for Anchor<'_> {
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        h.write_u64(self.hash);
+    }
+}
+
+type Shard<'a> = HashMap<Anchor<'a>, usize, foldhash::fast::RandomState>;
+
+/// Anchor → index of the (last) live account holding it, split into shards by hash so
+/// that each shard is built by its own thread. Only looked up, never iterated, so hash
+/// order cannot reach the plan. foldhash rather than SipHash (hashing was a quarter of
+/// the diff's instructions); still seeded per process, and the keys come from our own
+/// AD and the directory, not from strangers.
+struct AnchorIndex<'a> {
+    hasher: foldhash::fast::RandomState,
+    shards: Vec<Shard<'a>>,
+}
+
+impl AnchorIndex<'_> {
+    fn anchor<'x>(&self, x: &'x ExternalId) -> Anchor<'x> {
+        Anchor {
+            hash: self.hasher.hash_one(x.as_str()),
+            id: x.as_str(),
         }
     }
-    // Accounts whose anchor a person in scope holds (set while walking the persons, so
-    // the removal pass needs no lookup in `persons` for them).
-    let mut in_source = vec![false; accounts.len()];
+
+    fn get(&self, x: &ExternalId) -> Option<usize> {
+        let k = self.anchor(x);
+        self.shards[shard_of(k.hash, self.shards.len())]
+            .get(&k)
+            .copied()
+    }
+}
+
+fn shard_of(hash: u64, shards: usize) -> usize {
+    // The top bits: the map's own bucket choice uses the low ones of its rehash.
+    ((hash >> 32) as usize) % shards.max(1)
+}
+
+/// Runs `f` over `items` split into at most `threads` consecutive chunks, each on its own
+/// scoped thread (the first on the caller's), and returns the results in chunk order, so
+/// concatenating them gives the sequential answer whatever the thread count. `f` gets
+/// each chunk's offset into `items`. A thread that cannot be spawned runs its chunk on
+/// the caller's thread instead.
+fn in_chunks<T: Sync, R: Send>(
+    items: &[T],
+    threads: usize,
+    f: impl Fn(usize, &[T]) -> R + Sync,
+) -> Vec<R> {
+    let size = items.len().div_ceil(threads.max(1)).max(1);
+    if threads <= 1 || items.len() <= size {
+        return vec![f(0, items)];
+    }
+    let f = &f;
+    std::thread::scope(|s| {
+        let mut chunks = items.chunks(size).enumerate();
+        let first = chunks.next();
+        let handles: Vec<_> = chunks
+            .map(|(k, c)| {
+                let spawned = std::thread::Builder::new()
+                    .name("tansync-diff".into())
+                    .spawn_scoped(s, move || f(k * size, c));
+                (k, c, spawned)
+            })
+            .collect();
+        let mut out = Vec::with_capacity(handles.len() + 1);
+        if let Some((_, c)) = first {
+            out.push(f(0, c));
+        }
+        for (k, c, h) in handles {
+            out.push(match h {
+                Ok(h) => h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)),
+                Err(_) => f(k * size, c),
+            });
+        }
+        out
+    })
+}
+
+/// What one person in scope with an anchored account leads to (besides `unchanged`).
+enum Decided {
+    Op(Operation),
+    Block(Blocked),
+}
+
+/// One chunk of people with accounts, decided.
+#[derive(Default)]
+struct ChunkDecisions {
+    /// Person index (in `persons` order) and what it leads to.
+    decided: Vec<(usize, Decided)>,
+    /// Enabled people with no anchored account, for the (sequential) soft match.
+    unmatched: Vec<usize>,
+    unchanged: usize,
+}
+
+/// [`diff`] on `threads` threads. The output does not depend on `threads`: every
+/// parallel pass works on consecutive chunks and its results are put back in order, and
+/// the soft match (which depends on the joins before it) runs on one thread.
+fn diff_on(input: &DiffInput<'_>, threads: usize) -> DiffOutput {
+    let mut out = DiffOutput::default();
+    let accounts = &input.target.accounts;
+    let hasher = foldhash::fast::RandomState::default();
+
+    // Pass 1 over the accounts: whether the agent manages each (both later passes need
+    // it, and at directory scale each test is a cache miss: the account's `managed_by`
+    // text) and the hash of each live account's anchor.
+    let firsts = in_chunks(accounts, threads, |_, chunk| {
+        chunk
+            .iter()
+            .map(|a| {
+                let live = a
+                    .external_id
+                    .as_ref()
+                    .filter(|_| a.status != Status::Deleted);
+                let hash = live.map(|x| hasher.hash_one(x.as_str()));
+                (is_managed(a, input.agent_id, input.managed_orgs), hash)
+            })
+            .collect::<Vec<_>>()
+    });
+    let firsts: Vec<(bool, Option<u64>)> = firsts.into_iter().flatten().collect();
+    let shards = threads.max(1);
+    let built = in_chunks(&(0..shards).collect::<Vec<_>>(), shards, |_, mine| {
+        mine.iter()
+            .map(|&s| {
+                let mut m: Shard<'_> = HashMap::with_capacity_and_hasher(
+                    accounts.len() / shards + 1,
+                    Default::default(),
+                );
+                for (i, (a, &(_, hash))) in accounts.iter().zip(&firsts).enumerate() {
+                    if let (Some(hash), Some(x)) = (hash, &a.external_id)
+                        && shard_of(hash, shards) == s
+                    {
+                        // A later account with the same anchor replaces the index.
+                        m.insert(
+                            Anchor {
+                                hash,
+                                id: x.as_str(),
+                            },
+                            i,
+                        );
+                    }
+                }
+                m
+            })
+            .collect::<Vec<_>>()
+    });
+    let index = AnchorIndex {
+        hasher,
+        shards: built.into_iter().flatten().collect(),
+    };
+    let managed: Vec<bool> = firsts.iter().map(|(m, _)| *m).collect();
+    drop(firsts);
+
+    // Pass over the people: those with an anchored account are decided in parallel
+    // (each on its own); accounts whose anchor a person holds are marked, so the removal
+    // pass needs no lookup in `persons` for them.
+    let in_source: Vec<AtomicBool> = accounts.iter().map(|_| AtomicBool::new(false)).collect();
+    let persons: Vec<(&ExternalId, &Person)> = input.persons.iter().collect();
+    let chunks = in_chunks(&persons, threads, |offset, chunk| {
+        let mut d = ChunkDecisions::default();
+        for (k, &(xid, p)) in chunk.iter().enumerate() {
+            let Some(i) = index.get(xid) else {
+                if p.enabled {
+                    d.unmatched.push(offset + k);
+                } // Disabled and never provisioned: nothing to do.
+                continue;
+            };
+            in_source[i].store(true, AtomicOrdering::Relaxed);
+            let a = &accounts[i];
+            let decided = match existing(p, a, input) {
+                Outcome::Unchanged => {
+                    d.unchanged += 1;
+                    continue;
+                }
+                Outcome::Planned(op) if managed[i] => Decided::Op(op),
+                Outcome::Planned(op) => Decided::Block(Blocked::new(
+                    op,
+                    BlockReason::NotManaged,
+                    format!(
+                        "account {} is managed by {}",
+                        a.target_id,
+                        a.managed_by.as_deref().unwrap_or("no agent")
+                    ),
+                )),
+                Outcome::Held(b) => Decided::Block(b),
+            };
+            d.decided.push((offset + k, decided));
+        }
+        d
+    });
+    let in_source: Vec<bool> = in_source.into_iter().map(AtomicBool::into_inner).collect();
+
     // Unanchored accounts are the candidates for first-sync soft-match.
     let mut by_key: BTreeMap<(MatchKey, String), Vec<&Account>> = BTreeMap::new();
-    for a in input
-        .target
-        .accounts
-        .iter()
-        .filter(|a| is_join_candidate(a))
-    {
+    for a in accounts.iter().filter(|a| is_join_candidate(a)) {
         for (key, v) in account_match_values(a) {
             by_key.entry((key, v)).or_default().push(a);
         }
     }
     let mut joined: BTreeSet<&TargetId> = BTreeSet::new();
-
-    for (xid, p) in input.persons {
-        match by_anchor.get(xid) {
-            Some(&i) => {
-                in_source[i] = true;
-                let a = &accounts[i];
-                let managed = managed[i];
-                match existing(p, a, input) {
-                    Outcome::Unchanged => out.unchanged += 1,
-                    Outcome::Planned(op) if managed => out.operations.push(op),
-                    Outcome::Planned(op) => out.blocked.push(Blocked::new(
-                        op,
-                        BlockReason::NotManaged,
-                        format!(
-                            "account {} is managed by {}",
-                            a.target_id,
-                            a.managed_by.as_deref().unwrap_or("no agent")
-                        ),
-                    )),
-                    Outcome::Held(b) => out.blocked.push(b),
-                }
-            }
-            None if !p.enabled => {} // Disabled and never provisioned: nothing to do.
-            None => match soft_match(p, input, &by_key, &mut joined) {
-                Outcome::Planned(op) => out.operations.push(op),
-                Outcome::Held(b) => out.blocked.push(b),
-                Outcome::Unchanged => out.unchanged += 1,
-            },
+    // Everything in person order: the decided people and the soft-matched ones merged.
+    let mut soft = |k: usize, out: &mut DiffOutput| match soft_match(
+        persons[k].1,
+        input,
+        &by_key,
+        &mut joined,
+    ) {
+        Outcome::Planned(op) => out.operations.push(op),
+        Outcome::Held(b) => out.blocked.push(b),
+        Outcome::Unchanged => out.unchanged += 1,
+    };
+    let mut unmatched = Vec::new();
+    let mut decided = Vec::new();
+    for c in chunks {
+        out.unchanged += c.unchanged;
+        unmatched.extend(c.unmatched);
+        decided.extend(c.decided);
+    }
+    let mut unmatched = unmatched.into_iter().peekable();
+    for (k, d) in decided {
+        while let Some(u) = unmatched.next_if(|&u| u < k) {
+            soft(u, &mut out);
+        }
+        match d {
+            Decided::Op(op) => out.operations.push(op),
+            Decided::Block(b) => out.blocked.push(b),
         }
     }
+    for u in unmatched {
+        soft(u, &mut out);
+    }
 
-    for (i, a) in accounts.iter().enumerate() {
-        if !managed[i] {
-            continue;
-        }
-        out.managed += 1;
-        let Some(xid) = &a.external_id else { continue };
-        // A person holds this anchor if they matched this account, or (when two accounts
-        // share an anchor) the one `by_anchor` kept. Deleted accounts are in neither, and
-        // whatever the answer they get no operation below.
-        let in_persons = in_source[i] || by_anchor.get(xid).is_some_and(|&j| in_source[j]);
-        if in_persons || input.rejected.contains(xid) {
-            continue;
-        }
-        let reason = if input.out_of_scope.contains(xid) {
-            RemoveReason::OutOfScope
-        } else if input.delta_deleted.is_none_or(|d| d.contains(xid)) {
-            RemoveReason::NotInSource
-        } else {
-            // A delta read that did not mention this person: nothing is known of them.
-            continue;
-        };
-        let op = Operation::Remove {
-            external_id: xid.clone(),
-            target_id: a.target_id.clone(),
-            ods_code: a.ods_code.clone(),
-            reason,
-            etag: a.etag.clone(),
-        };
-        match a.status {
-            Status::Active | Status::Inactive
-                if reason == RemoveReason::NotInSource && input.unanchored_in_scope > 0 =>
-            {
-                out.blocked.push(Blocked::new(
-                    op,
-                    BlockReason::UnverifiedAbsence,
-                    format!(
-                        "not in the source, but {} in-scope source entr{} had no readable anchor: any of them could be this person",
-                        input.unanchored_in_scope,
-                        if input.unanchored_in_scope == 1 { "y" } else { "ies" }
-                    ),
-                ));
+    // Removals, in account order (consecutive chunks, put back in order).
+    let removals = in_chunks(accounts, threads, |offset, chunk| {
+        let mut managed_here = 0;
+        let mut found = Vec::new();
+        for (k, a) in chunk.iter().enumerate() {
+            let i = offset + k;
+            if !managed[i] {
+                continue;
             }
-            Status::Active | Status::Inactive => out.operations.push(op),
-            Status::Pending => out.blocked.push(pending(op, a)),
-            Status::Leaver | Status::Deleted => {}
+            managed_here += 1;
+            if let Some(d) = removal(input, a, in_source[i], &index, &in_source) {
+                found.push(d);
+            }
+        }
+        (managed_here, found)
+    });
+    for (m, found) in removals {
+        out.managed += m;
+        for d in found {
+            match d {
+                Decided::Op(op) => out.operations.push(op),
+                Decided::Block(b) => out.blocked.push(b),
+            }
         }
     }
     if let Some(c) = &input.target.census {
@@ -294,6 +470,61 @@ pub fn diff(input: &DiffInput<'_>) -> DiffOutput {
             .sum();
     }
     out
+}
+
+/// The removal (or held removal) a managed account leads to, if any.
+fn removal(
+    input: &DiffInput<'_>,
+    a: &Account,
+    matched: bool,
+    index: &AnchorIndex<'_>,
+    in_source: &[bool],
+) -> Option<Decided> {
+    let xid = a.external_id.as_ref()?;
+    // A person holds this anchor if they matched this account, or (when two accounts
+    // share an anchor) the one the index kept. Deleted accounts are in neither, and
+    // whatever the answer they get no operation below.
+    let in_persons = matched || index.get(xid).is_some_and(|j| in_source[j]);
+    if in_persons || input.rejected.contains(xid) {
+        return None;
+    }
+    let reason = if input.out_of_scope.contains(xid) {
+        RemoveReason::OutOfScope
+    } else if input.delta_deleted.is_none_or(|d| d.contains(xid)) {
+        RemoveReason::NotInSource
+    } else {
+        // A delta read that did not mention this person: nothing is known of them.
+        return None;
+    };
+    let op = Operation::Remove {
+        external_id: xid.clone(),
+        target_id: a.target_id.clone(),
+        ods_code: a.ods_code.clone(),
+        reason,
+        etag: a.etag.clone(),
+    };
+    match a.status {
+        Status::Active | Status::Inactive
+            if reason == RemoveReason::NotInSource && input.unanchored_in_scope > 0 =>
+        {
+            Some(Decided::Block(Blocked::new(
+                op,
+                BlockReason::UnverifiedAbsence,
+                format!(
+                    "not in the source, but {} in-scope source entr{} had no readable anchor: any of them could be this person",
+                    input.unanchored_in_scope,
+                    if input.unanchored_in_scope == 1 {
+                        "y"
+                    } else {
+                        "ies"
+                    }
+                ),
+            )))
+        }
+        Status::Active | Status::Inactive => Some(Decided::Op(op)),
+        Status::Pending => Some(Decided::Block(pending(op, a))),
+        Status::Leaver | Status::Deleted => None,
+    }
 }
 
 fn pending(op: Operation, a: &Account) -> Blocked {

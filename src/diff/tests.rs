@@ -619,3 +619,295 @@ fn a_partial_state_counts_managed_accounts_from_its_census() {
     // Without a census the state is all there is.
     assert_eq!(run_on(case(), 0, Some(&[]), None).managed, 1);
 }
+
+// ---- the optimised diff against the straightforward one, on random small inputs ----
+
+#[allow(clippy::too_many_lines)]
+/// The diff as it was written before it ran in parallel: one thread, one pass per step.
+/// The optimised [`diff_on`] must give exactly its output.
+fn reference_diff(input: &DiffInput<'_>) -> DiffOutput {
+    let mut out = DiffOutput::default();
+    let accounts = &input.target.accounts;
+    // Anchor → index of the (last) live account holding it. Only looked up, never
+    // iterated, so a HashMap cannot reach the plan's order; at directory scale it is
+    // several times faster than a BTreeMap of string keys. foldhash (already in the tree
+    // through hashbrown) rather than SipHash: hashing was a quarter of the diff's
+    // instructions; it is still seeded per process, and the keys come from our own AD
+    // and the directory, not from strangers.
+    let mut by_anchor: HashMap<&ExternalId, usize, foldhash::fast::RandomState> =
+        HashMap::with_capacity_and_hasher(accounts.len(), Default::default());
+    // Whether the agent manages each account, decided once in this pass over the
+    // accounts: both later passes need it, and at directory scale each test is a cache
+    // miss (the account's `managed_by` text).
+    let mut managed = Vec::with_capacity(accounts.len());
+    for (i, a) in accounts.iter().enumerate() {
+        managed.push(is_managed(a, input.agent_id, input.managed_orgs));
+        if a.status != Status::Deleted
+            && let Some(x) = &a.external_id
+        {
+            by_anchor.insert(x, i);
+        }
+    }
+    // Accounts whose anchor a person in scope holds (set while walking the persons, so
+    // the removal pass needs no lookup in `persons` for them).
+    let mut in_source = vec![false; accounts.len()];
+    // Unanchored accounts are the candidates for first-sync soft-match.
+    let mut by_key: BTreeMap<(MatchKey, String), Vec<&Account>> = BTreeMap::new();
+    for a in input
+        .target
+        .accounts
+        .iter()
+        .filter(|a| is_join_candidate(a))
+    {
+        for (key, v) in account_match_values(a) {
+            by_key.entry((key, v)).or_default().push(a);
+        }
+    }
+    let mut joined: BTreeSet<&TargetId> = BTreeSet::new();
+
+    for (xid, p) in input.persons {
+        match by_anchor.get(xid) {
+            Some(&i) => {
+                in_source[i] = true;
+                let a = &accounts[i];
+                let managed = managed[i];
+                match existing(p, a, input) {
+                    Outcome::Unchanged => out.unchanged += 1,
+                    Outcome::Planned(op) if managed => out.operations.push(op),
+                    Outcome::Planned(op) => out.blocked.push(Blocked::new(
+                        op,
+                        BlockReason::NotManaged,
+                        format!(
+                            "account {} is managed by {}",
+                            a.target_id,
+                            a.managed_by.as_deref().unwrap_or("no agent")
+                        ),
+                    )),
+                    Outcome::Held(b) => out.blocked.push(b),
+                }
+            }
+            None if !p.enabled => {} // Disabled and never provisioned: nothing to do.
+            None => match soft_match(p, input, &by_key, &mut joined) {
+                Outcome::Planned(op) => out.operations.push(op),
+                Outcome::Held(b) => out.blocked.push(b),
+                Outcome::Unchanged => out.unchanged += 1,
+            },
+        }
+    }
+
+    for (i, a) in accounts.iter().enumerate() {
+        if !managed[i] {
+            continue;
+        }
+        out.managed += 1;
+        let Some(xid) = &a.external_id else { continue };
+        // A person holds this anchor if they matched this account, or (when two accounts
+        // share an anchor) the one `by_anchor` kept. Deleted accounts are in neither, and
+        // whatever the answer they get no operation below.
+        let in_persons = in_source[i] || by_anchor.get(xid).is_some_and(|&j| in_source[j]);
+        if in_persons || input.rejected.contains(xid) {
+            continue;
+        }
+        let reason = if input.out_of_scope.contains(xid) {
+            RemoveReason::OutOfScope
+        } else if input.delta_deleted.is_none_or(|d| d.contains(xid)) {
+            RemoveReason::NotInSource
+        } else {
+            // A delta read that did not mention this person: nothing is known of them.
+            continue;
+        };
+        let op = Operation::Remove {
+            external_id: xid.clone(),
+            target_id: a.target_id.clone(),
+            ods_code: a.ods_code.clone(),
+            reason,
+            etag: a.etag.clone(),
+        };
+        match a.status {
+            Status::Active | Status::Inactive
+                if reason == RemoveReason::NotInSource && input.unanchored_in_scope > 0 =>
+            {
+                out.blocked.push(Blocked::new(
+                    op,
+                    BlockReason::UnverifiedAbsence,
+                    format!(
+                        "not in the source, but {} in-scope source entr{} had no readable anchor: any of them could be this person",
+                        input.unanchored_in_scope,
+                        if input.unanchored_in_scope == 1 { "y" } else { "ies" }
+                    ),
+                ));
+            }
+            Status::Active | Status::Inactive => out.operations.push(op),
+            Status::Pending => out.blocked.push(pending(op, a)),
+            Status::Leaver | Status::Deleted => {}
+        }
+    }
+    if let Some(c) = &input.target.census {
+        // The state holds some of the accounts (a delta cycle's): the guard's
+        // percentage is of every account the agent manages.
+        out.managed = c
+            .managed
+            .iter()
+            .filter(|(ods, _)| input.managed_orgs.contains(*ods))
+            .map(|(_, n)| *n as usize)
+            .sum();
+    }
+    out
+}
+
+fn random_case(
+    rng: &mut fastrand::Rng,
+) -> (
+    Vec<Person>,
+    Vec<Account>,
+    BTreeSet<ExternalId>,
+    BTreeSet<ExternalId>,
+) {
+    const ORGS: [&str; 3] = ["RXA", "RXB", "RXC"]; // RXC is not managed.
+    const TITLES: [&str; 4] = ["Nurse", "nurse ", "Senior  Nurse", "Ward Clerk"];
+    const PHONES: [&str; 4] = [
+        "+447700900123",
+        "07700 900123",
+        "+447700900999",
+        "not a number",
+    ];
+    const EMAILS: [&str; 4] = [
+        "a@example.org",
+        "A@Example.org ",
+        "b@nhs.net",
+        "c@example.org",
+    ];
+    const EMPLOYEES: [&str; 4] = ["E1", "e1", "E2", " E3"];
+    let ids = 1 + rng.u32(..40);
+    let pick = |rng: &mut fastrand::Rng, v: &[&'static str]| v[rng.usize(..v.len())];
+    let attrs = |rng: &mut fastrand::Rng| {
+        let mut a: Vec<(Field, &'static str)> = Vec::new();
+        if rng.bool() {
+            a.push((Field::JobTitle, pick(rng, &TITLES)));
+        }
+        if rng.bool() {
+            a.push((Field::Mobile, pick(rng, &PHONES)));
+        }
+        if rng.u8(..4) == 0 {
+            a.push((Field::Telephone, pick(rng, &PHONES)));
+        }
+        if rng.bool() {
+            a.push((Field::EmployeeId, pick(rng, &EMPLOYEES)));
+        }
+        if rng.u8(..3) == 0 {
+            a.push((Field::Email, pick(rng, &EMAILS)));
+        }
+        if rng.u8(..4) == 0 {
+            a.push((Field::Department, "   "));
+        }
+        a
+    };
+    let mut persons = Vec::new();
+    for n in 0..ids {
+        if rng.u8(..3) == 0 {
+            continue;
+        }
+        let a = attrs(rng);
+        let mut p = person(n, pick(rng, &ORGS), &a);
+        p.enabled = rng.u8(..5) != 0;
+        if rng.u8(..6) == 0 {
+            p.warnings.push(crate::model::Warning {
+                external_id: p.external_id.clone(),
+                dn: p.dn.clone(),
+                field: Field::JobTitle,
+                reason: crate::model::RejectReason::InvalidValue,
+                detail: String::new(),
+            });
+        }
+        persons.push(p);
+    }
+    let mut accounts = Vec::new();
+    for k in 0..rng.u32(..50) {
+        let a = attrs(rng);
+        let status = [
+            Status::Active,
+            Status::Inactive,
+            Status::Pending,
+            Status::Leaver,
+            Status::Deleted,
+        ][rng.usize(..5)];
+        let mut acc = account(rng.u32(..ids + 5), pick(rng, &ORGS), status, &a);
+        acc.target_id = TargetId::parse(&format!("t{k}")).unwrap();
+        if rng.u8(..4) == 0 {
+            acc.external_id = None;
+            acc.email = Some(pick(rng, &EMAILS).to_string());
+        }
+        acc.managed_by = match rng.u8(..6) {
+            0 => None,
+            1 => Some("another-agent".into()),
+            _ => Some(AGENT.into()),
+        };
+        if status == Status::Leaver && rng.bool() {
+            acc.leaver_since = Some(NOW - Duration::days(rng.i64(0..60)));
+        }
+        accounts.push(acc);
+    }
+    let some = |rng: &mut fastrand::Rng| -> BTreeSet<ExternalId> {
+        (0..rng.u32(..4)).map(|_| xid(rng.u32(..ids + 5))).collect()
+    };
+    let oos = some(rng);
+    let rej = some(rng);
+    (persons, accounts, oos, rej)
+}
+
+#[test]
+fn the_parallel_diff_gives_the_reference_output_on_random_inputs() {
+    for seed in 0..400u64 {
+        let mut rng = fastrand::Rng::with_seed(seed);
+        let (persons, accounts, oos, rej) = random_case(&mut rng);
+        let persons: BTreeMap<_, _> = persons
+            .into_iter()
+            .map(|p| (p.external_id.clone(), p))
+            .collect();
+        let deleted: BTreeSet<ExternalId> = (0..rng.u32(..4)).map(|_| xid(rng.u32(..45))).collect();
+        let census = rng.u8(..5) == 0;
+        let target = TargetState {
+            organisations: BTreeMap::new(),
+            accounts,
+            refused: BTreeMap::new(),
+            census: census.then(|| Census {
+                managed: [(ods("RXA"), 7), (ods("RXC"), 3)].into(),
+                ..Default::default()
+            }),
+        };
+        let managed: BTreeSet<_> = ["RXA", "RXB"].map(ods).into_iter().collect();
+        let soft: &[MatchKey] = match rng.u8(..3) {
+            0 => &[],
+            1 => &[MatchKey::Email],
+            _ => &[MatchKey::EmployeeId, MatchKey::Email],
+        };
+        let input = DiffInput {
+            persons: &persons,
+            out_of_scope: &oos,
+            rejected: &rej,
+            unanchored_in_scope: if rng.u8(..4) == 0 { 2 } else { 0 },
+            target: &target,
+            agent_id: AGENT,
+            managed_orgs: &managed,
+            soft_match: soft,
+            nhsmail_domain: "nhs.net",
+            restore_window: Duration::days(30),
+            now: NOW,
+            delta_deleted: rng.bool().then_some(&deleted),
+        };
+        let want = reference_diff(&input);
+        for threads in [1, 2, 3, 7] {
+            let got = diff_on(&input, threads);
+            assert_eq!(
+                got.operations, want.operations,
+                "seed {seed}, {threads} threads"
+            );
+            assert_eq!(got.blocked, want.blocked, "seed {seed}, {threads} threads");
+            assert_eq!(
+                got.unchanged, want.unchanged,
+                "seed {seed}, {threads} threads"
+            );
+            assert_eq!(got.managed, want.managed, "seed {seed}, {threads} threads");
+        }
+    }
+}
