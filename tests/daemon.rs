@@ -9,11 +9,11 @@
 mod common;
 use common::ad::{self, User};
 use common::dirsvc::{DirectoryService, Org, nhs};
-use common::process::{KillOnDrop, Lines, wait_bounded};
+use common::process::wait_bounded;
 use common::*;
 use serde_json::Value;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 const AGENT: &str = "tansync-daemon";
@@ -283,20 +283,7 @@ fn one_instance_per_state_dir_sighup_keeps_a_valid_config_and_sigterm_exits_zero
         "interval_seconds = 3600\nlisten = \"127.0.0.1:0\"",
     );
     ad::add_users(&w.main(), &[user("Dan Dale", "Dan", "Dale", "Porter")]);
-    let mut child = KillOnDrop(
-        Command::new(env!("CARGO_BIN_EXE_tansync"))
-            .arg("--config")
-            .arg(&w.config)
-            .arg("run")
-            .env_remove("TANSYNC_CONFIG")
-            .env_remove("TANSYNC_LOG")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start run"),
-    );
-    let mut log = Lines::new(child.0.stderr.take().expect("stderr"));
+    let (mut child, mut log) = start_run(&w.config, None);
     let line = log
         .wait_for(SAFETY_NET, |l| l.contains("cycle finished"))
         .unwrap_or_else(|e| panic!("{e}\n{}", log.text()));
@@ -505,23 +492,10 @@ fn sigterm_during_a_cycle_leaves_a_consistent_journal_and_the_next_cycle_finishe
         })
         .collect();
     ad::add_users(&w.main(), &users);
-    let mut child = KillOnDrop(
-        Command::new(env!("CARGO_BIN_EXE_tansync"))
-            .arg("--config")
-            .arg(&w.config)
-            .arg("run")
-            .env_remove("TANSYNC_CONFIG")
-            .env(
-                "TANSYNC_LOG",
-                "warn,tansync::daemon=info,tansync::push=debug",
-            )
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start run"),
+    let (mut child, mut log) = start_run(
+        &w.config,
+        Some("warn,tansync::daemon=info,tansync::push=debug"),
     );
-    let mut log = Lines::new(child.0.stderr.take().expect("stderr"));
     // Act on an event, not a clock: a line per finished operation.
     log.wait_for_nth(3, SAFETY_NET, |l| l.contains("operation finished"))
         .unwrap_or_else(|e| panic!("{e}\n{}", log.text()));

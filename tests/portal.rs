@@ -9,7 +9,7 @@
 mod common;
 use common::ad::{self, User};
 use common::dirsvc::{DirectoryService, OTHER_ORG, Org};
-use common::process::{KillOnDrop, Lines, wait_bounded};
+use common::process::{Lines, wait_bounded};
 use common::*;
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
@@ -743,20 +743,7 @@ fn continuous_mode_settles_from_the_newest_report_and_exports_one_batch_at_a_tim
     // While `tansync run` holds the state directory, a results file is queued, and the
     // daemon's next cycle (here: the next `run --once`) settles its batch from it.
     let results2 = w.ingest("batch-0002.csv", None).expect("results");
-    let mut daemon = KillOnDrop(
-        Command::new(env!("CARGO_BIN_EXE_tansync"))
-            .arg("--config")
-            .arg(&w.config)
-            .arg("run")
-            .env_remove("TANSYNC_CONFIG")
-            .env_remove("TANSYNC_LOG")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start run"),
-    );
-    let mut log = Lines::new(daemon.0.stderr.take().expect("stderr"));
+    let (mut daemon, mut log) = start_run(&w.config, None);
     log.wait_for(SAFETY_NET, |l| l.contains("cycle finished"))
         .unwrap_or_else(|e| panic!("{e}\n{}", log.text()));
     let r = w.run(&["portal", "results", results2.to_str().expect("path")]);

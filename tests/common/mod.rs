@@ -77,6 +77,26 @@ pub fn tansync(config: &Path, args: &[&str]) -> Run {
         .into()
 }
 
+/// Start `tansync run` on `config` (its log filter `log`, or the default), with its
+/// stderr read line by line.
+pub fn start_run(config: &Path, log: Option<&str>) -> (process::KillOnDrop, process::Lines) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tansync"));
+    cmd.arg("--config")
+        .arg(config)
+        .arg("run")
+        .env_remove("TANSYNC_CONFIG")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    match log {
+        Some(filter) => cmd.env("TANSYNC_LOG", filter),
+        None => cmd.env_remove("TANSYNC_LOG"),
+    };
+    let mut child = process::KillOnDrop(cmd.spawn().expect("start run"));
+    let lines = process::Lines::new(child.0.stderr.take().expect("stderr"));
+    (child, lines)
+}
+
 pub fn plan_json(config: &Path) -> (Run, serde_json::Value) {
     let r = tansync(config, &["plan", "--format", "json", "--now", NOW]);
     assert!(
