@@ -199,9 +199,9 @@ pub async fn apply_portal<S: Source>(
     let report = target.read_report()?;
     // A report older than one already planned from would show mailboxes created since as
     // missing: refused, rather than trusted.
-    if let Some(b) = store
-        .portal_batches()?
-        .into_iter()
+    let before = store.portal_batches()?;
+    if let Some(b) = before
+        .iter()
         .max_by_key(|b| b.report_ns)
         .filter(|b| mtime_ns(report.modified) < b.report_ns)
     {
@@ -261,7 +261,6 @@ pub async fn apply_portal<S: Source>(
     };
     let index = by_local_id(&report.state.accounts);
     let mut changes = Vec::new();
-    let before = store.portal_batches()?;
     for b in &before {
         let r = decide::settle_from_report(b, report_id, &index);
         changes.extend(row_changes(b, &r.settled, run));
@@ -874,31 +873,56 @@ pub fn results(
     named: Option<i64>,
 ) -> Result<ResultsOutcome, EngineError> {
     // Checked before anything else, also before it is queued.
-    crate::target::portal::read_results(file, portal).map_err(EngineError::Results)?;
+    let text =
+        std::fs::read_to_string(file).map_err(|e| portal_err(file, format!("cannot read: {e}")))?;
+    let lines = result_lines(file, &text, portal)?;
     match StateStore::open(&cfg.state_dir) {
         Err(crate::state::StateError::Locked(_)) => {
-            queue(cfg, file, named).map(ResultsOutcome::Queued)
+            queue(cfg, file, &text, named).map(ResultsOutcome::Queued)
         }
         store => Ok(ResultsOutcome::Settled(results_with(
-            &store?, portal, file, named,
+            &store?, file, &text, lines, named,
         )?)),
     }
 }
 
+/// A results file's rows (`text`: its contents, read once).
+fn result_lines(
+    file: &Path,
+    text: &str,
+    portal: &PortalSettings,
+) -> Result<Vec<ResultLine>, EngineError> {
+    Ok(
+        crate::target::portal::results::parse_results(&file.display().to_string(), text, portal)
+            .map_err(EngineError::Results)?
+            .into_iter()
+            .map(|r| ResultLine {
+                line: r.line,
+                local_id: r.local_id,
+                outcome: r.outcome,
+            })
+            .collect(),
+    )
+}
+
 /// Copy a results file into the inbox as `<time>-b<batch or 0>-<name>`.
-fn queue(cfg: &Config, file: &Path, named: Option<i64>) -> Result<PathBuf, EngineError> {
+fn queue(
+    cfg: &Config,
+    file: &Path,
+    text: &str,
+    named: Option<i64>,
+) -> Result<PathBuf, EngineError> {
     let dir = inbox(cfg);
     std::fs::create_dir_all(&dir).map_err(|e| portal_err(&dir, format!("cannot create: {e}")))?;
     let name = file
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "results.csv".into());
-    let bytes = std::fs::read(file).map_err(|e| portal_err(file, format!("cannot read: {e}")))?;
     let stamp = mtime_ns(OffsetDateTime::now_utc());
     write_file(
         &dir,
         &format!("{stamp:020}-b{}-{name}", named.unwrap_or(0)),
-        &bytes,
+        text.as_bytes(),
     )
 }
 
@@ -928,7 +952,13 @@ pub fn drain_inbox(cfg: &Config, portal: &PortalSettings, store: &StateStore) ->
             .and_then(|b| b.strip_prefix('b'))
             .and_then(|n| n.parse::<i64>().ok())
             .filter(|n| *n > 0);
-        match results_with(store, portal, &f, named) {
+        let settled = std::fs::read_to_string(&f)
+            .map_err(|e| portal_err(&f, format!("cannot read: {e}")))
+            .and_then(|text| {
+                let lines = result_lines(&f, &text, portal)?;
+                results_with(store, &f, &text, lines, named)
+            });
+        match settled {
             Ok(r) => {
                 tracing::info!(file = %name, batch = r.batch.batch, "queued results file settled its batch");
                 said.push(format!("{name}: settled batch {}", r.batch.batch));
@@ -947,24 +977,15 @@ pub fn drain_inbox(cfg: &Config, portal: &PortalSettings, store: &StateStore) ->
     said
 }
 
-/// [`results`] on an open store.
+/// [`results`] on an open store, for a file already read (`text`) and parsed (`lines`).
 fn results_with(
     store: &StateStore,
-    portal: &PortalSettings,
     file: &Path,
+    text: &str,
+    lines: Vec<ResultLine>,
     named: Option<i64>,
 ) -> Result<ResultsReport, EngineError> {
-    let lines: Vec<ResultLine> = crate::target::portal::read_results(file, portal)
-        .map_err(EngineError::Results)?
-        .into_iter()
-        .map(|r| ResultLine {
-            line: r.line,
-            local_id: r.local_id,
-            outcome: r.outcome,
-        })
-        .collect();
-    let bytes = std::fs::read(file).map_err(|e| portal_err(file, format!("cannot read: {e}")))?;
-    let sha = format!("sha256:{}", hex::encode(Sha256::digest(&bytes)));
+    let sha = format!("sha256:{}", hex::encode(Sha256::digest(text.as_bytes())));
     let batches = store.portal_batches()?;
     let batch = decide::results_batch(&batches, &lines, named)
         .map_err(|e| portal_err(file, format!("not a results file of any batch: {e}")))?
