@@ -143,7 +143,7 @@ fn build(n: u64) -> World {
                     family.to_lowercase()
                 )),
                 leaver_since: None,
-                attributes: held,
+                attributes: held.into_iter().collect(),
                 etag: None,
             });
         }
@@ -162,7 +162,7 @@ fn build(n: u64) -> World {
                 ods_code: ods,
                 rule: rule.clone(),
                 enabled: true,
-                attributes: attrs,
+                attributes: attrs.into_iter().collect(),
                 warnings: Vec::new(),
             },
         );
@@ -182,7 +182,7 @@ fn build(n: u64) -> World {
             managed_by: Some(AGENT.to_string()),
             email: None,
             leaver_since: None,
-            attributes: held,
+            attributes: held.into_iter().collect(),
             etag: None,
         });
     }

@@ -73,35 +73,35 @@ pub fn is_managed(a: &Account, agent_id: &str, orgs: &BTreeSet<OdsCode>) -> bool
 pub fn field_changes(p: &Person, a: &Account) -> Vec<FieldChange> {
     // Both maps are sorted by field: walk them together (this runs once per person, so
     // no per-call set or lowercased copies; see `same_comparable`).
-    let synced = |(f, _): &(&Field, &String)| f.is_synchronised() && !p.withholds(**f);
+    let synced = |(f, _): &(Field, &str)| f.is_synchronised() && !p.withholds(*f);
     let mut news = p.attributes.iter().filter(synced).peekable();
     let mut olds = a.attributes.iter().filter(synced).peekable();
     let mut out = Vec::new();
     loop {
         let (f, old, new) = match (olds.peek(), news.peek()) {
             (None, None) => break,
-            (Some(&(fo, o)), Some(&(fnew, n))) => match fo.cmp(fnew) {
+            (Some(&(fo, o)), Some(&(fnew, n))) => match fo.cmp(&fnew) {
                 Ordering::Less => {
                     olds.next();
-                    (*fo, Some(o), None)
+                    (fo, Some(o), None)
                 }
                 Ordering::Greater => {
                     news.next();
-                    (*fnew, None, Some(n))
+                    (fnew, None, Some(n))
                 }
                 Ordering::Equal => {
                     olds.next();
                     news.next();
-                    (*fo, Some(o), Some(n))
+                    (fo, Some(o), Some(n))
                 }
             },
             (Some(&(fo, o)), None) => {
                 olds.next();
-                (*fo, Some(o), None)
+                (fo, Some(o), None)
             }
             (None, Some(&(fnew, n))) => {
                 news.next();
-                (*fnew, None, Some(n))
+                (fnew, None, Some(n))
             }
         };
         let old = old.filter(|v| !is_blank(v));
@@ -113,8 +113,8 @@ pub fn field_changes(p: &Person, a: &Account) -> Vec<FieldChange> {
         if !same {
             out.push(FieldChange {
                 field: f,
-                old: old.cloned(),
-                new: new.cloned(),
+                old: old.map(String::from),
+                new: new.map(String::from),
             });
         }
     }
@@ -156,7 +156,7 @@ pub fn is_join_candidate(a: &Account) -> bool {
 
 /// The values an account is soft-matched by, per key (compared as [`person_match_value`]).
 pub fn account_match_values(a: &Account) -> impl Iterator<Item = (MatchKey, String)> {
-    let employee = lower(a.attributes.get(&Field::EmployeeId).map(String::as_str));
+    let employee = lower(a.attributes.get(&Field::EmployeeId));
     let email = lower(a.email.as_deref());
     [(MatchKey::EmployeeId, employee), (MatchKey::Email, email)]
         .into_iter()

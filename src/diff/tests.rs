@@ -29,7 +29,7 @@ fn person(n: u32, org: &str, attrs: &[(Field, &str)]) -> Person {
         ods_code: ods(org),
         rule: RuleId::parse("r").unwrap(),
         enabled: true,
-        attributes: a,
+        attributes: a.into_iter().collect(),
         warnings: Vec::new(),
     }
 }
@@ -51,7 +51,7 @@ fn account(n: u32, org: &str, status: Status, attrs: &[(Field, &str)]) -> Accoun
         managed_by: Some(AGENT.into()),
         email: None,
         leaver_since: None,
-        attributes: a,
+        attributes: a.into_iter().collect(),
         etag: None,
     }
 }

@@ -66,7 +66,7 @@ impl PlanRun {
                 people.insert(
                     x.clone(),
                     Known {
-                        display_name: a.attributes.get(&Field::DisplayName).cloned(),
+                        display_name: a.attributes.get(&Field::DisplayName).map(String::from),
                         dn: None,
                     },
                 );
@@ -257,9 +257,19 @@ pub async fn plan_from<S: Source, T: Target>(
     progress: &dyn Progress,
     cancel: &CancellationToken,
 ) -> Result<PlanRun, EngineError> {
+    let started = std::time::Instant::now();
     let collected = collect(cfg, source, who, progress, cancel).await?;
+    let read_ms = started.elapsed().as_millis() as u64;
     let state = target.read_state(cancel).await?;
+    let target_ms = started.elapsed().as_millis() as u64 - read_ms;
     let plan = decide(cfg, &collected, &state, source.kind(), target.kind(), now)?;
+    // Where a plan's time goes (`TANSYNC_LOG=tansync::engine::plan=debug`; BENCHMARKS.md).
+    tracing::debug!(
+        source_read_ms = read_ms,
+        target_read_ms = target_ms,
+        decide_ms = started.elapsed().as_millis() as u64 - read_ms - target_ms,
+        "planned"
+    );
     Ok(PlanRun {
         plan,
         collected,

@@ -18,7 +18,7 @@ use super::{EngineError, Progress};
 use crate::config::Config;
 use crate::engine::apply::{ApplyRequest, Chosen};
 use crate::ids::ExternalId;
-use crate::model::{Field, Person};
+use crate::model::{Field, FieldMap, Person};
 use crate::plan::Operation;
 use crate::push::portal::{
     self as decide, Export, ResultLine, Settled, Withheld, Work, by_local_id,
@@ -700,12 +700,15 @@ fn export_batch(
 }
 
 fn who(x: &str, persons: &BTreeMap<ExternalId, Person>, account: Option<&&Account>) -> String {
-    let from = |attrs: &BTreeMap<Field, String>| {
-        attrs.get(&Field::DisplayName).cloned().or_else(|| {
-            let g = attrs.get(&Field::GivenName)?;
-            let f = attrs.get(&Field::FamilyName)?;
-            Some(format!("{g} {f}"))
-        })
+    let from = |attrs: &FieldMap| {
+        attrs
+            .get(&Field::DisplayName)
+            .map(String::from)
+            .or_else(|| {
+                let g = attrs.get(&Field::GivenName)?;
+                let f = attrs.get(&Field::FamilyName)?;
+                Some(format!("{g} {f}"))
+            })
     };
     ExternalId::parse(x)
         .ok()

@@ -369,7 +369,7 @@ async fn invalid_values_reach_the_plan_as_rejections_and_warnings() {
     }];
     let account = account_from_user(&user).unwrap();
     assert_eq!(
-        account.attributes.get(&Field::Mobile).map(String::as_str),
+        account.attributes.get(&Field::Mobile),
         Some("+447700900123")
     );
     let target = FakeTarget::new([organisation("RXA")], vec![account]);

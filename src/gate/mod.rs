@@ -187,9 +187,9 @@ fn strip(op: &mut Operation, input: &GateInput<'_>) -> Result<Vec<Field>, String
             ));
         }
         attributes.retain(|f, _| {
-            let ok = allowed.contains(f);
+            let ok = allowed.contains(&f);
             if !ok {
-                stripped.insert(*f);
+                stripped.insert(f);
             }
             ok
         });

@@ -208,7 +208,7 @@ fn strips_unpermitted_attributes_and_caps_deterministically() {
         managed_by: None,
         email: None,
         leaver_since: None,
-        attributes: BTreeMap::new(),
+        attributes: Default::default(),
         etag: None,
     };
     // RXB's cap is 2 and it holds 1: of three provisions only the lowest anchor is kept.

@@ -131,7 +131,8 @@ pub fn map_entry_memo(
         };
         reject(reason, format!("ods_code: {why}"))
     })?;
-    let mut attributes = BTreeMap::new();
+    // In field order (`raw_values` is), collected into one `FieldMap` at the end.
+    let mut attributes: Vec<(Field, String)> = Vec::with_capacity(Field::ALL.len());
     let mut warnings = Vec::new();
     let mut invalid = |f: Field, (reason, detail): validate::Invalid| match on_invalid(f) {
         OnInvalid::Reject => Err(reject(reason, detail)),
@@ -155,29 +156,33 @@ pub fn map_entry_memo(
             continue;
         }
         match validate::value_memo(f, &v, memo) {
-            Ok(clean) => {
-                attributes.insert(f, clean);
-            }
+            Ok(clean) => attributes.push((f, clean)),
             Err(why) => invalid(f, why)?,
         }
     }
+    let value = |attributes: &[(Field, String)], f: Field| {
+        attributes
+            .iter()
+            .find(|(g, _)| *g == f)
+            .map(|(_, v)| v.clone())
+    };
     for f in [Field::GivenName, Field::FamilyName] {
-        if !attributes.contains_key(&f) {
+        if value(&attributes, f).is_none() {
             return Err(reject(
                 RejectReason::MissingMandatory,
                 format!("{f} is empty (source attribute {})", mapping.fields[&f]),
             ));
         }
     }
-    if !attributes.contains_key(&Field::DisplayName) {
+    if value(&attributes, Field::DisplayName).is_none() {
         let d = format!(
             "{} {}",
-            attributes[&Field::GivenName],
-            attributes[&Field::FamilyName]
+            value(&attributes, Field::GivenName).unwrap_or_default(),
+            value(&attributes, Field::FamilyName).unwrap_or_default()
         );
         let d = validate::clean_text(Field::DisplayName, &d)
             .map_err(|(reason, detail)| reject(reason, detail))?;
-        attributes.insert(Field::DisplayName, d);
+        attributes.push((Field::DisplayName, d));
     }
     Ok(Person {
         external_id,
@@ -185,7 +190,7 @@ pub fn map_entry_memo(
         ods_code,
         rule: rule.id.clone(),
         enabled: e.enabled,
-        attributes,
+        attributes: attributes.into_iter().collect(),
         warnings,
     })
 }

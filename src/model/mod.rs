@@ -10,11 +10,10 @@ pub mod validate;
 #[cfg(test)]
 mod tests;
 
-pub use nhs_model::{Field, OrgKind, Organisation};
+pub use nhs_model::{Field, FieldMap, OrgKind, Organisation};
 
 use crate::ids::{ExternalId, OdsCode, RuleId};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
 
 /// A person as the NHS Directory should hold them, after filtering, mapping and
 /// validation.
@@ -26,7 +25,7 @@ pub struct Person {
     pub rule: RuleId,
     /// False when the account is disabled in the source (a leaver).
     pub enabled: bool,
-    pub attributes: BTreeMap<Field, String>,
+    pub attributes: FieldMap,
     /// Optional fields whose source value was invalid and so was dropped (plan
     /// `warnings`). The directory's value of such a field is left as it is: the source
     /// said nothing usable about it, which is not the same as saying it is gone.
@@ -36,7 +35,7 @@ pub struct Person {
 
 impl Person {
     pub fn get(&self, f: Field) -> Option<&str> {
-        self.attributes.get(&f).map(String::as_str)
+        self.attributes.get(&f)
     }
 
     /// Was `f` dropped as invalid (so the directory's value is neither compared nor
@@ -46,12 +45,10 @@ impl Person {
     }
 
     /// The attributes the directory is asked to hold (see [`Field::is_synchronised`]).
-    pub fn synchronised(&self) -> BTreeMap<Field, String> {
-        self.attributes
-            .iter()
-            .filter(|(f, _)| f.is_synchronised())
-            .map(|(f, v)| (*f, v.clone()))
-            .collect()
+    pub fn synchronised(&self) -> FieldMap {
+        let mut a = self.attributes.clone();
+        a.retain(|f, _| f.is_synchronised());
+        a
     }
 }
 

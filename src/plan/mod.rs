@@ -6,9 +6,8 @@ pub mod render;
 
 use crate::ids::{ExternalId, OdsCode, RuleId, TargetId};
 pub use crate::model::Warning;
-use crate::model::{Field, Rejection};
+use crate::model::{Field, FieldMap, Rejection};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
 use std::fmt;
 
 pub const FORMAT: &str = "tansync.plan/v1";
@@ -100,7 +99,7 @@ pub enum Operation {
         external_id: ExternalId,
         ods_code: OdsCode,
         rule: RuleId,
-        attributes: BTreeMap<Field, String>,
+        attributes: FieldMap,
     },
     Update {
         external_id: ExternalId,

@@ -132,10 +132,7 @@ fn op_line(out: &mut String, p: &PlannedOp, people: &People) {
         } => {
             // The person's own name if the run has no better label (the plan alone).
             let name = spaced(if known.is_empty() {
-                label(
-                    attributes.get(&Field::DisplayName).map(String::as_str),
-                    None,
-                )
+                label(attributes.get(&Field::DisplayName), None)
             } else {
                 known
             });
@@ -242,10 +239,9 @@ fn blocked_line(out: &mut String, b: &Blocked, people: &People) {
     let reason = code(&b.reason);
     let name = match who(people, &b.external_id) {
         n if n.is_empty() => match &b.operation {
-            Operation::Provision { attributes, .. } => label(
-                attributes.get(&Field::DisplayName).map(String::as_str),
-                None,
-            ),
+            Operation::Provision { attributes, .. } => {
+                label(attributes.get(&Field::DisplayName), None)
+            }
             _ => n,
         },
         n => n,

@@ -28,7 +28,7 @@ pub fn digest(value: &str) -> String {
 pub fn observed(a: &Account) -> Expected {
     let mut m: Expected = Field::ALL
         .iter()
-        .map(|f| (f.name().to_string(), a.attributes.get(f).map(|v| digest(v))))
+        .map(|f| (f.name().to_string(), a.attributes.get(f).map(digest)))
         .collect();
     m.insert("ods_code".into(), Some(digest(a.ods_code.as_str())));
     m.insert("status".into(), Some(digest(a.status.as_str())));
@@ -327,7 +327,10 @@ fn set_also(changes: &[crate::plan::FieldChange]) -> String {
 
 fn export(op: &Operation) -> Export {
     let (values, target_id): (BTreeMap<Field, String>, Option<String>) = match op {
-        Operation::Provision { attributes, .. } => (attributes.clone(), None),
+        Operation::Provision { attributes, .. } => (
+            attributes.iter().map(|(f, v)| (f, v.to_string())).collect(),
+            None,
+        ),
         Operation::Update {
             changes, target_id, ..
         } => (

@@ -128,14 +128,8 @@ pub fn build(op: &Operation, agent_id: &str, nhsmail_domain: &str) -> Request {
                 ],
                 external_id: Some(external_id.to_string()),
                 user_name: requested_user_name(
-                    attributes
-                        .get(&Field::GivenName)
-                        .map(String::as_str)
-                        .unwrap_or(""),
-                    attributes
-                        .get(&Field::FamilyName)
-                        .map(String::as_str)
-                        .unwrap_or(""),
+                    attributes.get(&Field::GivenName).unwrap_or(""),
+                    attributes.get(&Field::FamilyName).unwrap_or(""),
                     nhsmail_domain,
                 ),
                 active: Some(true),
@@ -152,7 +146,7 @@ pub fn build(op: &Operation, agent_id: &str, nhsmail_domain: &str) -> Request {
             };
             for (f, v) in attributes {
                 if f.is_synchronised() {
-                    u.set_field(*f, Some(v.clone()));
+                    u.set_field(f, Some(v.to_string()));
                 }
             }
             Request::Create(Box::new(u))
@@ -240,7 +234,7 @@ pub fn holds(op: &Operation, u: &User) -> bool {
     let fields = u.fields();
     let nhs = u.nhs.clone().unwrap_or_default();
     let same = |f: Field, want: &Option<String>| {
-        let have = fields.get(&f).map(|v| validate::comparable(v));
+        let have = fields.get(&f).map(validate::comparable);
         have == want.as_deref().map(validate::comparable)
     };
     let changes_hold = |cs: &[FieldChange]| cs.iter().all(|c| same(c.field, &c.new));
@@ -298,7 +292,7 @@ mod tests {
             u.nhs.as_ref().unwrap().managed_by.as_deref(),
             Some("agent-1")
         );
-        assert_eq!(u.fields()[&Field::GivenName], "Zoë");
+        assert_eq!(&u.fields()[&Field::GivenName], "Zoë");
         // Status goes on the create too: the extension schema marks it required.
         let v = serde_json::to_value(&u).unwrap();
         assert_eq!(v[scim::NHS_SCHEMA]["status"], "active");

@@ -147,7 +147,7 @@ mod tests {
             ods_code: OdsCode::parse("RXA").unwrap(),
             rule: RuleId::parse("staff").unwrap(),
             enabled: true,
-            attributes: BTreeMap::new(),
+            attributes: Default::default(),
             warnings: Vec::new(),
         }
     }
@@ -161,7 +161,7 @@ mod tests {
             managed_by: Some(managed.into()),
             email: email.map(String::from),
             leaver_since: None,
-            attributes: BTreeMap::new(),
+            attributes: Default::default(),
             etag: None,
         }
     }

@@ -334,7 +334,7 @@ pub fn check_content(u: &User) -> Result<(), ApiError> {
         }
     }
     check_texts(u)?;
-    for (f, v) in u.fields() {
+    for (f, v) in &u.fields() {
         if v.chars().count() > f.max_len() {
             return Err(ApiError::invalid_value(format!(
                 "invalid_value: {f} is longer than {} characters",

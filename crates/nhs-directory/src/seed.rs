@@ -122,7 +122,7 @@ fn account(cfg: &Config, p: &snapshot::Account, now: OffsetDateTime) -> Result<A
     }
     let mut content = User::default();
     for (f, v) in &p.attributes {
-        if *f == Field::Email {
+        if f == Field::Email {
             return Err(
                 "attributes.email: the address is the record's email, not an attribute".into(),
             );
@@ -130,7 +130,7 @@ fn account(cfg: &Config, p: &snapshot::Account, now: OffsetDateTime) -> Result<A
         if v.trim().is_empty() {
             return Err(format!("attributes.{f} is blank (leave it out instead)"));
         }
-        content.set_field(*f, Some(v.clone()));
+        content.set_field(f, Some(v.to_string()));
     }
     if let Some(m) = &p.managed_by {
         content.nhs.get_or_insert_with(Nhs::default).managed_by = Some(m.clone());
@@ -378,7 +378,7 @@ mod tests {
             a[0].external_id.as_deref(),
             Some("af40ac76-1201-4205-83fb-a1707109e8b4")
         );
-        assert_eq!(a[0].content.fields()[&Field::Mobile], "+447700900123");
+        assert_eq!(&a[0].content.fields()[&Field::Mobile], "+447700900123");
         assert_eq!(a[1].status, Status::Pending);
         assert_eq!(a[1].external_id, None);
         assert_eq!(

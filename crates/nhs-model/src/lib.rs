@@ -9,6 +9,7 @@
 
 pub mod escape;
 pub mod field;
+pub mod fieldmap;
 pub mod ids;
 pub mod org;
 pub mod portal;
@@ -20,5 +21,6 @@ pub mod status;
 pub mod text;
 
 pub use field::Field;
+pub use fieldmap::FieldMap;
 pub use org::{OrgKind, Organisation};
 pub use status::Status;

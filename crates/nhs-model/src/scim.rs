@@ -11,8 +11,8 @@
 //! NHS extension's `site`.
 
 use crate::field::Field;
+use crate::fieldmap::FieldMap;
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
 
 pub const USER_SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
 pub const ENTERPRISE_SCHEMA: &str = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
@@ -183,11 +183,11 @@ fn typed<'a>(list: &'a [MultiValue], kind: &str) -> Option<&'a str> {
 
 impl User {
     /// The model fields this user carries (email excluded: see the module doc).
-    pub fn fields(&self) -> BTreeMap<Field, String> {
-        let mut out = BTreeMap::new();
+    pub fn fields(&self) -> FieldMap {
+        let mut out = Vec::new();
         let mut put = |f: Field, v: Option<&str>| {
             if let Some(v) = v.filter(|v| !v.trim().is_empty()) {
-                out.insert(f, v.to_string());
+                out.push((f, v.to_string()));
             }
         };
         let name = self.name.clone().unwrap_or_default();
@@ -204,7 +204,7 @@ impl User {
             Field::Site,
             self.nhs.as_ref().and_then(|n| n.site.as_deref()),
         );
-        out
+        out.into_iter().collect()
     }
 
     /// Set one model field (None clears it).
@@ -412,7 +412,7 @@ mod tests {
         }))
         .unwrap();
         assert_eq!(u.phone_numbers.len(), 1);
-        assert_eq!(u.fields()[&Field::Telephone], "+441134960101");
+        assert_eq!(&u.fields()[&Field::Telephone], "+441134960101");
         assert!(u.emails.is_empty());
     }
 

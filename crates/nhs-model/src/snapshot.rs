@@ -14,12 +14,12 @@
 //!               "etag": "W/\"3\""}]}
 //! ```
 
-use crate::field::Field;
+use crate::fieldmap::FieldMap;
 use crate::ids::{ExternalId, OdsCode, TargetId};
 use crate::org::Organisation;
 use crate::status::Status;
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use time::OffsetDateTime;
 
 /// The `format` of a snapshot document.
@@ -48,7 +48,7 @@ pub struct Account {
     )]
     pub leaver_since: Option<OffsetDateTime>,
     #[serde(default)]
-    pub attributes: BTreeMap<Field, String>,
+    pub attributes: FieldMap,
     /// Version tag for optimistic concurrency (SCIM ETag), where the target has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub etag: Option<String>,

@@ -15,7 +15,7 @@
 use super::columns::Column;
 use super::{CsvFile, PortalSettings};
 use crate::ids::{ExternalId, OdsCode, TargetId};
-use crate::model::{Field, Organisation};
+use crate::model::{Field, FieldMap, Organisation};
 use crate::target::{Account, Status, TargetError};
 use nhs_model::portal::restore;
 use std::collections::{BTreeMap, HashMap};
@@ -137,7 +137,7 @@ pub fn parse_report(
                 ),
             ));
         }
-        let attributes: BTreeMap<Field, String> = Field::ALL
+        let attributes: FieldMap = Field::ALL
             .into_iter()
             .filter_map(|f| {
                 let v = cell(Column::Field(f));
@@ -223,7 +223,8 @@ mod tests {
         .map(|(f, v)| (f, v.to_string()))
         .collect();
         assert_eq!(
-            jo.attributes, want,
+            jo.attributes,
+            want.into_iter().collect(),
             "blank = absent; the mobile is restored"
         );
     }
@@ -233,7 +234,7 @@ mod tests {
         let text = "Status,ODS Code,Local ID,Email Address,Pager,Last Name,First Name,Display Name,Job Title,Department,Site,Telephone,Mobile,Employee ID,Secondary Email,Organisation,Leaver Date\n\
                     Active,RXA,x-1,a@nhs.net,123,Smith,Al,,,,,,,,,,\n";
         let r = parse_report("report.csv", text, &settings(), &registry()).unwrap();
-        assert_eq!(r.accounts[0].attributes[&Field::FamilyName], "Smith");
+        assert_eq!(&r.accounts[0].attributes[&Field::FamilyName], "Smith");
         assert!(!r.accounts[0].attributes.values().any(|v| v == "123"));
     }
 
