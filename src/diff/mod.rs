@@ -14,7 +14,6 @@ use crate::model::validate::{email_domain, phone_comparable, same_comparable};
 use crate::model::{Field, Person};
 use crate::plan::{BlockReason, Blocked, FieldChange, MatchKey, Operation, RemoveReason};
 use crate::target::{Account, Status, TargetState};
-use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicBool, Ordering as AtomicOrdering};
@@ -71,39 +70,17 @@ pub fn is_managed(a: &Account, agent_id: &str, orgs: &BTreeSet<OdsCode>) -> bool
 /// invalid and dropped, with a warning) is left as the account holds it: neither
 /// compared nor cleared.
 pub fn field_changes(p: &Person, a: &Account) -> Vec<FieldChange> {
-    // Both maps are sorted by field: walk them together (this runs once per person, so
-    // no per-call set or lowercased copies; see `same_comparable`).
-    let synced = |(f, _): &(Field, &str)| f.is_synchronised() && !p.withholds(*f);
-    let mut news = p.attributes.iter().filter(synced).peekable();
-    let mut olds = a.attributes.iter().filter(synced).peekable();
+    // Runs once per person: a look-up per field (each O(1) in a `FieldMap`), no per-call
+    // set or lowercased copies (see `same_comparable`).
     let mut out = Vec::new();
-    loop {
-        let (f, old, new) = match (olds.peek(), news.peek()) {
-            (None, None) => break,
-            (Some(&(fo, o)), Some(&(fnew, n))) => match fo.cmp(&fnew) {
-                Ordering::Less => {
-                    olds.next();
-                    (fo, Some(o), None)
-                }
-                Ordering::Greater => {
-                    news.next();
-                    (fnew, None, Some(n))
-                }
-                Ordering::Equal => {
-                    olds.next();
-                    news.next();
-                    (fo, Some(o), Some(n))
-                }
-            },
-            (Some(&(fo, o)), None) => {
-                olds.next();
-                (fo, Some(o), None)
-            }
-            (None, Some(&(fnew, n))) => {
-                news.next();
-                (fnew, None, Some(n))
-            }
-        };
+    for f in Field::ALL {
+        if !f.is_synchronised() || p.withholds(f) {
+            continue;
+        }
+        let (old, new) = (a.attributes.get(&f), p.attributes.get(&f));
+        if old.is_none() && new.is_none() {
+            continue;
+        }
         let old = old.filter(|v| !is_blank(v));
         let same = match (old, new) {
             (Some(o), Some(n)) => same_value(f, o, n),

@@ -100,8 +100,7 @@ impl FieldMap {
     pub fn iter(&self) -> Iter<'_> {
         Iter {
             map: self,
-            front: 0,
-            back: N,
+            left: self.present,
         }
     }
 
@@ -146,35 +145,30 @@ impl FieldMap {
 #[derive(Clone)]
 pub struct Iter<'a> {
     map: &'a FieldMap,
-    /// The fields not yet visited: `Field::ALL[front..back]`.
-    front: usize,
-    back: usize,
+    /// The present fields not yet visited (bit `i`: `Field::ALL[i]`).
+    left: u16,
 }
 
 impl<'a> Iterator for Iter<'a> {
     type Item = (Field, &'a str);
     fn next(&mut self) -> Option<(Field, &'a str)> {
-        while self.front < self.back {
-            let i = self.front;
-            self.front += 1;
-            if self.map.present & (1 << i) != 0 {
-                return Some((Field::ALL[i], self.map.value_at(i)));
-            }
+        if self.left == 0 {
+            return None;
         }
-        None
+        let i = self.left.trailing_zeros() as usize;
+        self.left &= self.left - 1;
+        Some((Field::ALL[i], self.map.value_at(i)))
     }
 }
 
 impl DoubleEndedIterator for Iter<'_> {
     fn next_back(&mut self) -> Option<Self::Item> {
-        while self.front < self.back {
-            self.back -= 1;
-            let i = self.back;
-            if self.map.present & (1 << i) != 0 {
-                return Some((Field::ALL[i], self.map.value_at(i)));
-            }
+        if self.left == 0 {
+            return None;
         }
-        None
+        let i = 15 - self.left.leading_zeros() as usize;
+        self.left &= !(1 << i);
+        Some((Field::ALL[i], self.map.value_at(i)))
     }
 }
 
@@ -311,6 +305,8 @@ mod tests {
                 let want: Vec<(Field, &str)> =
                     model.iter().map(|(f, v)| (*f, v.as_str())).collect();
                 assert_eq!(ours.iter().collect::<Vec<_>>(), want);
+                let back: Vec<(Field, &str)> = want.iter().rev().copied().collect();
+                assert_eq!(ours.iter().rev().collect::<Vec<_>>(), back);
                 assert_eq!(ours.len(), model.len());
                 for f in Field::ALL {
                     assert_eq!(ours.get(&f), model.get(&f).map(String::as_str));
