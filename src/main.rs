@@ -13,8 +13,8 @@ const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 /// default). A plan frees
 /// the LDAP decoder's buffers on one thread while the people it keeps grow on another;
 /// with the delay those pages stayed resident: a 100,000-user plan peaked at 165 MB,
-/// without it at 115 MB (and a 1,000,000-user one within 1 GB), for some 0.2-0.3 s more
-/// of page faults at 100,000 (bench/ldap-plan.sh; the trade-off is in BENCHMARKS.md).
+/// without it at 115 MB, for some 0.2-0.3 s more of page faults (bench/ldap-plan.sh; the
+/// trade-off is in BENCHMARKS.md).
 fn tune_allocator() {
     // SAFETY: sets one integer option; mimalloc reads it on its next purge decision. No
     // pointers are passed and nothing else is touched.
