@@ -182,8 +182,18 @@ impl<'a> IntoIterator for &'a FieldMap {
 
 impl<S: AsRef<str>> FromIterator<(Field, S)> for FieldMap {
     fn from_iter<I: IntoIterator<Item = (Field, S)>>(iter: I) -> FieldMap {
-        let pairs: Vec<(Field, S)> = iter.into_iter().collect();
-        FieldMap::build(pairs.iter().map(|(f, v)| (*f, v.as_ref())))
+        // One slot per field (a later value replaces an earlier one): no vector of the
+        // pairs on the way, since this builds every person and account.
+        let mut slot: [Option<S>; N] = std::array::from_fn(|_| None);
+        for (f, v) in iter {
+            slot[index(f)] = Some(v);
+        }
+        FieldMap::build(
+            Field::ALL
+                .into_iter()
+                .zip(slot.iter())
+                .filter_map(|(f, v)| Some((f, v.as_ref()?.as_ref()))),
+        )
     }
 }
 
