@@ -54,13 +54,18 @@ impl FieldMap {
         for (f, v) in pairs {
             slot[index(f)] = Some(v);
         }
-        let len = slot.iter().flatten().map(|v| v.len()).sum();
+        FieldMap::from_slots(&slot)
+    }
+
+    /// Build from one slot per field, in `Field` order.
+    fn from_slots<S: AsRef<str>>(slot: &[Option<S>; N]) -> FieldMap {
+        let len = slot.iter().flatten().map(|v| v.as_ref().len()).sum();
         let mut text = String::with_capacity(len);
         let mut ends = [0u32; N];
         let mut present = 0u16;
         for (i, v) in slot.iter().enumerate() {
             if let Some(v) = v {
-                text.push_str(v);
+                text.push_str(v.as_ref());
                 present |= 1 << i;
             }
             ends[i] = offset(text.len());
@@ -126,18 +131,18 @@ impl FieldMap {
         Some(old)
     }
 
-    /// Keep only the fields for which `keep` is true.
+    /// Keep only the fields for which `keep` is true (asked once per field).
     pub fn retain(&mut self, mut keep: impl FnMut(Field, &str) -> bool) {
-        if self.iter().all(|(f, v)| keep(f, v)) {
-            return;
-        }
-        // `keep` is asked once per field: collect its answers before rebuilding.
-        let mut drop = [false; N];
+        let mut gone = 0u16;
         for (f, v) in self.iter() {
-            drop[index(f)] = !keep(f, v);
+            if !keep(f, v) {
+                gone |= 1 << index(f);
+            }
         }
-        let next = FieldMap::build(self.iter().filter(|(f, _)| !drop[index(*f)]));
-        *self = next;
+        if gone != 0 {
+            let next = FieldMap::build(self.iter().filter(|(f, _)| gone & (1 << index(*f)) == 0));
+            *self = next;
+        }
     }
 }
 
@@ -188,29 +193,13 @@ impl<S: AsRef<str>> FromIterator<(Field, S)> for FieldMap {
         for (f, v) in iter {
             slot[index(f)] = Some(v);
         }
-        FieldMap::build(
-            Field::ALL
-                .into_iter()
-                .zip(slot.iter())
-                .filter_map(|(f, v)| Some((f, v.as_ref()?.as_ref()))),
-        )
+        FieldMap::from_slots(&slot)
     }
 }
 
 impl<S: AsRef<str>, const K: usize> From<[(Field, S); K]> for FieldMap {
     fn from(pairs: [(Field, S); K]) -> FieldMap {
         FieldMap::build(pairs.iter().map(|(f, v)| (*f, v.as_ref())))
-    }
-}
-
-impl<S: AsRef<str>> Extend<(Field, S)> for FieldMap {
-    fn extend<I: IntoIterator<Item = (Field, S)>>(&mut self, iter: I) {
-        let more: Vec<(Field, S)> = iter.into_iter().collect();
-        let next = FieldMap::build(
-            self.iter()
-                .chain(more.iter().map(|(f, v)| (*f, v.as_ref()))),
-        );
-        *self = next;
     }
 }
 
@@ -254,12 +243,7 @@ impl<'de> Deserialize<'de> for FieldMap {
                 while let Some((f, v)) = m.next_entry::<Field, String>()? {
                     slot[index(f)] = Some(v);
                 }
-                Ok(FieldMap::build(
-                    Field::ALL
-                        .into_iter()
-                        .zip(slot.iter())
-                        .filter_map(|(f, v)| Some((f, v.as_deref()?))),
-                ))
+                Ok(FieldMap::from_slots(&slot))
             }
         }
         d.deserialize_map(V)
