@@ -10,11 +10,10 @@ static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 
 /// Give freed memory back to the system at once rather than a second later (mimalloc v3's
-/// default). A plan frees
-/// the LDAP decoder's buffers on one thread while the people it keeps grow on another;
-/// with the delay those pages stayed resident: a 100,000-user plan peaked at 165 MB,
-/// without it at 115 MB, for some 0.2-0.3 s more of page faults (bench/ldap-plan.sh; the
-/// trade-off is in BENCHMARKS.md).
+/// default). A plan frees the LDAP decoder's buffers on one thread while the people it
+/// keeps grow on another; with the delay those pages stayed resident: a 100,000-user plan
+/// peaked at 165 MB, without it at 115 MB, for some 0.2-0.3 s more of page faults
+/// (bench/ldap-plan.sh; the trade-off is in BENCHMARKS.md).
 fn tune_allocator() {
     // SAFETY: sets one integer option; mimalloc reads it on its next purge decision. No
     // pointers are passed and nothing else is touched.

@@ -160,12 +160,12 @@ pub fn map_entry_memo(
             Err(why) => invalid(f, why)?,
         }
     }
-    let value = |attributes: &[(Field, String)], f: Field| {
+    fn value(attributes: &[(Field, String)], f: Field) -> Option<&str> {
         attributes
             .iter()
             .find(|(g, _)| *g == f)
-            .map(|(_, v)| v.clone())
-    };
+            .map(|(_, v)| v.as_str())
+    }
     for f in [Field::GivenName, Field::FamilyName] {
         if value(&attributes, f).is_none() {
             return Err(reject(
