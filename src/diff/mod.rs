@@ -258,10 +258,20 @@ fn in_chunks<T: Sync, R: Send>(
     })
 }
 
-/// What one person in scope with an anchored account leads to (besides `unchanged`).
+/// What one person in scope with an anchored account, or one account, leads to
+/// (besides `unchanged`).
 enum Decided {
     Op(Operation),
     Block(Blocked),
+}
+
+impl Decided {
+    fn record(self, out: &mut DiffOutput) {
+        match self {
+            Decided::Op(op) => out.operations.push(op),
+            Decided::Block(b) => out.blocked.push(b),
+        }
+    }
 }
 
 /// One chunk of people with accounts, decided.
@@ -402,10 +412,7 @@ fn diff_on(input: &DiffInput<'_>, threads: usize) -> DiffOutput {
         while let Some(u) = unmatched.next_if(|&u| u < k) {
             soft(u, &mut out);
         }
-        match d {
-            Decided::Op(op) => out.operations.push(op),
-            Decided::Block(b) => out.blocked.push(b),
-        }
+        d.record(&mut out);
     }
     for u in unmatched {
         soft(u, &mut out);
@@ -430,10 +437,7 @@ fn diff_on(input: &DiffInput<'_>, threads: usize) -> DiffOutput {
     for (m, found) in removals {
         out.managed += m;
         for d in found {
-            match d {
-                Decided::Op(op) => out.operations.push(op),
-                Decided::Block(b) => out.blocked.push(b),
-            }
+            d.record(&mut out);
         }
     }
     if let Some(c) = &input.target.census {
