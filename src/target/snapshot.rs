@@ -13,7 +13,7 @@
 use super::{Target, TargetError, TargetState};
 use nhs_model::snapshot::Snapshot;
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 pub use nhs_model::snapshot::FORMAT;
 
@@ -24,12 +24,27 @@ pub struct SnapshotTarget {
 }
 
 impl SnapshotTarget {
+    /// The state from a snapshot's text (tests; `read_state` parses as it reads).
+    #[cfg(test)]
     pub fn parse(path: &str, text: &str) -> Result<TargetState, TargetError> {
-        let raw = Snapshot::parse(text).map_err(|e| TargetError::Invalid {
-            path: path.to_string(),
-            problem: e.to_string(),
+        Snapshot::parse(text)
+            .map(Self::state)
+            .map_err(invalid(path))
+    }
+
+    /// Open and parse the file. Parsed as it is read: the text of a large snapshot (15 MB
+    /// at 51,000 accounts) is not held beside the accounts parsed from it, nor left as a
+    /// hole in the heap under them (peak RSS of bench/ldap-plan.sh's plan: 198 -> 180
+    /// MB). A read error is reported as the parse error it causes, with the file's path.
+    fn load(file: &Path) -> Result<TargetState, TargetError> {
+        let path = file.display().to_string();
+        let f = std::fs::File::open(file).map_err(|source| TargetError::Io {
+            path: path.clone(),
+            source,
         })?;
-        Ok(Self::state(raw))
+        Snapshot::from_reader(std::io::BufReader::with_capacity(1 << 16, f))
+            .map(Self::state)
+            .map_err(invalid(&path))
     }
 
     fn state(raw: Snapshot) -> TargetState {
@@ -47,6 +62,13 @@ impl SnapshotTarget {
     }
 }
 
+fn invalid(path: &str) -> impl FnOnce(nhs_model::snapshot::SnapshotError) -> TargetError + '_ {
+    move |e| TargetError::Invalid {
+        path: path.to_string(),
+        problem: e.to_string(),
+    }
+}
+
 impl Target for SnapshotTarget {
     fn kind(&self) -> &'static str {
         "snapshot"
@@ -56,22 +78,11 @@ impl Target for SnapshotTarget {
         &self,
         _cancel: &tokio_util::sync::CancellationToken,
     ) -> Result<TargetState, TargetError> {
-        let path = self.path.display().to_string();
-        let file = std::fs::File::open(&self.path).map_err(|source| TargetError::Io {
-            path: path.clone(),
-            source,
-        })?;
-        // Parsed as it is read: the text of a large snapshot (15 MB at 51,000 accounts)
-        // is not held beside the accounts parsed from it, nor left as a hole in the heap
-        // under them (peak RSS of bench/ldap-plan.sh's plan: 198 -> 180 MB). A read
-        // error is reported as the parse error it causes, with the file's path.
-        let raw = Snapshot::from_reader(std::io::BufReader::with_capacity(1 << 16, file)).map_err(
-            |e| TargetError::Invalid {
-                path: path.clone(),
-                problem: e.to_string(),
-            },
-        )?;
-        Ok(Self::state(raw))
+        // Blocking file reads and parsing, off the async workers.
+        let file = self.path.clone();
+        tokio::task::spawn_blocking(move || Self::load(&file))
+            .await
+            .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
     }
 }
 
