@@ -934,21 +934,10 @@ fn queue(
 /// logged — never retried blindly.
 pub fn drain_inbox(cfg: &Config, portal: &PortalSettings, store: &StateStore) -> Vec<String> {
     let dir = inbox(cfg);
-    let Ok(list) = std::fs::read_dir(&dir) else {
-        return Vec::new();
-    };
-    let mut files: Vec<PathBuf> = list
-        .filter_map(|e| e.ok())
-        .map(|e| e.path())
-        .filter(|p| p.is_file())
-        .collect();
-    files.sort();
     let mut said = Vec::new();
-    for f in files {
-        let name = f
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
+    // Named `<time>-b<batch>-<name>`: in name order is oldest first.
+    for name in file_names(&dir) {
+        let f = dir.join(&name);
         let named = name
             .split('-')
             .nth(1)
