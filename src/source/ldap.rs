@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 mod delta;
 pub mod kerberos;
+mod wire;
 
 pub use kerberos::KerberosAuth;
 
@@ -104,6 +105,55 @@ fn rc_text(rc: u32) -> &'static str {
     }
 }
 
+/// The text after a result code: the server's diagnostic message, if it sent one.
+fn message_suffix(text: &str) -> String {
+    if text.trim().is_empty() {
+        String::new()
+    } else {
+        format!(": {}", text.trim())
+    }
+}
+
+/// Success, or the error for result `rc` of `context`.
+fn check_rc(url: &str, context: &str, rc: u32, text: &str) -> Result<(), SourceError> {
+    if rc == 0 {
+        return Ok(());
+    }
+    Err(SourceError::LdapResult {
+        url: url.to_string(),
+        context: context.to_string(),
+        code: rc,
+        text: rc_text(rc),
+        message: message_suffix(text),
+    })
+}
+
+/// One entry of a search as both clients deliver it: text attributes, and attributes
+/// with a value that is not UTF-8 (binary as a whole).
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct RawEntry {
+    pub dn: String,
+    pub text: Vec<(String, Vec<String>)>,
+    pub binary: Vec<(String, Vec<Vec<u8>>)>,
+}
+
+impl From<SearchEntry> for RawEntry {
+    fn from(e: SearchEntry) -> Self {
+        RawEntry {
+            dn: e.dn,
+            text: e.attrs.into_iter().collect(),
+            binary: e.bin_attrs.into_iter().collect(),
+        }
+    }
+}
+
+/// The connection a read searches over: ldap3's (Kerberos binds, delta reads) or the
+/// full read's own client ([`wire`], simple binds).
+enum Session<'a> {
+    Ldap3(&'a mut Ldap),
+    Wire(&'a mut wire::Conn),
+}
+
 impl LdapSource {
     fn is_cleartext(&self) -> bool {
         self.url.to_ascii_lowercase().starts_with("ldap://") && !self.starttls
@@ -129,20 +179,7 @@ impl LdapSource {
     }
 
     fn check_result(&self, context: &str, res: LdapResult) -> Result<(), SourceError> {
-        if res.rc == 0 {
-            return Ok(());
-        }
-        Err(SourceError::LdapResult {
-            url: self.url.clone(),
-            context: context.to_string(),
-            code: res.rc,
-            text: rc_text(res.rc),
-            message: if res.text.trim().is_empty() {
-                String::new()
-            } else {
-                format!(": {}", res.text.trim())
-            },
-        })
+        check_rc(&self.url, context, res.rc, &res.text)
     }
 
     fn tls_config(&self) -> Result<Option<Arc<rustls::ClientConfig>>, SourceError> {
@@ -184,9 +221,9 @@ impl LdapSource {
         }
     }
 
-    /// Connect and bind. Refuses a cleartext simple bind unless allowed, and a Kerberos
-    /// bind without TLS always.
-    pub async fn connect(&self) -> Result<Ldap, SourceError> {
+    /// Refuses a cleartext simple bind unless allowed, and a Kerberos bind without TLS
+    /// always.
+    fn refuse_cleartext(&self) -> Result<(), SourceError> {
         if self.is_cleartext() && matches!(self.auth, LdapAuth::Kerberos(_)) {
             return Err(SourceError::refused(
                 &self.url,
@@ -200,6 +237,12 @@ impl LdapSource {
                  (or set allow_cleartext_bind = true, which sends the password in clear)",
             ));
         }
+        Ok(())
+    }
+
+    /// Connect and bind with ldap3 (see [`LdapSource::refuse_cleartext`]).
+    pub async fn connect(&self) -> Result<Ldap, SourceError> {
+        self.refuse_cleartext()?;
         let mut settings = LdapConnSettings::new()
             .set_conn_timeout(self.connect_timeout)
             .set_starttls(self.starttls);
@@ -310,9 +353,31 @@ impl LdapSource {
         self.check_result(&context, res)
     }
 
+    /// One paged subtree search over `session`, every entry to `each`. Complete or error.
+    async fn search(
+        &self,
+        session: &mut Session<'_>,
+        base: &str,
+        filter: &str,
+        attrs: &[String],
+        cancel: &CancellationToken,
+        mut each: impl FnMut(RawEntry) -> Result<(), SourceError>,
+    ) -> Result<(), SourceError> {
+        match session {
+            Session::Ldap3(ldap) => {
+                self.paged_search(ldap, base, filter, attrs, cancel, |e| each(e.into()))
+                    .await
+            }
+            Session::Wire(conn) => {
+                conn.paged_search(base, filter, attrs, self.page_size, cancel, &mut each)
+                    .await
+            }
+        }
+    }
+
     async fn resolve_groups(
         &self,
-        ldap: &mut Ldap,
+        session: &mut Session<'_>,
         req: &ReadRequest,
         cancel: &CancellationToken,
     ) -> Result<GroupIndex, SourceError> {
@@ -330,7 +395,7 @@ impl LdapSource {
                     );
                     let mut members = BTreeSet::new();
                     for base in &self.base_dns {
-                        self.paged_search(ldap, base, &filter, &["1.1".to_string()], cancel, |e| {
+                        self.search(session, base, &filter, &["1.1".to_string()], cancel, |e| {
                             members.insert(NormDn::new(&e.dn));
                             Ok(())
                         })
@@ -343,9 +408,9 @@ impl LdapSource {
                 let attrs = vec!["member".to_string(), "uniqueMember".to_string()];
                 let mut groups = Vec::new();
                 for base in &self.base_dns {
-                    self.paged_search(ldap, base, &self.group_filter, &attrs, cancel, |e| {
+                    self.search(session, base, &self.group_filter, &attrs, cancel, |e| {
                         let members = e
-                            .attrs
+                            .text
                             .iter()
                             .filter(|(k, _)| {
                                 k.eq_ignore_ascii_case("member")
@@ -385,7 +450,42 @@ impl LdapSource {
         attrs.into_iter().collect()
     }
 
+    /// A full read. With a simple bind it runs on the source's own client ([`wire`]);
+    /// a Kerberos bind needs ldap3's SASL layer.
     pub async fn read(
+        &self,
+        req: &ReadRequest,
+        sink: &mut dyn EntrySink,
+        cancel: &CancellationToken,
+    ) -> Result<ReadSummary, SourceError> {
+        match &self.auth {
+            LdapAuth::Simple {
+                bind_dn,
+                bind_password,
+            } => {
+                self.refuse_cleartext()?;
+                let mut conn = wire::Conn::open(self, bind_dn, bind_password, cancel).await?;
+                let summary = self
+                    .read_entries(
+                        &mut Session::Wire(&mut conn),
+                        req,
+                        &self.filter,
+                        sink,
+                        None,
+                        cancel,
+                    )
+                    .await?;
+                conn.unbind().await;
+                Ok(summary)
+            }
+            LdapAuth::Kerberos(_) => self.read_with_ldap3(req, sink, cancel).await,
+        }
+    }
+
+    /// A full read through ldap3, whatever the bind: the Kerberos path, and the oracle
+    /// the differential tests compare the source's own client with.
+    #[doc(hidden)]
+    pub async fn read_with_ldap3(
         &self,
         req: &ReadRequest,
         sink: &mut dyn EntrySink,
@@ -393,7 +493,14 @@ impl LdapSource {
     ) -> Result<ReadSummary, SourceError> {
         let mut ldap = self.connect_or_cancel(cancel).await?;
         let summary = self
-            .read_entries(&mut ldap, req, &self.filter, sink, None, cancel)
+            .read_entries(
+                &mut Session::Ldap3(&mut ldap),
+                req,
+                &self.filter,
+                sink,
+                None,
+                cancel,
+            )
             .await?;
         let _ = ldap.unbind().await;
         Ok(summary)
@@ -404,21 +511,21 @@ impl LdapSource {
     /// `anchors` collects the anchors read, when the caller needs them.
     async fn read_entries(
         &self,
-        ldap: &mut Ldap,
+        session: &mut Session<'_>,
         req: &ReadRequest,
         filter: &str,
         sink: &mut dyn EntrySink,
         mut anchors: Option<&mut BTreeSet<ExternalId>>,
         cancel: &CancellationToken,
     ) -> Result<ReadSummary, SourceError> {
-        let groups = self.resolve_groups(ldap, req, cancel).await?;
+        let groups = self.resolve_groups(session, req, cancel).await?;
         sink.groups(groups);
         let attrs = self.attributes(req);
         let mut summary = ReadSummary::default();
         let mut seen_dns: BTreeSet<NormDn> = BTreeSet::new();
         for base in &self.base_dns {
-            self.paged_search(ldap, base, filter, &attrs, cancel, |e| {
-                let entry = SourceEntry::build(e.dn, e.attrs, e.bin_attrs, &self.anchor);
+            self.search(session, base, filter, &attrs, cancel, |e| {
+                let entry = SourceEntry::build(e.dn, e.text, e.binary, &self.anchor);
                 // Overlapping base DNs must not read a person twice.
                 if self.base_dns.len() > 1 && !seen_dns.insert(entry.norm_dn.clone()) {
                     return Ok(());

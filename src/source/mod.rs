@@ -40,6 +40,13 @@ pub enum SourceError {
         #[source]
         source: Box<::ldap3::LdapError>,
     },
+    /// The full read's own LDAP client: a network, TLS, timeout or protocol failure.
+    #[error("LDAP {url}: {context}: {problem}")]
+    LdapSession {
+        url: String,
+        context: String,
+        problem: String,
+    },
     #[error("LDAP {url}: {context}: server answered {code} ({text}){message}")]
     LdapResult {
         url: String,

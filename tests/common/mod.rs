@@ -6,6 +6,7 @@ pub mod directory;
 pub mod gate;
 pub mod plan_schema;
 pub mod process;
+pub mod source;
 pub mod tamper;
 
 use std::path::{Path, PathBuf};

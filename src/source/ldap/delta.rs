@@ -576,8 +576,15 @@ impl LdapSource {
         };
         let mut seen = BTreeSet::new();
         let filter = format!("(&{}{after})", self.filter);
-        self.read_entries(&mut ldap, req, &filter, sink, Some(&mut seen), cancel)
-            .await?;
+        self.read_entries(
+            &mut super::Session::Ldap3(&mut ldap),
+            req,
+            &filter,
+            sink,
+            Some(&mut seen),
+            cancel,
+        )
+        .await?;
         step("changed entries read");
         let mut gone: BTreeSet<ExternalId> = changed.difference(&seen).cloned().collect();
         if let super::AnchorKind::Text(attr) = &self.anchor {
