@@ -57,8 +57,14 @@ async fn samba_reads_the_same_through_both_clients() {
     let ou = ad::fresh_ou("reader");
     let names: Vec<(String, String, String)> = (0..23)
         .map(|i| {
-            let (g, f) = [("Siân", "Ó Dálaigh"), ("Zoë", "Åström"), ("Ann", "Ash")][i % 3];
-            (format!("{g} {f} {i:02}"), g.to_string(), f.to_string())
+            // The CN is short ASCII: the employee id the helper derives from it must be (AD
+            // allows 16 characters).
+            let (cn, g, f) = [
+                ("Sian D", "Siân", "Ó Dálaigh"),
+                ("Zoe A", "Zoë", "Åström"),
+                ("Ann Ash", "Ann", "Ash"),
+            ][i % 3];
+            (format!("{cn} {i:02}"), g.to_string(), f.to_string())
         })
         .collect();
     let users: Vec<User> = names
