@@ -466,14 +466,7 @@ impl LdapSource {
                 self.refuse_cleartext()?;
                 let mut conn = wire::Conn::open(self, bind_dn, bind_password, cancel).await?;
                 let summary = self
-                    .read_entries(
-                        &mut Session::Wire(&mut conn),
-                        req,
-                        &self.filter,
-                        sink,
-                        None,
-                        cancel,
-                    )
+                    .read_all(&mut Session::Wire(&mut conn), req, sink, cancel)
                     .await?;
                 conn.unbind().await;
                 Ok(summary)
@@ -493,17 +486,22 @@ impl LdapSource {
     ) -> Result<ReadSummary, SourceError> {
         let mut ldap = self.connect_or_cancel(cancel).await?;
         let summary = self
-            .read_entries(
-                &mut Session::Ldap3(&mut ldap),
-                req,
-                &self.filter,
-                sink,
-                None,
-                cancel,
-            )
+            .read_all(&mut Session::Ldap3(&mut ldap), req, sink, cancel)
             .await?;
         let _ = ldap.unbind().await;
         Ok(summary)
+    }
+
+    /// Everything the configured filter matches, over either client.
+    async fn read_all(
+        &self,
+        session: &mut Session<'_>,
+        req: &ReadRequest,
+        sink: &mut dyn EntrySink,
+        cancel: &CancellationToken,
+    ) -> Result<ReadSummary, SourceError> {
+        self.read_entries(session, req, &self.filter, sink, None, cancel)
+            .await
     }
 
     /// The group index, then every entry under the base DNs matching `filter`, to the

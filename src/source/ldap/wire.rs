@@ -43,7 +43,7 @@ const START_TLS: &str = "1.3.6.1.4.1.1466.20037";
 /// The largest message accepted. A user entry is a few kilobytes; a group entry with its
 /// `member` list can reach megabytes. Past this a length is taken as a broken or hostile
 /// stream, not a reason to allocate.
-pub(crate) const MAX_MESSAGE: usize = 256 << 20;
+const MAX_MESSAGE: usize = 256 << 20;
 /// How much the receive buffer grows by per read.
 const READ_CHUNK: usize = 64 << 10;
 
@@ -405,7 +405,7 @@ async fn bounded<T>(
 
 /// The length of the whole message at the start of `b`, `None` while it is incomplete.
 /// An LDAP message is a BER SEQUENCE with a definite length (RFC 4511 §5.1).
-pub(crate) fn frame_len(b: &[u8]) -> Result<Option<usize>, String> {
+fn frame_len(b: &[u8]) -> Result<Option<usize>, String> {
     let (Some(&tag), Some(&first)) = (b.first(), b.get(1)) else {
         return Ok(None);
     };

@@ -50,9 +50,15 @@ fn entry_op(dn: &[u8], attrs: &[(String, Vec<Vec<u8>>)]) -> Tag {
     })
 }
 
+/// A SearchResultDone ([APPLICATION 5]).
 fn done_op(rc: i64, text: &str) -> Tag {
+    result_op(5, rc, text)
+}
+
+/// An operation that is an LDAPResult: `[APPLICATION tag]` with the code and message.
+fn result_op(tag: u64, rc: i64, text: &str) -> Tag {
     Tag::Sequence(Sequence {
-        id: 5,
+        id: tag,
         class: TagClass::Application,
         inner: vec![
             Tag::Enumerated(Enumerated {
@@ -439,22 +445,7 @@ fn bind_ok(id: u32) -> Vec<u8> {
 }
 
 fn bind_reply(id: u32, rc: i64) -> Vec<u8> {
-    encode(
-        id as i32,
-        Tag::Sequence(Sequence {
-            id: 1,
-            class: TagClass::Application,
-            inner: vec![
-                Tag::Enumerated(Enumerated {
-                    inner: rc,
-                    ..Default::default()
-                }),
-                octets(b""),
-                octets(b""),
-            ],
-        }),
-        vec![],
-    )
+    encode(id as i32, result_op(1, rc, ""), vec![])
 }
 
 fn person(id: u32, n: u32) -> Vec<u8> {
