@@ -13,7 +13,7 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 use tansync::diff::{DiffInput, DiffOutput, diff};
 use tansync::ids::{ExternalId, OdsCode, RuleId, TargetId};
-use tansync::model::{Field, OrgKind, Organisation, Person};
+use tansync::model::{Field, OrgKind, Organisation, Person, Persons};
 use tansync::plan::{MatchKey, OpKind};
 use tansync::target::{Account, Status, TargetState};
 
@@ -76,7 +76,7 @@ fn kind(i: u64) -> Kind {
 }
 
 struct World {
-    persons: BTreeMap<ExternalId, Person>,
+    persons: Persons,
     target: TargetState,
     orgs: BTreeSet<OdsCode>,
     expect: BTreeMap<&'static str, usize>,
@@ -88,7 +88,7 @@ fn build(n: u64) -> World {
         .map(|c| OdsCode::parse(c).expect("ods"))
         .collect();
     let rule = RuleId::parse("bench-people").expect("rule");
-    let mut persons = BTreeMap::new();
+    let mut persons = Vec::new();
     let mut accounts = Vec::with_capacity(n as usize);
     let mut expect: BTreeMap<&'static str, usize> = BTreeMap::new();
     for i in 0..n {
@@ -154,18 +154,15 @@ fn build(n: u64) -> World {
                 Kind::New => "provision",
             })
             .or_default() += 1;
-        persons.insert(
-            xid.clone(),
-            Person {
-                external_id: xid,
-                dn: format!("uid=u{i:08},ou=people,dc=bench,dc=org"),
-                ods_code: ods,
-                rule: rule.clone(),
-                enabled: true,
-                attributes: attrs.into_iter().collect(),
-                warnings: Vec::new(),
-            },
-        );
+        persons.push(Person {
+            external_id: xid,
+            dn: format!("uid=u{i:08},ou=people,dc=bench,dc=org"),
+            ods_code: ods,
+            rule: rule.clone(),
+            enabled: true,
+            attributes: attrs.into_iter().collect(),
+            warnings: Vec::new(),
+        });
     }
     // Managed accounts whose people are no longer in the source.
     let gone = n - accounts.len() as u64;
@@ -203,7 +200,7 @@ fn build(n: u64) -> World {
         })
         .collect();
     World {
-        persons,
+        persons: Persons::new(persons),
         target: TargetState {
             organisations,
             accounts,

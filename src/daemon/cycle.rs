@@ -377,7 +377,7 @@ async fn delta_state<S: Source, T: Target, F>(
     deleted: Option<&BTreeSet<ExternalId>>,
     cancel: &CancellationToken,
 ) -> Result<Option<crate::target::TargetState>, crate::target::TargetError> {
-    let mut anchors: BTreeSet<ExternalId> = collected.persons.keys().cloned().collect();
+    let mut anchors: BTreeSet<ExternalId> = collected.persons.anchors().cloned().collect();
     anchors.extend(collected.out_of_scope.iter().cloned());
     anchors.extend(
         collected
@@ -389,7 +389,7 @@ async fn delta_state<S: Source, T: Target, F>(
     let fresh = env.target.accounts_with(&anchors, cancel).await?;
     let join: BTreeSet<_> = collected
         .persons
-        .values()
+        .iter()
         .flat_map(|p| {
             env.cfg
                 .soft_match

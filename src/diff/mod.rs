@@ -11,7 +11,7 @@
 
 use crate::ids::{ExternalId, OdsCode, TargetId};
 use crate::model::validate::{email_domain, phone_comparable, same_comparable};
-use crate::model::{Field, Person};
+use crate::model::{Field, Person, Persons};
 use crate::plan::{BlockReason, Blocked, FieldChange, MatchKey, Operation, RemoveReason};
 use crate::target::{Account, Status, TargetState};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -22,7 +22,7 @@ use time::{Duration, OffsetDateTime};
 /// Everything the diff looks at.
 pub struct DiffInput<'a> {
     /// People in scope, valid, keyed by anchor.
-    pub persons: &'a BTreeMap<ExternalId, Person>,
+    pub persons: &'a Persons,
     /// Anchors present in the source but excluded by the filter rules.
     pub out_of_scope: &'a BTreeSet<ExternalId>,
     /// Anchors of source entries that were rejected: never removed on that account.
@@ -346,11 +346,11 @@ fn diff_on(input: &DiffInput<'_>, threads: usize) -> DiffOutput {
     // (each on its own); accounts whose anchor a person holds are marked, so the removal
     // pass needs no lookup in `persons` for them.
     let in_source: Vec<AtomicBool> = accounts.iter().map(|_| AtomicBool::new(false)).collect();
-    let persons: Vec<(&ExternalId, &Person)> = input.persons.iter().collect();
-    let chunks = in_chunks(&persons, threads, |offset, chunk| {
+    let persons = input.persons.as_slice();
+    let chunks = in_chunks(persons, threads, |offset, chunk| {
         let mut d = ChunkDecisions::default();
-        for (k, &(xid, p)) in chunk.iter().enumerate() {
-            let Some(i) = index.get(xid) else {
+        for (k, p) in chunk.iter().enumerate() {
+            let Some(i) = index.get(&p.external_id) else {
                 if p.enabled {
                     d.unmatched.push(offset + k);
                 } // Disabled and never provisioned: nothing to do.
@@ -390,16 +390,13 @@ fn diff_on(input: &DiffInput<'_>, threads: usize) -> DiffOutput {
     }
     let mut joined: BTreeSet<&TargetId> = BTreeSet::new();
     // Everything in person order: the decided people and the soft-matched ones merged.
-    let mut soft = |k: usize, out: &mut DiffOutput| match soft_match(
-        persons[k].1,
-        input,
-        &by_key,
-        &mut joined,
-    ) {
-        Outcome::Planned(op) => out.operations.push(op),
-        Outcome::Held(b) => out.blocked.push(b),
-        Outcome::Unchanged => out.unchanged += 1,
-    };
+    let mut soft =
+        |k: usize, out: &mut DiffOutput| match soft_match(&persons[k], input, &by_key, &mut joined)
+        {
+            Outcome::Planned(op) => out.operations.push(op),
+            Outcome::Held(b) => out.blocked.push(b),
+            Outcome::Unchanged => out.unchanged += 1,
+        };
     let mut unmatched = Vec::new();
     let mut decided = Vec::new();
     for c in chunks {

@@ -84,11 +84,7 @@ fn run_on(
 ) -> DiffOutput {
     let deleted: Option<BTreeSet<ExternalId>> =
         deleted.map(|d| d.iter().copied().map(xid).collect());
-    let persons: BTreeMap<_, _> = c
-        .persons
-        .into_iter()
-        .map(|p| (p.external_id.clone(), p))
-        .collect();
+    let persons = Persons::new(c.persons);
     let orgs = ["RXA", "RXB"].map(ods);
     let target = TargetState {
         organisations: orgs
@@ -665,7 +661,8 @@ fn reference_diff(input: &DiffInput<'_>) -> DiffOutput {
     }
     let mut joined: BTreeSet<&TargetId> = BTreeSet::new();
 
-    for (xid, p) in input.persons {
+    for p in input.persons {
+        let xid = &p.external_id;
         match by_anchor.get(xid) {
             Some(&i) => {
                 in_source[i] = true;
@@ -860,10 +857,7 @@ fn the_parallel_diff_gives_the_reference_output_on_random_inputs() {
     for seed in 0..400u64 {
         let mut rng = fastrand::Rng::with_seed(seed);
         let (persons, accounts, oos, rej) = random_case(&mut rng);
-        let persons: BTreeMap<_, _> = persons
-            .into_iter()
-            .map(|p| (p.external_id.clone(), p))
-            .collect();
+        let persons = Persons::new(persons);
         let deleted: BTreeSet<ExternalId> = (0..rng.u32(..4)).map(|_| xid(rng.u32(..45))).collect();
         let census = rng.u8(..5) == 0;
         let target = TargetState {

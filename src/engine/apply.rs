@@ -12,7 +12,7 @@ use super::plan::{PlanRun, plan_from};
 use super::{EngineError, Progress};
 use crate::config::Config;
 use crate::ids::ExternalId;
-use crate::model::Person;
+use crate::model::Persons;
 use crate::plan::{BlockReason, FORMAT, OpKind, Plan, PlannedOp, WriteBack};
 use crate::push::writeback::{self, WriteBackConnection, WriteBackSettings};
 use crate::push::{self, AuditContext, Outcome, PushContext, PushReport};
@@ -22,7 +22,7 @@ use crate::state::audit::{self, AuditEntry};
 use crate::state::{StateStore, op_state};
 use crate::target::scim::ScimWriter;
 use crate::target::{Target, Writer};
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeSet, HashSet};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use time::OffsetDateTime;
@@ -481,7 +481,7 @@ fn audit_context(
     cfg: &Config,
     fingerprint: &str,
     ops: &[PlannedOp],
-    persons: &BTreeMap<ExternalId, Person>,
+    persons: &Persons,
 ) -> AuditContext {
     AuditContext {
         fingerprint: fingerprint.to_string(),

@@ -254,7 +254,7 @@ fn source_read(cfg: &Config, collected: &Collected, r: &mut CheckReport) {
         ),
     );
     let mut per_rule: BTreeMap<&str, usize> = BTreeMap::new();
-    for p in collected.persons.values() {
+    for p in collected.persons.iter() {
         *per_rule.entry(p.rule.as_str()).or_default() += 1;
     }
     for rule in &cfg.rules.rules {

@@ -213,7 +213,7 @@ fn decide_with(
         collected.rejected.clone(),
         collected
             .persons
-            .values()
+            .iter()
             .flat_map(|p| p.warnings.iter().cloned())
             .collect(),
         write_back,

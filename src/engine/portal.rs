@@ -18,7 +18,7 @@ use super::{EngineError, Progress};
 use crate::config::Config;
 use crate::engine::apply::{ApplyRequest, Chosen};
 use crate::ids::ExternalId;
-use crate::model::{Field, FieldMap, Person};
+use crate::model::{Field, FieldMap, Persons};
 use crate::plan::Operation;
 use crate::push::portal::{
     self as decide, Export, ResultLine, Settled, Withheld, Work, by_local_id,
@@ -624,7 +624,7 @@ fn export_batch(
     fingerprint: &str,
     report: (&str, i64),
     export: &[Export],
-    persons: &BTreeMap<ExternalId, Person>,
+    persons: &Persons,
 ) -> Result<Batch, EngineError> {
     let rows: Vec<UploadRow> = export
         .iter()
@@ -699,7 +699,7 @@ fn export_batch(
         })
 }
 
-fn who(x: &str, persons: &BTreeMap<ExternalId, Person>, account: Option<&&Account>) -> String {
+fn who(x: &str, persons: &Persons, account: Option<&&Account>) -> String {
     let from = |attrs: &FieldMap| {
         attrs
             .get(&Field::DisplayName)
@@ -722,7 +722,7 @@ fn who(x: &str, persons: &BTreeMap<ExternalId, Person>, account: Option<&&Accoun
 fn write_worklist(
     out: &Path,
     tasks: &[Task],
-    persons: &BTreeMap<ExternalId, Person>,
+    persons: &Persons,
     by_address: &BTreeMap<String, &Account>,
 ) -> Result<(PathBuf, PathBuf), EngineError> {
     const HEAD: [&str; 8] = [

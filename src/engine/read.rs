@@ -12,7 +12,7 @@ use crate::filter::{Action, Decision, RuleTrace};
 use crate::ids::{ExternalId, NormDn, ObjectGuid, OdsCode, RuleId};
 use crate::model::mapping::map_entry_memo;
 use crate::model::validate::PhoneMemo;
-use crate::model::{Field, Person, RejectReason, Rejection};
+use crate::model::{Field, Person, Persons, RejectReason, Rejection};
 use crate::source::delta::{Delta, Watermark};
 use crate::source::{EntrySink, GroupIndex, ReadRequest, Source, SourceEntry, SourceError};
 use std::collections::{BTreeMap, BTreeSet};
@@ -71,7 +71,7 @@ pub struct Captured {
 #[derive(Debug, Default)]
 pub struct Collected {
     pub read: usize,
-    pub persons: BTreeMap<ExternalId, Person>,
+    pub persons: Persons,
     pub out_of_scope: BTreeSet<ExternalId>,
     pub rejected: Vec<Rejection>,
     /// The source's display name of each rejected entry that has one, by DN (the human
@@ -97,10 +97,8 @@ struct Collector<'a> {
     /// Every anchor seen (duplicate detection), with the person's place in `persons`
     /// where the entry is in scope.
     anchors: std::collections::HashMap<ExternalId, Option<usize>>,
-    /// The people in scope in read order (`None`: dropped as a duplicate), built into
-    /// `Collected::persons` when the read is done: a map built from all of them at once
-    /// has full nodes, one built by inserting in anchor order about half-full ones —
-    /// some 12 MB more at 100,000 people, held through planning (the run's peak).
+    /// The people in scope in read order (`None`: dropped as a duplicate), sorted into
+    /// `Collected::persons` when the read is done.
     persons: Vec<Option<Person>>,
 }
 
@@ -443,10 +441,7 @@ pub async fn collect_since<S: Source>(
     let Collector {
         mut out, persons, ..
     } = c;
-    out.persons = persons
-        .into_iter()
-        .flatten()
-        .map(|p| (p.external_id.clone(), p))
-        .collect();
+    // In place: the read's vector, less the duplicates, sorted (see `Persons`).
+    out.persons = Persons::new(persons.into_iter().flatten().collect());
     Ok((out, delta))
 }

@@ -12,9 +12,9 @@ pub mod agreements;
 
 pub use agreements::Agreements;
 
-use crate::ids::{ExternalId, OdsCode};
+use crate::ids::OdsCode;
 use crate::model::validate::{domain_within, email_domain};
-use crate::model::{Field, Person};
+use crate::model::{Field, Person, Persons};
 use crate::plan::{BlockReason, Blocked, OpKind, Operation, PlannedOp};
 use crate::target::{Status, TargetState};
 use std::collections::{BTreeMap, BTreeSet};
@@ -67,7 +67,7 @@ pub fn default_ineligible_domains() -> Vec<String> {
 
 pub struct GateInput<'a> {
     pub candidates: Vec<Operation>,
-    pub persons: &'a BTreeMap<ExternalId, Person>,
+    pub persons: &'a Persons,
     pub target: &'a TargetState,
     pub agreements: &'a Agreements,
     pub policy: &'a GatePolicy,

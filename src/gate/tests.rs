@@ -1,6 +1,6 @@
 use super::agreements::{Partnering, Sharing, Validity};
 use super::*;
-use crate::ids::{RuleId, TargetId};
+use crate::ids::{ExternalId, RuleId, TargetId};
 use crate::model::{OrgKind, Organisation};
 use crate::plan::RemoveReason;
 use crate::target::Account;
@@ -96,7 +96,7 @@ fn run(
     a: &Agreements,
     accounts: Vec<Account>,
     managed: usize,
-    persons: &BTreeMap<ExternalId, Person>,
+    persons: &Persons,
 ) -> GateOutput {
     run_on(cands, a, accounts, managed, persons, None)
 }
@@ -107,7 +107,7 @@ fn run_on(
     a: &Agreements,
     accounts: Vec<Account>,
     managed: usize,
-    persons: &BTreeMap<ExternalId, Person>,
+    persons: &Persons,
     census: Option<crate::target::Census>,
 ) -> GateOutput {
     let target = TargetState {
@@ -155,7 +155,7 @@ fn reasons(out: &GateOutput) -> Vec<(u32, BlockReason)> {
 
 #[test]
 fn fail_closed_on_agreements_and_organisations() {
-    let none = BTreeMap::new();
+    let none = Persons::default();
     let out = run(
         vec![
             provision(1, "RXA"),
@@ -199,7 +199,7 @@ fn fail_closed_on_agreements_and_organisations() {
 
 #[test]
 fn strips_unpermitted_attributes_and_caps_deterministically() {
-    let none = BTreeMap::new();
+    let none = Persons::default();
     let held = Account {
         target_id: TargetId::parse("t0").unwrap(),
         external_id: None,
@@ -239,7 +239,7 @@ fn strips_unpermitted_attributes_and_caps_deterministically() {
 
 #[test]
 fn a_partial_state_caps_by_its_census_not_by_the_accounts_it_holds() {
-    let none = BTreeMap::new();
+    let none = Persons::default();
     // A delta's state holds none of RXB's accounts; the census says RXB holds 1 of its
     // cap of 2 (a deleted account would not be in `held`).
     let census = crate::target::Census {
@@ -262,7 +262,7 @@ fn a_partial_state_caps_by_its_census_not_by_the_accounts_it_holds() {
 
 #[test]
 fn mass_change_guard_blocks_all_removals() {
-    let none = BTreeMap::new();
+    let none = Persons::default();
     // 51 removals > absolute 50.
     let out = run(
         (1..=51).map(remove).collect(),
@@ -325,7 +325,7 @@ fn ineligible_mailbox_domain_blocks_provision() {
         attributes: [(Field::Email, "a.b@leeds.gov.uk".to_string())].into(),
         warnings: Vec::new(),
     };
-    let persons: BTreeMap<_, _> = [(xid(1), p)].into();
+    let persons = Persons::new(vec![p]);
     let out = run(
         vec![provision(1, "RXA")],
         &agreements(),

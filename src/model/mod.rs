@@ -5,12 +5,14 @@
 
 mod gbphone;
 pub mod mapping;
+mod persons;
 pub mod validate;
 
 #[cfg(test)]
 mod tests;
 
 pub use nhs_model::{Field, FieldMap, OrgKind, Organisation};
+pub use persons::Persons;
 
 use crate::ids::{ExternalId, OdsCode, RuleId};
 use serde::{Deserialize, Serialize};

@@ -14,7 +14,7 @@
 //! an account this agent does not manage.
 
 use crate::ids::{ExternalId, NormDn};
-use crate::model::Person;
+use crate::model::Persons;
 use crate::plan::WriteBack;
 use crate::source::SourceError;
 use crate::source::ldap::LdapSource;
@@ -46,7 +46,7 @@ impl WriteBackSettings {
 /// case-insensitively). `only`, when given, limits it to those anchors. Sorted by anchor.
 pub fn planned(
     settings: &WriteBackSettings,
-    persons: &BTreeMap<ExternalId, Person>,
+    persons: &Persons,
     current: &BTreeMap<ExternalId, Option<String>>,
     state: &TargetState,
     agent_id: &str,
@@ -134,6 +134,7 @@ impl WriteBackConnection {
 mod tests {
     use super::*;
     use crate::ids::{OdsCode, RuleId, TargetId};
+    use crate::model::Person;
     use crate::target::{Account, Status};
 
     fn xid(n: u8) -> ExternalId {
@@ -177,7 +178,7 @@ mod tests {
 
     #[test]
     fn only_managed_in_scope_accounts_with_a_different_value() {
-        let persons: BTreeMap<_, _> = [1, 2, 3, 4].map(|n| (xid(n), person(n))).into();
+        let persons: Persons = [1, 2, 3, 4].map(person).into_iter().collect();
         let current: BTreeMap<_, _> = [
             (xid(1), None),
             (xid(2), Some("A.Two@NHS.net".to_string())),
