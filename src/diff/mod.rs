@@ -381,6 +381,29 @@ fn diff_on(input: &DiffInput<'_>, threads: usize) -> DiffOutput {
     });
     let in_source: Vec<bool> = in_source.into_iter().map(AtomicBool::into_inner).collect();
 
+    // Removals, in account order (consecutive chunks, put back in order). Found before
+    // the people's operations are put together (they come after them in the output), so
+    // that the account index is freed first and the output vector is allocated once, at
+    // its final length: at 100,000 people these were the plan's peak RSS.
+    let removals = in_chunks(accounts, threads, |offset, chunk| {
+        let mut managed_here = 0;
+        let mut found = Vec::new();
+        for (k, a) in chunk.iter().enumerate() {
+            let i = offset + k;
+            if !managed[i] {
+                continue;
+            }
+            managed_here += 1;
+            if let Some(d) = removal(input, a, in_source[i], &index, &in_source) {
+                found.push(d);
+            }
+        }
+        (managed_here, found)
+    });
+    drop(index);
+    drop(in_source);
+    drop(managed);
+
     // Unanchored accounts are the candidates for first-sync soft-match.
     let mut by_key: BTreeMap<(MatchKey, String), Vec<&Account>> = BTreeMap::new();
     for a in accounts.iter().filter(|a| is_join_candidate(a)) {
@@ -397,40 +420,27 @@ fn diff_on(input: &DiffInput<'_>, threads: usize) -> DiffOutput {
             Outcome::Held(b) => out.blocked.push(b),
             Outcome::Unchanged => out.unchanged += 1,
         };
-    let mut unmatched = Vec::new();
-    let mut decided = Vec::new();
+    // At most one operation for each person decided or left unmatched, and each removal.
+    let at_most = chunks
+        .iter()
+        .map(|c| c.decided.len() + c.unmatched.len())
+        .chain(removals.iter().map(|(_, found)| found.len()))
+        .sum();
+    out.operations.reserve_exact(at_most);
     for c in chunks {
         out.unchanged += c.unchanged;
-        unmatched.extend(c.unmatched);
-        decided.extend(c.decided);
-    }
-    let mut unmatched = unmatched.into_iter().peekable();
-    for (k, d) in decided {
-        while let Some(u) = unmatched.next_if(|&u| u < k) {
+        // Chunks are consecutive runs of people, so each one's people merge on their own.
+        let mut unmatched = c.unmatched.into_iter().peekable();
+        for (k, d) in c.decided {
+            while let Some(u) = unmatched.next_if(|&u| u < k) {
+                soft(u, &mut out);
+            }
+            d.record(&mut out);
+        }
+        for u in unmatched {
             soft(u, &mut out);
         }
-        d.record(&mut out);
     }
-    for u in unmatched {
-        soft(u, &mut out);
-    }
-
-    // Removals, in account order (consecutive chunks, put back in order).
-    let removals = in_chunks(accounts, threads, |offset, chunk| {
-        let mut managed_here = 0;
-        let mut found = Vec::new();
-        for (k, a) in chunk.iter().enumerate() {
-            let i = offset + k;
-            if !managed[i] {
-                continue;
-            }
-            managed_here += 1;
-            if let Some(d) = removal(input, a, in_source[i], &index, &in_source) {
-                found.push(d);
-            }
-        }
-        (managed_here, found)
-    });
     for (m, found) in removals {
         out.managed += m;
         for d in found {
