@@ -99,8 +99,8 @@ struct Collector<'a> {
     anchors: std::collections::HashMap<ExternalId, Option<usize>>,
     /// The people in scope in read order, sorted into `Collected::persons` when the
     /// read is done, less those at the places in `shared` (a later entry claimed the
-    /// same anchor). Not a vector of `Option`s: that would need a second vector, as
-    /// large, for the sort (20 MB at 100,000 people, the plan's peak).
+    /// same anchor). Not a vector of `Option`s: taking the `None`s out of that needs a
+    /// second vector as large (20 MB at 100,000 people, then the plan's peak).
     persons: Vec<Person>,
     shared: Vec<usize>,
 }
