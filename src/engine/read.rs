@@ -450,8 +450,9 @@ pub async fn collect_since<S: Source>(
     shared.sort_unstable();
     let mut place = 0;
     persons.retain(|_| {
+        let keep = shared.binary_search(&place).is_err();
         place += 1;
-        shared.binary_search(&(place - 1)).is_err()
+        keep
     });
     out.persons = Persons::new(persons);
     Ok((out, delta))
